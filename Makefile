@@ -1,0 +1,30 @@
+# Two entry points, each working from a fresh clone: `make demo` and `make test`.
+# Everything installs into ./.venv; torch is pinned to the CPU build found on local disk
+# (a looser pin would pull a multi-GB CUDA wheel on a CPU-only box).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.llava-ln-installed
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint clean
+
+$(STAMP): setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[train,eval,demo,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+demo: setup
+	$(VENV)/bin/llava-ln demo
+
+lint: setup
+	$(VENV)/bin/ruff check llava_ln tests eval scripts
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per `llava-ln` subcommand; each exposes main(argv)."""

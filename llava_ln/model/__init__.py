@@ -1,0 +1,1 @@
+"""Model composition: LLM + vision tower + connector -> a native LlavaForConditionalGeneration."""

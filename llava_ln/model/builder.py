@@ -1,0 +1,149 @@
+"""Compose any causal LM, a CLIP/SigLIP tower and a new connector into LlavaForConditionalGeneration.
+
+We do not subclass per LLM: the native Llava shell is created on the meta device and its
+three parts are replaced by the already-loaded LLM backbone, LM head and vision tower, so
+the result is an ordinary transformers model (generation, gradient checkpointing,
+save_pretrained and export all work as upstream intends).
+"""
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
+
+from llava_ln.errors import LlavaLnError
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.attention import resolve_attn_implementation
+from llava_ln.model.connector import build_connector, projector_depth
+from llava_ln.model.tokens import IMAGE_TOKEN
+from llava_ln.model.vision_tower import (
+    check_select_layer,
+    load_vision_config,
+    load_vision_tower,
+    num_image_tokens,
+    select_strategy,
+)
+
+
+@dataclass(frozen=True)
+class MultimodalSpec:
+    """What was composed; written into every manifest so loading never guesses."""
+
+    llm: str
+    vision_tower: str
+    mm_projector_type: str
+    mm_vision_select_layer: int
+    mm_vision_select_feature: str
+    vision_feature_select_strategy: str
+    image_token: str
+    image_token_id: int
+    num_image_tokens: int
+    attn_implementation: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _load_llm_config(path: str):
+    if not path:
+        raise LlavaLnError("--model_name_or_path is required")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise LlavaLnError(f"--model_name_or_path {path!r}: cannot read a model config there ({err})") from None
+
+
+def _load_llm(path: str, dtype, attn_implementation: str, on_meta: bool):
+    config = _load_llm_config(path)
+    if on_meta:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+    except (OSError, ValueError) as err:
+        raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({err})") from None
+
+
+def _image_token_id(tokenizer, llm_vocab_rows: int) -> int:
+    """The id `<image>` has (or will have) in the vocabulary."""
+    if tokenizer is None:
+        # Config-only describe: the token is appended right after the existing rows.
+        return llm_vocab_rows
+    token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise LlavaLnError("the tokenizer has no <image> token; call llava_ln.model.tokens.prepare_tokenizer first")
+    return token_id
+
+
+def _grow_vocab_for(llm, image_token_id: int, on_meta: bool) -> None:
+    rows = llm.get_input_embeddings().weight.shape[0]
+    if image_token_id >= rows:
+        # The <image> row is always overwritten by image features, so its initial value is
+        # irrelevant; mean-resizing is skipped on meta where no values exist.
+        llm.resize_token_embeddings(image_token_id + 1, mean_resizing=not on_meta)
+
+
+def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_meta: bool = False):
+    """Return (LlavaForConditionalGeneration, MultimodalSpec).
+
+    tokenizer: a tokenizer already passed through prepare_tokenizer (None is allowed only on
+    meta, for config-only parameter counting). dtype applies to every loaded weight.
+    """
+    projector_depth(args.mm_projector_type)  # validate before any expensive load
+    vision_config, family = load_vision_config(args.vision_tower)
+    strategy = select_strategy(family, args.mm_vision_select_feature)
+    check_select_layer(vision_config, args.mm_vision_select_layer)
+    attn = resolve_attn_implementation(args.attn_implementation)
+    if tokenizer is None and not on_meta:
+        raise LlavaLnError("a tokenizer is needed to build a model with weights")
+
+    llm = _load_llm(args.model_name_or_path, dtype, attn, on_meta)
+    image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
+    _grow_vocab_for(llm, image_token_id, on_meta)
+
+    if on_meta:
+        with torch.device("meta"):
+            vision = family.model_class._from_config(vision_config, attn_implementation=attn)
+    else:
+        vision = load_vision_tower(args.vision_tower, dtype, attn)
+
+    n_tokens = num_image_tokens(vision.config, strategy)
+    config = LlavaConfig(
+        vision_config=vision.config,
+        text_config=llm.config,
+        image_token_index=image_token_id,
+        image_seq_length=n_tokens,
+        vision_feature_layer=args.mm_vision_select_layer,
+        vision_feature_select_strategy=strategy,
+        projector_hidden_act="gelu",
+        multimodal_projector_bias=True,
+    )
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower = vision
+    model.model.language_model = llm.base_model
+    model.lm_head = llm.get_output_embeddings()
+    with torch.device("meta" if on_meta else "cpu"):
+        connector = build_connector(args.mm_projector_type, config)
+    model.model.multi_modal_projector = connector.to(dtype=dtype)
+    model.config._attn_implementation = attn
+
+    spec = MultimodalSpec(
+        llm=_as_recorded_path(args.model_name_or_path),
+        vision_tower=_as_recorded_path(args.vision_tower),
+        mm_projector_type=args.mm_projector_type,
+        mm_vision_select_layer=args.mm_vision_select_layer,
+        mm_vision_select_feature=args.mm_vision_select_feature,
+        vision_feature_select_strategy=strategy,
+        image_token=IMAGE_TOKEN,
+        image_token_id=image_token_id,
+        num_image_tokens=n_tokens,
+        attn_implementation=attn,
+    )
+    return model, spec
+
+
+def _as_recorded_path(path: str) -> str:
+    # Local folders are recorded absolute so a manifest still resolves from another cwd.
+    return os.path.abspath(path) if os.path.isdir(path) else path
+

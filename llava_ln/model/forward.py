@@ -1,0 +1,78 @@
+"""The training forward pass: splice image features into the token embeddings, then run Llava.
+
+Why not just call model(input_ids, pixel_values)? Two reasons:
+  * text-only batches: under ZeRO-3 every rank must run the vision tower and connector each
+    step (their parameters are gathered collectively), so a text-only batch runs one dummy
+    image whose features enter the graph with weight zero;
+  * error messages: a placeholder/feature count mismatch names the offending sample.
+Generation uses the native model directly; this module is only the training path.
+"""
+import torch
+
+from llava_ln.errors import LlavaLnError
+from llava_ln.model.parts import connector_of, unwrap, vision_tower_of
+
+
+def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Connector output for a stack of images: [num_images, tokens_per_image, llm_hidden]."""
+    llava = unwrap(model)
+    tower = vision_tower_of(model)
+    tower_dtype = next(tower.parameters()).dtype
+    # The tower is frozen in every tuning mode, so no activations need keeping for backward.
+    with torch.no_grad():
+        outputs = tower(pixel_values.to(tower_dtype), output_hidden_states=True)
+        selected = outputs.hidden_states[llava.config.vision_feature_layer]
+        if llava.config.vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]  # drop CLS
+    connector = connector_of(model)
+    connector_dtype = next(connector.parameters()).dtype
+    return connector(selected.to(connector_dtype))
+
+
+def check_image_tokens(image_mask, image_counts, tokens_per_image: int, sample_ids=None) -> None:
+    """Each sample must hold exactly tokens_per_image placeholders per image it carries."""
+    found = image_mask.sum(dim=1).tolist()
+    expected = [int(c) * tokens_per_image for c in image_counts.tolist()]
+    for index, (have, want) in enumerate(zip(found, expected)):
+        if have != want:
+            name = sample_ids[index] if sample_ids is not None else f"#{index} in the batch"
+            raise LlavaLnError(
+                f"sample {name}: {have} image placeholder positions but its "
+                f"{want // tokens_per_image if tokens_per_image else 0} image(s) yield {want} features"
+            )
+
+
+def dummy_pixel_values(model, device) -> torch.Tensor:
+    size = vision_tower_of(model).config.image_size
+    return torch.zeros(1, 3, size, size, device=device)
+
+
+def multimodal_forward(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    pixel_values: torch.Tensor | None = None,
+    image_counts: torch.Tensor | None = None,
+    sample_ids=None,
+    **kwargs,
+):
+    """Run the model on a (possibly mixed text-only / image) batch; returns the model output."""
+    llava = unwrap(model)
+    image_mask = input_ids == llava.config.image_token_id
+    if image_counts is not None:
+        check_image_tokens(image_mask, image_counts, llava.config.image_seq_length, sample_ids)
+    embeddings = llava.get_input_embeddings()(input_ids)
+    has_images = pixel_values is not None and pixel_values.shape[0] > 0
+    features = image_features(model, pixel_values if has_images else dummy_pixel_values(model, input_ids.device))
+    if has_images:
+        if image_mask.sum().item() != features.shape[0] * features.shape[1]:
+            raise LlavaLnError(
+                f"batch has {int(image_mask.sum())} image placeholder positions but its images yield "
+                f"{features.shape[0] * features.shape[1]} features"
+            )
+        embeddings = embeddings.masked_scatter(image_mask.unsqueeze(-1), features.to(embeddings.dtype))
+    else:
+        # Zero-weight use keeps the connector in the graph: same collectives, zero gradient.
+        embeddings = embeddings + 0.0 * features.sum().to(embeddings.dtype)
+    return model(inputs_embeds=embeddings, attention_mask=attention_mask, labels=labels, **kwargs)

@@ -1,0 +1,26 @@
+"""Flags for the tuning mode, LoRA and per-group learning rates."""
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class TuningArguments:
+    tune_mode: str = field(
+        default="ln",
+        metadata={"help": "connector | full | lora | ln | ln_simple | attn_qv | attn_mlp (see README)."},
+    )
+    tune_embeddings: Optional[bool] = field(
+        default=None,
+        metadata={"help": "Override whether input embeddings and output head train (default: as the mode says)."},
+    )
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    mm_projector_lr: Optional[float] = field(
+        default=None, metadata={"help": "Learning rate of the connector (default: --learning_rate)."}
+    )
+    norm_lr: Optional[float] = field(
+        default=None,
+        metadata={"help": "Learning rate of LLM norm weights (default: --learning_rate). Norm-only tuning wants "
+                  "rates orders of magnitude above 2e-5."},
+    )

@@ -1,0 +1,74 @@
+"""Sort every parameter of a composed model into one of seven groups.
+
+Groups are decided by module identity (which part owns the tensor) and norm modules by
+class, never by parameter-name substrings, so the rules hold for any LLM family.
+"""
+import re
+from collections import OrderedDict
+
+from torch import nn
+
+from llava_ln.model.parts import connector_of, input_embeddings_of, language_model_of, lm_head_of, unwrap, vision_tower_of
+
+GROUPS = ("vision_tower", "connector", "llm_norms", "embeddings", "lm_head", "llm_other", "lora")
+
+_NORM_BASES = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
+# Hugging Face families define their own norm classes (LlamaRMSNorm, GemmaRMSNorm,
+# CohereLayerNorm, T5LayerNorm, ...); the class-name suffix is the shared convention.
+_NORM_CLASS_NAME = re.compile(r"(RMS|Layer|Group)Norm\d*$")
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    return isinstance(module, _NORM_BASES) or bool(_NORM_CLASS_NAME.search(type(module).__name__))
+
+
+def _ids(module: nn.Module) -> set[int]:
+    return {id(p) for p in module.parameters()}
+
+
+def classify_parameters(model) -> "OrderedDict[str, str]":
+    """Map each parameter name (relative to the Llava model, tied tensors once) to its group."""
+    llava = unwrap(model)
+    language_model = language_model_of(model)
+    vision_ids = _ids(vision_tower_of(model))
+    connector_ids = _ids(connector_of(model))
+    embedding_ids = _ids(input_embeddings_of(model))
+    head_ids = _ids(lm_head_of(model)) - embedding_ids  # a tied head is the embedding tensor
+    norm_ids = set()
+    for module in language_model.modules():
+        if is_norm_module(module):
+            norm_ids |= _ids(module)
+    llm_ids = _ids(language_model)
+
+    groups = OrderedDict()
+    for name, param in llava.named_parameters():  # named_parameters yields a tied tensor once
+        key = id(param)
+        if ".lora_" in name:
+            group = "lora"
+        elif key in vision_ids:
+            group = "vision_tower"
+        elif key in connector_ids:
+            group = "connector"
+        elif key in embedding_ids:
+            group = "embeddings"
+        elif key in head_ids:
+            group = "lm_head"
+        elif key in norm_ids:
+            group = "llm_norms"
+        elif key in llm_ids:
+            group = "llm_other"
+        else:
+            raise ValueError(f"parameter {name} belongs to no known part of the model")
+        groups[name] = group
+    return groups
+
+
+def count_by_group(model, only_trainable: bool = False) -> dict[str, int]:
+    llava = unwrap(model)
+    params = dict(llava.named_parameters())
+    counts = {group: 0 for group in GROUPS}
+    for name, group in classify_parameters(model).items():
+        if only_trainable and not params[name].requires_grad:
+            continue
+        counts[group] += params[name].numel()
+    return counts

@@ -1,0 +1,52 @@
+"""The tuning modes of the paper, as data: which groups train and which extra tensors.
+
+| mode      | trainable                                                  |
+|-----------|------------------------------------------------------------|
+| connector | connector                                                  |
+| full      | all LLM parameters + connector                             |
+| lora      | LoRA on every linear layer of the LLM blocks + connector   |
+| ln        | LLM norms + connector + embeddings + head                  |
+| ln_simple | LLM norms only                                             |
+| attn_qv   | q/v projections of every block + connector + emb. + head   |
+| attn_mlp  | every block's MLP + connector + embeddings + head          |
+"""
+from dataclasses import dataclass
+
+from llava_ln.errors import LlavaLnError
+
+
+@dataclass(frozen=True)
+class TuneMode:
+    name: str
+    groups: frozenset  # whole groups (see tuning.groups.GROUPS) that train
+    block_part: str | None  # "attn_qv" / "attn_mlp": a slice of every decoder block also trains
+    trains_embeddings: bool  # default for input embeddings + output head (--tune_embeddings overrides)
+    uses_lora: bool
+    summary: str
+
+
+TUNE_MODES = {
+    mode.name: mode
+    for mode in (
+        TuneMode("connector", frozenset({"connector"}), None, False, False, "connector only (stage 1)"),
+        TuneMode("full", frozenset({"connector", "llm_norms", "llm_other"}), None, True, False,
+                 "every LLM parameter + connector"),
+        TuneMode("lora", frozenset({"connector", "lora"}), None, False, True,
+                 "LoRA on every linear layer of the LLM blocks + connector"),
+        TuneMode("ln", frozenset({"connector", "llm_norms"}), None, True, False,
+                 "LLM norms + connector + embeddings + head (the paper's LayerNorm)"),
+        TuneMode("ln_simple", frozenset({"llm_norms"}), None, False, False,
+                 "LLM norms only (the paper's LayerNorm-simple)"),
+        TuneMode("attn_qv", frozenset({"connector"}), "attn_qv", True, False,
+                 "q and v projections of every block + connector + embeddings + head"),
+        TuneMode("attn_mlp", frozenset({"connector"}), "attn_mlp", True, False,
+                 "every block's MLP + connector + embeddings + head"),
+    )
+}
+
+
+def get_tune_mode(name: str) -> TuneMode:
+    try:
+        return TUNE_MODES[name]
+    except KeyError:
+        raise LlavaLnError(f"--tune_mode {name!r} is not one of {', '.join(TUNE_MODES)}") from None

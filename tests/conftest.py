@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny backbones saved once per test session."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from tiny import LLM_CONFIGS, make_llm_dir, make_vision_dir  # noqa: E402
+
+FAMILIES = tuple(LLM_CONFIGS)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tiny_root):
+    """Factory: family name -> path of a saved tiny LLM with a tokenizer."""
+    cache = {}
+
+    def get(family: str = "llama") -> str:
+        if family not in cache:
+            cache[family] = make_llm_dir(tiny_root, family)
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tiny_root):
+    """Factory: vision family name -> path of a saved tiny vision tower."""
+    cache = {}
+
+    def get(family: str = "clip") -> str:
+        if family not in cache:
+            cache[family] = make_vision_dir(tiny_root, family)
+        return cache[family]
+
+    return get
