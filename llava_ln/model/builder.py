@@ -77,10 +77,17 @@ def _image_token_id(tokenizer, llm_vocab_rows: int) -> int:
 
 def _grow_vocab_for(llm, image_token_id: int, on_meta: bool) -> None:
     rows = llm.get_input_embeddings().weight.shape[0]
-    if image_token_id >= rows:
-        # The <image> row is always overwritten by image features, so its initial value is
-        # irrelevant; mean-resizing is skipped on meta where no values exist.
-        llm.resize_token_embeddings(image_token_id + 1, mean_resizing=not on_meta)
+    if image_token_id < rows:
+        return
+    llm.resize_token_embeddings(image_token_id + 1, mean_resizing=False)
+    if on_meta:
+        return
+    # The <image> input row is always overwritten by image features; the output row only
+    # must not make the model emit <image>. The mean of the existing rows is neutral and,
+    # unlike transformers' sampled mean-resizing, identical every time the model is built.
+    with torch.no_grad():
+        for matrix in {id(m): m for m in (llm.get_input_embeddings().weight, llm.get_output_embeddings().weight)}.values():
+            matrix[rows:] = matrix[:rows].mean(dim=0, keepdim=True)
 
 
 def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_meta: bool = False):

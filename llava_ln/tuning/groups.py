@@ -8,7 +8,14 @@ from collections import OrderedDict
 
 from torch import nn
 
-from llava_ln.model.parts import connector_of, input_embeddings_of, language_model_of, lm_head_of, unwrap, vision_tower_of
+from llava_ln.model.parts import (
+    connector_of,
+    input_embeddings_of,
+    language_model_of,
+    lm_head_of,
+    unwrap,
+    vision_tower_of,
+)
 
 GROUPS = ("vision_tower", "connector", "llm_norms", "embeddings", "lm_head", "llm_other", "lora")
 

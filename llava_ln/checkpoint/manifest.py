@@ -1,0 +1,69 @@
+"""manifest.json: the single source of truth about what a checkpoint folder holds."""
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from llava_ln import __version__
+from llava_ln.checkpoint.atomic import write_json_atomic
+from llava_ln.errors import LlavaLnError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+KINDS = ("trained", "merged")
+
+
+@dataclass
+class Manifest:
+    """kind="trained": base models + trained tensors; kind="merged": a standalone Llava folder."""
+
+    kind: str
+    llm: str  # base LLM path or hub id
+    tokenizer: str
+    vision_tower: str
+    mm_projector_type: str
+    mm_vision_select_layer: int
+    mm_vision_select_feature: str
+    tune_mode: str
+    conv_template: str
+    image_aspect_ratio: str
+    tune_embeddings: bool = False
+    lora: dict | None = None  # {"r", "alpha", "dropout"} for lora runs
+    stage: int = 2
+    pretrain_mm_mlp_adapter: str | None = None
+    attn_implementation: str = "auto"
+    image_token_id: int | None = None
+    num_image_tokens: int | None = None
+    global_step: int | None = None
+    trained_tensors: dict = field(default_factory=dict)  # name -> [shape..., dtype]
+    format_version: int = FORMAT_VERSION
+    llava_ln_version: str = __version__
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def write_manifest(directory: str, manifest: Manifest) -> str:
+    if manifest.kind not in KINDS:
+        raise ValueError(f"unknown manifest kind {manifest.kind!r}")
+    path = os.path.join(directory, MANIFEST_NAME)
+    write_json_atomic(path, manifest.to_dict())
+    return path
+
+
+def read_manifest(directory: str) -> Manifest:
+    path = os.path.join(directory, MANIFEST_NAME)
+    if not os.path.exists(path):
+        raise LlavaLnError(f"{directory} has no {MANIFEST_NAME}: not a llava-ln checkpoint folder")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            payload = json.load(handle)
+    except (OSError, json.JSONDecodeError) as err:
+        raise LlavaLnError(f"{path} is not valid JSON ({err})") from None
+    known = {f.name for f in fields(Manifest)}
+    required = [f.name for f in fields(Manifest) if f.default is MISSING and f.default_factory is MISSING]
+    absent = [name for name in required if name not in payload]
+    if absent:
+        raise LlavaLnError(f"{path} lacks required field(s): {', '.join(absent)}")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise LlavaLnError(f"{path} has format_version {payload['format_version']}; upgrade llava-ln to read it")
+    return Manifest(**{k: v for k, v in payload.items() if k in known})
