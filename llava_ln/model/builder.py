@@ -9,7 +9,13 @@ import os
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
+from transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    AutoConfig,
+    AutoModelForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
 
 from llava_ln.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
@@ -53,8 +59,16 @@ def _load_llm_config(path: str):
         raise LlavaLnError(f"--model_name_or_path {path!r}: cannot read a model config there ({err})") from None
 
 
-def _load_llm(path: str, dtype, attn_implementation: str, on_meta: bool):
+def _llm_class(config):
+    try:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        raise LlavaLnError(f"{type(config).__name__} has no causal-LM class in transformers") from None
+
+
+def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool):
     config = _load_llm_config(path)
+    attn_implementation = resolve_attn_implementation(requested_attn, _llm_class(config))
     if on_meta:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
@@ -100,19 +114,19 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     vision_config, family = load_vision_config(args.vision_tower)
     strategy = select_strategy(family, args.mm_vision_select_feature)
     check_select_layer(vision_config, args.mm_vision_select_layer)
-    attn = resolve_attn_implementation(args.attn_implementation)
+    vision_attn = resolve_attn_implementation(args.attn_implementation, family.model_class)
     if tokenizer is None and not on_meta:
         raise LlavaLnError("a tokenizer is needed to build a model with weights")
 
-    llm = _load_llm(args.model_name_or_path, dtype, attn, on_meta)
+    llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta)
     image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
     _grow_vocab_for(llm, image_token_id, on_meta)
 
     if on_meta:
         with torch.device("meta"):
-            vision = family.model_class._from_config(vision_config, attn_implementation=attn)
+            vision = family.model_class._from_config(vision_config, attn_implementation=vision_attn)
     else:
-        vision = load_vision_tower(args.vision_tower, dtype, attn)
+        vision = load_vision_tower(args.vision_tower, dtype, vision_attn)
 
     n_tokens = num_image_tokens(vision.config, strategy)
     config = LlavaConfig(
@@ -133,7 +147,7 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     with torch.device("meta" if on_meta else "cpu"):
         connector = build_connector(args.mm_projector_type, config)
     model.model.multi_modal_projector = connector.to(dtype=dtype)
-    model.config._attn_implementation = attn
+    attn = llm.config._attn_implementation
 
     spec = MultimodalSpec(
         llm=_as_recorded_path(args.model_name_or_path),

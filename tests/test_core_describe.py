@@ -1,0 +1,100 @@
+"""Issue 2 acceptance: `llava-ln describe` from config alone, checked against hand-computed counts."""
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import CLIPVisionConfig, Gemma2Config, LlamaConfig
+
+from llava_ln.commands.describe import describe
+from llava_ln.model.args import ModelArguments
+from llava_ln.tuning.args import TuningArguments
+
+# LLaVA-1.5-7B shape, by hand:
+H, FFN, L, V = 4096, 11008, 32, 32000 + 1  # +1: the <image> token appended to Vicuna's vocabulary
+LLM_BLOCK = 4 * H * H + 3 * H * FFN + 2 * H  # q,k,v,o + gate,up,down + two RMSNorm weights
+NORMS = L * 2 * H + H  # = 266,240
+EMBED = V * H
+VISION_H, VISION_I, VISION_L, PATCHES = 1024, 4096, 24, (336 // 14) ** 2
+VISION = (
+    3 * 14 * 14 * VISION_H + VISION_H + (PATCHES + 1) * VISION_H  # patch conv (no bias), CLS, positions
+    + 2 * 2 * VISION_H  # pre- and post-layernorm (weight + bias)
+    + VISION_L * (4 * (VISION_H * VISION_H + VISION_H) + 2 * VISION_H * VISION_I + VISION_I + VISION_H + 4 * VISION_H)
+)
+CONNECTOR = (VISION_H * H + H) + (H * H + H)  # = 20,979,712
+TOTAL = L * LLM_BLOCK + H + 2 * EMBED + VISION + CONNECTOR
+
+
+@pytest.fixture(scope="module")
+def config_only_7b(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cfg7b")
+    LlamaConfig(vocab_size=32000, hidden_size=H, intermediate_size=FFN, num_hidden_layers=L, num_attention_heads=32,
+                max_position_embeddings=4096).save_pretrained(root / "llm")
+    CLIPVisionConfig(hidden_size=VISION_H, intermediate_size=VISION_I, num_hidden_layers=VISION_L,
+                     num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768).save_pretrained(root / "vision")
+    return str(root / "llm"), str(root / "vision")
+
+
+def run(config_only_7b, mode, **extra):
+    llm, vision = config_only_7b
+    return describe(ModelArguments(model_name_or_path=llm, vision_tower=vision), TuningArguments(tune_mode=mode, **extra))
+
+
+def test_hand_computed_constants_are_the_published_ones():
+    assert NORMS == 266_240 and CONNECTOR == 20_979_712
+
+
+def test_7b_ln_simple_and_connector(config_only_7b):
+    ln_simple = run(config_only_7b, "ln_simple")
+    assert ln_simple["total"] == TOTAL
+    assert ln_simple["trainable"] == NORMS == ln_simple["groups"]["llm_norms"]
+    assert run(config_only_7b, "connector")["trainable"] == CONNECTOR
+
+
+def test_7b_ln_and_full_and_lora(config_only_7b):
+    ln = run(config_only_7b, "ln")
+    assert ln["groups"] == {"vision_tower": 0, "connector": CONNECTOR, "llm_norms": NORMS, "embeddings": EMBED,
+                            "lm_head": EMBED, "llm_other": 0, "lora": 0}
+    full = run(config_only_7b, "full")
+    assert full["trainable"] == TOTAL - VISION
+    lora = run(config_only_7b, "lora")
+    r = 128
+    lora_params = L * r * (4 * (H + H) + 3 * (H + FFN))  # A: r x in, B: out x r for q,k,v,o,gate,up,down
+    assert lora["groups"]["lora"] == lora_params
+    assert lora["trainable"] == lora_params + CONNECTOR
+    assert lora["total"] == TOTAL + lora_params
+
+
+def test_gemma2_extra_norms_count_as_llm_norms(tmp_path, config_only_7b):
+    Gemma2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8).save_pretrained(tmp_path / "gemma2")
+    result = describe(ModelArguments(model_name_or_path=str(tmp_path / "gemma2"), vision_tower=config_only_7b[1]),
+                      TuningArguments(tune_mode="ln_simple"), with_names=True)
+    # four norms per Gemma2 block (input, post-attention, pre- and post-feedforward) + the final norm
+    assert result["trainable"] == (2 * 4 + 1) * 32
+    assert any("pre_feedforward_layernorm" in n for n in result["names"])
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "llava_ln.cli", "describe", *args], capture_output=True, text=True)
+
+
+def test_cli_prints_one_json_object(config_only_7b):
+    llm, vision = config_only_7b
+    done = _cli("--model_name_or_path", llm, "--vision_tower", vision, "--tune_mode", "ln_simple", "--names")
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["trainable"] == NORMS and len(payload["names"]) == 2 * L + 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tune_mode", "bogus"], "--tune_mode 'bogus'"),
+    (["--model_name_or_path", "/nonexistent/llm"], "/nonexistent/llm"),
+    (["--frobnicate", "1"], "unknown flag"),
+])
+def test_cli_errors_are_one_line_exit_2(config_only_7b, args, message):
+    llm, vision = config_only_7b
+    done = _cli("--model_name_or_path", llm, "--vision_tower", vision, *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr
