@@ -1,0 +1,103 @@
+"""`llava-ln score` end to end: flags, one JSON object on stdout, counts, and one-line errors."""
+import json
+
+import pytest
+
+from llava_ln.cli import main as cli_main
+from llava_ln.scoring.formats import write_mme_subtask_files, write_pope_answers, write_vqa_results
+
+
+def _run(argv, capsys):
+    code = cli_main(["score", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def vqa_files(tmp_path):
+    answers = {1: ["yes"] * 10, 2: ["2"] * 2 + ["3"] * 8, 3: ["red"] * 10}
+    types = {1: "yes/no", 2: "number", 3: "other"}
+    (tmp_path / "ann.json").write_text(json.dumps({"annotations": [
+        {"question_id": q, "answer_type": types[q], "question_type": "what",
+         "answers": [{"answer": a, "answer_id": i + 1} for i, a in enumerate(ans)]} for q, ans in answers.items()]}))
+    (tmp_path / "q.json").write_text(json.dumps({"questions": [{"question_id": q} for q in (1, 2, 3, 4)]}))
+    write_vqa_results(str(tmp_path / "res.json"), [{"question_id": 1, "answer": "Yes"},
+                                                   {"question_id": 2, "answer": "two"},
+                                                   {"question_id": 7, "answer": "stray"}])
+    return tmp_path
+
+
+def test_vqav2_scores_counts_and_upload(vqa_files, capsys):
+    d = vqa_files
+    code, out, _ = _run(["--benchmark", "vqav2", "--questions", str(d / "q.json"), "--annotations", str(d / "ann.json"),
+                         "--predictions", str(d / "res.json"), "--upload_file", str(d / "up.json"),
+                         "--output_file", str(d / "score.json")], capsys)
+    assert code == 0
+    result = json.loads(out)
+    # q1: "Yes" vs unanimous "yes" -> 0 (gate); q2: "two" -> "2", 2 matches -> 0.6; q3 missing -> 0.
+    assert result["overall"] == 20.0
+    assert (result["yes/no"], result["number"], result["other"]) == (0.0, 60.0, 0.0)
+    assert result["counts"]["missing"] == 1 and result["counts"]["extra"] == 1
+    assert result["upload"]["questions"] == 4 and result["upload"]["answered"] == 2
+    assert json.loads((d / "up.json").read_text())[:2] == [{"question_id": 1, "answer": "yes"},
+                                                         {"question_id": 2, "answer": "2"}]
+    assert json.loads((d / "score.json").read_text()) == result
+
+
+def test_mme_flags(tmp_path, capsys):
+    rows = [{"subtask": "existence", "image": "a.jpg", "question": "q", "ground_truth": gt, "response": r}
+            for gt, r in [("Yes", "Yes"), ("No", "No")]]
+    rows += [{"subtask": "artwork", "image": "b.jpg", "question": "q", "ground_truth": gt, "response": r}
+             for gt, r in [("Yes", "Yes"), ("No", "Yes")]]
+    write_mme_subtask_files(str(tmp_path), rows)
+    _, out, _ = _run(["--benchmark", "mme", "--predictions", str(tmp_path)], capsys)
+    result = json.loads(out)
+    assert result["perception"] == 200 + 50 and result["subtasks"]["artwork"] == 50.0
+    _, out, _ = _run(["--benchmark", "mme", "--predictions", str(tmp_path), "--mme_subtasks", "8"], capsys)
+    assert json.loads(out)["perception"] == 200
+
+
+def test_pope_split_pairs(tmp_path, capsys):
+    labels = [{"question_id": i, "image": "x.jpg", "text": "Is there a cat?", "label": lab}
+              for i, lab in enumerate(["yes", "no", "yes", "no"], start=1)]
+    (tmp_path / "adv.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels))
+    write_pope_answers(str(tmp_path / "ans.jsonl"), [{"question_id": i, "text": t} for i, t in
+                                                     enumerate(["Yes.", "No, there is not.", "No", "Yes, no doubt"], 1)])
+    _, out, _ = _run(["--benchmark", "pope", "--annotations", f"adversarial={tmp_path}/adv.jsonl",
+                      "--predictions", f"adversarial={tmp_path}/ans.jsonl"], capsys)
+    split = json.loads(out)["splits"]["adversarial"]
+    # answers: yes, no, no, no -> TP 1, TN 2, FN 1, FP 0
+    assert (split["accuracy"], split["precision"], split["recall"], split["yes_ratio"]) == (0.75, 1.0, 0.5, 0.25)
+    assert split["f1"] == pytest.approx(2 / 3) and json.loads(out)["mean_f1"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--benchmark", "mme", "--predictions", "{d}/nope"], "nope"),
+    (["--benchmark", "vqav2", "--annotations", "{d}/bad.json", "--predictions", "{d}/bad.json"], "bad.json is not valid JSON"),
+    (["--benchmark", "pope", "--predictions", "{d}/bad.json"], "needs --annotations"),
+    (["--benchmark", "vqav2", "--predictions", "{d}/bad.json"], "needs --annotations"),
+    (["--benchmark", "mme", "--predictions", "{d}", "--colour", "red"], "unknown flag"),
+    (["--benchmark", "coco_caption", "--annotations", "{d}/missing.json", "--predictions", "{d}/bad.json"],
+     "missing.json"),
+])
+def test_bad_input_is_one_line_error(tmp_path, capsys, argv, message):
+    (tmp_path / "bad.json").write_text("{truncated")
+    code, out, err = _run([a.format(d=tmp_path) for a in argv], capsys)
+    assert code == 2 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_vqav2_accepts_llava_jsonl_answers(vqa_files, capsys):
+    d = vqa_files
+    (d / "answers.jsonl").write_text('{"question_id": 3, "text": "Red"}\n{"question_id": 1, "text": "yes"}\n')
+    _, out, _ = _run(["--benchmark", "vqav2", "--annotations", str(d / "ann.json"),
+                      "--predictions", str(d / "answers.jsonl")], capsys)
+    result = json.loads(out)
+    # q1 "yes" exact -> 1; q3 "Red" vs unanimous "red" -> 0 (no normalization); q2 missing.
+    assert result["overall"] == pytest.approx(33.33) and result["counts"]["missing"] == 1
+
+
+def test_non_finite_values_become_null():
+    from llava_ln.commands.score import _json_safe
+
+    assert _json_safe({"SPICE": float("nan"), "x": [1.0, float("inf")]}) == {"SPICE": None, "x": [1.0, None]}
