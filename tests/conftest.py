@@ -40,3 +40,21 @@ def tiny_vision(tiny_root):
         return cache[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def sp_tokenizer_dir(tiny_root):
+    """A sentencepiece-only tokenizer folder (tokenizer.model), trained in-process (data tests)."""
+    from data_helpers import make_sentencepiece_dir
+
+    return make_sentencepiece_dir(tiny_root)
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_dir(tiny_root):
+    """A byte-level BPE tokenizer.json folder (data tests)."""
+    from tiny import make_bpe_tokenizer
+
+    path = os.path.join(tiny_root, "bpe_tokenizer")
+    make_bpe_tokenizer().save_pretrained(path)
+    return path

@@ -1,0 +1,56 @@
+"""Data flags, named as in LLaVA so that a LLaVA launch script ports by changing a few lines."""
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from llava_ln.errors import LlavaLnError
+
+ASPECT_RATIOS = ("pad", "resize", "crop")
+
+
+@dataclass
+class DataArguments:
+    data_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "LLaVA-format JSON or JSONL file(s), comma separated; `file:N` keeps a deterministic "
+                  "random subset of N records of that file (drawn from --seed)."},
+    )
+    image_folder: Optional[str] = field(
+        default=None,
+        metadata={"help": "Folder that relative image paths start from (default: the data file's folder)."},
+    )
+    image_aspect_ratio: str = field(
+        default="pad",
+        metadata={"help": "pad (LLaVA-1.5: pad to a square with the image processor's mean colour), resize "
+                  "(stretch to a square) or crop (centre square)."},
+    )
+    conv_template: str = field(
+        default="vicuna_v1",
+        metadata={"help": "plain | vicuna_v1 | llama_2 | mistral | chatml | llama_3 | auto (the tokenizer's own "
+                  "chat template). Stage 1 uses plain."},
+    )
+    model_max_length: int = field(
+        default=2048, metadata={"help": "Longest sequence in tokens, image positions included; longer ones are cut."}
+    )
+    group_by_modality_length: bool = field(
+        default=False,
+        metadata={"help": "Batch image and text-only samples separately, each grouped by length."},
+    )
+    skip_bad_samples: bool = field(
+        default=False,
+        metadata={"help": "Log and skip malformed records and unreadable images instead of stopping."},
+    )
+
+
+def check_data_args(args: DataArguments) -> None:
+    """Reject impossible values before anything is read."""
+    if not args.data_path:
+        raise LlavaLnError("--data_path is required")
+    if args.image_aspect_ratio not in ASPECT_RATIOS:
+        raise LlavaLnError(
+            f"--image_aspect_ratio {args.image_aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}"
+        )
+    if args.model_max_length < 2:
+        raise LlavaLnError(f"--model_max_length {args.model_max_length} is too small")
+    if args.image_folder is not None and not os.path.isdir(args.image_folder):
+        raise LlavaLnError(f"--image_folder {args.image_folder!r} is not a folder")

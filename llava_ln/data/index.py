@@ -1,0 +1,136 @@
+"""Index the records of every `--data_path` file: validate, check image files, subsample, pack.
+
+This single pass is the dataset's cheap pre-validation: every record is parsed once (no
+tokenization, no image decoding), so a malformed record or a missing image file stops
+the run before training starts, with a one-line error naming the file and record id.
+With --skip_bad_samples such records are logged once, counted and left out instead.
+What remains is packed into a RecordStore and decoded again only when its sample is read.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from llava_ln.data.records import RecordStore, iter_records
+from llava_ln.data.validation import Conversation, RecordError, parse_record
+from llava_ln.errors import LlavaLnError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    path: str
+    count: Optional[int] = None  # keep a random subset of this many records
+
+
+def parse_data_path(spec: str) -> list:
+    """`a.json,b.jsonl:20000` -> [DataSource(a.json), DataSource(b.jsonl, 20000)]."""
+    sources = []
+    for part in (p.strip() for p in (spec or "").split(",")):
+        if not part:
+            continue
+        path, count = part, None
+        head, sep, tail = part.rpartition(":")
+        if sep and head and tail.lstrip("-").isdigit():
+            path, count = head, int(tail)
+            if count <= 0:
+                raise LlavaLnError(f"--data_path {part!r}: the sample count must be positive")
+        sources.append(DataSource(path, count))
+    if not sources:
+        raise LlavaLnError("--data_path names no file")
+    return sources
+
+
+def describe_record(path: str, position: int, record_id=None) -> str:
+    """How errors name a record: its file, its id when it has one, and its position."""
+    return f"{path}: record {record_id!r} (#{position})" if record_id is not None else f"{path}: record #{position}"
+
+
+def resolve_image(root: str, image: str) -> str:
+    return os.path.join(root, image)  # an absolute `image` path wins, as os.path.join does
+
+
+@dataclass
+class DatasetIndex:
+    store: RecordStore
+    source: np.ndarray  # file number of each record
+    position: np.ndarray  # record number inside its file
+    n_images: np.ndarray
+    words: np.ndarray  # whitespace-separated words, a cheap length estimate
+    files: tuple
+    image_roots: tuple
+    rejected: int  # bad records left out while indexing (only with skip_bad_samples)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def where(self, index: int, record_id=None) -> str:
+        return describe_record(self.files[self.source[index]], int(self.position[index]), record_id)
+
+    def conversation(self, index: int) -> Conversation:
+        return parse_record(self.store.record(index))  # validated while indexing, so this cannot fail
+
+    def image_paths(self, index: int, conversation: Conversation) -> list:
+        root = self.image_roots[self.source[index]]
+        return [resolve_image(root, image) for image in conversation.images]
+
+
+def _image_root(source: DataSource, image_folder: Optional[str]) -> str:
+    return image_folder if image_folder is not None else os.path.dirname(os.path.abspath(source.path))
+
+
+def _scan_file(source: DataSource, root: str, skip_bad: bool):
+    """Valid records of one file as (raw bytes, position, images, words); bad ones raise or are counted."""
+    kept, rejected = [], 0
+    for position, (record, text) in enumerate(iter_records(source.path)):
+        try:
+            conversation = parse_record(record)
+            for image in conversation.images:
+                if not os.path.isfile(resolve_image(root, image)):
+                    raise RecordError(f"image file not found: {resolve_image(root, image)}", conversation.id)
+        except RecordError as err:
+            message = f"{describe_record(source.path, position, err.record_id)}: {err.problem}"
+            if not skip_bad:
+                raise LlavaLnError(message) from None
+            logger.warning("skipping bad record: %s", message)
+            rejected += 1
+            continue
+        kept.append((text.encode("utf-8"), position, len(conversation.images), conversation.word_count()))
+    return kept, rejected
+
+
+def _subsample(kept: list, source: DataSource, file_number: int, seed: int) -> list:
+    if source.count is None:
+        return kept
+    if source.count > len(kept):
+        raise LlavaLnError(f"--data_path {source.path}:{source.count}: the file has only {len(kept)} usable records")
+    # Seeded by (seed, file number): the same flags always pick the same records, in file order.
+    chosen = np.sort(np.random.default_rng([seed, file_number]).choice(len(kept), source.count, replace=False))
+    return [kept[i] for i in chosen]
+
+
+def build_index(sources: list, image_folder: Optional[str], seed: int, skip_bad: bool) -> DatasetIndex:
+    raws, columns, files, roots, rejected = [], [], [], [], 0
+    for file_number, source in enumerate(sources):
+        root = _image_root(source, image_folder)
+        kept, file_rejected = _scan_file(source, root, skip_bad)
+        kept = _subsample(kept, source, file_number, seed)
+        logger.info("%s: %d records used%s", source.path, len(kept),
+                    f", {file_rejected} bad ones skipped" if file_rejected else "")
+        rejected += file_rejected
+        files.append(source.path)
+        roots.append(root)
+        for raw, position, n_images, words in kept:
+            raws.append(raw)
+            columns.append((file_number, position, n_images, words))
+    if not raws:
+        raise LlavaLnError(f"--data_path {','.join(files)}: no usable records")
+    table = np.array(columns, dtype=np.int64).reshape(-1, 4)
+    return DatasetIndex(
+        store=RecordStore(raws), source=table[:, 0].astype(np.int32), position=table[:, 1],
+        n_images=table[:, 2].astype(np.int32), words=table[:, 3].astype(np.int32),
+        files=tuple(files), image_roots=tuple(roots), rejected=rejected,
+    )
