@@ -98,3 +98,15 @@ def test_cli_errors_are_one_line_exit_2(config_only_7b, args, message):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr
+
+
+def test_worker_error_is_reduced_to_its_own_line():
+    from llava_ln.cli import one_line
+    from llava_ln.errors import LlavaLnError
+
+    wrapped = LlavaLnError(
+        "Caught LlavaLnError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nllava_ln.errors.LlavaLnError: data.json record 7: image a.png is corrupt\n'
+    )
+    assert one_line(wrapped) == "data.json record 7: image a.png is corrupt"
+    assert one_line(LlavaLnError("plain message")) == "plain message"
