@@ -1,0 +1,114 @@
+"""Restartable answer files: append-only JSON lines, one file per rank, read back as {key: answer}.
+
+OUTPUT_DIR/answers/
+  settings.json        what produced the answers (model, benchmark data, prompt, generation);
+                       a rerun with different settings is refused instead of mixing answers
+  part-<rank>.jsonl    {"key", "answer", "prompt"} per line, appended and flushed batch by batch
+
+A run killed mid-write leaves at most a torn last line: readers ignore it (the question is
+asked again) and a writer cuts it off before appending. Every part file is read on restart,
+whatever world size wrote it, so a run can resume on a different number of GPUs.
+"""
+import glob
+import json
+import logging
+import os
+
+from llava_ln.checkpoint.atomic import write_json_atomic
+from llava_ln.errors import LlavaLnError
+
+logger = logging.getLogger(__name__)
+
+ANSWERS_DIR = "answers"
+SETTINGS_FILE = "settings.json"
+
+
+def answers_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, ANSWERS_DIR)
+
+
+def part_path(output_dir: str, rank: int) -> str:
+    return os.path.join(answers_dir(output_dir), f"part-{rank:05d}.jsonl")
+
+
+def _read_part(path: str, answers: dict) -> int:
+    """Add a part file's records to answers; returns how many lines were unusable."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    lines = data.split(b"\n")
+    bad = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            answers[str(record["key"])] = record["answer"]
+        except (ValueError, KeyError, TypeError):
+            torn_tail = number == len(lines) and not data.endswith(b"\n")
+            if not torn_tail:
+                logger.warning("%s line %d is not an answer record; that question will be asked again", path, number)
+            bad += 1
+    return bad
+
+
+def read_answers(output_dir: str) -> dict:
+    """{key: answer} from every part file (a later line wins over an earlier one)."""
+    answers = {}
+    for path in sorted(glob.glob(os.path.join(answers_dir(output_dir), "part-*.jsonl"))):
+        _read_part(path, answers)
+    return answers
+
+
+def check_settings(output_dir: str, settings: dict) -> None:
+    """Record the settings on a first run; on a rerun, refuse settings that differ from the recorded ones."""
+    path = os.path.join(answers_dir(output_dir), SETTINGS_FILE)
+    if not os.path.exists(path):
+        write_json_atomic(path, settings)
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            recorded = json.load(handle)
+    except (OSError, ValueError) as err:
+        raise LlavaLnError(f"{path} is unreadable ({err}); remove it or use another --output_dir") from None
+    changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+    if changed:
+        first = changed[0]
+        raise LlavaLnError(
+            f"{answers_dir(output_dir)} holds answers generated with other settings ({first}: {recorded.get(first)!r}, "
+            f"now {settings.get(first)!r}; {len(changed)} setting(s) differ); use another --output_dir or --overwrite"
+        )
+
+
+class AnswerWriter:
+    """Appends answer records to this rank's part file; each batch is flushed and fsynced."""
+
+    def __init__(self, output_dir: str, rank: int):
+        self.path = part_path(output_dir, rank)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        _cut_torn_tail(self.path)
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def append(self, records: list) -> None:
+        self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _cut_torn_tail(path: str) -> None:
+    """Drop an incomplete last line (a write cut short), so the next record starts on a fresh line."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)

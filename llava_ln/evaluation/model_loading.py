@@ -1,0 +1,129 @@
+"""Load any model `llava-ln eval` can evaluate, with the template and image pipeline it was trained with.
+
+  * a run folder or merged folder (manifest.json): llava_ln.checkpoint.load_checkpoint; the
+    conversation template and --image_aspect_ratio come from the manifest;
+  * a transformers-native LLaVA folder without a manifest (an export, or any llava-hf model):
+    LlavaForConditionalGeneration.from_pretrained; the template must then be named with
+    --conv_template (default "auto": the tokenizer's own chat template) and squaring is "pad"
+    unless --image_aspect_ratio says otherwise.
+Explicit --conv_template / --image_aspect_ratio flags override the manifest (e.g. to ask a
+stage-1 "plain" model questions in a chat format).
+"""
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+from llava_ln.data.args import ASPECT_RATIOS
+from llava_ln.data.images import ImageLoader, load_image_processor
+from llava_ln.data.templates import get_template
+from llava_ln.errors import LlavaLnError
+from llava_ln.model.parts import unwrap
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class EvalModel:
+    model: object  # LlavaForConditionalGeneration (LoRA already merged in)
+    tokenizer: object
+    template: object
+    image_loader: ImageLoader
+    conv_template: str
+    image_aspect_ratio: str
+
+    @property
+    def image_token_id(self) -> int:
+        return self.model.config.image_token_id
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.model.config.image_seq_length
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 on a GPU that supports it, else float32."""
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if name not in DTYPES:
+        raise LlavaLnError(f"--dtype {name!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _is_native_llava(path: str) -> bool:
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        return False
+    try:
+        with open(config, encoding="utf-8") as handle:
+            return json.load(handle).get("model_type") == "llava"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _load_native(path: str, dtype, device, attn_implementation):
+    from transformers import LlavaForConditionalGeneration
+
+    from llava_ln.model.tokens import load_tokenizer
+
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype,
+                                                              attn_implementation=attn_implementation or "sdpa")
+    except (OSError, ValueError) as err:
+        raise LlavaLnError(f"--model_path {path}: cannot load a LLaVA model ({err})") from None
+    tokenizer = load_tokenizer(path)
+    if tokenizer.convert_tokens_to_ids("<image>") != model.config.image_token_id:
+        raise LlavaLnError(f"--model_path {path}: the tokenizer's <image> id differs from config.json's image token")
+    return model.to(device).eval(), tokenizer
+
+
+def resolve_format(path: str, conv_template: str | None, image_aspect_ratio: str | None) -> tuple[str, str]:
+    """(template name, aspect ratio) the model is evaluated with: the flags, else the manifest, else defaults.
+
+    Reads only the manifest, so a finished run can be checked without loading any weights.
+    """
+    if not os.path.isdir(path):
+        raise LlavaLnError(f"--model_path {path}: folder not found")
+    manifest = None
+    if os.path.isfile(os.path.join(path, "manifest.json")):
+        from llava_ln.checkpoint.manifest import read_manifest
+
+        manifest = read_manifest(path)
+    elif not _is_native_llava(path):
+        raise LlavaLnError(f"--model_path {path}: neither a llava-ln checkpoint (manifest.json) nor a LLaVA model folder")
+    conv_template = conv_template or (manifest.conv_template if manifest else "auto")
+    image_aspect_ratio = image_aspect_ratio or (manifest.image_aspect_ratio if manifest else "pad")
+    if image_aspect_ratio not in ASPECT_RATIOS:
+        raise LlavaLnError(f"--image_aspect_ratio {image_aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
+    return conv_template, image_aspect_ratio
+
+
+def load_eval_model(path: str, device, dtype=torch.float32, conv_template: str | None = None,
+                    image_aspect_ratio: str | None = None, attn_implementation: str | None = None) -> EvalModel:
+    conv_template, image_aspect_ratio = resolve_format(path, conv_template, image_aspect_ratio)
+    manifest = None
+    if os.path.isfile(os.path.join(path, "manifest.json")):
+        from llava_ln.checkpoint.loading import load_checkpoint
+
+        loaded = load_checkpoint(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        model, tokenizer, manifest = loaded.model, loaded.tokenizer, loaded.manifest
+        if model is not unwrap(model):
+            model = model.merge_and_unload()  # LoRA folded in once: faster generation, same function
+    else:
+        model, tokenizer = _load_native(path, dtype, device, attn_implementation)
+    processor = load_image_processor(_processor_path(path, manifest))
+    return EvalModel(model=model, tokenizer=tokenizer, template=get_template(conv_template, tokenizer),
+                     image_loader=ImageLoader(processor, image_aspect_ratio), conv_template=conv_template,
+                     image_aspect_ratio=image_aspect_ratio)
+
+
+def _processor_path(path: str, manifest) -> str:
+    """Where the image processor is saved: the folder itself unless it is a run folder (then the tower's)."""
+    if manifest is None or os.path.isfile(os.path.join(path, "preprocessor_config.json")):
+        return path
+    tower = manifest.vision_tower
+    relative = os.path.join(path, tower)
+    return relative if not os.path.isabs(tower) and os.path.isdir(relative) else tower

@@ -1,0 +1,156 @@
+"""One `llava-ln eval` run: find the questions, skip the answered ones, generate the rest, write official files.
+
+Every rank reads the benchmark files (deterministic, so all agree on the item list); rank 0
+alone checks the answer folder and tells the others which items are still open; each rank
+generates its strided share, appending answers batch by batch; rank 0 gathers the new answers
+in-process, writes the official files and, with --score, scores them.
+"""
+import os
+import shutil
+import sys
+
+import torch
+
+from llava_ln.errors import LlavaLnError
+from llava_ln.evaluation import answer_store
+from llava_ln.evaluation.args import EvalArguments
+from llava_ln.evaluation.distributed import EvalWorld, setup_world
+from llava_ln.evaluation.generator import AnswerGenerator, GenerationSettings
+from llava_ln.evaluation.layout import DataFlags
+from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
+from llava_ln.evaluation.prompting import PromptEncoder
+from llava_ln.evaluation.registry import get_benchmark
+
+
+def generation_settings(args: EvalArguments) -> GenerationSettings:
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, num_beams=args.num_beams)
+    settings.check()
+    if args.batch_size < 1:
+        raise LlavaLnError(f"--batch_size must be at least 1, got {args.batch_size}")
+    return settings
+
+
+def _fingerprint(model_path: str) -> dict:
+    """Identifies the checkpoint's contents cheaply: a retrained folder gets a new manifest/config."""
+    for name in ("manifest.json", "config.json"):
+        path = os.path.join(model_path, name)
+        if os.path.isfile(path):
+            stat = os.stat(path)
+            return {"file": name, "mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
+    return {}
+
+
+def run_settings(args, sources, prompt, conv_template, aspect, dtype, generation) -> dict:
+    """Everything that changes an answer; answers produced under other settings are never reused."""
+    return {
+        "benchmark": args.benchmark, "model_path": os.path.abspath(args.model_path),
+        "model_fingerprint": _fingerprint(args.model_path), "sources": sources, "prompt": prompt,
+        "conv_template": conv_template, "image_aspect_ratio": aspect, "dtype": str(dtype).replace("torch.", ""),
+        "max_new_tokens": generation.max_new_tokens, "temperature": generation.temperature,
+        "top_p": generation.top_p, "num_beams": generation.num_beams,
+        "seed": args.seed if generation.temperature > 0 else None,
+    }
+
+
+def _on_main(world: EvalWorld, task):
+    """Run task on rank 0 and hand its result (or its error) to every rank."""
+    outcome = None
+    if world.is_main:
+        try:
+            outcome = {"value": task()}
+        except LlavaLnError as err:
+            outcome = {"error": str(err)}
+    outcome = world.broadcast(outcome)
+    if "error" in outcome:
+        raise LlavaLnError(outcome["error"])
+    return outcome["value"]
+
+
+def _answered(args: EvalArguments, settings: dict) -> dict:
+    if args.overwrite:
+        shutil.rmtree(answer_store.answers_dir(args.output_dir), ignore_errors=True)
+    answer_store.check_settings(args.output_dir, settings)
+    return answer_store.read_answers(args.output_dir)
+
+
+def _generate(args, world, items, generation, conv_template, aspect, dtype) -> dict:
+    """Answers for this rank's items, appended to its part file batch by batch."""
+    from tqdm import tqdm
+
+    if not items:
+        return {}
+    if generation.temperature > 0:
+        torch.manual_seed(args.seed + world.rank)
+    eval_model = load_eval_model(args.model_path, world.device, dtype, conv_template, aspect, args.attn_implementation)
+    encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
+                            eval_model.num_image_tokens)
+    generator = AnswerGenerator(eval_model, generation, world.device)
+    prompts = [encoder.encode(item.prompt, where=f"question {item.key}") for item in items]
+    # Longest prompts first: similar lengths share a batch (less padding), and memory peaks early.
+    order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
+    answers = {}
+    bar = tqdm(total=len(items), desc=f"{args.benchmark} rank 0/{world.world_size}", unit="q",
+               disable=not world.is_main, file=sys.stderr)
+    with answer_store.AnswerWriter(args.output_dir, world.rank) as writer:
+        for start in range(0, len(order), args.batch_size):
+            batch = [items[i] for i in order[start:start + args.batch_size]]
+            texts = generator.generate([prompts[i] for i in order[start:start + args.batch_size]],
+                                       [item.image for item in batch],
+                                       [f"question {item.key}" for item in batch])
+            writer.append([{"key": item.key, "answer": text, "prompt": item.prompt} for item, text in zip(batch, texts)])
+            answers.update((item.key, text) for item, text in zip(batch, texts))
+            bar.update(len(batch))
+    bar.close()
+    return answers
+
+
+def _score(score_argv: list) -> dict:
+    from llava_ln.commands.flags import parse_flags
+    from llava_ln.commands.score import ScoreArguments, score
+
+    (score_args,) = parse_flags(score_argv, (ScoreArguments,), prog="llava-ln score")
+    return score(score_args)
+
+
+def run_eval(args: EvalArguments) -> dict | None:
+    """Run the evaluation; returns the summary on rank 0 and None on the other ranks."""
+    benchmark = get_benchmark(args.benchmark)
+    generation = generation_settings(args)
+    flags = DataFlags(data=args.data, question_file=args.question_file, annotation_file=args.annotation_file,
+                      image_folder=args.image_folder, split=args.split, upload_question_file=args.upload_question_file)
+    world = setup_world(args.device)
+    try:
+        sources = benchmark.locate(flags)
+        prompt = benchmark.default_prompt if args.prompt is None else args.prompt
+        items = benchmark.read_items(sources, prompt)
+        conv_template, aspect = resolve_format(args.model_path, args.conv_template, args.image_aspect_ratio)
+        dtype = resolve_dtype(args.dtype, world.device)
+        settings = run_settings(args, sources, prompt, conv_template, aspect, dtype, generation)
+        done = _on_main(world, lambda: _answered(args, settings))
+        todo = [item for item in items if item.key not in done]
+        new = _generate(args, world, world.share(todo), generation, conv_template, aspect, dtype)
+        gathered = world.gather(new)
+        if not world.is_main:
+            return None
+        answers = dict(done)
+        for part in gathered:
+            answers.update(part)
+        missing = [item.key for item in items if item.key not in answers]
+        if missing:
+            raise LlavaLnError(f"{len(missing)} question(s) got no answer (first: {missing[0]})")
+        outputs = benchmark.write_outputs(sources, items, answers, args.output_dir)
+        summary = {"benchmark": args.benchmark, "questions": len(items), "reused_answers": len(items) - len(todo),
+                   "generated_answers": len(todo), "files": outputs["files"], "counts": outputs["counts"],
+                   "score_command": "llava-ln score " + " ".join(_quoted(outputs["score_argv"]))}
+        if args.score:
+            summary["scores"] = _score(outputs["score_argv"])
+        return summary
+    finally:
+        world.close()
+
+
+def _quoted(argv: list) -> list:
+    import shlex
+
+    return [shlex.quote(part) for part in argv]
