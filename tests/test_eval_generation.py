@@ -1,0 +1,113 @@
+"""Batched generation: the same greedy answers at any batch size, prompts exactly as in training, restarts."""
+import json
+import os
+
+import pytest
+import torch
+from eval_helpers import session_assets, single_thread
+
+from llava_ln.data.encode import encode, special_prefix_ids
+from llava_ln.data.templates import get_template
+from llava_ln.errors import LlavaLnError
+from llava_ln.evaluation import answer_store, runner
+from llava_ln.evaluation.args import EvalArguments
+from llava_ln.evaluation.prompting import PromptEncoder
+from llava_ln.model.tokens import load_tokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, tiny_llm, tiny_vision):
+    return session_assets(tmp_path_factory, tiny_llm, tiny_vision)
+
+
+def vqa_args(assets, output_dir, **overrides):
+    values = dict(benchmark="vqav2", model_path=assets["run"], data=assets["data"]["vqav2"], output_dir=str(output_dir),
+                  max_new_tokens=6, device="cpu")
+    values.update(overrides)
+    return EvalArguments(**values)
+
+
+def answers_of(output_dir) -> dict:
+    return answer_store.read_answers(str(output_dir))
+
+
+def test_greedy_answers_identical_at_batch_size_1_and_16(assets, tmp_path):
+    single = runner.run_eval(vqa_args(assets, tmp_path / "bs1", batch_size=1))
+    batched = runner.run_eval(vqa_args(assets, tmp_path / "bs16", batch_size=16))
+    assert single["generated_answers"] == batched["generated_answers"] == 18
+    one, sixteen = answers_of(tmp_path / "bs1"), answers_of(tmp_path / "bs16")
+    assert len(one) == 18 and one == sixteen
+    assert len(set(one.values())) > 3, "the model must give different answers for the comparison to mean anything"
+
+
+def test_prompt_tokens_are_the_training_prefix_of_the_reply(assets):
+    tokenizer = load_tokenizer(json.load(open(os.path.join(assets["run"], "manifest.json")))["tokenizer"])
+    template = get_template("vicuna_v1", tokenizer)
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    question = "Is there a red circle?\nAnswer the question using a single word or phrase."
+    training = encode(template.render([("user", f"<image>\n{question}"), ("assistant", "Yes")]), tokenizer,
+                      image_token_id, 4, special_prefix_ids(tokenizer))
+    first_supervised = next(i for i, label in enumerate(training.labels) if label != -100)
+    prompt = PromptEncoder(tokenizer, template, image_token_id, 4).encode(question)
+    assert prompt == training.input_ids[:first_supervised]
+    assert prompt.count(image_token_id) == 4
+
+
+def test_restart_skips_answered_questions_and_survives_a_torn_line(assets, tmp_path, monkeypatch):
+    first = runner.run_eval(vqa_args(assets, tmp_path))
+    assert first["generated_answers"] == 18
+    complete = answers_of(tmp_path)
+    part = answer_store.part_path(str(tmp_path), 0)
+    lines = open(part, encoding="utf-8").read().splitlines(keepends=True)
+    # Keep 13 answers, then a line cut mid-write (as a killed run leaves it).
+    with open(part, "w", encoding="utf-8") as handle:
+        handle.writelines(lines[:13])
+        handle.write(lines[13][:20])
+    calls = []
+    original = runner.AnswerGenerator.generate
+
+    def counting(self, prompts, images, wheres=None):
+        calls.append(len(prompts))
+        return original(self, prompts, images, wheres)
+
+    monkeypatch.setattr(runner.AnswerGenerator, "generate", counting)
+    second = runner.run_eval(vqa_args(assets, tmp_path))
+    assert second["reused_answers"] == 13 and second["generated_answers"] == 5 and sum(calls) == 5
+    assert answers_of(tmp_path) == complete
+    assert all(json.loads(line) for line in open(part, encoding="utf-8"))  # the torn line was cut, not kept
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished run must not load the model again")
+
+    monkeypatch.setattr(runner, "load_eval_model", no_model)
+    third = runner.run_eval(vqa_args(assets, tmp_path))
+    assert third["generated_answers"] == 0 and third["reused_answers"] == 18
+    results = json.load(open(third["files"]["results"]))
+    assert {r["question_id"]: r["answer"] for r in results} == {int(k): v for k, v in complete.items()}
+
+
+def test_rerun_with_other_settings_is_refused(assets, tmp_path):
+    runner.run_eval(vqa_args(assets, tmp_path, max_new_tokens=2))
+    with pytest.raises(LlavaLnError, match="max_new_tokens: 2, now 3"):
+        runner.run_eval(vqa_args(assets, tmp_path, max_new_tokens=3))
+    again = runner.run_eval(vqa_args(assets, tmp_path, max_new_tokens=3, overwrite=True))
+    assert again["generated_answers"] == 18
+
+
+def test_sampling_and_beam_flags_reach_generate(assets, tmp_path):
+    beams = runner.run_eval(vqa_args(assets, tmp_path / "beams", num_beams=2, batch_size=4))
+    sampled = runner.run_eval(vqa_args(assets, tmp_path / "sampled", temperature=1.5, seed=3))
+    sampled_again = runner.run_eval(vqa_args(assets, tmp_path / "sampled2", temperature=1.5, seed=3))
+    assert beams["generated_answers"] == sampled["generated_answers"] == 18
+    assert answers_of(tmp_path / "sampled") == answers_of(tmp_path / "sampled2")  # seeded
+    greedy = runner.run_eval(vqa_args(assets, tmp_path / "greedy"))
+    assert greedy["generated_answers"] == 18
+    assert answers_of(tmp_path / "sampled") != answers_of(tmp_path / "greedy")
+    assert sampled_again["generated_answers"] == 18
+    torch.manual_seed(0)  # leave the global generator as other tests expect it
