@@ -1,0 +1,104 @@
+"""Training flags: the usual Hugging Face TrainingArguments names plus LLaVA's stage-2 adapter flag.
+
+Only flags that this trainer really honours exist here; a LLaVA launch script ports by
+keeping these names (see docs/training.md for the few LLaVA flags that became --tune_mode).
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+from llava_ln.errors import LlavaLnError
+
+REPORT_TARGETS = ("none", "tensorboard", "wandb")
+SAVE_STRATEGIES = ("steps", "no")
+
+
+@dataclass
+class TrainingArguments:
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Run folder: manifest, trained tensors, "
+                                                             "checkpoint-<step>/ folders, logs."})
+    pretrain_mm_mlp_adapter: Optional[str] = field(
+        default=None,
+        metadata={"help": "Stage 2: the stage-1 connector (its safetensors file or its run folder) to start from."},
+    )
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (may be fractional); see --max_steps."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; > 0 overrides --num_train_epochs."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Samples per device per micro-step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak LR (groups without their own rate)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (never on norms or biases)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (0: off)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, "
+                                                               "linear, constant, constant_with_warmup, ..."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Warmup as a share of all steps."})
+    warmup_steps: int = field(default=0, metadata={"help": "Warmup steps (overrides --warmup_ratio when > 0)."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 compute: frozen weights bf16, trainable fp32 master."})
+    fp16: bool = field(default=False, metadata={"help": "fp16 compute with loss scaling."})
+    tf32: Optional[bool] = field(default=None, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute block activations in "
+                                                                  "backward to save memory."})
+    gradient_checkpointing_ratio: float = field(
+        default=1.0,
+        metadata={"help": "Share of the LLM's blocks (the first ones) that recompute under "
+                  "--gradient_checkpointing; lower trades memory for speed."},
+    )
+    save_strategy: str = field(default="steps", metadata={"help": "steps | no (intermediate checkpoints)."})
+    save_steps: float = field(default=500, metadata={"help": "Save checkpoint-<step>/ every N optimizer steps "
+                                                     "(a value below 1 is a share of all steps)."})
+    save_total_limit: Optional[int] = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps (below 1: a share)."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
+    report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb (comma separated)."})
+    run_name: Optional[str] = field(default=None, metadata={"help": "Run name for wandb / tensorboard."})
+    logging_dir: Optional[str] = field(default=None, metadata={"help": "TensorBoard folder (default "
+                                                               "OUTPUT_DIR/runs)."})
+    deepspeed: Optional[str] = field(default=None, metadata={"help": "DeepSpeed JSON config (zero_configs/*.json); "
+                                                             "without it: plain PyTorch (DDP when distributed)."})
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "OUTPUT_DIR/checkpoint-<step> to continue from exactly."}
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank."})
+    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when CUDA is available."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow a fresh run into a folder that "
+                                                                "already holds a finished run."})
+    local_rank: int = field(default=-1, metadata={"help": "Set by the deepspeed launcher; do not pass by hand."})
+    # Accepted so LLaVA scripts port unchanged; llava-ln has no in-training evaluation and is always lazy.
+    evaluation_strategy: str = field(default="no", metadata={"help": "Only `no` (evaluate with `llava-ln eval`)."})
+    lazy_preprocess: bool = field(default=True, metadata={"help": "Always lazy; accepted for LLaVA scripts."})
+
+
+def check_training_args(args: TrainingArguments) -> None:
+    """Reject impossible combinations before any model is loaded."""
+    if not args.output_dir:
+        raise LlavaLnError("--output_dir is required")
+    if args.bf16 and args.fp16:
+        raise LlavaLnError("--bf16 and --fp16 are exclusive")
+    if args.per_device_train_batch_size < 1 or args.gradient_accumulation_steps < 1:
+        raise LlavaLnError("--per_device_train_batch_size and --gradient_accumulation_steps must be >= 1")
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise LlavaLnError("set --max_steps > 0 or --num_train_epochs > 0")
+    if not 0.0 <= args.gradient_checkpointing_ratio <= 1.0:
+        raise LlavaLnError(f"--gradient_checkpointing_ratio {args.gradient_checkpointing_ratio} is not in [0, 1]")
+    if args.save_strategy not in SAVE_STRATEGIES:
+        raise LlavaLnError(f"--save_strategy {args.save_strategy!r} is not one of {', '.join(SAVE_STRATEGIES)}")
+    if args.evaluation_strategy != "no":
+        raise LlavaLnError("--evaluation_strategy: only `no` is supported; evaluate with `llava-ln eval`")
+    unknown = [t for t in report_targets(args) if t not in REPORT_TARGETS]
+    if unknown:
+        raise LlavaLnError(f"--report_to {','.join(unknown)} is not one of {', '.join(REPORT_TARGETS)}")
+    if args.save_total_limit is not None and args.save_total_limit < 1:
+        raise LlavaLnError("--save_total_limit must be >= 1")
+
+
+def report_targets(args: TrainingArguments) -> list[str]:
+    return [t.strip() for t in (args.report_to or "none").split(",") if t.strip() and t.strip() != "none"]
+
+
+def steps_from(value: float, total_steps: int) -> int:
+    """HF semantics: an interval below 1 is a share of the whole run."""
+    if value <= 0:
+        return 0
+    return max(1, round(value * total_steps)) if value < 1 else int(value)

@@ -1,0 +1,225 @@
+"""Run folders and resumable checkpoint-<step>/ folders, written the same way by every strategy.
+
+OUTPUT_DIR (end of training) and every checkpoint-<step>/ hold the run-folder format of
+llava_ln.checkpoint (manifest.json + trained.safetensors [+ adapter/] [+
+stage1_connector.safetensors]), so any checkpoint loads for inference as it is. A
+checkpoint adds resume/: fp32 masters and Adam moments keyed by parameter name (sharded
+safetensors), per-rank RNG states, the LR schedule, the data position and the optimizer
+step count in trainer_state.json. Nothing is pickled. Name-keyed full tensors make the
+state independent of the ZeRO stage and of the number of ranks. Rank 0 writes everything
+into a temporary folder that replaces checkpoint-<step>/ only when complete
+(checkpoint.atomic.atomic_directory), so a crash mid-save leaves the previous one usable.
+"""
+import contextlib
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from safetensors.torch import load_file
+
+from llava_ln.checkpoint.atomic import atomic_directory, write_json_atomic
+from llava_ln.checkpoint.run_io import save_run
+from llava_ln.checkpoint.tensors import save_tensors
+from llava_ln.errors import LlavaLnError
+from llava_ln.model.parts import unwrap
+from llava_ln.training.distributed import all_gather_objects, barrier
+from llava_ln.training.state_io import (
+    ShardedTensorReader,
+    ShardedTensorWriter,
+    capture_rng,
+    join_rng,
+    restore_rng,
+    split_rng,
+)
+from llava_ln.training.strategy import OPTIMIZER_STATE_KEYS
+
+logger = logging.getLogger(__name__)
+
+RESUME_DIR = "resume"
+STATE_FILE = "trainer_state.json"
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainState:
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0  # optimizer steps done in `epoch` (the data position)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What must not change across a resume (global batch and data decide the data position)."""
+
+    tune_mode: str
+    global_batch_size: int
+    dataset_size: int
+    total_steps: int
+    world_size: int
+
+
+def _shape(param) -> tuple:
+    return tuple(getattr(param, "ds_shape", param.shape))
+
+
+class Checkpointer:
+    def __init__(self, context, strategy, model, manifest, final_dtype: torch.dtype, stage1_connector: dict | None):
+        self.context = context
+        self.strategy = strategy
+        self.model = model
+        self.manifest = manifest
+        self.final_dtype = final_dtype  # dtype of trained.safetensors (fp32, or 16-bit for --tune_mode full)
+        self.stage1_connector = stage1_connector
+        self.named = [(n, p) for n, p in unwrap(model).named_parameters() if p.requires_grad]
+        peft_names = {id(p): n for n, p in model.named_parameters()}
+        self.lora_names = {n: peft_names[id(p)] for n, p in self.named if ".lora_" in n}
+
+    # ---- run folder (OUTPUT_DIR at the end, and the inference half of a checkpoint) ----
+    def _trained_tensors(self):
+        tensors, lora = {}, {}
+        for name, param in self.named:
+            value = self.strategy.get_master(param)  # collective
+            if name in self.lora_names:
+                lora[self.lora_names[name]] = value
+            else:
+                tensors[name] = value.to(self.final_dtype)
+        return tensors, lora
+
+    def save_run_folder(self, directory: str, global_step: int) -> None:
+        """Collective; rank 0 writes. Files are atomic and the manifest comes last."""
+        tensors, lora = self._trained_tensors()
+        if self.context.is_main:
+            manifest = replace(self.manifest, global_step=global_step)
+            save_run(directory, self.model, manifest, tensors=tensors,
+                     lora_state_dict=lora if manifest.lora is not None else None,
+                     stage1_connector=self.stage1_connector)
+        barrier(self.context)
+
+    # ---- resumable checkpoints ----
+    def save_checkpoint(self, output_dir: str, state: TrainState, scheduler, identity: RunIdentity,
+                        save_total_limit: int | None = None) -> str:
+        final = os.path.join(output_dir, f"checkpoint-{state.global_step}")
+        rng_states = all_gather_objects(self.context, capture_rng())
+        tensors, lora = {}, {}
+        with atomic_directory(final) if self.context.is_main else contextlib.nullcontext() as tmp:
+            resume = os.path.join(tmp, RESUME_DIR) if tmp else None
+            writers = {}
+            if resume:
+                os.makedirs(resume)
+                writers = {key: ShardedTensorWriter(resume, key) for key in ("master", *OPTIMIZER_STATE_KEYS)}
+            for name, param in self.named:
+                values = {"master": self.strategy.get_master(param)}  # collective
+                for key in OPTIMIZER_STATE_KEYS:
+                    values[key] = self.strategy.get_optimizer_state(param, key)  # collective
+                if not resume:
+                    continue
+                for key, writer in writers.items():
+                    writer.add(name, values[key])
+                if name in self.lora_names:
+                    lora[self.lora_names[name]] = values["master"]
+                else:
+                    tensors[name] = values["master"].to(self.final_dtype)
+            if resume:
+                for writer in writers.values():
+                    writer.close()
+                rng_tensors, rng_json = split_rng(rng_states)
+                save_tensors(resume, "rng", rng_tensors)
+                write_json_atomic(os.path.join(resume, STATE_FILE), {
+                    "state": asdict(state),
+                    "run": asdict(identity),
+                    "optimizer_steps": state.global_step,
+                    "scheduler": _jsonable_scheduler_state(scheduler.state_dict()),
+                    "loss_scaler": self.strategy.loss_scaler_state(),
+                    "rng": rng_json,
+                })
+                save_run(tmp, self.model, replace(self.manifest, global_step=state.global_step), tensors=tensors,
+                         lora_state_dict=lora if self.manifest.lora is not None else None,
+                         stage1_connector=self.stage1_connector)
+        if self.context.is_main:
+            logger.info("saved %s", final)
+            if save_total_limit:
+                prune_checkpoints(output_dir, save_total_limit)
+        barrier(self.context)
+        return final
+
+    def load_checkpoint(self, directory: str, scheduler, identity: RunIdentity, first_batch: dict) -> TrainState:
+        """Collective: restore masters, moments, step count, schedule, RNG; return the data position."""
+        resume = os.path.join(directory, RESUME_DIR)
+        state_path = os.path.join(resume, STATE_FILE)
+        if not os.path.exists(state_path):
+            raise LlavaLnError(f"--resume_from_checkpoint {directory}: no {RESUME_DIR}/{STATE_FILE} (not a "
+                               "checkpoint-<step> folder of llava-ln training, or an incomplete one)")
+        with open(state_path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        same_ranks = _check_identity(directory, saved["run"], identity)
+        readers = {key: ShardedTensorReader(resume, key) for key in ("master", *OPTIMIZER_STATE_KEYS)}
+        _check_names(directory, readers["master"], self.named)
+        self.strategy.materialise_optimizer_state(first_batch)
+        for name, param in self.named:
+            self.strategy.set_master(param, readers["master"].get(name))
+            for key in OPTIMIZER_STATE_KEYS:
+                self.strategy.set_optimizer_state(param, key, readers[key].get(name))
+        self.strategy.set_optimizer_step(saved["optimizer_steps"])
+        scheduler.load_state_dict(saved["scheduler"])
+        for group, lr in zip(self.strategy.scheduler_optimizer().param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
+        self.strategy.load_loss_scaler_state(saved.get("loss_scaler"))
+        if same_ranks:
+            rng = join_rng(load_file(os.path.join(resume, "rng.safetensors")), saved["rng"], self.context.rank)
+            restore_rng(rng)
+        barrier(self.context)
+        return TrainState(**saved["state"])
+
+
+def _jsonable_scheduler_state(state: dict) -> dict:
+    # LambdaLR stores its lambdas' attributes (empty for transformers' partials); floats and ints otherwise.
+    return {k: v for k, v in state.items() if k != "lr_lambdas"} | {"lr_lambdas": [None] * len(state.get(
+        "lr_lambdas", []))}
+
+
+def _check_identity(directory: str, saved: dict, current: RunIdentity) -> bool:
+    for key in ("tune_mode", "global_batch_size", "dataset_size"):
+        if saved.get(key) != getattr(current, key):
+            raise LlavaLnError(f"--resume_from_checkpoint {directory}: it was saved with {key}={saved.get(key)!r} but "
+                               f"this run has {getattr(current, key)!r}; resume needs the same")
+    if saved.get("total_steps") != current.total_steps:
+        logger.warning("resume: the run now has %s steps (was %s); the LR schedule follows the saved one",
+                       current.total_steps, saved.get("total_steps"))
+    if saved.get("world_size") != current.world_size:
+        logger.warning("resume: %s ranks now, %s when saved; weights, optimizer and data position carry over, "
+                       "per-rank RNG states (dropout) start afresh", current.world_size, saved.get("world_size"))
+        return False
+    return True
+
+
+def _check_names(directory: str, reader: ShardedTensorReader, named: list) -> None:
+    stored, expected = reader.names(), {n for n, _ in named}
+    missing, extra = sorted(expected - stored), sorted(stored - expected)
+    if missing or extra:
+        what = f"lacks {missing[0]}" if missing else f"holds {extra[0]}, which this run does not train"
+        raise LlavaLnError(f"--resume_from_checkpoint {directory}: the checkpoint {what} (other --tune_mode or "
+                           "model?)")
+    for name, param in named:
+        shape = reader.shape(name)
+        if shape != _shape(param):
+            raise LlavaLnError(f"--resume_from_checkpoint {directory}: tensor {name} has shape {shape}, the model "
+                               f"expects {_shape(param)}")
+
+
+def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    found = []
+    for path in glob.glob(os.path.join(output_dir, "checkpoint-*")):
+        match = CHECKPOINT_PATTERN.match(os.path.basename(path))
+        if match and os.path.isdir(path):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def prune_checkpoints(output_dir: str, keep: int) -> None:
+    for _, path in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
