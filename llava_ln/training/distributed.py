@@ -4,7 +4,8 @@ Launchers announce themselves through the environment (RANK, WORLD_SIZE, LOCAL_R
 `--local_rank` from the deepspeed launcher). CUDA gets NCCL; a CPU gets gloo, also under
 DeepSpeed, whose CPU accelerator would otherwise pick oneCCL. A single `python` process
 with --deepspeed gets a one-rank gloo/NCCL group so ZeRO runs unchanged. Whatever this
-module initialised it also tears down, so a test can run several trainings in one process.
+module initialised for plain PyTorch it also tears down, so a test can run several trainings in
+one process; a group DeepSpeed used stays up, since DeepSpeed keeps references to it.
 """
 import datetime
 import logging
@@ -57,13 +58,13 @@ def distributed_session(use_deepspeed: bool, use_cpu: bool = False, local_rank_f
     device = pick_device(use_cpu, local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
     needs_group = world_size > 1 or use_deepspeed
-    created, added_env = False, []
+    created = False
     if needs_group and not dist.is_initialized():
-        if "RANK" not in os.environ:  # plain `python` with --deepspeed: a group of one
-            single = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
-            added_env = [k for k in single if k not in os.environ]
-            os.environ.update({k: single[k] for k in added_env})
+        if "RANK" not in os.environ:
+            # Plain `python` with --deepspeed: a group of one. The variables stay set, as the group does.
+            for key, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                                   MASTER_PORT=str(_free_port())).items():
+                os.environ.setdefault(key, value)
         timeout = datetime.timedelta(minutes=30)
         if use_deepspeed:
             import deepspeed
@@ -72,17 +73,18 @@ def distributed_session(use_deepspeed: bool, use_cpu: bool = False, local_rank_f
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
         created = True
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    context = DistContext(rank, world, local_rank, device, backend if dist.is_initialized() else None)
+    grouped = needs_group and dist.is_initialized()
+    rank = dist.get_rank() if grouped else 0
+    world = dist.get_world_size() if grouped else 1
+    context = DistContext(rank, world, local_rank, device, backend if grouped else None)
     try:
         yield context
     finally:
-        if created and dist.is_initialized():
+        # DeepSpeed caches process groups for the life of the process, so a group it used stays up
+        # (a later deepspeed.initialize in the same process reuses it); a plain one is torn down.
+        if created and not use_deepspeed and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-        for key in added_env:
-            os.environ.pop(key, None)
 
 
 def barrier(context: DistContext) -> None:

@@ -1,0 +1,180 @@
+"""DeepSpeed on CPU (gloo): per-group rates and clipping in its optimizer, and the real launcher with 2 ranks.
+
+Single-rank checks run in one separate process (run_trainings.py) so DeepSpeed's process
+group stays out of pytest's; the 2-rank runs use the `deepspeed` launcher itself, and are
+compared with a one-process run that takes the same samples per step (accumulation 2).
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from train_helpers import flags, read_log, stage1_run, train_world, trained
+
+from llava_ln.checkpoint.connector_io import load_connector
+from llava_ln.checkpoint.loading import load_checkpoint
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.builder import build_mllm
+from llava_ln.model.parts import unwrap
+from llava_ln.model.tokens import load_tokenizer
+from llava_ln.train import main
+
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, "tests")
+CONFIGS = {stage: os.path.join(REPO, "zero_configs", f"zero{stage}.json") for stage in (2, 3)}
+CONNECTOR = "model.multi_modal_projector."
+# ln trains four kinds of tensors at three rates: connector, norms, embeddings + head.
+RATES = dict(learning_rate=1e-3, mm_projector_lr=0.0, norm_lr=2e-2)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_llm, tiny_vision):
+    return train_world(tmp_path_factory, tiny_llm, tiny_vision)
+
+
+def _run_in_fresh_process(runs: list[list[str]], workdir: str) -> None:
+    spec = os.path.join(workdir, "runs.json")
+    with open(spec, "w", encoding="utf-8") as handle:
+        json.dump(runs, handle)
+    done = subprocess.run([sys.executable, os.path.join(TESTS, "run_trainings.py"), spec], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _deepspeed_launch(argv: list[str]) -> None:
+    """The real launcher, 2 ranks on this CPU machine."""
+    command = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "2",
+               "--master_port", str(_free_port()), "llava_ln/train.py", *argv]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-6000:]
+
+
+def _start_values(world) -> dict:
+    args = ModelArguments(model_name_or_path=world["llm"], vision_tower=world["vision"])
+    model, _ = build_mllm(args, load_tokenizer(world["llm"]))
+    load_connector(model, stage1_run(world))
+    return {n: p.detach().clone() for n, p in unwrap(model).named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def single_rank_runs(world, tmp_path_factory):
+    """Single-rank DeepSpeed runs, all in one fresh process."""
+    root = str(tmp_path_factory.mktemp("ds_single"))
+    stage1 = stage1_run(world)
+    block = os.path.join(root, "zero2_optimizer_block.json")
+    with open(CONFIGS[2], encoding="utf-8") as handle:
+        config = json.load(handle)
+    # DeepSpeed builds this optimizer itself (torch's AdamW on CPU) from our parameter groups.
+    config["optimizer"] = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto",
+                                                       "weight_decay": "auto", "torch_adam": True}}
+    with open(block, "w", encoding="utf-8") as handle:
+        json.dump(config, handle)
+    configs = {"zero2": CONFIGS[2], "zero3": CONFIGS[3], "zero2_optimizer_block": block}
+    runs, outputs = [], {}
+    for name, config_path in configs.items():
+        common = dict(deepspeed=config_path, tune_mode="ln", pretrain_mm_mlp_adapter=stage1)
+        outputs[("rates", name)] = os.path.join(root, f"rates_{name}")
+        runs.append(flags(world, outputs[("rates", name)], max_steps=2, save_steps=0, **RATES, **common))
+        if name == "zero2_optimizer_block":
+            continue
+        for clip in (1e-6, 0.0):  # Adam's eps 1e-3 dwarfs gradients clipped to a norm of 1e-6
+            outputs[("clip", name, clip)] = os.path.join(root, f"clip{clip}_{name}")
+            runs.append(flags(world, outputs[("clip", name, clip)], max_steps=1, save_steps=0, learning_rate=1e-2,
+                              adam_epsilon=1e-3, max_grad_norm=clip, **common))
+    _run_in_fresh_process(runs, root)
+    return outputs
+
+
+@pytest.mark.parametrize("config", ["zero2", "zero3", "zero2_optimizer_block"])
+def test_per_group_learning_rates_reach_the_deepspeed_optimizer(world, single_rank_runs, config):
+    out = single_rank_runs[("rates", config)]
+    with open(os.path.join(out, "optimizer_groups.json"), encoding="utf-8") as handle:
+        groups = json.load(handle)  # read back from the engine's optimizer after deepspeed.initialize
+    rates = {g["name"]: g["lr"] for g in groups}
+    assert rates == {"connector_decay": 0.0, "connector_no_decay": 0.0, "norms_no_decay": 2e-2,
+                     "other_decay": 1e-3}
+    assert all(g["weight_decay"] == 0.0 for g in groups if "no_decay" in g["name"])
+    # And they act: a zero rate leaves the connector exactly as loaded; the norms move.
+    start, after = _start_values(world), trained(out)
+    connector = [n for n in after if n.startswith(CONNECTOR)]
+    norms = [n for n in after if "layernorm" in n or n.endswith("language_model.norm.weight")]
+    assert connector and norms
+    assert all(torch.equal(after[n], start[n]) for n in connector)
+    assert all(not torch.equal(after[n], start[n]) for n in norms)
+
+
+@pytest.mark.parametrize("config", ["zero2", "zero3"])
+def test_gradient_clipping_is_applied_under_deepspeed(world, single_rank_runs, config):
+    start = _start_values(world)
+    moved = {}
+    for clip in (1e-6, 0.0):
+        out = single_rank_runs[("clip", config, clip)]
+        after = trained(out)
+        moved[clip] = max(float((after[n] - start[n]).abs().max()) for n in after)
+        assert read_log(out)[1]["grad_norm"] > 1e-3  # the pre-clip norm: far above the threshold
+    # One Adam step moves a weight by lr * g / (|g| + eps): ~lr unclipped, <= lr * 1e-6 / 1e-3 clipped.
+    assert moved[0.0] > 1e-3
+    assert moved[1e-6] < 2e-5
+
+
+@pytest.fixture(scope="module")
+def reference(world, tmp_path_factory):
+    """One process, accumulation 2: the samples two ranks see per step, in the same order."""
+    root = str(tmp_path_factory.mktemp("ds_reference"))
+    stage1 = stage1_run(world)
+    outputs = {}
+    for mode in ("ln", "lora"):
+        outputs[mode] = os.path.join(root, mode)
+        assert main(flags(world, outputs[mode], tune_mode=mode, pretrain_mm_mlp_adapter=stage1,
+                          gradient_accumulation_steps=2, **_mode_rates(mode))) == 0
+    return outputs
+
+
+def _mode_rates(mode: str) -> dict:
+    return {"learning_rate": 1e-3, "norm_lr": 2e-2} if mode == "ln" else {"learning_rate": 1e-2}
+
+
+def _assert_close_runs(run: str, ref: str, steps=(1, 2, 3, 4), atol: float = 2e-5) -> None:
+    run_log, ref_log = read_log(run), read_log(ref)
+    for step in steps:
+        assert run_log[step]["loss"] == pytest.approx(ref_log[step]["loss"], rel=1e-4), step
+    got, want = trained(run), trained(ref)
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=atol, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("stage,mode", [(2, "ln"), (3, "lora")])
+def test_two_rank_deepspeed_matches_one_process_and_loads(world, reference, tmp_path, stage, mode):
+    out = str(tmp_path / f"zero{stage}_{mode}")
+    _deepspeed_launch(flags(world, out, deepspeed=CONFIGS[stage], tune_mode=mode,
+                            pretrain_mm_mlp_adapter=stage1_run(world), **_mode_rates(mode)))
+    _assert_close_runs(out, reference[mode])
+    with open(os.path.join(out, "run_config.json"), encoding="utf-8") as handle:
+        resolved = json.load(handle)["resolved"]
+    assert (resolved["world_size"], resolved["deepspeed_config"]["zero_optimization"]["stage"]) == (2, stage)
+    # The saved tensors load into a one-process model, unchanged.
+    loaded = dict(unwrap(load_checkpoint(out).model).named_parameters())
+    for name, value in trained(out).items():
+        assert torch.equal(loaded[name].detach(), value), name
+    if mode == "lora":
+        lora = {n: p for n, p in loaded.items() if ".lora_B." in n}
+        assert lora and any(float(p.abs().max()) > 0 for p in lora.values())  # trained B, not the zero init
+    if stage == 2:
+        # ZeRO-3 on 2 ranks continues the ZeRO-2 run from its step-2 checkpoint and lands on the same weights.
+        resumed = str(tmp_path / "zero3_resumed")
+        _deepspeed_launch(flags(world, resumed, deepspeed=CONFIGS[3], tune_mode=mode,
+                                pretrain_mm_mlp_adapter=stage1_run(world),
+                                resume_from_checkpoint=os.path.join(out, "checkpoint-2"), **_mode_rates(mode)))
+        _assert_close_runs(resumed, out, steps=(3, 4), atol=1e-6)
