@@ -168,3 +168,18 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def toy_assets(tmp_path_factory) -> dict:
+    """A small toy world (scale 0.05) and an untuned run folder on its backbones (connector only), once per session."""
+    key = ("toy", str(tmp_path_factory.getbasetemp()))
+    if key not in _SESSION_CACHE:
+        from llava_ln.cli import main
+
+        root = str(tmp_path_factory.mktemp("toy_eval"))
+        world = os.path.join(root, "world")
+        assert main(["toy", "--out", world, "--seed", "0", "--scale", "0.05"]) == 0
+        run = make_run_folder(os.path.join(root, "run"), os.path.join(world, "llm"), os.path.join(world, "vision"),
+                              tune_mode="connector", scale=0.02)
+        _SESSION_CACHE[key] = {"world": world, "eval": os.path.join(world, "eval"), "run": run}
+    return _SESSION_CACHE[key]
