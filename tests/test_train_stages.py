@@ -4,6 +4,7 @@ For each mode: the loss of the saved run (loaded back with load_checkpoint) is b
 starting model's on the training data; OUTPUT_DIR holds exactly the mode's trainable tensors;
 N steps + resume + N steps gives bit-identical weights to 2N straight steps.
 """
+import json
 import os
 
 import pytest
@@ -51,6 +52,15 @@ def test_stage1_trains_the_connector_alone(world):
     assert sorted(f for f in os.listdir(out) if f.endswith(".safetensors")) == ["trained.safetensors"]
     manifest = read_manifest(out)
     assert (manifest.stage, manifest.tune_mode, manifest.conv_template) == (1, "connector", "plain")
+    # Written at start: the resolved configuration and the trainable-parameter table; TensorBoard events.
+    with open(os.path.join(out, "run_config.json"), encoding="utf-8") as handle:
+        resolved = json.load(handle)["resolved"]
+    assert (resolved["total_steps"], resolved["global_batch_size"], resolved["precision"]) == (4, 4, "fp32")
+    with open(os.path.join(out, "trainable_parameters.txt"), encoding="utf-8") as handle:
+        table = {line.split()[0]: line.split()[1:] for line in handle if line.strip()}
+    connector_size = sum(t.numel() for t in trained(out).values())
+    assert table["connector"] == [f"{connector_size:,}"] * 2 and table["llm_norms"][1] == "0"
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(out, "runs")))
     # Every step sees all 4 captions, so the logged losses and the final one are on the same data.
     log = read_log(out)
     final = batch_loss(load_checkpoint(out).model, world, "captions", "plain")
@@ -133,6 +143,13 @@ def test_crash_during_a_save_leaves_the_previous_checkpoint_usable(world, tmp_pa
     assert load_checkpoint(os.path.join(out, "checkpoint-2")).manifest.global_step == 2
     assert main(flags(world, out, max_steps=6, save_steps=2, resume_from_checkpoint="latest", **common)) == 0
     assert read_manifest(out).global_step == 6
+
+
+def test_resume_refuses_a_different_global_batch(world, tmp_path):
+    checkpoint = os.path.join(stage1_run(world), "checkpoint-2")
+    with pytest.raises(LlavaLnError, match="global_batch_size"):
+        main(flags(world, str(tmp_path / "out"), stage=1, per_device_train_batch_size=2,
+                   resume_from_checkpoint=checkpoint))
 
 
 def test_a_finished_run_is_not_overwritten_by_accident(world):

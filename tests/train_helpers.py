@@ -79,10 +79,11 @@ def flags(world: dict, output_dir: str, stage: int = 2, **overrides) -> list[str
 def stage1_run(world: dict) -> str:
     """The stage-1 (connector, plain template) run folder, trained once per session."""
     if "stage1" not in _CACHE:
-        from llava_ln.train import main
+        from llava_ln.cli import main
 
         output = os.path.join(world["root"], "stage1")
-        assert main(flags(world, output, stage=1, max_steps=4, save_steps=2)) == 0
+        # Through the console entry point, with TensorBoard on: `llava-ln train ...`.
+        assert main(["train", *flags(world, output, stage=1, report_to="tensorboard")]) == 0
         _CACHE["stage1"] = output
     return _CACHE["stage1"]
 
