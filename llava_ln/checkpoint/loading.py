@@ -33,12 +33,20 @@ def load_checkpoint(path: str, dtype=torch.float32, device="cpu", attn_implement
 
     manifest = read_manifest(path)
     if manifest.kind == "merged":
-        from transformers import LlavaForConditionalGeneration
+        # A merged folder is self-contained: "." paths in its manifest mean the folder itself.
+        import os
+        from dataclasses import replace
 
+        from llava_ln.export.merged_io import load_merged_model, merged_image_token_check
+        from llava_ln.model.attention import resolve_attn_implementation
+
+        here = os.path.abspath(path)
+        manifest = replace(manifest, **{k: here for k in ("llm", "tokenizer", "vision_tower")
+                                        if getattr(manifest, k) == "."})
         tokenizer = load_tokenizer(path)
-        model = LlavaForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, attn_implementation=attn_implementation or "sdpa"
-        )
+        attn = resolve_attn_implementation(attn_implementation or "auto")
+        model = load_merged_model(path, manifest.mm_projector_type, dtype=dtype, attn_implementation=attn)
+        merged_image_token_check(path, model, tokenizer)
     else:
         from llava_ln.checkpoint.run_io import apply_run
         from llava_ln.model.builder import build_mllm

@@ -1,0 +1,113 @@
+"""Write and read a merged (standalone) llava-ln checkpoint folder.
+
+  MERGED/
+    manifest.json              kind "merged"; llm / tokenizer / vision_tower are "." (this folder)
+    config.json                LlavaConfig (text + vision configs, image token, feature layer/strategy)
+    model.safetensors          every weight, via save_pretrained (sharded with an index when large)
+    non_native.safetensors     only when needed: tensors LlavaForConditionalGeneration cannot hold
+                               (a linear / mlp3x_gelu connector, a head bias), under llava-ln's names
+    generation_config.json     eos = the tokenizer's eos plus the template's end-of-turn token
+    tokenizer files            with <image> already added
+    preprocessor_config.json   the vision tower's image processor (squaring is in the manifest)
+    merged_from.json           the source run's manifest, for provenance
+
+A merged folder with the native connector is also a valid LlavaForConditionalGeneration
+folder; `llava-ln export --format hf` adds the processor and verifies it.
+"""
+import json
+import os
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from llava_ln.checkpoint.apply import assign_tensors
+from llava_ln.checkpoint.atomic import write_json_atomic
+from llava_ln.checkpoint.tensors import load_tensors, save_tensors, tensor_files
+from llava_ln.errors import LlavaLnError
+from llava_ln.export.native import CONNECTOR_PREFIX, non_native_parameters
+from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
+
+NON_NATIVE_STEM = "non_native"
+MERGED_FROM = "merged_from.json"
+SELF = "."
+
+
+def write_model_files(model, directory: str, projector_type: str) -> list:
+    """save_pretrained plus the non-native side file; returns the non-native tensor names."""
+    extra = non_native_parameters(model, projector_type)
+    model.save_pretrained(directory, safe_serialization=True)
+    if extra:
+        save_tensors(directory, NON_NATIVE_STEM, extra)
+    return sorted(extra)
+
+
+def write_provenance(directory: str, source_manifest) -> None:
+    write_json_atomic(os.path.join(directory, MERGED_FROM), source_manifest.to_dict())
+
+
+@contextmanager
+def quiet_transformers():
+    """Hide transformers' missing/unexpected-key report, which is expected for non-native parts."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def _make_room_for(model, tensors: dict) -> None:
+    """Give the model the non-native parameters it will receive: our connector, missing biases."""
+    for name, value in tensors.items():
+        if name.startswith(CONNECTOR_PREFIX):
+            continue
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if attr == "bias" and isinstance(module, nn.Linear) and module.bias is None:
+            module.bias = nn.Parameter(torch.zeros(module.out_features, dtype=module.weight.dtype))
+
+
+def load_merged_model(path: str, projector_type: str, dtype=torch.float32, attn_implementation: str = "sdpa"):
+    """LlavaForConditionalGeneration with every merged tensor, including non-native ones."""
+    from transformers import LlavaForConditionalGeneration
+
+    with quiet_transformers():
+        try:
+            model = LlavaForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, attn_implementation=attn_implementation
+            )
+        except (OSError, ValueError) as err:
+            raise LlavaLnError(f"{path}: cannot load the merged model ({err})") from None
+    extra = load_tensors(os.path.join(path, NON_NATIVE_STEM)) if tensor_files(path, NON_NATIVE_STEM) else {}
+    if projector_type != NATIVE_PROJECTOR_TYPE:
+        connector = build_connector(projector_type, model.config)
+        model.model.multi_modal_projector = connector.to(dtype=dtype)
+        expected = {f"{CONNECTOR_PREFIX}{n}" for n, _ in connector.named_parameters()}
+        missing = sorted(expected - set(extra))
+        if missing:
+            raise LlavaLnError(f"{path}: tensor {missing[0]} of the {projector_type} connector is missing "
+                               f"from {NON_NATIVE_STEM}.safetensors")
+    _make_room_for(model, extra)
+    assign_tensors(model, extra, source=os.path.join(path, NON_NATIVE_STEM + ".safetensors"))
+    return model
+
+
+def merged_image_token_check(path: str, model, tokenizer) -> None:
+    token_id = tokenizer.convert_tokens_to_ids("<image>")
+    if model.config.image_token_id != token_id:
+        raise LlavaLnError(
+            f"{path}: config.json says the image token is id {model.config.image_token_id}, "
+            f"the tokenizer there gives <image> id {token_id}"
+        )
+
+
+def read_provenance(path: str) -> dict | None:
+    file = os.path.join(path, MERGED_FROM)
+    if not os.path.exists(file):
+        return None
+    with open(file, encoding="utf-8") as handle:
+        return json.load(handle)
+
