@@ -104,3 +104,23 @@ def test_flickr30k_results_read_by_the_scorer(capsys, toy, tmp_path):
     predictions, counts = load_caption_predictions(summary["files"]["results"])
     assert set(predictions) == set(load_caption_annotations(annotations)) and len(predictions) == 5
     assert counts["duplicate_ids"] == counts["invalid_records"] == 0
+
+
+def test_merged_and_plain_transformers_folders_answer_like_the_run_folder(capsys, toy, tmp_path):
+    import shutil
+
+    from llava_ln.cli import main
+
+    from_run = run(capsys, toy, "vqav2", "vqav2", tmp_path / "run")
+    assert main(["merge", "--checkpoint", toy["run"], "--output_dir", str(tmp_path / "merged")]) == 0
+    merged = eval_cli(capsys, "--benchmark", "vqav2", "--model_path", str(tmp_path / "merged"), "--data",
+                      os.path.join(toy["eval"], "vqav2"), "--output_dir", str(tmp_path / "merged_out"), *COMMON)
+    # Without llava-ln's manifest the folder is a plain transformers LLaVA model: name its template.
+    shutil.copytree(tmp_path / "merged", tmp_path / "plain")
+    os.remove(tmp_path / "plain" / "manifest.json")
+    plain = eval_cli(capsys, "--benchmark", "vqav2", "--model_path", str(tmp_path / "plain"), "--conv_template",
+                     "vicuna_v1", "--data", os.path.join(toy["eval"], "vqav2"), "--output_dir",
+                     str(tmp_path / "plain_out"), *COMMON)
+    expected = json.load(open(from_run["files"]["results"]))
+    assert json.load(open(merged["files"]["results"])) == expected
+    assert json.load(open(plain["files"]["results"])) == expected
