@@ -25,7 +25,7 @@ from llava_ln.train import main
 MODE_FLAGS = {
     "full": {"learning_rate": 1e-3},
     "lora": {"learning_rate": 1e-2, "mm_projector_lr": 1e-3},
-    "ln": {"learning_rate": 1e-3, "norm_lr": 1e-2},
+    "ln": {"learning_rate": 1e-3, "norm_lr": 1e-2, "gradient_checkpointing": True, "gradient_checkpointing_ratio": 0.5},
     "ln_simple": {"learning_rate": 1e-3, "norm_lr": 5e-2},
     "attn_qv": {"learning_rate": 1e-3},
     "attn_mlp": {"learning_rate": 1e-3},
@@ -143,6 +143,38 @@ def test_crash_during_a_save_leaves_the_previous_checkpoint_usable(world, tmp_pa
     assert load_checkpoint(os.path.join(out, "checkpoint-2")).manifest.global_step == 2
     assert main(flags(world, out, max_steps=6, save_steps=2, resume_from_checkpoint="latest", **common)) == 0
     assert read_manifest(out).global_step == 6
+
+
+def test_partial_gradient_checkpointing_recomputes_the_first_blocks_only(world):
+    from llava_ln.model.parts import decoder_layers_of
+    from llava_ln.training.memory import enable_gradient_checkpointing
+    from llava_ln.training.strategy import TrainingModule
+    from llava_ln.tuning.apply import apply_tune_mode
+    from llava_ln.tuning.args import TuningArguments
+
+    batch = _first_batch(world)
+    grads = []
+    for ratio in (None, 0.5):
+        model = apply_tune_mode(_start_model(world, stage1_run(world)), TuningArguments(tune_mode="ln"))
+        if ratio is not None:
+            assert enable_gradient_checkpointing(model, ratio) == 1
+            assert [b.gradient_checkpointing for b in decoder_layers_of(model)] == [True, False]
+        model.train()
+        TrainingModule(model)(batch).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    for name in grads[0]:  # recomputation changes memory, not the gradients
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def _first_batch(world) -> dict:
+    from llava_ln.data import DataArguments, DataCollator, build_train_dataset, load_data_components
+
+    data_args = DataArguments(data_path=world["instruct"], conv_template="vicuna_v1")
+    parts = load_data_components(ModelArguments(model_name_or_path=world["llm"], vision_tower=world["vision"]),
+                                 data_args)
+    dataset = build_train_dataset(data_args, parts.tokenizer, parts.image_processor, parts.template,
+                                  parts.image_token_id, parts.num_image_tokens, seed=0)
+    return DataCollator(parts.tokenizer)([dataset[i] for i in range(4)])
 
 
 def test_resume_refuses_a_different_global_batch(world, tmp_path):

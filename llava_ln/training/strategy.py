@@ -8,22 +8,39 @@ DeepSpeed ZeRO-1/2/3 share one loop and one world-size-independent checkpoint fo
 """
 from abc import ABC, abstractmethod
 
+import torch.nn.functional as F
 from torch import nn
 
 from llava_ln.model.forward import multimodal_forward
 
 OPTIMIZER_STATE_KEYS = ("exp_avg", "exp_avg_sq")
+IGNORE_INDEX = -100
 
 
 class TrainingModule(nn.Module):
-    """The whole multimodal forward as one module, so DDP's and ZeRO's hooks see every part run."""
+    """The whole multimodal forward as one module, so DDP's and ZeRO's hooks see every part run.
+
+    The loss is the usual mean next-token cross-entropy over supervised tokens, but the LM head
+    runs only at positions whose next token is supervised in some sample of the batch (image
+    and prompt positions never are): the full [batch, length, vocab] fp32 logits that the
+    model's own loss would build are the largest single activation of a LLaVA step.
+    """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, batch: dict):
-        return multimodal_forward(self.model, **batch).loss
+        labels = batch["labels"]
+        targets = labels[:, 1:]
+        # Positions t whose next token is supervised anywhere in the batch (same for every row:
+        # transformers' logits_to_keep accepts a 1-D position tensor in every 5.x release).
+        keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = multimodal_forward(self.model, **inputs, logits_to_keep=keep).logits
+        if keep.numel() == 0:  # no supervised token (the dataset never yields one): a zero loss in the graph
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten(), ignore_index=IGNORE_INDEX)
 
 
 class Strategy(ABC):
