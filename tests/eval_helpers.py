@@ -18,11 +18,17 @@ from llava_ln.tuning.args import TuningArguments
 YES_NO = ("Yes", "No")
 
 
-def make_run_folder(directory: str, llm: str, vision: str, seed: int = 0, tune_mode: str = "full", scale: float = 0.5) -> str:
-    """A trained-kind run folder whose connector is random but fixed, so answers depend on the image."""
+def make_run_folder(directory: str, llm: str, vision: str, seed: int = 0, tune_mode: str = "full",
+                    scale: float = 0.5) -> str:
+    """A trained-kind run folder whose trained tensors are random but fixed (seeded).
+
+    The default ("full", scale 0.5) makes a tiny random LLM's answers vary with image and question;
+    tune_mode="connector" with a small scale is an untuned model on real (toy) backbones.
+    """
     tokenizer = load_tokenizer(llm)
     model, spec = build_mllm(ModelArguments(model_name_or_path=llm, vision_tower=vision), tokenizer)
-    model = apply_tune_mode(model, TuningArguments(tune_mode=tune_mode))
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0} if tune_mode == "lora" else None
+    model = apply_tune_mode(model, TuningArguments(tune_mode=tune_mode, lora_r=4, lora_alpha=8, lora_dropout=0.0))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
@@ -31,7 +37,7 @@ def make_run_folder(directory: str, llm: str, vision: str, seed: int = 0, tune_m
     manifest = Manifest(kind="trained", llm=llm, tokenizer=llm, vision_tower=vision, mm_projector_type="mlp2x_gelu",
                         mm_vision_select_layer=-2, mm_vision_select_feature="patch", tune_mode=tune_mode,
                         conv_template="vicuna_v1", image_aspect_ratio="pad", image_token_id=spec.image_token_id,
-                        num_image_tokens=spec.num_image_tokens)
+                        num_image_tokens=spec.num_image_tokens, lora=lora)
     save_run(directory, model, manifest)
     return directory
 

@@ -4,14 +4,20 @@ import os
 
 import pytest
 import torch
-from eval_helpers import session_assets, single_thread
+from eval_helpers import make_run_folder, session_assets, single_thread
 
+from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.data.encode import encode, special_prefix_ids
 from llava_ln.data.templates import get_template
 from llava_ln.errors import LlavaLnError
-from llava_ln.evaluation import answer_store, runner
+from llava_ln.evaluation import answer_store, runner, vqav2
 from llava_ln.evaluation.args import EvalArguments
+from llava_ln.evaluation.generator import AnswerGenerator, GenerationSettings
+from llava_ln.evaluation.layout import DataFlags
+from llava_ln.evaluation.model_loading import load_eval_model
 from llava_ln.evaluation.prompting import PromptEncoder
+from llava_ln.evaluation.prompts import SHORT_ANSWER_SUFFIX
+from llava_ln.model.parts import unwrap
 from llava_ln.model.tokens import load_tokenizer
 
 
@@ -111,3 +117,21 @@ def test_sampling_and_beam_flags_reach_generate(assets, tmp_path):
     assert answers_of(tmp_path / "sampled") != answers_of(tmp_path / "greedy")
     assert sampled_again["generated_answers"] == 18
     torch.manual_seed(0)  # leave the global generator as other tests expect it
+
+
+def test_lora_run_is_folded_once_and_answers_like_the_unmerged_adapter(assets, tiny_llm, tiny_vision, tmp_path):
+    run = make_run_folder(str(tmp_path / "lora"), tiny_llm("llama"), tiny_vision("clip"), tune_mode="lora", scale=0.3)
+    summary = runner.run_eval(vqa_args(assets, tmp_path / "out", model_path=run))
+    folded = answers_of(tmp_path / "out")
+    assert summary["generated_answers"] == 18 and len(set(folded.values())) > 3
+
+    eval_model = load_eval_model(run, torch.device("cpu"))
+    assert unwrap(eval_model.model) is eval_model.model  # no PeftModel left: LoRA was merged in
+    eval_model.model = load_checkpoint(run).model  # the PeftModel, adapter applied on the fly
+    assert unwrap(eval_model.model) is not eval_model.model
+    items = vqav2.read_items(vqav2.locate(DataFlags(data=assets["data"]["vqav2"])), SHORT_ANSWER_SUFFIX)
+    encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
+                            eval_model.num_image_tokens)
+    unmerged = AnswerGenerator(eval_model, GenerationSettings(max_new_tokens=6), torch.device("cpu")).generate(
+        [encoder.encode(item.prompt) for item in items], [item.image for item in items])
+    assert dict(zip((item.key for item in items), unmerged)) == folded

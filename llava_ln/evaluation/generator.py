@@ -12,6 +12,7 @@ import torch
 
 from llava_ln.data.images import ImageError
 from llava_ln.errors import LlavaLnError
+from llava_ln.model.parts import vision_tower_of
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class AnswerGenerator:
         self.tokenizer = eval_model.tokenizer
         self.device = device
         self.end_of_turn = end_of_turn_text(eval_model.template)
-        self.pixel_dtype = next(self.model.model.vision_tower.parameters()).dtype
+        self.pixel_dtype = next(vision_tower_of(self.model).parameters()).dtype
         sampling = settings.temperature > 0
         stops = stop_token_ids(self.tokenizer, eval_model.template)
         # A complete config, so nothing is inherited from the LLM's own generation_config.json.
