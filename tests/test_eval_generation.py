@@ -135,3 +135,18 @@ def test_lora_run_is_folded_once_and_answers_like_the_unmerged_adapter(assets, t
     unmerged = AnswerGenerator(eval_model, GenerationSettings(max_new_tokens=6), torch.device("cpu")).generate(
         [encoder.encode(item.prompt) for item in items], [item.image for item in items])
     assert dict(zip((item.key for item in items), unmerged)) == folded
+
+
+def test_answer_file_keeps_a_complete_last_record_that_only_lacks_its_newline(tmp_path):
+    path = answer_store.part_path(str(tmp_path), 0)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('{"key": "a", "answer": "1"}\n{"key": "b", "answer": "2"}')  # killed before the newline
+    with answer_store.AnswerWriter(str(tmp_path), 0) as writer:
+        writer.append([{"key": "c", "answer": "3"}])
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"key": "d", "ans')  # torn mid-record
+    assert answer_store.read_answers(str(tmp_path)) == {"a": "1", "b": "2", "c": "3"}
+    answer_store.AnswerWriter(str(tmp_path), 0).close()
+    assert open(path, encoding="utf-8").read().splitlines() == [
+        '{"key": "a", "answer": "1"}', '{"key": "b", "answer": "2"}', '{"key": "c", "answer": "3"}']

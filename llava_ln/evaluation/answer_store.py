@@ -104,11 +104,16 @@ class AnswerWriter:
 
 
 def _cut_torn_tail(path: str) -> None:
-    """Drop an incomplete last line (a write cut short), so the next record starts on a fresh line."""
+    """Make the file end with a newline: a complete last record only lacked it; a torn one is dropped."""
     if not os.path.exists(path):
         return
     with open(path, "rb+") as handle:
         data = handle.read()
         if not data or data.endswith(b"\n"):
             return
-        handle.truncate(data.rfind(b"\n") + 1)
+        start = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[start:])
+            handle.write(b"\n")
+        except ValueError:
+            handle.truncate(start)
