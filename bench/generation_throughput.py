@@ -103,8 +103,8 @@ def main() -> None:
         prompts = [encoder.encode(item.prompt) for item in items]
         images = [item.image for item in items]
         print(f"model: {description}; {len(items)} questions from {sources['questions']}")
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        print(f"device: {device} {name} ({dtype}), torch threads: {torch.get_num_threads()}, "
+        name = f"{device} {torch.cuda.get_device_name(device)}" if device.type == "cuda" else str(device)
+        print(f"device: {name} ({dtype}), torch threads: {torch.get_num_threads()}, "
               f"load average: {os.getloadavg()[0]:.2f}, max_new_tokens: {args.max_new_tokens}, "
               f"prompt tokens: {min(map(len, prompts))}-{max(map(len, prompts))}")
         reference = None
