@@ -79,10 +79,13 @@ def main(argv=None) -> int:
         # 4. Data: lazy dataset, a fixed order per (seed, epoch), THE batch contract.
         dataset = build_train_dataset(data_args, data.tokenizer, data.image_processor, data.template,
                                       data.image_token_id, data.num_image_tokens, args.seed)
+        # The grouped sampler sorts by length across all micro-batches of one optimizer step, so a
+        # process with accumulation k reads what k ranks read.
+        micro_batches_per_step = context.world_size * args.gradient_accumulation_steps
         plan = EpochPlan(len(dataset), args.per_device_train_batch_size, context.world_size,
                          args.gradient_accumulation_steps, args.seed,
                          build_train_sampler(dataset, data_args, args.per_device_train_batch_size,
-                                             context.world_size, args.seed))
+                                             micro_batches_per_step, args.seed))
         total_steps = total_steps_for(args, plan)
 
         # 5. Strategy: plain PyTorch / DDP, or DeepSpeed ZeRO; the optimizer gets the per-group rates.

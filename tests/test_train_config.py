@@ -93,13 +93,22 @@ def test_the_data_position_is_a_step_count():
         assert plan.rank_batches(1, rank, 3) == full[3 * 2:]
 
 
-def test_grouped_batches_stay_modality_pure_through_the_plan():
+def test_grouped_batches_stay_modality_pure_and_accumulation_matches_ranks():
     has_image = [i % 3 != 0 for i in range(30)]
-    sampler = ModalityLengthGroupedSampler(list(range(30)), has_image, batch_size=2, world_size=2, seed=1)
-    plan = EpochPlan(30, batch_size=2, world_size=2, accumulation=2, seed=1, grouped_sampler=sampler)
-    for rank in range(2):
-        for batch in plan.rank_batches(0, rank, 0):
-            assert len({has_image[i] for i in batch}) == 1
+
+    def plan(world_size, accumulation):
+        # As train.py builds it: the sampler groups across all micro-batches of an optimizer step.
+        sampler = ModalityLengthGroupedSampler(list(range(30)), has_image, batch_size=2,
+                                               world_size=world_size * accumulation, seed=1)
+        return EpochPlan(30, batch_size=2, world_size=world_size, accumulation=accumulation, seed=1,
+                         grouped_sampler=sampler)
+
+    single, ranks = plan(1, 2), plan(2, 1)
+    mine = single.rank_batches(0, 0, 0)
+    theirs = [ranks.rank_batches(0, r, 0) for r in range(2)]
+    assert mine == [b for step in zip(*theirs) for b in step]
+    for batch in mine:
+        assert len({has_image[i] for i in batch}) == 1
 
 
 @pytest.mark.parametrize("change,message", [

@@ -5,7 +5,6 @@ and everything on disk behind the Checkpointer.
 """
 import logging
 import math
-import os
 from dataclasses import dataclass
 
 from llava_ln.training.args import steps_from
@@ -117,7 +116,3 @@ class _Window:
     def add_step(self, grad_norm: float) -> None:
         self.grad_norm_sum += grad_norm
         self.steps += 1
-
-
-def output_dir_ready(args) -> None:
-    os.makedirs(args.output_dir, exist_ok=True)
