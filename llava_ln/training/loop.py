@@ -42,18 +42,15 @@ class Loop:
         self.scheduler = make_scheduler(self.strategy.scheduler_optimizer(), self.args, self.total_steps)
         self.state = TrainState()
 
-    def first_batch_at(self, state: TrainState) -> dict:
-        """This rank's next micro-batch, read straight from the dataset (no loader, no RNG use)."""
-        epoch, step = state.epoch, state.step_in_epoch
-        if step >= self.plan.steps_per_epoch():
-            epoch, step = epoch + 1, 0
-        indices = self.plan.rank_batches(epoch, self.context.rank, step)[0]
+    def priming_batch(self) -> dict:
+        """This rank's first micro-batch, read straight from the dataset (no loader, no RNG use)."""
+        indices = self.plan.rank_batches(0, self.context.rank, 0)[0]
         return to_device(self.collate_fn([self.dataset[i] for i in indices]), self.strategy.device)
 
     def resume(self, directory: str) -> None:
         # Any micro-batch can prime the optimizer's state; the data position comes from the checkpoint.
         self.state = self.checkpointer.load_checkpoint(directory, self.scheduler, self.identity,
-                                                       self.first_batch_at(TrainState()))
+                                                       self.priming_batch())
         logger.info("resumed from %s at step %d (epoch %d, step %d of it)", directory, self.state.global_step,
                     self.state.epoch, self.state.step_in_epoch)
 
@@ -94,7 +91,7 @@ class Loop:
         optimizer = self.strategy.scheduler_optimizer()
         reporter.log(self.state.global_step, {
             "loss": loss_sum / max(micro, 1),
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": self.args.learning_rate * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch),
             "lrs": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
             "grad_norm": window.grad_norm_sum / max(window.steps, 1),
             "tokens": tokens,
