@@ -184,6 +184,13 @@ def test_resume_refuses_a_different_global_batch(world, tmp_path):
                    resume_from_checkpoint=checkpoint))
 
 
+def test_save_total_limit_keeps_the_newest_checkpoints(world, tmp_path):
+    out = str(tmp_path / "run")
+    assert main(flags(world, out, tune_mode="ln_simple", norm_lr=5e-2, pretrain_mm_mlp_adapter=stage1_run(world),
+                      max_steps=5, save_steps=1, save_total_limit=2)) == 0
+    assert sorted(f for f in os.listdir(out) if f.startswith("checkpoint-")) == ["checkpoint-3", "checkpoint-4"]
+
+
 def test_a_finished_run_is_not_overwritten_by_accident(world):
     with pytest.raises(LlavaLnError, match="already holds a run"):
         main(flags(world, stage1_run(world), stage=1))
