@@ -46,6 +46,7 @@ def probe_image(tmp_path_factory):
     return draw_probe_images(str(tmp_path_factory.mktemp("probe_images")))["wide.png"]
 
 
+@pytest.mark.slow
 def test_export_verifies_itself_in_a_fresh_process(exports):
     result = exports["lora"]
     assert result.verified and result.transformers_version
@@ -109,6 +110,7 @@ def _our_answers(run, image_path, work):
     return answers
 
 
+@pytest.mark.slow
 def test_exported_folders_reproduce_our_greedy_answers_in_a_fresh_process(exports, runs, probe_image, tmp_path):
     folders = [exports[mode].output_dir for mode in MODES]
     done = subprocess.run([sys.executable, "-I", os.path.join(HERE, "export_fresh_check.py"), probe_image, *folders],
@@ -144,6 +146,7 @@ def test_crop_aspect_ratio_is_refused(tmp_path, tiny_llm, tiny_vision):
         export_hf(run, str(tmp_path / "out"))
 
 
+@pytest.mark.slow
 def test_a_mismatching_export_fails_loudly_and_is_not_published(tmp_path, runs, monkeypatch, capsys):
     """A chat template that drifts from the run's template is caught by the fresh-process comparison."""
     import llava_ln.export.chat_templates as chat_templates
@@ -188,6 +191,7 @@ def test_head_bias_exports_only_when_zero(tmp_path, tiny_llm, tiny_vision, mode)
         assert not any(name.endswith("lm_head.bias") for name in _weight_names(out))
 
 
+@pytest.mark.slow
 def test_bfloat16_export_verifies_exactly_and_reports_the_rounding(tmp_path, runs):
     """The fresh process gets the very bf16-rounded weights we evaluate, so even bf16 compares tightly."""
     lines = []

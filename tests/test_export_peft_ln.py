@@ -37,6 +37,7 @@ def peft_logits(base_path, adapter):
     return text_logits(PeftModel.from_pretrained(base, adapter).eval()), plain
 
 
+@pytest.mark.slow
 def test_ln_simple_adapter_is_verified_in_a_fresh_process_and_matches_our_model(tmp_path, runs, tiny_llm):
     out = str(tmp_path / "adapter")
     lines = []

@@ -40,6 +40,7 @@ def zero_run(tmp_path_factory, tiny_llm, tiny_vision):
     return out
 
 
+@pytest.mark.slow
 def test_shard_only_checkpoint_is_consolidated_by_merge(tmp_path, zero_run, tiny_llm, tiny_vision):
     assert not os.path.exists(os.path.join(zero_run, "trained.safetensors"))
     merged = str(tmp_path / "merged")

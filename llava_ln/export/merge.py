@@ -134,7 +134,7 @@ def write_merged_folder(model, source: Source, directory: str) -> list:
     generation_config_for(source).save_pretrained(directory)
     source.tokenizer.save_pretrained(directory)
     load_image_processor(source.image_processor_path).save_pretrained(directory)
-    write_provenance(directory, source.manifest)
+    write_provenance(directory, source.path, source.manifest)
     write_manifest(directory, merged_manifest(source))
     return non_native
 

@@ -42,8 +42,10 @@ def write_model_files(model, directory: str, projector_type: str) -> list:
     return sorted(extra)
 
 
-def write_provenance(directory: str, source_manifest) -> None:
-    write_json_atomic(os.path.join(directory, MERGED_FROM), source_manifest.to_dict())
+def write_provenance(directory: str, source_path: str, source_manifest) -> None:
+    """merged_from.json: the run's manifest (re-merging or exporting a merged folder keeps the original)."""
+    original = read_provenance(source_path) if source_manifest.kind == "merged" else None
+    write_json_atomic(os.path.join(directory, MERGED_FROM), original or source_manifest.to_dict())
 
 
 @contextmanager
