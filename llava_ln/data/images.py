@@ -75,7 +75,9 @@ class ImageLoader:
         self.processor = image_processor
         self.aspect_ratio = aspect_ratio
         mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-        self.fill = tuple(int(round(255 * m)) for m in mean)  # LLaVA-1.5 pads with the processor's mean colour
+        # LLaVA-1.5 (and transformers' LlavaImageProcessor) pad with the mean colour truncated,
+        # not rounded: int(255 * m). One grey level matters for exact export verification.
+        self.fill = tuple(int(255 * m) for m in mean)
         self.side = processor_side(image_processor)
 
     def square(self, image: Image.Image) -> Image.Image:
@@ -83,10 +85,23 @@ class ImageLoader:
             return pad_to_square(image, self.fill)
         if self.aspect_ratio == "crop":
             return crop_to_square(image)
-        side = self.side or max(image.size)
-        return image.resize((side, side), Image.Resampling.BICUBIC)
+        return image  # resize: the processor stretches (see processor_overrides)
+
+    def processor_overrides(self) -> dict:
+        """For resize, let the processor itself stretch to side x side.
+
+        Stretching with PIL first and then running a processor that may use torchvision
+        gives slightly different pixels than an exported LlavaImageProcessor would; one
+        resize, done by the processor's own backend, keeps both sides identical.
+        """
+        if self.aspect_ratio != "resize" or not self.side:
+            return {}
+        overrides = {"size": {"height": self.side, "width": self.side}}
+        if hasattr(self.processor, "do_center_crop"):
+            overrides["do_center_crop"] = False
+        return overrides
 
     def __call__(self, paths: list) -> torch.Tensor:
         images = [self.square(open_rgb(path)) for path in paths]
-        pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        pixel_values = self.processor(images=images, return_tensors="pt", **self.processor_overrides())["pixel_values"]
         return pixel_values.to(torch.float32)
