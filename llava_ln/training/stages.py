@@ -15,7 +15,7 @@ import torch
 from llava_ln.checkpoint.connector_io import CONNECTOR_PREFIX, load_connector, load_connector_tensors
 from llava_ln.checkpoint.manifest import Manifest
 from llava_ln.model.parts import unwrap
-from llava_ln.tuning.modes import get_tune_mode
+from llava_ln.tuning.modes import get_tune_mode, resolve_tune_embeddings
 
 
 def connector_parameters(model) -> dict:
@@ -55,7 +55,7 @@ def run_stage(tune_mode: str, pretrain_adapter: str | None) -> int:
 
 def build_manifest(spec, model_args, data_args, tuning_args, args) -> Manifest:
     mode = get_tune_mode(tuning_args.tune_mode)
-    tune_embeddings = mode.trains_embeddings if tuning_args.tune_embeddings is None else tuning_args.tune_embeddings
+    tune_embeddings = resolve_tune_embeddings(mode, tuning_args.tune_embeddings)
     tokenizer = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     adapter = args.pretrain_mm_mlp_adapter
     return Manifest(

@@ -10,7 +10,7 @@ from llava_ln.errors import LlavaLnError
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.groups import GROUPS, classify_parameters
-from llava_ln.tuning.modes import TuneMode, get_tune_mode
+from llava_ln.tuning.modes import TuneMode, get_tune_mode, resolve_tune_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def trainable_parameter_names(model, mode: TuneMode, tune_embeddings: bool) -> s
 def apply_tune_mode(model, args: TuningArguments):
     """Return the model ready for training in args.tune_mode (a PeftModel for lora)."""
     mode = get_tune_mode(args.tune_mode)
-    tune_embeddings = mode.trains_embeddings if args.tune_embeddings is None else args.tune_embeddings
+    tune_embeddings = resolve_tune_embeddings(mode, args.tune_embeddings)
     if mode.uses_lora:
         model = _wrap_lora(model, args)
     trainable = trainable_parameter_names(model, mode, tune_embeddings)

@@ -50,3 +50,8 @@ def get_tune_mode(name: str) -> TuneMode:
         return TUNE_MODES[name]
     except KeyError:
         raise LlavaLnError(f"--tune_mode {name!r} is not one of {', '.join(TUNE_MODES)}") from None
+
+
+def resolve_tune_embeddings(mode: TuneMode, override: bool | None) -> bool:
+    """Whether embeddings and head train: --tune_embeddings when given, else the mode's default."""
+    return mode.trains_embeddings if override is None else override
