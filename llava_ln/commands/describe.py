@@ -1,7 +1,8 @@
 """`llava-ln describe`: parameter counts per group and what a tuning mode trains, from config alone.
 
 The model is built on the meta device, so a folder holding only config.json files (no
-weights) is enough to plan a 70B run on a laptop.
+weights) is enough to plan a 70B run on a laptop. The JSON also carries the static GPU
+memory per device (weights, gradients, optimizer states) for --strategy and --num_gpus.
 """
 import json
 import logging
@@ -9,9 +10,11 @@ import os
 from dataclasses import dataclass, field
 
 from llava_ln.commands.flags import parse_flags
+from llava_ln.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
+from llava_ln.training.memory_estimate import static_memory_per_gpu
 from llava_ln.tuning.apply import apply_tune_mode
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.groups import count_by_group
@@ -20,6 +23,10 @@ from llava_ln.tuning.groups import count_by_group
 @dataclass
 class DescribeArguments:
     names: bool = field(default=False, metadata={"help": "Also list the trainable tensor names."})
+    num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over."})
+    strategy: str = field(default="torch", metadata={"help": "For the memory estimate: torch (plain / DDP), "
+                                                              "zero2 or zero3."})
+    bf16: bool = field(default=True, metadata={"help": "For the memory estimate: bf16 training (else fp32)."})
 
 
 def _optional_tokenizer(args: ModelArguments):
@@ -33,7 +40,8 @@ def _optional_tokenizer(args: ModelArguments):
     return load_tokenizer(path) if has_files else None
 
 
-def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_names: bool = False) -> dict:
+def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_names: bool = False,
+             memory: DescribeArguments | None = None) -> dict:
     model, _ = build_mllm(model_args, _optional_tokenizer(model_args), on_meta=True)
     model = apply_tune_mode(model, tuning_args)
     totals = count_by_group(model)
@@ -47,6 +55,12 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
         "group_totals": totals,
         "tune_mode": tuning_args.tune_mode,
     }
+    memory = memory or DescribeArguments()
+    try:
+        result["memory_gib_per_gpu"] = static_memory_per_gpu(total - trainable, trainable, memory.strategy,
+                                                             memory.num_gpus, memory.bf16)
+    except ValueError as err:
+        raise LlavaLnError(f"memory estimate: {err}") from None
     if with_names:
         result["names"] = [n for n, p in unwrap(model).named_parameters() if p.requires_grad]
     return result
@@ -58,5 +72,5 @@ def main(argv) -> int:
         argv, (ModelArguments, TuningArguments, DescribeArguments), prog="llava-ln describe",
         description="Print parameter counts (total, trainable, per group) as one JSON object.",
     )
-    print(json.dumps(describe(model_args, tuning_args, describe_args.names)))
+    print(json.dumps(describe(model_args, tuning_args, describe_args.names, describe_args)))
     return 0
