@@ -10,6 +10,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["llava_ln", "llava_ln.*"]),
     include_package_data=True,
+    # The committed toy backbones (`llava-ln toy` copies them), also for non-editable installs.
+    package_data={"llava_ln.toy": ["assets/*.json", "assets/llm/*", "assets/vision/*"]},
     install_requires=[
         # Upper bound keeps pip on the 2.x line the GPU machines (2.11) and CPU boxes (2.13) share.
         "torch>=2.4,<2.14",

@@ -1,0 +1,71 @@
+"""Where every toy-world file goes (relative paths), in one place for the writer, README and tests.
+
+The evaluation folders copy the layouts LLaVA users know from `playground/data/eval/`
+(MME's release folder and eval_tool, POPE's coco/ label folder, VQAv2's and the Karpathy
+caption splits' official file names), so any evaluator that reads the real benchmarks from
+their usual places reads these too. Everything lives under a toy world's eval/ folder, and
+every file's "info"/description says it is the toy world.
+"""
+import os
+
+from llava_ln.toy.eval_pope import SPLITS
+
+IMAGES = "images"
+PRETRAIN_IMAGES = "pretrain"  # relative to IMAGES, as LLaVA records' "image" fields are
+INSTRUCT_IMAGES = "instruct"
+
+PRETRAIN_JSON = "data/pretrain.json"
+INSTRUCT_JSON = {kind: f"data/instruct_{kind}.json" for kind in ("conversation", "detail", "reasoning")}
+
+EVAL = "eval"
+# Official file names, so that evaluators that find files by name (and derive image names
+# from ids, e.g. COCO_val2014_<id:012d>.jpg) work on the toy sets unchanged.
+VQA_IMAGES = "vqav2/val2014"
+VQA_QUESTIONS = "vqav2/v2_OpenEnded_mscoco_val2014_questions.json"
+VQA_ANNOTATIONS = "vqav2/v2_mscoco_val2014_annotations.json"
+VQA_LLAVA = "vqav2/llava_vqav2_mscoco_val2014.jsonl"
+
+POPE_IMAGES = "pope/val2014"
+POPE_LABELS = {split: f"pope/coco/coco_pope_{split}.json" for split in SPLITS}
+POPE_LLAVA = "pope/llava_pope_test.jsonl"
+
+MME_RELEASE = "MME/MME_Benchmark_release_version"
+MME_GROUND_TRUTH = "MME/eval_tool/Your_Results"
+MME_LLAVA = "MME/llava_mme.jsonl"
+
+COCO_IMAGES = "coco_caption/val2014"
+COCO_ANNOTATIONS = "coco_caption/coco_karpathy_test_gt.json"
+COCO_LLAVA = "coco_caption/llava_coco_caption_test.jsonl"
+
+FLICKR_IMAGES = "flickr30k/flickr30k-images"
+FLICKR_ANNOTATIONS = "flickr30k/flickr30k_karpathy_test_gt.json"
+FLICKR_LLAVA = "flickr30k/llava_flickr30k_test.jsonl"
+
+
+def coco_image_name(image_id: int) -> str:
+    return f"COCO_val2014_{image_id:012d}.jpg"
+
+
+def flickr_image_name(image_id: int) -> str:
+    return f"{image_id}.jpg"
+
+EVAL_README = "README.md"
+EVAL_INDEX = "benchmarks.json"
+WORLD_MANIFEST = "toy_world.json"
+
+
+def eval_index() -> dict:
+    """benchmarks.json: for each benchmark, the files an evaluator needs (relative to DIR/eval)."""
+    return {
+        "vqav2": {"question_file": VQA_LLAVA, "image_folder": VQA_IMAGES, "questions": VQA_QUESTIONS,
+                  "annotations": VQA_ANNOTATIONS},
+        "pope": {"question_file": POPE_LLAVA, "image_folder": POPE_IMAGES, "annotations": dict(POPE_LABELS)},
+        "mme": {"question_file": MME_LLAVA, "image_folder": MME_RELEASE, "ground_truth": MME_GROUND_TRUTH},
+        "coco_caption": {"question_file": COCO_LLAVA, "image_folder": COCO_IMAGES, "annotations": COCO_ANNOTATIONS},
+        "flickr30k": {"question_file": FLICKR_LLAVA, "image_folder": FLICKR_IMAGES,
+                      "annotations": FLICKR_ANNOTATIONS},
+    }
+
+
+def in_dir(root: str, *parts: str) -> str:
+    return os.path.join(root, *parts)
