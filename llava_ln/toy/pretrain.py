@@ -18,7 +18,7 @@ import time
 from llava_ln.toy.backbones import ASSETS_DIR, LLM_CONFIG, LLM_FILES, VISION_CONFIG, VISION_FILES
 from llava_ln.toy.files import write_json
 
-DEFAULTS = {"llm_documents": 40000, "llm_epochs": 1, "llm_batch_size": 32, "llm_lr": 3e-3,
+DEFAULTS = {"llm_documents": 50000, "llm_epochs": 1, "llm_batch_size": 32, "llm_lr": 3e-3,
             "vision_steps": 1200, "vision_batch_size": 128, "vision_lr": 2e-3, "eval_questions": 256}
 
 

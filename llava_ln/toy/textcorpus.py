@@ -1,7 +1,7 @@
 """The text-only corpus the toy LLM is pretrained on.
 
-Each document is about one scene that the model never sees: a written description stands
-where the image will later be. Documents are Vicuna-v1 conversations (short-answer,
+Each document is about one scene that the model never sees: a written description (usually
+the object list, sometimes the prose description) stands where the image will later be. Documents are Vicuna-v1 conversations (short-answer,
 yes/no and free-form questions, detailed descriptions, reasoning, captions) and "plain"
 description-then-caption pairs. The LLM thus learns the world's vocabulary and every
 answer format, while image features stay new to it until stage 2.
@@ -9,7 +9,7 @@ answer format, while image features stay new to it until stage 2.
 import numpy as np
 
 from llava_ln.toy.instruct import conversation_turns, detail_turns, phrase_turn, reasoning_turns
-from llava_ln.toy.language import brief_caption, detailed_description
+from llava_ln.toy.language import brief_caption, detailed_description, object_list
 from llava_ln.toy.prompts import BRIEF_PROMPTS, VICUNA_V1_SYSTEM
 from llava_ln.toy.questions import DRILL_KINDS, sample_distinct_qas
 from llava_ln.toy.scenes import sample_scene
@@ -38,7 +38,7 @@ def text_document(rng: np.random.Generator) -> str:
     """One document about a freshly sampled scene (without the leading BOS)."""
     scene = sample_scene(rng)
     kind = DOCUMENT_KINDS[int(rng.choice(len(DOCUMENT_KINDS), p=np.asarray(DOCUMENT_WEIGHTS)))]
-    description = detailed_description(scene, rng)
+    description = object_list(scene) if rng.random() < 0.7 else detailed_description(scene, rng)
     if kind == "plain":
         # Stage 1's "plain" layout: the image (here its description), the caption, a newline.
         return f"{description}{brief_caption(scene, rng)}\n"
