@@ -5,7 +5,7 @@ text-only corpus, then the CLIP vision tower contrastively (using that tokenizer
 throwaway text encoder), and writes both as plain Hugging Face folders into
 DIR/llm and DIR/vision (default: the package's assets/, which `llava-ln toy` copies).
 PRETRAIN.json next to them records the settings and the quality checks of the run.
-The committed weights came from the defaults below, on a 2-core CPU (about half an hour;
+The committed weights came from the defaults below, on a 2-core CPU (about 21 minutes;
 `--device cuda` runs the same recipe in a few minutes, with slightly different numbers).
 """
 import argparse
