@@ -28,11 +28,11 @@ from transformers import CLIPVisionConfig, LlamaConfig
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from llava_ln.core.distributed import DistContext  # noqa: E402
 from llava_ln.model.args import ModelArguments  # noqa: E402
 from llava_ln.model.builder import build_mllm  # noqa: E402
 from llava_ln.model.parts import unwrap  # noqa: E402
 from llava_ln.training.args import TrainingArguments  # noqa: E402
-from llava_ln.training.distributed import DistContext  # noqa: E402
 from llava_ln.training.memory import enable_gradient_checkpointing  # noqa: E402
 from llava_ln.training.optimizer import build_param_groups  # noqa: E402
 from llava_ln.training.precision import resolve_precision  # noqa: E402

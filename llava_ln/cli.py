@@ -7,7 +7,7 @@ Each command module exposes `main(argv: list[str]) -> int | None`.
 import importlib
 import sys
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 # name -> (module, one-line help). Order is the order shown in `llava-ln --help`.
 SUBCOMMANDS = {

@@ -20,7 +20,8 @@ if __name__ == "__main__" and not __package__:
 
 from transformers import set_seed
 
-from llava_ln.commands.flags import parse_flags
+from llava_ln.core.distributed import distributed_session
+from llava_ln.core.flags import parse_flags
 from llava_ln.data import DataArguments, DataCollator, build_train_dataset, build_train_sampler, load_data_components
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import build_mllm
@@ -29,7 +30,6 @@ from llava_ln.training import session
 from llava_ln.training.args import TrainingArguments, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity
 from llava_ln.training.data_order import EpochPlan
-from llava_ln.training.distributed import distributed_session
 from llava_ln.training.loop import Loop, total_steps_for
 from llava_ln.training.memory import enable_gradient_checkpointing
 from llava_ln.training.optimizer import build_param_groups
@@ -58,7 +58,8 @@ def main(argv=None) -> int:
         prog="llava-ln train", description="Stage 1 or stage 2 training of a LLaVA-style model.",
     )
     check_training_args(args)
-    with distributed_session(bool(args.deepspeed), args.use_cpu, args.local_rank) as context:
+    with distributed_session("cpu" if args.use_cpu else "auto", use_deepspeed=bool(args.deepspeed),
+                             local_rank_flag=args.local_rank) as context:
         session.configure_logging(context)
         precision = resolve_precision(args, context.device)
         resume_dir = session.prepare_output_dir(args, context)

@@ -5,13 +5,13 @@ import pytest
 import torch
 from test_core_tune_modes import build
 
-from llava_ln.checkpoint.atomic import atomic_directory, write_json_atomic
 from llava_ln.checkpoint.connector_io import load_connector
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.manifest import Manifest, read_manifest
 from llava_ln.checkpoint.run_io import load_trained_tensors, save_run
 from llava_ln.checkpoint.tensors import load_tensors, save_tensors
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import atomic_directory, write_json_atomic
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
 
 

@@ -102,7 +102,7 @@ def test_cli_errors_are_one_line_exit_2(config_only_7b, args, message):
 
 def test_worker_error_is_reduced_to_its_own_line():
     from llava_ln.cli import one_line
-    from llava_ln.errors import LlavaLnError
+    from llava_ln.core.errors import LlavaLnError
 
     wrapped = LlavaLnError(
         "Caught LlavaLnError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"

@@ -4,7 +4,7 @@ import torch
 from test_core_tune_modes import build, mixed_batch
 from transformers import LlavaForConditionalGeneration
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.attention import resolve_attn_implementation
 from llava_ln.model.builder import build_mllm

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import FAMILIES
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.forward import multimodal_forward

@@ -8,7 +8,7 @@ import pytest
 from data_helpers import image_record, make_dataset, record, save_image, turn, write_json
 
 from llava_ln.cli import main as cli_main
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.tokens import load_tokenizer
 
 GOOD = record("good-1", "Hello there?", "Hi.")

@@ -8,10 +8,10 @@ import torch
 from data_helpers import image_record, make_dataset, record, save_image, vision_facts, write_json
 from torch.utils.data import DataLoader
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.collator import DataCollator
 from llava_ln.data.encode import IGNORE_INDEX, Encoded, truncate
 from llava_ln.data.images import ImageLoader
-from llava_ln.errors import LlavaLnError
 from llava_ln.model.tokens import load_tokenizer
 
 LONG_QUESTION = " ".join(["describe the scene in detail please"] * 30)

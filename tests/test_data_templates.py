@@ -4,9 +4,9 @@ import os
 import pytest
 from data_helpers import CHATML_JINJA, LLAMA2_JINJA, load_test_tokenizer, make_dataset, save_image, write_json
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.encode import IGNORE_INDEX, encode, special_prefix_ids
 from llava_ln.data.templates import TEMPLATE_NAMES, Rendered, get_template
-from llava_ln.errors import LlavaLnError
 from llava_ln.model.tokens import IMAGE_TOKEN
 
 REPLY_1 = "A red circle."

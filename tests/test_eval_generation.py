@@ -7,9 +7,9 @@ import torch
 from eval_helpers import make_run_folder, session_assets, single_thread
 
 from llava_ln.checkpoint.loading import load_checkpoint
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.encode import encode, special_prefix_ids
 from llava_ln.data.templates import get_template
-from llava_ln.errors import LlavaLnError
 from llava_ln.evaluation import answer_store, runner, vqav2
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.generator import AnswerGenerator, GenerationSettings

@@ -6,7 +6,7 @@ import os
 import pytest
 from eval_helpers import eval_cli, session_assets, single_thread
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation import mme, vqav2
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.layout import DataFlags

@@ -11,7 +11,7 @@ from PIL import Image
 
 from llava_ln.checkpoint.loading import model_arguments_from
 from llava_ln.cli import main as cli_main
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.hf_export import ExportSettings, export_hf
 from llava_ln.export.merge import stop_ids_for
 from llava_ln.export.probes import draw_probe_images

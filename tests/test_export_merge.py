@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.cli import main as cli_main
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.merge import merge_checkpoint
 from llava_ln.export.source import BaseOverrides, load_source
 

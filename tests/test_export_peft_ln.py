@@ -9,7 +9,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from llava_ln.cli import main as cli_main
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.hf_export import ExportSettings
 from llava_ln.export.peft_ln import export_peft_ln
 from llava_ln.export.source import load_source

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from llava_ln.checkpoint.apply import assign_tensors
 from llava_ln.checkpoint.loading import load_checkpoint
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.merge import merge_checkpoint
 from llava_ln.export.zero import vet_shards, zero_checkpoint_dir
 from llava_ln.model.args import ModelArguments

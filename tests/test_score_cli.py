@@ -98,6 +98,6 @@ def test_vqav2_accepts_llava_jsonl_answers(vqa_files, capsys):
 
 
 def test_non_finite_values_become_null():
-    from llava_ln.commands.score import _json_safe
+    from llava_ln.scoring.dispatch import _json_safe
 
     assert _json_safe({"SPICE": float("nan"), "x": [1.0, float("inf")]}) == {"SPICE": None, "x": [1.0, None]}

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from llava_ln.cli import main as cli_main
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.scoring import caption
 from llava_ln.scoring.caption import score_captions, score_tokenized, tokenize_captions
 from llava_ln.scoring.formats import write_caption_results

@@ -4,7 +4,7 @@ Expectations are worked out by hand from shared/docs/metrics.md §2.
 """
 import pytest
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.scoring.formats import write_mme_subtask_files
 from llava_ln.scoring.mme import (
     ALL_SUBTASKS,

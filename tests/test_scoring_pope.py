@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.scoring.formats import write_pope_answers
 from llava_ln.scoring.pope import parse_pope_answer, pope_metrics, score_pope, score_pope_files
 

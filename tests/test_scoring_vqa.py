@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.scoring.evalai import build_testdev_upload, evalai_process_answer
 from llava_ln.scoring.formats import write_vqa_results, write_vqav2_testdev_upload
 from llava_ln.scoring.vqa import question_accuracy, round_half_away, score_vqa, score_vqa_files

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.toy.backbones import LLM_ASSET, LLM_FILES, VISION_ASSET, VISION_FILES, install_backbones
 from llava_ln.toy.scenes import render_scene, sample_scene
 from llava_ln.toy.textcorpus import text_corpus

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 
 from llava_ln.cli import main as cli_main
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.sampler import ModalityLengthGroupedSampler
-from llava_ln.errors import LlavaLnError
 from llava_ln.training.args import TrainingArguments, check_training_args, steps_from
 from llava_ln.training.data_order import EpochPlan
 from llava_ln.training.zero_config import fill_zero_config, load_zero_config

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from llava_ln.commands.flags import parse_flags
+from llava_ln.core.flags import parse_flags
 from llava_ln.data import DataArguments
 from llava_ln.model.args import ModelArguments
 from llava_ln.training.args import TrainingArguments

@@ -15,7 +15,7 @@ from train_helpers import batch_loss, expected_trainable, flags, read_log, stage
 from llava_ln.checkpoint.connector_io import load_connector
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.manifest import read_manifest
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.tokens import load_tokenizer

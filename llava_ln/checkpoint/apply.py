@@ -1,7 +1,7 @@
 """Copy saved tensors into a model with strict name and shape checks (errors name the tensor)."""
 import torch
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
 
 

@@ -4,7 +4,7 @@ import re
 
 from llava_ln.checkpoint.apply import assign_tensors
 from llava_ln.checkpoint.tensors import load_tensors, tensor_files
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 CONNECTOR_PREFIX = "model.multi_modal_projector."
 # Original LLaVA names its projector an nn.Sequential: mm_projector.0 / .2 / .4 are the Linears.

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import torch
 
 from llava_ln.checkpoint.manifest import Manifest, read_manifest
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 
 

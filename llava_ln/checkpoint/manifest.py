@@ -4,8 +4,8 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from llava_ln import __version__
-from llava_ln.checkpoint.atomic import write_json_atomic
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import write_json_atomic
+from llava_ln.core.errors import LlavaLnError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1

@@ -6,10 +6,10 @@ manifest last, so a manifest never points at a half-written tensor file.
 import os
 
 from llava_ln.checkpoint.apply import assign_tensors
-from llava_ln.checkpoint.atomic import atomic_directory
 from llava_ln.checkpoint.manifest import Manifest, write_manifest
 from llava_ln.checkpoint.tensors import load_tensors, save_tensors, tensor_files
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import atomic_directory
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
 
 TRAINED_STEM = "trained"

@@ -6,8 +6,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from llava_ln.checkpoint.atomic import atomic_path, write_json_atomic
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import atomic_path, write_json_atomic
+from llava_ln.core.errors import LlavaLnError
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 

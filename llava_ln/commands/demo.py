@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from llava_ln.commands.flags import parse_flags
+from llava_ln.core.flags import parse_flags
 from llava_ln.demo.recipe import STAGE2_TEMPLATE, DemoRecipe
 
 

@@ -9,8 +9,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from llava_ln.commands.flags import parse_flags
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flags import parse_flags
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap

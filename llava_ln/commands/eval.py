@@ -14,7 +14,7 @@ the equivalent `llava-ln score` command and, with --score, the scorer's JSON und
 import json
 import os
 
-from llava_ln.commands.flags import parse_flags
+from llava_ln.core.flags import parse_flags
 from llava_ln.evaluation.args import EvalArguments
 
 
@@ -27,7 +27,7 @@ def main(argv) -> int:
     if summary is None:  # not rank 0
         return 0
     if "scores" in summary:
-        from llava_ln.checkpoint.atomic import write_json_atomic
+        from llava_ln.core.atomic import write_json_atomic
 
         write_json_atomic(os.path.join(args.output_dir, "scores.json"), summary["scores"])
     print(json.dumps(summary, indent=2, allow_nan=False), flush=True)

@@ -9,7 +9,7 @@ mode the native classes cannot express, a non-norm run for peft-ln) exit with st
 """
 from dataclasses import dataclass, field
 
-from llava_ln.commands.flags import parse_flags
+from llava_ln.core.flags import parse_flags
 from llava_ln.export.source import BaseOverrides
 
 FORMATS = ("hf", "peft-ln")
@@ -31,7 +31,7 @@ class ExportArguments:
 
 
 def main(argv) -> int:
-    from llava_ln.errors import LlavaLnError
+    from llava_ln.core.errors import LlavaLnError
     from llava_ln.export.compare import Tolerance
     from llava_ln.export.hf_export import ExportSettings
 

@@ -10,12 +10,12 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from llava_ln.commands.flags import parse_flags
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flags import parse_flags
 from llava_ln.data.args import DataArguments
 from llava_ln.data.build import build_train_dataset, load_data_components
 from llava_ln.data.encode import IGNORE_INDEX
 from llava_ln.data.skips import SkipSample
-from llava_ln.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 
 FORMATS = ("text", "json")

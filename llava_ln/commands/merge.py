@@ -8,7 +8,7 @@ LlavaForConditionalGeneration folder. ZeRO shard-only checkpoints are consolidat
 """
 from dataclasses import dataclass, field
 
-from llava_ln.commands.flags import parse_flags
+from llava_ln.core.flags import parse_flags
 from llava_ln.export.source import BaseOverrides
 
 
@@ -22,7 +22,7 @@ class MergeArguments:
 
 
 def main(argv) -> int:
-    from llava_ln.errors import LlavaLnError
+    from llava_ln.core.errors import LlavaLnError
     from llava_ln.export.merge import merge_checkpoint
 
     args, overrides = parse_flags(argv, (MergeArguments, BaseOverrides), prog="llava-ln merge",

@@ -3,7 +3,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from llava_ln.commands.flags import parse_flags
+from llava_ln.core.flags import parse_flags
 
 
 @dataclass

@@ -3,7 +3,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 ASPECT_RATIOS = ("pad", "resize", "crop")
 

@@ -1,13 +1,13 @@
 """Factories the training script and `inspect-data` call; none of them loads model weights."""
 from dataclasses import dataclass
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments, check_data_args
 from llava_ln.data.dataset import LlavaDataset
 from llava_ln.data.images import ImageLoader, load_image_processor, processor_side
 from llava_ln.data.index import build_index, parse_data_path
 from llava_ln.data.sampler import ModalityLengthGroupedSampler
 from llava_ln.data.templates import get_template
-from llava_ln.errors import LlavaLnError
 from llava_ln.model.tokens import IMAGE_TOKEN, load_tokenizer
 from llava_ln.model.vision_tower import load_vision_config, num_image_tokens, select_strategy
 

@@ -9,8 +9,8 @@
 """
 import torch
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.encode import IGNORE_INDEX
-from llava_ln.errors import LlavaLnError
 
 
 class DataCollator:

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.encode import Encoded, check_tokenizer, encode, special_prefix_ids, truncate
 from llava_ln.data.images import ImageError
 from llava_ln.data.skips import BAD_RECORD, TRUNCATED, SkipLedger, SkipSample
-from llava_ln.errors import LlavaLnError
 
 logger = logging.getLogger(__name__)
 

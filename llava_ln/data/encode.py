@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 IGNORE_INDEX = -100
 

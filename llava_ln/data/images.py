@@ -7,7 +7,7 @@ stretches): after squaring, the processor only rescales and normalises.
 import torch
 from PIL import Image
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 
 class ImageError(ValueError):

@@ -13,9 +13,9 @@ from typing import Optional
 
 import numpy as np
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.records import RecordStore, iter_records
 from llava_ln.data.validation import Conversation, RecordError, parse_record
-from llava_ln.errors import LlavaLnError
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 _WHITESPACE = re.compile(r"\s*")
 

@@ -11,7 +11,7 @@ purity. The order depends only on (seed, epoch), so a resumed run can skip to it
 import numpy as np
 from torch.utils.data import Sampler
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 
 class ModalityLengthGroupedSampler(Sampler):

@@ -9,8 +9,8 @@ text), which is true of the common chat templates; other templates get a clear e
 """
 from dataclasses import dataclass
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.templates import Rendered, exchanges, split_prompt
-from llava_ln.errors import LlavaLnError
 from llava_ln.model.tokens import IMAGE_TOKEN
 
 

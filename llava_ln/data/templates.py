@@ -11,7 +11,7 @@ lacks a token the template needs is a clear error rather than a silently split s
 """
 from dataclasses import dataclass
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.tokens import IMAGE_TOKEN
 
 TEMPLATE_NAMES = ("plain", "vicuna_v1", "llama_2", "mistral", "chatml", "llama_3", "auto")

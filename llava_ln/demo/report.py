@@ -1,7 +1,7 @@
 """The demo report: a markdown table of measured scores and a PNG chart, side by side per model."""
 import os
 
-from llava_ln.checkpoint.atomic import atomic_path
+from llava_ln.core.atomic import atomic_path
 
 
 def markdown_report(rows: dict, timings: dict, recipe, world: str) -> str:

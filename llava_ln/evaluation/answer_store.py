@@ -14,8 +14,8 @@ import json
 import logging
 import os
 
-from llava_ln.checkpoint.atomic import write_json_atomic
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import write_json_atomic
+from llava_ln.core.errors import LlavaLnError
 
 logger = logging.getLogger(__name__)
 

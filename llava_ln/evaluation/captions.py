@@ -16,9 +16,10 @@ import glob
 import os
 from dataclasses import dataclass
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.items import EvalItem
 from llava_ln.evaluation.layout import DataFlags, data_root, first_existing, image_file, reject_unused, require_file
+from llava_ln.scoring.dispatch import ScoreRequest
 from llava_ln.scoring.formats import write_caption_results
 from llava_ln.scoring.jsonio import read_json
 
@@ -104,5 +105,4 @@ def write_outputs(layout: CaptionLayout, sources: dict, items: list, answers: di
     results = os.path.join(output_dir, f"{layout.name}_results.json")
     rows = [{"image_id": item.record["image_id"], "caption": answers[item.key]} for item in items]
     return {"files": {"results": results}, "counts": {"results": write_caption_results(results, rows)},
-            "score_argv": ["--benchmark", layout.name, "--annotations", sources["annotations"],
-                           "--predictions", results]}
+            "score": ScoreRequest(benchmark=layout.name, annotations=sources["annotations"], predictions=results)}

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.images import ImageError
-from llava_ln.errors import LlavaLnError
 from llava_ln.model.parts import vision_tower_of
 
 

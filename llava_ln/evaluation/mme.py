@@ -12,10 +12,11 @@ name), the two questions of an image on consecutive lines, as the official tool 
 """
 import os
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.items import EvalItem
 from llava_ln.evaluation.layout import DataFlags, data_root, image_with_stem, reject_unused
 from llava_ln.evaluation.prompts import with_suffix
+from llava_ln.scoring.dispatch import ScoreRequest
 from llava_ln.scoring.formats import write_mme_subtask_files
 
 RELEASE_FOLDER = "MME_Benchmark_release_version"
@@ -88,4 +89,4 @@ def write_outputs(sources: dict, items: list, answers: dict, output_dir: str) ->
     rows = [{**item.record, "response": answers[item.key]} for item in items]
     counts = write_mme_subtask_files(folder, rows)
     return {"files": {"mme_results": folder}, "counts": counts,
-            "score_argv": ["--benchmark", "mme", "--predictions", folder]}
+            "score": ScoreRequest(benchmark="mme", predictions=folder)}

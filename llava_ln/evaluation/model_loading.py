@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import ASPECT_RATIOS
 from llava_ln.data.images import ImageLoader, load_image_processor
 from llava_ln.data.templates import get_template
-from llava_ln.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

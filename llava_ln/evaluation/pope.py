@@ -13,10 +13,11 @@ label-file order (the official scorer pairs answers with labels by position).
 import glob
 import os
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.items import EvalItem
 from llava_ln.evaluation.layout import DataFlags, data_root, first_existing, image_file, reject_unused, require_file
 from llava_ln.evaluation.prompts import with_suffix
+from llava_ln.scoring.dispatch import ScoreRequest
 from llava_ln.scoring.formats import write_pope_answers
 from llava_ln.scoring.jsonio import read_json_or_jsonl
 from llava_ln.scoring.pope import split_paths
@@ -90,8 +91,8 @@ def write_outputs(sources: dict, items: list, answers: dict, output_dir: str) ->
         files[split] = os.path.join(folder, f"{split}.jsonl")
         counts[split] = write_pope_answers(files[split], rows)
     return {"files": files, "counts": counts,
-            "score_argv": ["--benchmark", "pope", "--annotations", _split_pairs(sources["labels"]),
-                           "--predictions", _split_pairs(files)]}
+            "score": ScoreRequest(benchmark="pope", annotations=_split_pairs(sources["labels"]),
+                                  predictions=_split_pairs(files))}
 
 
 def _split_pairs(paths: dict) -> str:

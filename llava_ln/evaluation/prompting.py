@@ -6,9 +6,9 @@ through the training encoder (one tokenizer call, the tokenizer's own prefix tok
 each `<image>` expanded to the model's image positions). So a prompt here is token for
 token the prefix the model saw before every reply during training.
 """
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.encode import check_tokenizer, encode, special_prefix_ids
 from llava_ln.data.templates import Rendered
-from llava_ln.errors import LlavaLnError
 from llava_ln.model.tokens import IMAGE_TOKEN
 
 

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation import captions, mme, pope, vqav2
 from llava_ln.evaluation.prompts import CAPTION_PROMPT, SHORT_ANSWER_SUFFIX
 
@@ -11,7 +11,7 @@ from llava_ln.evaluation.prompts import CAPTION_PROMPT, SHORT_ANSWER_SUFFIX
 @dataclass(frozen=True)
 class Benchmark:
     """locate(DataFlags) -> sources; read_items(sources, prompt) -> [EvalItem] in official order;
-    write_outputs(sources, items, {key: answer}, output_dir) -> {"files", "counts", "score_argv"}.
+    write_outputs(sources, items, {key: answer}, output_dir) -> {"files", "counts", "score": ScoreRequest}.
 
     prompt_is_suffix: the prompt is appended to each question (VQA-style) rather than being the
     whole instruction (captioning).

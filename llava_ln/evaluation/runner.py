@@ -11,15 +11,16 @@ import sys
 
 import torch
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.distributed import DistContext, broadcast_object, distributed_session, gather_objects
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation import answer_store
 from llava_ln.evaluation.args import EvalArguments
-from llava_ln.evaluation.distributed import EvalWorld, setup_world
 from llava_ln.evaluation.generator import AnswerGenerator, GenerationSettings
 from llava_ln.evaluation.layout import DataFlags
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
 from llava_ln.evaluation.prompting import PromptEncoder
 from llava_ln.evaluation.registry import get_benchmark
+from llava_ln.scoring.dispatch import score
 
 
 def generation_settings(args: EvalArguments) -> GenerationSettings:
@@ -53,7 +54,7 @@ def run_settings(args, sources, prompt, conv_template, aspect, dtype, generation
     }
 
 
-def _on_main(world: EvalWorld, task):
+def _on_main(world: DistContext, task):
     """Run task on rank 0 and hand its result (or its error) to every rank."""
     outcome = None
     if world.is_main:
@@ -61,7 +62,7 @@ def _on_main(world: EvalWorld, task):
             outcome = {"value": task()}
         except LlavaLnError as err:
             outcome = {"error": str(err)}
-    outcome = world.broadcast(outcome)
+    outcome = broadcast_object(world, outcome)
     if "error" in outcome:
         raise LlavaLnError(outcome["error"])
     return outcome["value"]
@@ -105,22 +106,13 @@ def _generate(args, world, items, generation, conv_template, aspect, dtype) -> d
     return answers
 
 
-def _score(score_argv: list) -> dict:
-    from llava_ln.commands.flags import parse_flags
-    from llava_ln.commands.score import ScoreArguments, score
-
-    (score_args,) = parse_flags(score_argv, (ScoreArguments,), prog="llava-ln score")
-    return score(score_args)
-
-
 def run_eval(args: EvalArguments) -> dict | None:
     """Run the evaluation; returns the summary on rank 0 and None on the other ranks."""
     benchmark = get_benchmark(args.benchmark)
     generation = generation_settings(args)
     flags = DataFlags(data=args.data, question_file=args.question_file, annotation_file=args.annotation_file,
                       image_folder=args.image_folder, split=args.split, upload_question_file=args.upload_question_file)
-    world = setup_world(args.device)
-    try:
+    with distributed_session(args.device, local_rank_flag=args.local_rank, backend="gloo") as world:
         sources = benchmark.locate(flags)
         prompt = benchmark.default_prompt if args.prompt is None else args.prompt
         items = benchmark.read_items(sources, prompt)
@@ -130,7 +122,7 @@ def run_eval(args: EvalArguments) -> dict | None:
         done = _on_main(world, lambda: _answered(args, settings))
         todo = [item for item in items if item.key not in done]
         new = _generate(args, world, world.share(todo), generation, conv_template, aspect, dtype)
-        gathered = world.gather(new)
+        gathered = gather_objects(world, new)
         if not world.is_main:
             return None
         answers = dict(done)
@@ -142,12 +134,10 @@ def run_eval(args: EvalArguments) -> dict | None:
         outputs = benchmark.write_outputs(sources, items, answers, args.output_dir)
         summary = {"benchmark": args.benchmark, "questions": len(items), "reused_answers": len(items) - len(todo),
                    "generated_answers": len(todo), "files": outputs["files"], "counts": outputs["counts"],
-                   "score_command": "llava-ln score " + " ".join(_quoted(outputs["score_argv"]))}
+                   "score_command": "llava-ln score " + " ".join(_quoted(outputs["score"].command_line()))}
         if args.score:
-            summary["scores"] = _score(outputs["score_argv"])
+            summary["scores"] = score(outputs["score"])
         return summary
-    finally:
-        world.close()
 
 
 def _quoted(argv: list) -> list:

@@ -15,10 +15,11 @@ OUTPUT_DIR/vqav2_testdev_upload.json: every id of the upload question file, Eval
 """
 import os
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.items import EvalItem
 from llava_ln.evaluation.layout import DataFlags, data_root, first_existing, image_file, reject_unused, require_file
 from llava_ln.evaluation.prompts import with_suffix
+from llava_ln.scoring.dispatch import ScoreRequest
 from llava_ln.scoring.formats import write_vqa_results, write_vqav2_testdev_upload
 from llava_ln.scoring.jsonio import read_json_or_jsonl, require_list
 
@@ -100,15 +101,15 @@ def write_outputs(sources: dict, items: list, answers: dict, output_dir: str) ->
     results = os.path.join(output_dir, RESULTS_FILE)
     rows = [{"question_id": item.record["question_id"], "answer": answers[item.key]} for item in items]
     outputs = {"files": {"results": results}, "counts": {"results": write_vqa_results(results, rows)}}
-    score_argv = ["--benchmark", "vqav2", "--predictions", results]
+    request = ScoreRequest(benchmark="vqav2", predictions=results)
     if sources["annotations"]:
-        score_argv += ["--annotations", sources["annotations"], "--questions", sources["questions"]]
+        request.annotations, request.questions = sources["annotations"], sources["questions"]
     if sources["upload_questions"]:
         upload = os.path.join(output_dir, UPLOAD_FILE)
         outputs["counts"]["upload"] = write_vqav2_testdev_upload(upload, sources["upload_questions"], rows)
         outputs["files"]["upload"] = upload
         if not sources["annotations"]:
             # Nothing to score locally: the scorer re-checks the upload's coverage instead.
-            score_argv += ["--questions", sources["upload_questions"], "--upload_file", upload]
-    outputs["score_argv"] = score_argv
+            request.questions, request.upload_file = sources["upload_questions"], upload
+    outputs["score"] = request
     return outputs

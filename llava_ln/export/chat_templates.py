@@ -16,7 +16,7 @@ same with or without add_generation_prompt.
 """
 import json
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.tokens import IMAGE_TOKEN
 
 

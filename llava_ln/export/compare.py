@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 
 class VerificationError(LlavaLnError):

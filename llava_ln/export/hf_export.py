@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llava_ln.checkpoint.atomic import atomic_directory
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import atomic_directory
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.compare import Tolerance, VerificationError, compare_all
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE
 from llava_ln.model.parts import unwrap

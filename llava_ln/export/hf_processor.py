@@ -18,8 +18,8 @@ torchvision or PIL backend itself, as it will for every user of the folder.
 import json
 import os
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.images import processor_side
-from llava_ln.errors import LlavaLnError
 
 BICUBIC = 3
 _COPIED = ("do_resize", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from llava_ln.checkpoint.atomic import atomic_directory
 from llava_ln.checkpoint.manifest import write_manifest
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import atomic_directory
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.merged_io import SELF, write_model_files, write_provenance
 from llava_ln.export.source import BaseOverrides, Source, load_source
 from llava_ln.model.parts import unwrap

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from llava_ln.checkpoint.apply import assign_tensors
-from llava_ln.checkpoint.atomic import write_json_atomic
 from llava_ln.checkpoint.tensors import load_tensors, save_tensors, tensor_files
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import write_json_atomic
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.native import CONNECTOR_PREFIX, non_native_parameters
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
 

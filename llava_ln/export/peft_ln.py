@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llava_ln.checkpoint.atomic import atomic_directory
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import atomic_directory
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import language_model_of, unwrap
 
 NORM_MODES = ("ln", "ln_simple")

@@ -16,7 +16,7 @@ from llava_ln.checkpoint.loading import model_arguments_from
 from llava_ln.checkpoint.manifest import Manifest, read_manifest
 from llava_ln.checkpoint.run_io import STAGE1_CONNECTOR_STEM, TRAINED_STEM, apply_run
 from llava_ln.checkpoint.tensors import tensor_files
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 PEFT_PREFIX = "base_model.model."
 

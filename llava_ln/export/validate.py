@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from llava_ln.checkpoint.connector_io import _normalise_name
 from llava_ln.checkpoint.run_io import ADAPTER_DIR, STAGE1_CONNECTOR_STEM, TRAINED_STEM
 from llava_ln.checkpoint.tensors import tensor_files
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 _HINT = "(checkpoint from another model, or a different base?)"
 _PEFT_PREFIX = "base_model.model."

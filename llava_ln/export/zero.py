@@ -19,7 +19,7 @@ import re
 
 import torch
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 
 def zero_checkpoint_dir(folder: str) -> str | None:

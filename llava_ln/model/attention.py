@@ -9,7 +9,7 @@ import importlib.util
 
 import torch
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 ATTN_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
 _SUPPORT_FLAG = {"flash_attention_2": "_supports_flash_attn", "sdpa": "_supports_sdpa", "eager": None}

@@ -17,7 +17,7 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.attention import resolve_attn_implementation
 from llava_ln.model.connector import build_connector, projector_depth

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 NATIVE_PROJECTOR_TYPE = "mlp2x_gelu"
 _MLP_PATTERN = re.compile(r"^mlp(\d+)x_gelu$")

@@ -9,7 +9,7 @@ Generation uses the native model directly; this module is only the training path
 """
 import torch
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import connector_of, unwrap, vision_tower_of
 
 

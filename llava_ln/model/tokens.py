@@ -1,5 +1,5 @@
 """The `<image>` placeholder token and tokenizer preparation shared by model, data and export."""
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 IMAGE_TOKEN = "<image>"
 

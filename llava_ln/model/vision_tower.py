@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from transformers import AutoConfig, CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 SELECT_FEATURES = ("patch", "cls_patch")
 

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from llava_ln.checkpoint.atomic import atomic_path
+from llava_ln.core.atomic import atomic_path
 from llava_ln.scoring.evalai import build_testdev_upload
 from llava_ln.scoring.jsonio import canonical_id
 from llava_ln.scoring.vqa import load_question_ids

@@ -2,7 +2,7 @@
 import json
 import os
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 
 def _require_file(path: str, what: str) -> None:

@@ -15,7 +15,7 @@ Where the official tool crashes, we return the defined value: a subtask whose re
 """
 import os
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 PERCEPTION_8 = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark")

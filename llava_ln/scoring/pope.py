@@ -15,7 +15,7 @@ Beyond the official tool:
 """
 import os
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.scoring.jsonio import canonical_id, read_json_or_jsonl
 
 NEGATIVE_TOKENS = ("No", "no", "not")

@@ -14,7 +14,7 @@ All of these are counted in the result.
 from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.scoring.jsonio import canonical_id, read_json, read_json_or_jsonl, require_list
 from llava_ln.scoring.vqa_normalize import clean_whitespace, normalize_answer
 

@@ -8,7 +8,7 @@ the committed files into DIR/llm and DIR/vision.
 import os
 import shutil
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.toy.world import IMAGE_SIZE, PATCH_SIZE
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")

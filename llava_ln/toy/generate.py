@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.toy import layout
 from llava_ln.toy.backbones import install_backbones
 from llava_ln.toy.captions import coco_caption_file, pretrain_records

@@ -6,7 +6,7 @@ keeping these names (see docs/training.md for the few LLaVA flags that became --
 from dataclasses import dataclass, field
 from typing import Optional
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 REPORT_TARGETS = ("none", "tensorboard", "wandb")
 SAVE_STRATEGIES = ("steps", "no")

@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from safetensors.torch import load_file
 
-from llava_ln.checkpoint.atomic import atomic_directory, write_json_atomic
 from llava_ln.checkpoint.run_io import save_run
 from llava_ln.checkpoint.tensors import save_tensors
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import atomic_directory, write_json_atomic
+from llava_ln.core.distributed import all_gather_objects, barrier
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
-from llava_ln.training.distributed import all_gather_objects, barrier
 from llava_ln.training.state_io import (
     ShardedTensorReader,
     ShardedTensorWriter,

@@ -7,10 +7,10 @@ import logging
 import math
 from dataclasses import dataclass
 
+from llava_ln.core.distributed import all_reduce_sum
 from llava_ln.training.args import steps_from
 from llava_ln.training.checkpointing import RunIdentity, TrainState
 from llava_ln.training.data_order import EpochPlan, make_loader
-from llava_ln.training.distributed import all_reduce_sum
 from llava_ln.training.optimizer import make_scheduler
 
 logger = logging.getLogger(__name__)

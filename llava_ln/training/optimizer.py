@@ -9,7 +9,7 @@ factor, so the ratios between groups hold for the whole run.
 import torch
 from transformers import get_scheduler
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.tuning.optimizer_groups import optimizer_param_groups
 
 

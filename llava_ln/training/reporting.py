@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import report_targets
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@
 import os
 from dataclasses import asdict
 
-from llava_ln.checkpoint.atomic import atomic_path, write_json_atomic
+from llava_ln.core.atomic import atomic_path, write_json_atomic
 from llava_ln.training.optimizer import describe_param_groups
 
 RUN_CONFIG = "run_config.json"

@@ -3,9 +3,9 @@ import logging
 import os
 
 from llava_ln.checkpoint.manifest import MANIFEST_NAME
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.distributed import barrier
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.checkpointing import list_checkpoints
-from llava_ln.training.distributed import barrier
 from llava_ln.training.reporting import LOG_FILE
 
 logger = logging.getLogger(__name__)

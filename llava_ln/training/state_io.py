@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from llava_ln.checkpoint.atomic import write_json_atomic
 from llava_ln.checkpoint.tensors import save_tensors
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.atomic import write_json_atomic
+from llava_ln.core.errors import LlavaLnError
 
 DEFAULT_SHARD_BYTES = 2 * 2**30
 

@@ -13,7 +13,7 @@ import copy
 import json
 import os
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 AUTO = "auto"
 

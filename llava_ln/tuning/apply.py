@@ -6,7 +6,7 @@ import logging
 
 from torch import nn
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.groups import GROUPS, classify_parameters

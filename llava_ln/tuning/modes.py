@@ -12,7 +12,7 @@
 """
 from dataclasses import dataclass
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 
 @dataclass(frozen=True)

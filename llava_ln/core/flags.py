@@ -1,7 +1,7 @@
 """Parse command-line flags into dataclasses (HfArgumentParser), with one-line errors."""
 from transformers import HfArgumentParser
 
-from llava_ln.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError
 
 
 def parse_flags(argv, dataclass_types, prog: str, description: str = ""):
