@@ -6,7 +6,7 @@ that every batch size gives the same answers.
 
     python bench/generation_throughput.py --toy_dir DIR          # `llava-ln toy --out DIR`: toy backbones + toy VQAv2
     python bench/generation_throughput.py --model_path CKPT --data VQAV2_DIR [--split val2014]
-    python bench/generation_throughput.py                        # tiny random backbones (tests/tiny.py), synthetic set
+    python bench/generation_throughput.py                        # tiny random backbones (tests/support/tiny.py), synthetic set
 
 With --toy_dir and no --model_path, the model is the toy LLM + toy CLIP tower with an untrained
 connector (a stage-1 run folder, if one is passed as --model_path, is better).
@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "support"))
 
 import torch  # noqa: E402
 
@@ -59,7 +59,7 @@ def setup(args, workdir: str) -> tuple[str, str, str, str]:
     llm, vision = make_llm_dir(workdir, "llama"), make_vision_dir(workdir, "clip")
     model = make_run_folder(os.path.join(workdir, "run"), llm, vision)
     data = write_vqav2(os.path.join(workdir, "vqav2"), images=max(1, args.questions // 2))
-    return model, data, "val2014", "tiny random backbones (tests/tiny.py)"
+    return model, data, "val2014", "tiny random backbones (tests/support/tiny.py)"
 
 
 def time_batch_size(generator, prompts, images, batch_size: int) -> tuple[float, list]:

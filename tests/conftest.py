@@ -4,11 +4,10 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+# Helper modules (tiny models, data and training helpers) live in tests/support, outside collection.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 
-from tiny import LLM_CONFIGS, make_llm_dir, make_vision_dir  # noqa: E402
-
-FAMILIES = tuple(LLM_CONFIGS)
+from tiny import make_llm_dir, make_vision_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from test_core_tune_modes import build
+from model_helpers import build
 
 from llava_ln.checkpoint.connector_io import load_connector
 from llava_ln.checkpoint.loading import load_checkpoint

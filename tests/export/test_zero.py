@@ -20,7 +20,7 @@ from llava_ln.model.tokens import load_tokenizer
 from llava_ln.tuning.apply import apply_tune_mode
 from llava_ln.tuning.args import TuningArguments
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 pytest.importorskip("deepspeed")
 
 
@@ -34,7 +34,7 @@ def free_port() -> int:
 def zero_run(tmp_path_factory, tiny_llm, tiny_vision):
     out = str(tmp_path_factory.mktemp("zero") / "checkpoint-2")
     env = dict(os.environ, MASTER_PORT=str(free_port()), DS_ACCELERATOR="cpu")
-    done = subprocess.run([sys.executable, os.path.join(HERE, "export_zero_job.py"), tiny_llm("llama"),
+    done = subprocess.run([sys.executable, os.path.join(SUPPORT, "export_zero_job.py"), tiny_llm("llama"),
                            tiny_vision("clip"), out], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return out

@@ -1,7 +1,7 @@
 """Issue 2 acceptance: composition, connectors, vision features, attention choice, mixed batches."""
 import pytest
 import torch
-from test_core_tune_modes import build, mixed_batch
+from model_helpers import build, mixed_batch
 from transformers import LlavaForConditionalGeneration
 
 from llava_ln.core.errors import LlavaLnError

@@ -21,7 +21,7 @@ from llava_ln.model.builder import build_mllm
 
 MODES = ("lora", "ln", "ln_simple", "full")
 FAST = dict(max_new_tokens=4)
-HERE = os.path.dirname(os.path.abspath(__file__))
+SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def _our_answers(run, image_path, work):
 @pytest.mark.slow
 def test_exported_folders_reproduce_our_greedy_answers_in_a_fresh_process(exports, runs, probe_image, tmp_path):
     folders = [exports[mode].output_dir for mode in MODES]
-    done = subprocess.run([sys.executable, "-I", os.path.join(HERE, "export_fresh_check.py"), probe_image, *folders],
+    done = subprocess.run([sys.executable, "-I", os.path.join(SUPPORT, "export_fresh_check.py"), probe_image, *folders],
                           capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert done.returncode == 0, done.stderr[-2000:]
     theirs = json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,7 +12,7 @@ from llava_ln.training.args import TrainingArguments, check_training_args, steps
 from llava_ln.training.data_order import EpochPlan
 from llava_ln.training.zero_config import fill_zero_config, load_zero_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED = [os.path.join(REPO, "zero_configs", f) for f in ("zero2.json", "zero3.json", "zero3_offload.json")]
 ARGS = TrainingArguments(output_dir="out", per_device_train_batch_size=4, gradient_accumulation_steps=3,
                          max_grad_norm=0.7, bf16=True, learning_rate=3e-4, adam_beta2=0.95, weight_decay=0.1)

@@ -11,7 +11,7 @@ from llava_ln.model.args import ModelArguments
 from llava_ln.training.args import TrainingArguments
 from llava_ln.tuning.args import TuningArguments
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _dry_run(script: str, **env) -> tuple[list[str], tuple]:

@@ -24,8 +24,8 @@ from llava_ln.train import main
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(REPO, "tests")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTS = os.path.join(REPO, "tests", "support")
 CONFIGS = {stage: os.path.join(REPO, "zero_configs", f"zero{stage}.json") for stage in (2, 3)}
 CONNECTOR = "model.multi_modal_projector."
 # ln trains four kinds of tensors at three rates: connector, norms, embeddings + head.

@@ -106,7 +106,8 @@ def test_worker_error_is_reduced_to_its_own_line():
 
     wrapped = LlavaLnError(
         "Caught LlavaLnError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-        '  File "x.py", line 1, in f\nllava_ln.errors.LlavaLnError: data.json record 7: image a.png is corrupt\n'
+        '  File "x.py", line 1, in f\n'
+        f"{LlavaLnError.__module__}.LlavaLnError: data.json record 7: image a.png is corrupt\n"
     )
     assert one_line(wrapped) == "data.json record 7: image a.png is corrupt"
     assert one_line(LlavaLnError("plain message")) == "plain message"
