@@ -1,8 +1,10 @@
-"""Write a whole toy world (images, training data, evaluation sets, backbones) from one seed.
+"""Write a whole toy world (images, training data, evaluation sets, their README, backbones) from one seed.
 
 Each part draws from its own named random stream derived from the seed, so the parts do
 not depend on each other's draws: changing the size of one set leaves the others' files
-unchanged, and the same seed always gives byte-identical files.
+unchanged, and the same seed always gives byte-identical files. The README written into
+DIR/eval is generated from the same constants the writers use (layout.py, the sizes of this
+world), so the description can never drift from the files next to it.
 """
 import os
 import shutil
@@ -12,17 +14,21 @@ import numpy as np
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.toy import layout
-from llava_ln.toy.backbones import install_backbones
-from llava_ln.toy.captions import coco_caption_file, pretrain_records
-from llava_ln.toy.eval_mme import SUBTASKS, llava_mme_row, mme_items
-from llava_ln.toy.eval_pope import OBJECTS_PER_IMAGE, pope_files
-from llava_ln.toy.eval_vqa import vqa_files
-from llava_ln.toy.files import write_bytes, write_json, write_jsonl, write_text
-from llava_ln.toy.instruct import instruct_records
-from llava_ln.toy.prompts import CAPTION_EVAL_PROMPT
-from llava_ln.toy.readme import eval_readme
-from llava_ln.toy.scenes import jpeg_bytes, png_bytes, render_scene, sample_scene
-from llava_ln.toy.world import GRID, IMAGE_SIZE, PATCH_SIZE
+from llava_ln.toy.backbones.spec import install_backbones
+from llava_ln.toy.eval_sets import (
+    MME_SUBTASKS,
+    POPE_OBJECTS_PER_IMAGE,
+    POPE_SPLITS,
+    coco_caption_file,
+    llava_mme_row,
+    mme_items,
+    pope_files,
+    vqa_files,
+)
+from llava_ln.toy.language import CAPTION_EVAL_PROMPT, SHORT_ANSWER_SUFFIX, YES_NO_SUFFIX
+from llava_ln.toy.layout import write_bytes, write_json, write_jsonl, write_text
+from llava_ln.toy.train_data import instruct_records, pretrain_records
+from llava_ln.toy.world import GRID, IMAGE_SIZE, PATCH_SIZE, jpeg_bytes, png_bytes, render_scene, sample_scene
 
 # Stream ids are part of the file format: renumbering them changes every generated world.
 STREAMS = {"pretrain": 1, "instruct": 2, "conversation": 3, "detail": 4, "reasoning": 5, "vqav2": 6, "pope": 7,
@@ -68,12 +74,12 @@ def _scenes(rng: np.random.Generator, count: int, **kwargs) -> list:
 
 
 def write_training_data(out: str, seed: int, sizes: ToySizes) -> dict:
-    images = layout.in_dir(out, layout.IMAGES)
+    images = os.path.join(out, layout.IMAGES)
     rng = stream(seed, "pretrain")
     scenes = _scenes(rng, sizes.pretrain_images)
     names = [f"{layout.PRETRAIN_IMAGES}/toy_pretrain_{i:06d}.png" for i in range(len(scenes))]
     _write_images(images, names, scenes)
-    write_json(layout.in_dir(out, layout.PRETRAIN_JSON), pretrain_records(scenes, names, rng))
+    write_json(os.path.join(out, layout.PRETRAIN_JSON), pretrain_records(scenes, names, rng))
 
     rng = stream(seed, "instruct")
     scenes = _scenes(rng, sizes.instruct_images)
@@ -83,13 +89,13 @@ def write_training_data(out: str, seed: int, sizes: ToySizes) -> dict:
     for kind, path in layout.INSTRUCT_JSON.items():
         limit = sizes.detail_records if kind == "detail" else len(scenes)
         records = instruct_records(kind, scenes[:limit], names[:limit], stream(seed, kind))
-        write_json(layout.in_dir(out, path), records)
+        write_json(os.path.join(out, path), records)
         counts[f"instruct_{kind}"] = len(records)
     return counts
 
 
 def _eval_path(out: str, relative: str) -> str:
-    return layout.in_dir(out, layout.EVAL, relative)
+    return os.path.join(out, layout.EVAL, relative)
 
 
 def write_vqa(out: str, seed: int, sizes: ToySizes) -> int:
@@ -107,7 +113,7 @@ def write_vqa(out: str, seed: int, sizes: ToySizes) -> int:
 
 def write_pope(out: str, seed: int, sizes: ToySizes) -> int:
     rng = stream(seed, "pope")
-    scenes = _scenes(rng, sizes.pope_images, min_objects=OBJECTS_PER_IMAGE, min_categories=OBJECTS_PER_IMAGE)
+    scenes = _scenes(rng, sizes.pope_images, min_objects=POPE_OBJECTS_PER_IMAGE, min_categories=POPE_OBJECTS_PER_IMAGE)
     names = [layout.coco_image_name(i) for i in range(1, len(scenes) + 1)]
     _write_images(_eval_path(out, layout.POPE_IMAGES), names, scenes)
     labels, rows = pope_files(scenes, names, rng)
@@ -121,7 +127,7 @@ def write_mme(out: str, seed: int, sizes: ToySizes) -> int:
     rng = stream(seed, "mme")
     release = _eval_path(out, layout.MME_RELEASE)
     rows = []
-    for subtask in SUBTASKS:
+    for subtask in MME_SUBTASKS:
         ground_truth = []
         for name, scene, pairs in mme_items(subtask, sizes.mme_pairs_per_subtask, rng):
             write_bytes(os.path.join(release, subtask, name), jpeg_bytes(render_scene(scene)))
@@ -153,6 +159,65 @@ def write_captions(out: str, seed: int, name: str, count: int) -> int:
         {"question_id": i, "image": f, "text": CAPTION_EVAL_PROMPT, "category": name} for i, f in zip(ids, files)
     ])
     return count
+
+
+def eval_readme(sizes: ToySizes, counts: dict) -> str:
+    """DIR/eval/README.md: layout, file formats and prompts of each toy benchmark."""
+    pope_labels = "\n".join(f"    {path}" for path in layout.POPE_LABELS.values())
+    mme_dirs = ", ".join(MME_SUBTASKS)
+    return f"""# Toy-world evaluation sets
+
+Generated by `llava-ln toy`. Every set uses the official file format of the benchmark it
+imitates, laid out as in LLaVA's `playground/data/eval/`, so the usual evaluation and
+scoring code runs unchanged; the file names are the official ones. Images are
+{IMAGE_SIZE}x{IMAGE_SIZE} JPEGs (quality 95, as the real benchmarks ship JPEGs) of coloured shapes. `benchmarks.json` lists, per
+benchmark, the question file, image folder and ground-truth files (paths relative to
+this folder).
+
+Question files (`llava_*.jsonl`) follow LLaVA's `model_vqa_loader` input: one JSON object
+per line, `{{"question_id", "image", "text", "category"}}`, where `image` is relative to the
+benchmark's image folder and `text` is the full prompt, already ending in LLaVA-1.5's
+instruction "{SHORT_ANSWER_SUFFIX}" (captions: "{CAPTION_EVAL_PROMPT}").
+
+## VQAv2 ({counts['vqav2_questions']} questions on {sizes.vqa_images} images)
+    {layout.VQA_QUESTIONS}     official questions JSON ("questions": image_id, question, question_id)
+    {layout.VQA_ANNOTATIONS}   official annotations JSON (10 answers per question, answer_type, question_type)
+    {layout.VQA_LLAVA}
+    {layout.VQA_IMAGES}/COCO_val2014_<image_id:012d>.jpg
+question_id = image_id * 1000 + k. Answer types: yes/no, number, other. A few annotators
+give variants (number words, synonyms, mistakes), so the official normalisation matters.
+Score a results file `[{{"question_id", "answer"}}]` with the official VQA rules.
+
+## POPE ({counts['pope_questions']} questions: {sizes.pope_images} images x 6 x {len(POPE_SPLITS)} splits)
+{pope_labels}
+    {layout.POPE_LLAVA}   (category = split; question_id unique over the file)
+    {layout.POPE_IMAGES}/COCO_val2014_<n:012d>.jpg
+Label files are JSON lines `{{"question_id", "image", "text", "label"}}`, question_id 1..N per
+split, 3 "yes" (objects in the image) and 3 "no" per image, yes/no alternating. Negatives:
+random = any absent object; popular = the most frequent objects of this set; adversarial =
+the objects that co-occur most with the image's objects. An "object" is a colour + shape,
+e.g. "red circle". Answers pair with labels by position within a split.
+
+## MME ({counts['mme_questions']} questions: {sizes.mme_pairs_per_subtask} images x 2 per subtask)
+    {layout.MME_RELEASE}/<subtask>/<image>.jpg and <image>.txt
+    {layout.MME_GROUND_TRUTH}/<subtask>.txt
+    {layout.MME_LLAVA}   (question_id = image = "<subtask>/<image>.jpg")
+Subtasks: {mme_dirs} (perception). Each `<image>.txt` holds two lines `question<TAB>answer`,
+first Yes then No; questions end with "{YES_NO_SUFFIX}". `eval_tool/Your_Results/<subtask>.txt`
+is the eval tool's layout without responses: `image<TAB>question<TAB>ground_truth` in
+official order (the two questions of an image on consecutive lines); append
+`<TAB>response` to each line to score.
+
+## COCO captions ({counts['coco_caption_images']} images) and Flickr30k ({counts['flickr30k_images']} images)
+    {layout.COCO_ANNOTATIONS}   COCO captions format: "images" (id, file_name) + "annotations" (image_id, id, caption)
+    {layout.COCO_LLAVA}
+    {layout.COCO_IMAGES}/COCO_val2014_<image_id:012d>.jpg
+    {layout.FLICKR_ANNOTATIONS}   same COCO format
+    {layout.FLICKR_LLAVA}
+    {layout.FLICKR_IMAGES}/<image_id>.jpg
+5 reference captions per image. Score `[{{"image_id", "caption"}}]` with pycocoevalcap
+(Java needed for the PTB tokenizer and METEOR).
+"""
 
 
 def _prepare_out_dir(out: str) -> None:

@@ -1,18 +1,53 @@
-"""English for the toy world: noun phrases, brief captions and detailed descriptions.
+"""English for the toy world: noun phrases, captions, descriptions, and the instruction prompts.
 
 Captions are brief and positionless (like web alt-text captions used for LLaVA's stage 1);
 detailed descriptions name every object with its place (like LLaVA-Instruct's "detail"
 answers). Phrasings vary with the Generator passed in, so five captions of one image read
 like five annotators.
+
+The prompts are our own wording in LLaVA's styles: brief prompts go with stage-1 captions,
+detail prompts with detailed descriptions; the answer-format suffixes are the ones LLaVA-1.5
+uses at evaluation time, so the toy LLM learns them during its text pretraining.
 """
 import numpy as np
 
-from llava_ln.toy.world import NUMBER_WORDS, QUADRANTS, Scene
+from llava_ln.toy.world import NUMBER_WORDS, QUADRANTS, Scene, choose
 
+# ------------------------------------------------------------------------------ prompts
 SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 YES_NO_SUFFIX = "Please answer yes or no."
 
+BRIEF_PROMPTS = (
+    "Give a brief description of the image.",
+    "Write a short caption for this picture.",
+    "Summarize the image in a few words.",
+    "What is shown in this image? Answer briefly.",
+    "Provide a one-sentence caption for the provided image.",
+    "Caption this image.",
+)
 
+DETAIL_PROMPTS = (
+    "Describe the image in detail.",
+    "Give a detailed description of this picture.",
+    "Explain what you see in the image, including where each shape is.",
+    "What does this image show? Describe every shape and its position.",
+    "Walk me through the contents of this image.",
+)
+
+# The caption prompt LLaVA-style evaluation harnesses use for COCO and Flickr30k.
+CAPTION_EVAL_PROMPT = "Provide a one-sentence caption for the provided image."
+
+def short_answer_prompt(question: str) -> str:
+    """LLaVA-1.5's VQA prompt: the question, a newline, then the single-word instruction."""
+    return f"{question}\n{SHORT_ANSWER_SUFFIX}"
+
+
+def yes_no_question(question: str) -> str:
+    """MME's question form: the question followed by 'Please answer yes or no.'."""
+    return f"{question} {YES_NO_SUFFIX}"
+
+
+# --------------------------------------------------------- noun phrases, captions, descriptions
 def number_word(n: int) -> str:
     return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
 
@@ -77,7 +112,7 @@ def _caption_core(scene: Scene, rng: np.random.Generator) -> str:
         "{count}: {list}",
         "{list} on a black background",
     )
-    template = templates[int(rng.integers(len(templates)))]
+    template = choose(rng, templates)
     return template.format(list=listed, count=shapes_count_phrase(len(scene.objects)))
 
 
@@ -113,7 +148,7 @@ def detailed_description(scene: Scene, rng: np.random.Generator) -> str:
         f"There {'is' if n == 1 else 'are'} {shapes_count_phrase(n)} in this image.",
         f"This is a picture of {shapes_count_phrase(n)} on a plain dark background.",
     )
-    parts = [openings[int(rng.integers(len(openings)))]]
+    parts = [choose(rng, openings)]
     parts.extend(quadrant_sentences(scene, rng))
     colors = scene.colors()
     if len(colors) == 1 and n > 1:

@@ -1,14 +1,23 @@
-"""Where every toy-world file goes (relative paths), in one place for the writer, README and tests.
+"""The toy world on disk: where every file goes (relative paths) and the byte-stable writers.
 
 The evaluation folders copy the layouts LLaVA users know from `playground/data/eval/`
 (MME's release folder and eval_tool, POPE's coco/ label folder, VQAv2's and the Karpathy
 caption splits' official file names), so any evaluator that reads the real benchmarks from
 their usual places reads these too. Everything lives under a toy world's eval/ folder, and
-every file's "info"/description says it is the toy world.
-"""
-import os
+every file's "info"/description says it is the toy world. The writer, the README and the
+tests all take paths from here.
 
-from llava_ln.toy.eval_pope import SPLITS
+Same content must give the same bytes on every run: JSON keys keep insertion order, the
+separators and indentation are fixed, files end with one newline, and images are encoded
+with fixed settings (world.png_bytes, world.jpeg_bytes). Each file is written to a temporary
+name in its folder and then renamed, so an interrupted run never leaves a half-written file
+under the final name.
+"""
+import json
+import os
+import tempfile
+
+from llava_ln.toy.eval_sets import POPE_SPLITS
 
 IMAGES = "images"
 PRETRAIN_IMAGES = "pretrain"  # relative to IMAGES, as LLaVA records' "image" fields are
@@ -26,7 +35,7 @@ VQA_ANNOTATIONS = "vqav2/v2_mscoco_val2014_annotations.json"
 VQA_LLAVA = "vqav2/llava_vqav2_mscoco_val2014.jsonl"
 
 POPE_IMAGES = "pope/val2014"
-POPE_LABELS = {split: f"pope/coco/coco_pope_{split}.json" for split in SPLITS}
+POPE_LABELS = {split: f"pope/coco/coco_pope_{split}.json" for split in POPE_SPLITS}
 POPE_LLAVA = "pope/llava_pope_test.jsonl"
 
 MME_RELEASE = "MME/MME_Benchmark_release_version"
@@ -49,6 +58,7 @@ def coco_image_name(image_id: int) -> str:
 def flickr_image_name(image_id: int) -> str:
     return f"{image_id}.jpg"
 
+
 EVAL_README = "README.md"
 EVAL_INDEX = "benchmarks.json"
 WORLD_MANIFEST = "toy_world.json"
@@ -67,5 +77,29 @@ def eval_index() -> dict:
     }
 
 
-def in_dir(root: str, *parts: str) -> str:
-    return os.path.join(root, *parts)
+# ------------------------------------------------------------------------------ writers
+def write_bytes(path: str, data: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, obj, indent: int | None = 1) -> None:
+    separators = (",", ": ") if indent else (", ", ": ")
+    write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators) + "\n")
+
+
+def write_jsonl(path: str, rows) -> None:
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

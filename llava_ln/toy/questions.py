@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llava_ln.toy.language import capitalize, join_list, number_word, plural
-from llava_ln.toy.world import CATEGORIES, COLOR_NAMES, COLOR_WEIGHTS, SHAPE_WEIGHTS, SHAPES, Scene
+from llava_ln.toy.world import CATEGORIES, COLOR_NAMES, COLOR_WEIGHTS, SHAPE_WEIGHTS, SHAPES, Scene, choose
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,6 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _choice(rng: np.random.Generator, items):
-    return items[int(rng.integers(len(items)))]
-
-
 def absent_category(scene: Scene, rng: np.random.Generator, hard: bool) -> str:
     """A category not in the scene, drawn as often as categories appear in scenes.
 
@@ -70,27 +66,27 @@ def unique_categories(scene: Scene) -> list[str]:
 # ---------------------------------------------------------------- perception questions
 def q_count_all(scene, rng):
     n = len(scene.objects)
-    question = _choice(rng, ("How many shapes are there?", "How many shapes are in the image?",
-                             "How many objects are in the picture?"))
+    question = choose(rng, ("How many shapes are there?", "How many shapes are in the image?",
+                            "How many objects are in the picture?"))
     return QA(question, str(n), f"{_there(n, 'shape')} in the image.", "number", "how many", "count_all")
 
 
 def q_count_color(scene, rng):
-    color = _choice(rng, scene.colors()) if rng.random() < 0.85 else _choice(rng, COLOR_NAMES)
+    color = choose(rng, scene.colors()) if rng.random() < 0.85 else choose(rng, COLOR_NAMES)
     n = scene.count(color=color)
     return QA(f"How many {color} shapes are there?", str(n), f"{_there(n, color + ' shape')}.", "number",
               "how many", "count_color")
 
 
 def q_count_shape(scene, rng):
-    shape = _choice(rng, scene.shapes()) if rng.random() < 0.85 else _choice(rng, SHAPES)
+    shape = choose(rng, scene.shapes()) if rng.random() < 0.85 else choose(rng, SHAPES)
     n = scene.count(shape=shape)
     return QA(f"How many {plural(shape)} are there?", str(n), f"{_there(n, shape)} in the image.", "number",
               "how many", "count_shape")
 
 
 def q_count_category(scene, rng):
-    category = _choice(rng, scene.categories())
+    category = choose(rng, scene.categories())
     n = len(scene.with_category(category))
     return QA(f"How many {plural(category)} are there?", str(n), f"{_there(n, category)}.", "number",
               "how many", "count_category")
@@ -101,14 +97,14 @@ def q_exists(scene, rng, present: bool | None = None):
     if present is None:
         present = rng.random() < 0.5
     if present:
-        category = _choice(rng, scene.categories())
+        category = choose(rng, scene.categories())
         objs = scene.with_category(category)
         where = f" in the {objs[0].quadrant}" if len(objs) == 1 else ""
         long = f"Yes, {('there is a ' + category + where) if len(objs) == 1 else _there(len(objs), category).lower()}."
     else:
         category = absent_category(scene, rng, hard=rng.random() < 0.5)
         long = f"No, there is no {category} in the image."
-    question = _choice(rng, (f"Is there a {category} in the image?", f"Is there a {category}?"))
+    question = choose(rng, (f"Is there a {category} in the image?", f"Is there a {category}?"))
     return QA(question, _yes_no(present), long, "yes/no", "is there a", "exists")
 
 
@@ -116,7 +112,7 @@ def q_color_of(scene, rng):
     shapes = [s for s in scene.shapes() if scene.count(shape=s) == 1]
     if not shapes:
         return None
-    shape = _choice(rng, shapes)
+    shape = choose(rng, shapes)
     color = next(o.color for o in scene.objects if o.shape == shape)
     return QA(f"What color is the {shape}?", color, f"The {shape} is {color}.", "other", "what color is the",
               "color_of")
@@ -126,7 +122,7 @@ def q_shape_of(scene, rng):
     colors = [c for c in scene.colors() if scene.count(color=c) == 1]
     if not colors:
         return None
-    color = _choice(rng, colors)
+    color = choose(rng, colors)
     shape = next(o.shape for o in scene.objects if o.color == color)
     return QA(f"What shape is the {color} object?", shape, f"The {color} object is a {shape}.", "other",
               "what shape is the", "shape_of")
@@ -136,7 +132,7 @@ def q_where(scene, rng):
     unique = unique_categories(scene)
     if not unique:
         return None
-    category = _choice(rng, unique)
+    category = choose(rng, unique)
     quadrant = scene.with_category(category)[0].quadrant
     return QA(f"Where is the {category}?", quadrant, f"The {category} is in the {quadrant} of the image.", "other",
               "where is the", "where")
@@ -146,8 +142,8 @@ def q_side(scene, rng):
     unique = unique_categories(scene)
     if not unique:
         return None
-    category = _choice(rng, unique)
-    asked = _choice(rng, ("left", "right"))
+    category = choose(rng, unique)
+    asked = choose(rng, ("left", "right"))
     actual = scene.with_category(category)[0].side
     long = (f"Yes, the {category} is on the {actual} side." if asked == actual
             else f"No, the {category} is on the {actual} side.")
@@ -160,7 +156,7 @@ def q_relation(scene, rng):
     pairs = [(a, b) for a in unique for b in unique if a != b]
     if not pairs:
         return None
-    a, b = pairs[int(rng.integers(len(pairs)))]
+    a, b = choose(rng, pairs)
     obj_a, obj_b = scene.with_category(a)[0], scene.with_category(b)[0]
     # Only pairs in different halves: the answer then follows from the objects' quadrants,
     # which every description states (finer positions are never written down).
@@ -187,7 +183,7 @@ def q_more_than(scene, rng):
     pairs = [(a, b) for a in universe for b in universe if counts[a] != counts[b] and counts[a] + counts[b] > 0]
     if not pairs:
         return None
-    a, b = pairs[int(rng.integers(len(pairs)))]
+    a, b = choose(rng, pairs)
     noun = (lambda x: x + " shape") if by_color else (lambda x: x)
     na, nb = counts[a], counts[b]
     word_a, word_b = (plural(noun(x)) for x in (a, b))
@@ -207,7 +203,7 @@ def q_most_common_color(scene, rng):
 
 
 def q_removal(scene, rng):
-    color = _choice(rng, scene.colors())
+    color = choose(rng, scene.colors())
     total, removed = len(scene.objects), scene.count(color=color)
     left = total - removed
     if total == 1:
@@ -273,7 +269,7 @@ def sample_qa(scene: Scene, rng: np.random.Generator, kinds) -> QA:
     """One question of a kind drawn uniformly from `kinds` that the scene supports."""
     kinds = list(kinds)
     for _ in range(50):
-        qa = GENERATORS[_choice(rng, kinds)](scene, rng)
+        qa = GENERATORS[choose(rng, kinds)](scene, rng)
         if qa is not None:
             return qa
     return q_count_all(scene, rng)  # every scene supports it

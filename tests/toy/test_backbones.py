@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.toy.backbones import LLM_ASSET, LLM_FILES, VISION_ASSET, VISION_FILES, install_backbones
-from llava_ln.toy.scenes import render_scene, sample_scene
-from llava_ln.toy.textcorpus import text_corpus
+from llava_ln.toy.backbones.spec import LLM_ASSET, LLM_FILES, VISION_ASSET, VISION_FILES, install_backbones
+from llava_ln.toy.train_data import text_corpus
+from llava_ln.toy.world import render_scene, sample_scene
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_llm_was_pretrained_on_toy_text(tokenizer):
 def test_vision_tower_and_processor_load_and_match_the_pretraining_input():
     from transformers import AutoImageProcessor, CLIPVisionModel
 
-    from llava_ln.toy.pretrain_vision import pixels
+    from llava_ln.toy.backbones.pretrain_vision import pixels
 
     assert sorted(os.listdir(VISION_ASSET)) == sorted(VISION_FILES)
     model = CLIPVisionModel.from_pretrained(VISION_ASSET).eval()

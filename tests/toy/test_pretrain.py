@@ -2,13 +2,13 @@
 import json
 import os
 
-from llava_ln.toy.backbones import LLM_FILES, VISION_FILES
+from llava_ln.toy.backbones.spec import LLM_FILES, VISION_FILES
 
 
 def test_pretrain_script_writes_plain_hf_checkpoints(tmp_path):
     from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
-    from llava_ln.toy.pretrain import main
+    from llava_ln.toy.backbones.pretrain import main
 
     out = str(tmp_path / "assets")
     assert main(["--out", out, "--llm_documents", "48", "--llm_batch_size", "16", "--vision_steps", "2",
@@ -26,8 +26,8 @@ def test_pretrain_script_writes_plain_hf_checkpoints(tmp_path):
 
 
 def test_tokenizer_training_is_deterministic(tmp_path):
-    from llava_ln.toy.pretrain_llm import train_tokenizer
-    from llava_ln.toy.textcorpus import text_corpus
+    from llava_ln.toy.backbones.pretrain_llm import train_tokenizer
+    from llava_ln.toy.train_data import text_corpus
 
     documents = text_corpus(seed=5, count=40)
     train_tokenizer(documents, str(tmp_path / "a"))

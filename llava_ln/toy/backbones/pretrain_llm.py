@@ -3,7 +3,7 @@
 The tokenizer is a byte-fallback BPE sentencepiece model with LLaMA's conventions (ids
 0/1/2 = <unk>/<s>/</s>, digits split, newline as a byte token) saved as Vicuna ships
 it: tokenizer.model + tokenizer_config.json. The model is trained with plain next-token
-loss on `textcorpus` documents.
+loss on the documents of `train_data.text_corpus`.
 """
 import io
 import json
@@ -15,8 +15,11 @@ import time
 import numpy as np
 import torch
 
-from llava_ln.toy.backbones import LLM_CONFIG, TOKENIZER_VOCAB_SIZE
-from llava_ln.toy.textcorpus import EOS, text_corpus, vicuna_v1
+from llava_ln.toy.backbones.spec import LLM_CONFIG, TOKENIZER_VOCAB_SIZE
+from llava_ln.toy.language import detailed_description, short_answer_prompt
+from llava_ln.toy.questions import PERCEPTION, REASONING, sample_qa
+from llava_ln.toy.train_data import EOS, text_corpus, vicuna_v1
+from llava_ln.toy.world import sample_scene
 
 TOKENIZER_CONFIG = {
     "add_bos_token": True,
@@ -83,11 +86,6 @@ def _collate(encoded: list[list[int]], pad_id: int):
 
 def text_qa_accuracy(model, tokenizer, seed: int, count: int = 200, device: str = "cpu") -> float:
     """Greedy exact-match accuracy on short-answer questions about written descriptions."""
-    from llava_ln.toy.language import detailed_description
-    from llava_ln.toy.prompts import short_answer_prompt
-    from llava_ln.toy.questions import PERCEPTION, REASONING, sample_qa
-    from llava_ln.toy.scenes import sample_scene
-
     rng = np.random.default_rng(seed)
     kinds = list(PERCEPTION) + list(REASONING)
     correct = 0

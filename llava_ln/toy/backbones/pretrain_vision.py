@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from llava_ln.toy.backbones import CLIP_MEAN, CLIP_STD, VISION_CONFIG, image_processor
+from llava_ln.toy.backbones.spec import CLIP_MEAN, CLIP_STD, VISION_CONFIG, image_processor
 from llava_ln.toy.language import brief_caption, detailed_description
-from llava_ln.toy.scenes import render_scene, sample_scene
+from llava_ln.toy.world import render_scene, sample_scene
 
 MAX_TEXT_TOKENS = 96
 

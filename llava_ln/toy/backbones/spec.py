@@ -1,9 +1,10 @@
-"""The toy backbones: their architectures, where the committed weights live, and installing them.
+"""What the toy backbones are: their architectures, the files of each, where the committed
+weights live (llava_ln/toy/assets), and installing them into a world.
 
 Both are ordinary Hugging Face checkpoints: a LlamaForCausalLM with a sentencepiece
 `tokenizer.model` (laid out as Vicuna ships it) and a CLIPVisionModel with its
-CLIPImageProcessor. `python -m llava_ln.toy.pretrain` rebuilds them; `llava-ln toy` copies
-the committed files into DIR/llm and DIR/vision.
+CLIPImageProcessor. `python -m llava_ln.toy.backbones.pretrain` rebuilds them; `llava-ln toy`
+copies the committed files into DIR/llm and DIR/vision.
 """
 import os
 import shutil
@@ -11,7 +12,8 @@ import shutil
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.toy.world import IMAGE_SIZE, PATCH_SIZE
 
-ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+# The weights stay in toy/assets (setup.py's package_data for llava_ln.toy ships them).
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 LLM_ASSET = os.path.join(ASSETS_DIR, "llm")
 VISION_ASSET = os.path.join(ASSETS_DIR, "vision")
 
@@ -67,7 +69,7 @@ def _copy_files(source: str, target: str, names) -> None:
     if missing:
         raise LlavaLnError(
             f"toy backbone files missing in {source}: {', '.join(missing)}; "
-            "rebuild them with `python -m llava_ln.toy.pretrain`"
+            "rebuild them with `python -m llava_ln.toy.backbones.pretrain`"
         )
     os.makedirs(target, exist_ok=True)
     for name in names:

@@ -1,4 +1,4 @@
-"""Rebuild the committed toy backbones: `python -m llava_ln.toy.pretrain [--out DIR] [--device cuda]`.
+"""Rebuild the committed toy backbones: `python -m llava_ln.toy.backbones.pretrain [--out DIR] [--device cuda]`.
 
 Trains, from --seed, the sentencepiece tokenizer and the LLaMA-architecture LLM on the
 text-only corpus, then the CLIP vision tower contrastively (using that tokenizer for its
@@ -15,15 +15,15 @@ import platform
 import sys
 import time
 
-from llava_ln.toy.backbones import ASSETS_DIR, LLM_CONFIG, LLM_FILES, VISION_CONFIG, VISION_FILES
-from llava_ln.toy.files import write_json
+from llava_ln.toy.backbones.spec import ASSETS_DIR, LLM_CONFIG, LLM_FILES, VISION_CONFIG, VISION_FILES
+from llava_ln.toy.layout import write_json
 
 DEFAULTS = {"llm_documents": 50000, "llm_epochs": 1, "llm_batch_size": 32, "llm_lr": 3e-3,
             "vision_steps": 1200, "vision_batch_size": 128, "vision_lr": 2e-3, "eval_questions": 256}
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m llava_ln.toy.pretrain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m llava_ln.toy.backbones.pretrain", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=ASSETS_DIR, help="folder that receives llm/ and vision/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -39,8 +39,8 @@ def parse_args(argv):
 def main(argv=None) -> int:
     import torch
 
-    from llava_ln.toy.pretrain_llm import pretrain_llm
-    from llava_ln.toy.pretrain_vision import pretrain_vision
+    from llava_ln.toy.backbones.pretrain_llm import pretrain_llm
+    from llava_ln.toy.backbones.pretrain_vision import pretrain_vision
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.workers is None:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                              batch_size=args.vision_batch_size, learning_rate=args.vision_lr, device=args.device,
                              workers=args.workers, eval_size=max(2, args.eval_questions))
     record = {
-        "command": "python -m llava_ln.toy.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m llava_ln.toy.backbones.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "llm": {"config": LLM_CONFIG, "files": list(LLM_FILES), **llm},
         "vision": {"config": VISION_CONFIG, "files": list(VISION_FILES), **vision},
