@@ -21,7 +21,6 @@ setup(
         "sentencepiece>=0.2",
         "protobuf>=4",
         "tokenizers>=0.21",
-        "einops>=0.7",
         "pillow>=10",
         "tqdm>=4.66",
     ],

@@ -25,11 +25,12 @@ from PIL import Image, ImageDraw  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import CLIPImageProcessor  # noqa: E402
 
+from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.data.args import DataArguments  # noqa: E402
-from llava_ln.data.build import build_train_dataset  # noqa: E402
-from llava_ln.data.collator import DataCollator  # noqa: E402
+from llava_ln.data.dataset import build_train_dataset  # noqa: E402
+from llava_ln.data.encode import DataCollator  # noqa: E402
 from llava_ln.data.templates import get_template  # noqa: E402
-from llava_ln.model.tokens import IMAGE_TOKEN, load_tokenizer  # noqa: E402
+from llava_ln.model.backbones import load_tokenizer
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")

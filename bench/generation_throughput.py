@@ -22,12 +22,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "suppo
 
 import torch  # noqa: E402
 
-from llava_ln.evaluation import vqav2  # noqa: E402
-from llava_ln.evaluation.generator import AnswerGenerator, GenerationSettings  # noqa: E402
-from llava_ln.evaluation.layout import DataFlags  # noqa: E402
+from llava_ln.evaluation.benchmarks import vqav2  # noqa: E402
+from llava_ln.evaluation.benchmarks.common import (
+    SHORT_ANSWER_SUFFIX,  # noqa: E402
+    DataFlags,  # noqa: E402
+)
+from llava_ln.evaluation.generation import (  # noqa: E402
+    AnswerGenerator,
+    GenerationSettings,
+    PromptEncoder,  # noqa: E402
+)
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype  # noqa: E402
-from llava_ln.evaluation.prompting import PromptEncoder  # noqa: E402
-from llava_ln.evaluation.prompts import SHORT_ANSWER_SUFFIX  # noqa: E402
 
 
 def toy_vqav2_folder(toy_dir: str) -> str:

@@ -1,7 +1,7 @@
 """Benchmark (not a test): is the toy world learnable, and does stage 2 beat the connector-only model?
 
 A small hand-written loop over the real core (build_mllm, apply_tune_mode,
-optimizer_param_groups, multimodal_forward) and the real data pipeline (LLaVA-format
+TuningPlan.param_groups, multimodal_forward) and the real data pipeline (LLaVA-format
 datasets, plain / vicuna_v1 templates): stage 1 trains the connector on captions (plain
 template), then stage 2 starts from that model once per --modes entry. Each model answers
 the toy VQAv2 questions and the POPE splits greedily (the evaluation code's prompt encoder
@@ -29,13 +29,16 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from llava_ln.data.args import DataArguments  # noqa: E402
-from llava_ln.data.build import build_train_dataset, load_data_components  # noqa: E402
-from llava_ln.data.collator import DataCollator  # noqa: E402
+from llava_ln.data.dataset import build_train_dataset, load_data_components  # noqa: E402
+from llava_ln.data.encode import DataCollator  # noqa: E402
 from llava_ln.data.images import ImageLoader  # noqa: E402
 from llava_ln.data.templates import get_template  # noqa: E402
-from llava_ln.evaluation.generator import AnswerGenerator, GenerationSettings  # noqa: E402
+from llava_ln.evaluation.generation import (  # noqa: E402
+    AnswerGenerator,
+    GenerationSettings,
+    PromptEncoder,  # noqa: E402
+)
 from llava_ln.evaluation.model_loading import EvalModel  # noqa: E402
-from llava_ln.evaluation.prompting import PromptEncoder  # noqa: E402
 from llava_ln.model.args import ModelArguments  # noqa: E402
 from llava_ln.model.builder import build_mllm  # noqa: E402
 from llava_ln.model.forward import multimodal_forward  # noqa: E402
@@ -44,9 +47,8 @@ from llava_ln.scoring.pope import parse_pope_answer, pope_metrics  # noqa: E402
 from llava_ln.scoring.vqa import question_accuracy  # noqa: E402
 from llava_ln.toy import layout  # noqa: E402
 from llava_ln.toy.generate import write_toy_world  # noqa: E402
-from llava_ln.tuning.apply import apply_tune_mode  # noqa: E402
 from llava_ln.tuning.args import TuningArguments  # noqa: E402
-from llava_ln.tuning.optimizer_groups import optimizer_param_groups  # noqa: E402
+from llava_ln.tuning.plan import apply_tune_mode  # noqa: E402
 
 
 def parse_args():
@@ -200,8 +202,8 @@ def main() -> int:
     print(f"world {world}: {spec.num_image_tokens} image tokens per image; torch threads {torch.get_num_threads()}")
 
     report = {"settings": vars(args)}
-    model = apply_tune_mode(model, TuningArguments(tune_mode="connector"))
-    groups = optimizer_param_groups(model, args.stage1_lr, 0.0)
+    model, plan = apply_tune_mode(model, TuningArguments(tune_mode="connector"))
+    groups = plan.param_groups(model, args.stage1_lr, 0.0)
     print("stage 1: connector on captions (plain template)")
     report["stage1"] = train(model, components, stage1_data, args.stage1_steps, groups, args.batch_size, args.seed)
     report["connector_only"] = evaluate(model, components, world, args)
@@ -210,8 +212,9 @@ def main() -> int:
     stage2 = DataArguments(data_path=stage2_data(world, args.stage2_data), image_folder=images,
                            conv_template="vicuna_v1")
     for mode in args.modes.split(","):
-        tuned = apply_tune_mode(copy.deepcopy(model), TuningArguments(tune_mode=mode))
-        groups = optimizer_param_groups(tuned, args.lr, 0.0, mm_projector_lr=args.connector_lr, norm_lr=args.norm_lr)
+        tuned, plan = apply_tune_mode(copy.deepcopy(model), TuningArguments(tune_mode=mode, norm_lr=args.norm_lr,
+                                                                            mm_projector_lr=args.connector_lr))
+        groups = plan.param_groups(tuned, args.lr, 0.0)
         print(f"stage 2: --tune_mode {mode} on {args.stage2_data} (vicuna_v1)")
         report[f"stage2_{mode}"] = train(tuned, components, stage2, args.stage2_steps, groups, args.batch_size,
                                          args.seed + 1)

@@ -33,13 +33,14 @@ from llava_ln.model.args import ModelArguments  # noqa: E402
 from llava_ln.model.builder import build_mllm  # noqa: E402
 from llava_ln.model.parts import unwrap  # noqa: E402
 from llava_ln.training.args import TrainingArguments  # noqa: E402
-from llava_ln.training.memory import enable_gradient_checkpointing  # noqa: E402
-from llava_ln.training.optimizer import build_param_groups  # noqa: E402
-from llava_ln.training.precision import resolve_precision  # noqa: E402
-from llava_ln.training.strategy_torch import TorchStrategy  # noqa: E402
-from llava_ln.tuning.apply import apply_tune_mode  # noqa: E402
+from llava_ln.training.memory import (
+    enable_gradient_checkpointing,  # noqa: E402
+    resolve_precision,  # noqa: E402
+)
+from llava_ln.training.strategy import TorchStrategy  # noqa: E402
 from llava_ln.tuning.args import TuningArguments  # noqa: E402
 from llava_ln.tuning.groups import is_norm_module  # noqa: E402
+from llava_ln.tuning.plan import apply_tune_mode  # noqa: E402
 
 CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                   image_size=336, patch_size=14, projection_dim=768)
@@ -132,14 +133,14 @@ def run(mode: str, gc_ratio: float | None, opts, model_args: ModelArguments, dev
     torch.set_default_dtype(precision.compute_dtype)  # meta tensors in the compute dtype: no fp32 detour
     try:
         model, spec = build_mllm(model_args, None, on_meta=True)
-        model = apply_tune_mode(model, TuningArguments(tune_mode=mode))
+        model, plan = apply_tune_mode(model, TuningArguments(tune_mode=mode))
     finally:
         torch.set_default_dtype(previous)
     materialise(model, device, precision.compute_dtype)
     if gc_ratio is not None:
         enable_gradient_checkpointing(model, gc_ratio)
     strategy = TorchStrategy(train_args, DistContext(0, 1, 0, device, None), precision)
-    strategy.setup(model, build_param_groups(model, train_args, TuningArguments(tune_mode=mode)))
+    strategy.setup(model, plan.param_groups(model, train_args.learning_rate, train_args.weight_decay))
     unwrap(model).train()
     build_s = time.time() - started
     params = list(unwrap(model).parameters())

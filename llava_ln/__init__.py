@@ -1,14 +1,21 @@
 """llava-ln: build LLaVA-style multimodal LLMs from any Hugging Face LLM and tune only what matters.
 
-The package is organised by pipeline stage:
-  model/     compose LLM + vision tower + connector into a native LlavaForConditionalGeneration
-  tuning/    the --tune_mode switch: which parameters train, and their optimizer groups
-  data/      LLaVA-format datasets, conversation templates, label masking, collation
-  train/     the two training stages on the transformers Trainer / DeepSpeed
-  evaluation/ batched generation for the benchmarks; scoring/ the official scoring rules
-  export/    merge and export to the transformers-native LLaVA format
-  toy/       the embedded toy world used by the demo and the tests
-  commands/  one module per `llava-ln` subcommand
+Packages, bottom to top (a package imports only from those above it in this list; tests/test_layering.py
+keeps it so):
+  core/        errors, flag parsing, atomic writes, shared constants, process groups
+  model/       compose LLM + vision tower + connector into a native LlavaForConditionalGeneration
+  kernels/     memory-lean norm / MLP autograd functions and the fused LM head + loss
+  tuning/      the --tune_mode switch: apply_tune_mode returns the TuningPlan everything else reads
+  data/        LLaVA-format records, conversation templates, exact label masks, images, batches
+  checkpoint/  run, merged and ZeRO checkpoint folders; load_checkpoint
+  training/    the loop, strategies (PyTorch / DDP, DeepSpeed ZeRO), checkpoints and resume, reporting
+  scoring/     the official scoring rules of VQAv2, MME, POPE and COCO / Flickr30k captioning
+  evaluation/  benchmark readers and writers, batched generation, rank split, restartable answers
+  export/      merge, transformers-native export with verification, PEFT LN-tuning adapter
+  toy/         the embedded toy world and its tiny pretrained backbones
+  demo/        the whole pipeline on the toy world, with a report
+Entry points: train.py (stage 1 / stage 2 training under deepspeed, torchrun or python),
+commands/ (the `llava-ln` subcommands) and cli.py (the console script).
 """
 
 __version__ = "0.1.0"

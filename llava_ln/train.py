@@ -20,32 +20,29 @@ if __name__ == "__main__" and not __package__:
 
 from transformers import set_seed
 
+from llava_ln.checkpoint.manifest import run_manifest
+from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connector
 from llava_ln.core.distributed import distributed_session
 from llava_ln.core.flags import parse_flags
 from llava_ln.data import DataArguments, DataCollator, build_train_dataset, build_train_sampler, load_data_components
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
-from llava_ln.training import session
 from llava_ln.training.args import TrainingArguments, check_training_args
-from llava_ln.training.checkpointing import Checkpointer, RunIdentity
-from llava_ln.training.data_order import EpochPlan
-from llava_ln.training.loop import Loop, total_steps_for
-from llava_ln.training.memory import enable_gradient_checkpointing
-from llava_ln.training.optimizer import build_param_groups
-from llava_ln.training.precision import resolve_precision
-from llava_ln.training.reporting import Reporter
-from llava_ln.training.run_info import resolved_config, write_run_info
-from llava_ln.training.stages import (
-    build_manifest,
-    final_tensor_dtype,
-    frozen_connector_values,
-    load_stage1_connector,
-    restore_exact_connector,
+from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
+from llava_ln.training.loop import EpochPlan, Loop, total_steps_for
+from llava_ln.training.memory import enable_gradient_checkpointing, resolve_precision
+from llava_ln.training.reporting import (
+    Reporter,
+    configure_logging,
+    log_data_skips,
+    prepare_output_dir,
+    resolved_config,
+    write_run_info,
 )
-from llava_ln.training.strategy import make_strategy
-from llava_ln.tuning.apply import apply_tune_mode, format_trainable_table
+from llava_ln.training.strategy import TorchStrategy
 from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.plan import apply_tune_mode
 
 logger = logging.getLogger("llava_ln.train")
 
@@ -60,9 +57,9 @@ def main(argv=None) -> int:
     check_training_args(args)
     with distributed_session("cpu" if args.use_cpu else "auto", use_deepspeed=bool(args.deepspeed),
                              local_rank_flag=args.local_rank) as context:
-        session.configure_logging(context)
+        configure_logging(context)
         precision = resolve_precision(args, context.device)
-        resume_dir = session.prepare_output_dir(args, context)
+        resume_dir = prepare_output_dir(args, context)
         set_seed(args.seed)
 
         # 2. Model: LLM + vision tower + connector, frozen weights already in the compute dtype.
@@ -70,11 +67,10 @@ def main(argv=None) -> int:
         model, spec = build_mllm(model_args, data.tokenizer, dtype=precision.compute_dtype)
 
         # 3. Tuning: what trains; stage 2 starts from the stage-1 connector.
-        model = apply_tune_mode(model, tuning_args)
-        stage1_values = load_stage1_connector(model, args.pretrain_mm_mlp_adapter)
+        model, plan = apply_tune_mode(model, tuning_args, connector_pretrained=bool(args.pretrain_mm_mlp_adapter))
+        stage1_values = load_connector(model, args.pretrain_mm_mlp_adapter) if args.pretrain_mm_mlp_adapter else None
         if args.gradient_checkpointing:
             enable_gradient_checkpointing(model, args.gradient_checkpointing_ratio)
-        trainable_table = format_trainable_table(model)
         names_by_id = {id(p): n for n, p in unwrap(model).named_parameters()}
 
         # 4. Data: lazy dataset, a fixed order per (seed, epoch), THE batch contract.
@@ -83,37 +79,42 @@ def main(argv=None) -> int:
         # The grouped sampler sorts by length across all micro-batches of one optimizer step, so a
         # process with accumulation k reads what k ranks read.
         micro_batches_per_step = context.world_size * args.gradient_accumulation_steps
-        plan = EpochPlan(len(dataset), args.per_device_train_batch_size, context.world_size,
-                         args.gradient_accumulation_steps, args.seed,
-                         build_train_sampler(dataset, data_args, args.per_device_train_batch_size,
-                                             micro_batches_per_step, args.seed))
-        total_steps = total_steps_for(args, plan)
+        order = EpochPlan(len(dataset), args.per_device_train_batch_size, context.world_size,
+                          args.gradient_accumulation_steps, args.seed,
+                          build_train_sampler(dataset, data_args, args.per_device_train_batch_size,
+                                              micro_batches_per_step, args.seed))
+        total_steps = total_steps_for(args, order)
 
         # 5. Strategy: plain PyTorch / DDP, or DeepSpeed ZeRO; the optimizer gets the per-group rates.
-        strategy = make_strategy(args, context, precision, model.config.text_config.hidden_size)
-        groups = build_param_groups(model, args, tuning_args)
+        if args.deepspeed:
+            from llava_ln.training.strategy_deepspeed import DeepSpeedStrategy
+
+            strategy = DeepSpeedStrategy(args, context, precision, model.config.text_config.hidden_size)
+        else:
+            strategy = TorchStrategy(args, context, precision)
+        groups = plan.param_groups(model, args.learning_rate, args.weight_decay)
         handed = [{"name": g["name"], "params": list(g["params"])} for g in groups]
-        stage1_frozen = frozen_connector_values(model, stage1_values)
+        stage1_frozen = frozen_connector_values(model, plan, stage1_values)
         strategy.setup(model, groups)
         restore_exact_connector(strategy, model, stage1_values)
 
         # 6. Train (resuming exactly when asked).
-        identity = RunIdentity(tuning_args.tune_mode, plan.batch_size * plan.batches_per_step, len(dataset),
+        identity = RunIdentity(plan.mode.name, order.batch_size * order.batches_per_step, len(dataset),
                                total_steps, context.world_size)
-        checkpointer = Checkpointer(context, strategy, model,
-                                    build_manifest(spec, model_args, data_args, tuning_args, args),
-                                    final_tensor_dtype(tuning_args.tune_mode, precision), stage1_frozen)
-        loop = Loop(args, context, strategy, checkpointer, dataset, DataCollator(data.tokenizer), plan,
+        manifest = run_manifest(spec, model_args, data_args, plan, args.pretrain_mm_mlp_adapter)
+        checkpointer = Checkpointer(context, strategy, model, plan, manifest,
+                                    plan.saved_dtype(precision.compute_dtype), stage1_frozen)
+        loop = Loop(args, context, strategy, checkpointer, dataset, DataCollator(data.tokenizer), order,
                     total_steps, identity)
         if resume_dir:
             loop.resume(resume_dir)
         config = resolved_config(model_args, data_args, tuning_args, args, context=context, precision=precision,
                                  spec=spec, strategy=strategy, total_steps=total_steps,
-                                 steps_per_epoch=plan.steps_per_epoch(), dataset_size=len(dataset))
+                                 steps_per_epoch=order.steps_per_epoch(), dataset_size=len(dataset))
         if context.is_main:
-            write_run_info(args.output_dir, config, trainable_table, strategy.optimizer, handed, names_by_id)
+            write_run_info(args.output_dir, config, plan.table(), strategy.optimizer, handed, names_by_id)
             logger.info("training %d steps (%d per epoch), %s, %s, %d rank(s)", total_steps,
-                        plan.steps_per_epoch(), precision.name, type(strategy).__name__, context.world_size)
+                        order.steps_per_epoch(), precision.name, type(strategy).__name__, context.world_size)
         reporter = Reporter(args, context, total_steps, loop.state.global_step, config)
         try:
             state = loop.run(reporter)
@@ -122,14 +123,14 @@ def main(argv=None) -> int:
 
         # 7. Save: the mode's trained tensors + manifest (the stage-1 connector too when it stayed frozen).
         checkpointer.save_run_folder(args.output_dir, state.global_step)
-        session.log_data_skips(dataset)
+        log_data_skips(dataset)
         if context.is_main:
             logger.info("saved the run folder %s", args.output_dir)
     return 0
 
 
 if __name__ == "__main__":
-    from llava_ln.cli import run_command
+    from llava_ln.core.errors import run_command
 
     sys.exit(run_command(main, sys.argv[1:]))
 

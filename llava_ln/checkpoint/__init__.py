@@ -1,10 +1,11 @@
 """Checkpoint formats: a run folder holds a manifest plus only the tensors that were trained.
 
-  OUTPUT_DIR/
-    manifest.json               what this is (base LLM, vision tower, connector, mode, template, ...)
-    trained.safetensors         every trainable tensor except LoRA factors (sharded with an index if large)
-    adapter/                    PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors), lora only
-    stage1_connector.safetensors  the stage-1 connector, copied when stage 2 did not train it (ln_simple)
+  manifest        manifest.json: what a folder holds and how to rebuild it (the single source of truth)
+  tensors         named tensors in safetensors files, sharded when large; checked reads
+  run_folder      a training run's folder (trained tensors, LoRA adapter, stage-1 connector)
+  merged_folder   a standalone folder: every weight, in LlavaForConditionalGeneration's layout
+  zero_shards     DeepSpeed's own per-rank shards, consolidated without unpickling untrusted code
+  loading         load_checkpoint: any of the above as a model, ready for evaluation, merge or export
 
 Loading never guesses from folder names: manifest.json says what to rebuild and what to apply.
 """

@@ -1,18 +1,67 @@
-"""Load any llava-ln checkpoint for inference: a run folder (base + trained tensors) or a merged one."""
-from dataclasses import dataclass
+"""Open any llava-ln checkpoint folder as a model: a run folder, a checkpoint-<step>, or a merged folder.
+
+A run folder is rebuilt from its manifest: base LLM + vision tower (checked first, on the meta device,
+against every stored tensor's header, so a checkpoint from another model fails with one line naming
+the tensor), then the stage-1 connector, the LoRA adapter and the trained tensors. A folder that holds
+only DeepSpeed ZeRO shards is consolidated on the way (zero_shards.py). A merged folder is
+self-contained. The base paths a run's manifest records can be overridden (BaseOverrides) when the run
+was trained on another machine. Evaluation, merge and export all open checkpoints here.
+"""
+import os
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import torch
 
-from llava_ln.checkpoint.manifest import Manifest, read_manifest
+from llava_ln.checkpoint.manifest import Manifest, read_manifest, tuning_arguments
+from llava_ln.checkpoint.merged_folder import SELF, load_merged_model, merged_image_token_check
+from llava_ln.checkpoint.run_folder import TRAINED_STEM, apply_run, check_run_against_base, load_run_connector
+from llava_ln.checkpoint.tensors import assign_tensors, tensor_files
+from llava_ln.core.constants import strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
+from llava_ln.model.backbones import flash_attention_available, load_tokenizer, resolve_attn_implementation
+from llava_ln.model.builder import build_mllm
+from llava_ln.model.parts import unwrap
+
+
+@dataclass
+class BaseOverrides:
+    """Flags that relocate the base models a run folder's manifest points at."""
+
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Base LLM to use instead of the one recorded in the run's manifest."}
+    )
+    tokenizer_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Tokenizer to use instead of the recorded one (default: follows the LLM)."}
+    )
+    vision_tower: Optional[str] = field(
+        default=None, metadata={"help": "Vision tower to use instead of the recorded one."}
+    )
+
+    def any(self) -> bool:
+        return any((self.model_name_or_path, self.tokenizer_name_or_path, self.vision_tower))
 
 
 @dataclass
 class LoadedModel:
+    path: str
+    manifest: Manifest  # overrides applied; a merged folder's "." paths made absolute
     model: object  # LlavaForConditionalGeneration, or a PeftModel around it for unmerged lora runs
     tokenizer: object
-    manifest: Manifest
+
+    @property
+    def image_processor_path(self) -> str:
+        return self.manifest.vision_tower
+
+
+def reference_attention() -> str:
+    """Attention for a reference copy of the model: never FlashAttention-2, which has no float32 kernels.
+
+    Verification runs in float32 (and transformers loads exports with SDPA by default), so "auto" is
+    kept only where it cannot pick flash.
+    """
+    return "sdpa" if flash_attention_available()[0] else "auto"
 
 
 def model_arguments_from(manifest: Manifest, attn_implementation: str | None = None) -> ModelArguments:
@@ -27,37 +76,80 @@ def model_arguments_from(manifest: Manifest, attn_implementation: str | None = N
     )
 
 
-def load_checkpoint(path: str, dtype=torch.float32, device="cpu", attn_implementation: str | None = None) -> LoadedModel:
-    """Rebuild the model a checkpoint folder describes, in eval mode on device."""
-    from llava_ln.model.tokens import load_tokenizer
-
+def effective_manifest(path: str, overrides: BaseOverrides | None = None) -> Manifest:
+    """The folder's manifest with the base paths as they are to be used here."""
     manifest = read_manifest(path)
+    overrides = overrides or BaseOverrides()
     if manifest.kind == "merged":
-        # A merged folder is self-contained: "." paths in its manifest mean the folder itself.
-        import os
-        from dataclasses import replace
-
-        from llava_ln.export.merged_io import load_merged_model, merged_image_token_check
-        from llava_ln.model.attention import resolve_attn_implementation
-
+        if overrides.any():
+            raise LlavaLnError(f"{path} is a merged checkpoint: it carries its own base, so "
+                               "--model_name_or_path / --tokenizer_name_or_path / --vision_tower do not apply")
         here = os.path.abspath(path)
-        manifest = replace(manifest, **{k: here for k in ("llm", "tokenizer", "vision_tower")
-                                        if getattr(manifest, k) == "."})
-        tokenizer = load_tokenizer(path)
+        return replace(manifest, **{k: here for k in ("llm", "tokenizer", "vision_tower")
+                                    if getattr(manifest, k) == SELF})
+    changes = {}
+    if overrides.model_name_or_path:
+        changes["llm"] = overrides.model_name_or_path
+        if manifest.tokenizer == manifest.llm:
+            changes["tokenizer"] = overrides.model_name_or_path
+    if overrides.tokenizer_name_or_path:
+        changes["tokenizer"] = overrides.tokenizer_name_or_path
+    if overrides.vision_tower:
+        changes["vision_tower"] = overrides.vision_tower
+    return replace(manifest, **changes)
+
+
+def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=torch.float32, device="cpu",
+                    attn_implementation: str | None = None) -> LoadedModel:
+    """Rebuild the model a checkpoint folder describes, in eval mode on device."""
+    if not os.path.isdir(path):
+        raise LlavaLnError(f"{path}: no such checkpoint folder")
+    manifest = effective_manifest(path, overrides)
+    tokenizer = load_tokenizer(manifest.tokenizer)
+    if manifest.kind == "merged":
         attn = resolve_attn_implementation(attn_implementation or "auto")
         model = load_merged_model(path, manifest.mm_projector_type, dtype=dtype, attn_implementation=attn)
         merged_image_token_check(path, model, tokenizer)
     else:
-        from llava_ln.checkpoint.run_io import apply_run
-        from llava_ln.model.builder import build_mllm
-
-        tokenizer = load_tokenizer(manifest.tokenizer)
-        model, spec = build_mllm(model_arguments_from(manifest, attn_implementation), tokenizer, dtype=dtype)
-        if manifest.image_token_id is not None and spec.image_token_id != manifest.image_token_id:
-            raise LlavaLnError(
-                f"{path}: the tokenizer gives <image> id {spec.image_token_id}, the run used "
-                f"{manifest.image_token_id} (different tokenizer?)"
-            )
-        model = apply_run(model, path, manifest)
+        model = _build_run_model(path, manifest, tokenizer, dtype, attn_implementation)
     model.to(device).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, manifest=manifest)
+    return LoadedModel(path, manifest, model, tokenizer)
+
+
+def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation):
+    args = model_arguments_from(manifest, attn_implementation)
+    meta_model, spec = build_mllm(args, tokenizer, on_meta=True)
+    if manifest.image_token_id is not None and spec.image_token_id != manifest.image_token_id:
+        raise LlavaLnError(f"{path}: the tokenizer gives <image> id {spec.image_token_id}, the run used "
+                           f"{manifest.image_token_id} (different tokenizer?)")
+    has_tensors = bool(tensor_files(path, TRAINED_STEM))
+    if has_tensors:
+        check_run_against_base(path, manifest, meta_model)
+    del meta_model
+    model, _ = build_mllm(args, tokenizer, dtype=dtype)
+    if has_tensors:
+        return apply_run(model, path, manifest)
+    from llava_ln.checkpoint.zero_shards import zero_checkpoint_dir
+
+    if zero_checkpoint_dir(path) is None:
+        raise LlavaLnError(f"{path}: no {TRAINED_STEM}.safetensors and no DeepSpeed checkpoint "
+                           "(incomplete run folder?)")
+    return _apply_zero_checkpoint(model, path, manifest)
+
+
+def _apply_zero_checkpoint(model, path: str, manifest: Manifest):
+    """Apply consolidated DeepSpeed shards: the trained module is rebuilt exactly as training built it."""
+    from llava_ln.checkpoint.zero_shards import consolidate_zero_checkpoint
+    from llava_ln.tuning.plan import apply_tune_mode
+
+    print(f"{path}: consolidating DeepSpeed ZeRO shards with DeepSpeed's zero_to_fp32 utilities")
+    state = consolidate_zero_checkpoint(path)
+    load_run_connector(model, path, manifest)
+    model, plan = apply_tune_mode(model, tuning_arguments(manifest))
+    tensors = {strip_peft_prefix(name): t for name, t in state.items()}
+    missing = sorted(plan.trainable - set(tensors))
+    if missing:
+        raise LlavaLnError(f"{path}: the DeepSpeed checkpoint lacks trained tensor {missing[0]} "
+                           f"(saved by another --tune_mode or model?)")
+    assign_tensors(unwrap(model), tensors, source=path)
+    return model

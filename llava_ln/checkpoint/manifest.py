@@ -1,4 +1,9 @@
-"""manifest.json: the single source of truth about what a checkpoint folder holds."""
+"""manifest.json: the single source of truth about what a checkpoint folder holds.
+
+A training run writes one (run_manifest) from what was composed (the model spec), the data
+format and the TuningPlan; loading, merge and export rebuild the model from it and never guess
+from folder names.
+"""
 import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -6,6 +11,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from llava_ln import __version__
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.tuning.args import TuningArguments
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -67,3 +73,40 @@ def read_manifest(directory: str) -> Manifest:
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise LlavaLnError(f"{path} has format_version {payload['format_version']}; upgrade llava-ln to read it")
     return Manifest(**{k: v for k, v in payload.items() if k in known})
+
+
+def _recorded(path: str | None) -> str | None:
+    # Local folders are recorded absolute so a manifest still resolves from another cwd.
+    return os.path.abspath(path) if path and os.path.exists(path) else path
+
+
+def run_manifest(spec, model_args, data_args, plan, pretrain_adapter: str | None) -> Manifest:
+    """The manifest of a training run: what was composed, the data format, and what the plan trains."""
+    return Manifest(
+        kind="trained",
+        llm=spec.llm,
+        tokenizer=_recorded(model_args.tokenizer_name_or_path or model_args.model_name_or_path),
+        vision_tower=spec.vision_tower,
+        mm_projector_type=spec.mm_projector_type,
+        mm_vision_select_layer=spec.mm_vision_select_layer,
+        mm_vision_select_feature=spec.mm_vision_select_feature,
+        tune_mode=plan.mode.name,
+        conv_template=data_args.conv_template,
+        image_aspect_ratio=data_args.image_aspect_ratio,
+        tune_embeddings=plan.tune_embeddings,
+        lora=plan.lora.to_dict() if plan.lora else None,
+        stage=plan.stage,
+        pretrain_mm_mlp_adapter=_recorded(pretrain_adapter),
+        attn_implementation=spec.attn_implementation,
+        image_token_id=spec.image_token_id,
+        num_image_tokens=spec.num_image_tokens,
+    )
+
+
+def tuning_arguments(manifest: Manifest) -> TuningArguments:
+    """The TuningArguments that rebuild the run's trainable set (LoRA settings as the run had them)."""
+    defaults = TuningArguments()
+    lora = manifest.lora or {}
+    return TuningArguments(tune_mode=manifest.tune_mode, tune_embeddings=manifest.tune_embeddings,
+                           lora_r=lora.get("r", defaults.lora_r), lora_alpha=lora.get("alpha", defaults.lora_alpha),
+                           lora_dropout=lora.get("dropout", defaults.lora_dropout))

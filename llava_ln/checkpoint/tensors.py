@@ -1,72 +1,181 @@
-"""Safetensors I/O for named tensor dicts, sharded when large, with errors naming the file."""
+"""Named tensors on disk: safetensors only, sharded when large, every error naming the file and tensor.
+
+One writer serves every file set the project writes (trained tensors, resume state, merged
+non-native tensors): ShardedTensorWriter takes tensors one at a time, so rank 0 never holds a
+7B model's Adam state at once, and names its files like Hugging Face does:
+`<stem>.safetensors` when one shard is enough, else `<stem>-0000k-of-0000n.safetensors` plus
+`<stem>.safetensors.index.json` (written last, so an index never points at a missing shard).
+Every file is written atomically. Readers open shards lazily and check names and shapes before
+anything is copied into a model.
+"""
 import json
 import os
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from llava_ln.core.atomic import atomic_path, write_json_atomic
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.model.parts import unwrap
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 
 
-def save_tensors(directory: str, stem: str, tensors: dict, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list[str]:
-    """Write tensors as <stem>.safetensors, or <stem>-0000k-of-0000n.safetensors plus an index.
+def _index_name(stem: str) -> str:
+    return f"{stem}.safetensors.index.json"
 
-    Returns the file names written (relative to directory). Tensors are made contiguous
-    CPU copies; shared storage (tied weights) must already be deduplicated by the caller.
-    """
-    os.makedirs(directory, exist_ok=True)
-    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    shards, current, size = [], {}, 0
-    for name in sorted(cpu):
-        nbytes = cpu[name].numel() * cpu[name].element_size()
-        if current and size + nbytes > max_shard_bytes:
-            shards.append(current)
-            current, size = {}, 0
-        current[name] = cpu[name]
-        size += nbytes
-    shards.append(current)
-    if len(shards) == 1:
-        names = [f"{stem}.safetensors"]
-    else:
-        names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for file_name, shard in zip(names, shards):
-        with atomic_path(os.path.join(directory, file_name), ".safetensors") as tmp:
-            save_file(shard, tmp, metadata={"format": "pt"})
-    if len(shards) > 1:
-        weight_map = {name: file_name for file_name, shard in zip(names, shards) for name in shard}
-        write_json_atomic(os.path.join(directory, f"{stem}.safetensors.index.json"), {"weight_map": weight_map})
-        names.append(f"{stem}.safetensors.index.json")
-    return names
+
+class ShardedTensorWriter:
+    """add(name, tensor) ... close() -> the file names written (relative to directory)."""
+
+    def __init__(self, directory: str, stem: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
+        os.makedirs(directory, exist_ok=True)
+        self.directory, self.stem, self.max_shard_bytes = directory, stem, max_shard_bytes
+        self.pending, self.pending_bytes = {}, 0
+        self.shards = []  # [(temporary file name, [tensor names])]
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        tensor = tensor.detach().to("cpu").contiguous()
+        size = tensor.numel() * tensor.element_size()
+        if self.pending and self.pending_bytes + size > self.max_shard_bytes:
+            self._flush()
+        self.pending[name] = tensor
+        self.pending_bytes += size
+
+    def _flush(self) -> None:
+        # Shards get their final names only at close(), when their count is known.
+        name = f".{self.stem}-part{len(self.shards) + 1:05d}.safetensors"
+        with atomic_path(os.path.join(self.directory, name), ".safetensors") as tmp:
+            save_file(self.pending, tmp, metadata={"format": "pt"})
+        self.shards.append((name, sorted(self.pending)))
+        self.pending, self.pending_bytes = {}, 0
+
+    def close(self) -> list[str]:
+        if self.pending or not self.shards:
+            self._flush()
+        count = len(self.shards)
+        names = [f"{self.stem}.safetensors"] if count == 1 else [
+            f"{self.stem}-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+        for (part, _), final in zip(self.shards, names):
+            os.replace(os.path.join(self.directory, part), os.path.join(self.directory, final))
+        if count > 1:
+            weight_map = {tensor: final for (_, tensors), final in zip(self.shards, names) for tensor in tensors}
+            write_json_atomic(os.path.join(self.directory, _index_name(self.stem)), {"weight_map": weight_map})
+            names.append(_index_name(self.stem))
+        return names
+
+
+def save_tensors(directory: str, stem: str, tensors: dict, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list:
+    """Write a dict of tensors (tied weights already deduplicated) as <stem>; returns the file names."""
+    writer = ShardedTensorWriter(directory, stem, max_shard_bytes)
+    for name in sorted(tensors):
+        writer.add(name, tensors[name])
+    return writer.close()
 
 
 def tensor_files(directory: str, stem: str) -> list[str]:
-    """Paths of the safetensors files of <stem> in directory (single file or sharded)."""
+    """Paths of the safetensors files of <stem> in directory (single file or sharded), [] when absent."""
     single = os.path.join(directory, f"{stem}.safetensors")
     if os.path.exists(single):
         return [single]
-    index = os.path.join(directory, f"{stem}.safetensors.index.json")
-    if os.path.exists(index):
+    index = os.path.join(directory, _index_name(stem))
+    if not os.path.exists(index):
+        return []
+    try:
         with open(index, encoding="utf-8") as handle:
             weight_map = json.load(handle)["weight_map"]
-        return [os.path.join(directory, f) for f in sorted(set(weight_map.values()))]
-    return []
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise LlavaLnError(f"{index} is not a valid shard index ({err})") from None
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        # A shard index is data from disk: it may only name files beside it.
+        if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
+            raise LlavaLnError(f"{index} names {name!r}, which is not a file in {directory}")
+    return [os.path.join(directory, name) for name in names]
+
+
+class TensorReader:
+    """Lazy, name-addressed access to <stem>'s tensors (all shards); errors name the file and tensor."""
+
+    def __init__(self, path: str):
+        """path: one .safetensors file, or directory/stem for a (possibly sharded) set."""
+        self.path = path
+        files = [path] if path.endswith(".safetensors") else tensor_files(os.path.dirname(path),
+                                                                          os.path.basename(path))
+        if not files:
+            raise LlavaLnError(f"no safetensors checkpoint found at {path}")
+        self.files = files
+        self.location = {}
+        self._handles = {}
+        for file in files:
+            for name in self._handle(file).keys():
+                self.location[name] = file
+
+    def _handle(self, file: str):
+        if file not in self._handles:
+            if not os.path.exists(file):
+                raise LlavaLnError(f"checkpoint file {file} does not exist")
+            try:
+                self._handles[file] = safe_open(file, framework="pt", device="cpu")
+            except (SafetensorError, OSError) as err:
+                raise LlavaLnError(f"checkpoint file {file} is not a readable safetensors file ({err})") from None
+        return self._handles[file]
+
+    def names(self) -> set[str]:
+        return set(self.location)
+
+    def shape(self, name: str) -> tuple:
+        return tuple(self._handle(self._file_of(name)).get_slice(name).get_shape())
+
+    def shapes(self) -> dict:
+        """name -> (shape, file) for every tensor, from the headers alone."""
+        return {name: (self.shape(name), file) for name, file in self.location.items()}
+
+    def get(self, name: str) -> torch.Tensor:
+        file = self._file_of(name)
+        try:
+            return self._handle(file).get_tensor(name)
+        except (SafetensorError, OSError) as err:
+            raise LlavaLnError(f"checkpoint file {file}: tensor {name} cannot be read ({err})") from None
+
+    def all(self) -> dict:
+        return {name: self.get(name) for name in sorted(self.location)}
+
+    def _file_of(self, name: str) -> str:
+        if name not in self.location:
+            raise LlavaLnError(f"{self.path}: holds no tensor {name}")
+        return self.location[name]
 
 
 def load_tensors(path: str) -> dict[str, torch.Tensor]:
-    """Load one safetensors file, or every shard of a <stem> in a folder (path = folder/stem)."""
-    files = [path] if path.endswith(".safetensors") else tensor_files(os.path.dirname(path), os.path.basename(path))
-    if not files:
-        raise LlavaLnError(f"no safetensors checkpoint found at {path}")
-    tensors = {}
-    for file_path in files:
-        if not os.path.exists(file_path):
-            raise LlavaLnError(f"checkpoint file {file_path} does not exist")
-        try:
-            tensors.update(load_file(file_path))
-        except (SafetensorError, OSError) as err:
-            raise LlavaLnError(f"checkpoint file {file_path} is not a readable safetensors file ({err})") from None
-    return tensors
+    """Every tensor of one safetensors file, or of every shard of a <stem> (path = folder/stem)."""
+    return TensorReader(path).all()
+
+
+def stored_shapes(files: list) -> dict:
+    """name -> (shape, file) for every tensor in the safetensors files (headers only)."""
+    shapes = {}
+    for file in files:
+        shapes.update(TensorReader(file).shapes())
+    return shapes
+
+
+def assign_tensors(model, tensors: dict, source: str) -> None:
+    """Overwrite named parameters of model (names relative to the Llava model) with tensors, in place.
+
+    Every tensor must exist in the model with the same shape; otherwise the error names the first
+    offending tensor and the file it came from, and nothing has been modified.
+    """
+    params = dict(unwrap(model).named_parameters())
+    for name in sorted(tensors):
+        if name not in params:
+            raise LlavaLnError(f"{source}: tensor {name} does not exist in this model (checkpoint from another model?)")
+        if tuple(params[name].shape) != tuple(tensors[name].shape):
+            raise LlavaLnError(
+                f"{source}: tensor {name} has shape {tuple(tensors[name].shape)} but the model expects "
+                f"{tuple(params[name].shape)} (checkpoint from another model?)"
+            )
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value.to(dtype=params[name].dtype, device=params[name].device))

@@ -1,1 +1,8 @@
-"""One module per `llava-ln` subcommand; each exposes main(argv)."""
+"""The `llava-ln` subcommands, grouped by stage; each command is a function taking argv (see cli.py).
+
+  prepare   describe, inspect-data, toy    (before training)
+  evaluate  eval, score
+  ship      merge, export
+  demo      the whole pipeline on the toy world
+Training's entry point is llava_ln/train.py (so `deepspeed llava_ln/train.py` works as in LLaVA).
+"""

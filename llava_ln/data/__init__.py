@@ -1,12 +1,14 @@
-"""LLaVA-format data: records -> conversation templates -> exact labels -> batches.
+"""LLaVA-format data: records -> index -> conversation templates -> exact labels -> batches.
 
-Public entry points (see build.py): load_data_components, build_train_dataset,
-build_train_sampler, DataCollator, DataArguments, get_template.
+Modules, in reading order: args (flags), records (read and validate records), index (which
+samples, in which batches), templates (messages -> text + reply spans; where generation stops),
+images (read, square, process), encode (tokens and labels; the batch contract), dataset (lazy
+samples and the factories the training script calls).
 """
 from llava_ln.data.args import DataArguments
-from llava_ln.data.build import DataComponents, build_train_dataset, build_train_sampler, load_data_components
-from llava_ln.data.collator import DataCollator
-from llava_ln.data.sampler import ModalityLengthGroupedSampler
+from llava_ln.data.dataset import DataComponents, build_train_dataset, build_train_sampler, load_data_components
+from llava_ln.data.encode import DataCollator
+from llava_ln.data.index import ModalityLengthGroupedSampler
 from llava_ln.data.templates import TEMPLATE_NAMES, get_template
 
 __all__ = [

@@ -1,22 +1,66 @@
 """The training dataset: lazy LLaVA samples with exact labels, skipping (and counting) unusable ones.
 
-Indexing (index.py) validates every record up front without tokenizing; a sample is
-rendered, tokenized and its images decoded only when read. A sample that turns out
-unusable when read (all supervised tokens truncated away; an unreadable image under
---skip_bad_samples) is flagged once and replaced by the next usable sample of the same
-modality, so every index still yields a real sample and none is trained with zero loss.
+Indexing (index.py) validates every record up front without tokenizing; a sample is rendered,
+tokenized and its images decoded only when read. A sample that turns out unusable when read (all
+supervised tokens truncated away; an unreadable image under --skip_bad_samples) is flagged once
+and replaced by the next usable sample of the same modality, so every index still yields a real
+sample and none is trained with zero loss. The flags live in a shared-memory array (inherited by
+forked or spawned DataLoader workers), so each such sample is logged once, never re-read in later
+epochs, and counted by the main process at the end.
+
+The factories at the end (load_data_components, build_train_dataset, build_train_sampler) are what
+the training script and `inspect-data` call; none of them loads model weights.
 """
 import logging
+import multiprocessing
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.args import DataArguments, check_data_args
 from llava_ln.data.encode import Encoded, check_tokenizer, encode, special_prefix_ids, truncate
-from llava_ln.data.images import ImageError
-from llava_ln.data.skips import BAD_RECORD, TRUNCATED, SkipLedger, SkipSample
+from llava_ln.data.images import ImageError, ImageLoader, load_image_processor, processor_side
+from llava_ln.data.index import ModalityLengthGroupedSampler, build_index, parse_data_path
+from llava_ln.data.templates import get_template
+from llava_ln.model.backbones import load_tokenizer, load_vision_config, num_image_tokens, select_strategy
+
+TRUNCATED = 1
+BAD_RECORD = 2
+REASONS = {TRUNCATED: "truncated", BAD_RECORD: "bad_record"}
+
+
+class SkipSample(Exception):
+    """Raised while building a sample that must be skipped (and replaced) rather than trained on."""
+
+    def __init__(self, reason: int, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class SkipLedger:
+    def __init__(self, size: int):
+        # Races between workers are harmless: they would write the same flag for the same index.
+        self._flags = multiprocessing.RawArray("b", max(size, 1))
+
+    def reason(self, index: int) -> int:
+        return self._flags[index]
+
+    def mark(self, index: int, reason: int) -> bool:
+        """Flag index; True the first time (so the caller logs it once)."""
+        if self._flags[index]:
+            return False
+        self._flags[index] = reason
+        return True
+
+    def counts(self) -> dict:
+        flags = np.frombuffer(self._flags, dtype=np.int8)
+        return {name: int((flags == code).sum()) for code, name in REASONS.items()}
+
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +172,52 @@ class LlavaDataset(Dataset):
         logger.info("data: %d of %d samples skipped (%d bad records, %d with every supervised token truncated)",
                     total, len(self) + self.index.rejected, counts["bad_record"], counts["truncated"])
         return total
+
+
+@dataclass(frozen=True)
+class DataComponents:
+    tokenizer: object
+    image_processor: object
+    template: object
+    image_token_id: int
+    num_image_tokens: int
+
+
+def load_data_components(model_args, data_args: DataArguments) -> DataComponents:
+    """Tokenizer, image processor, template and image-token facts from configs alone (no weights)."""
+    tokenizer_path = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if not tokenizer_path:
+        raise LlavaLnError("--model_name_or_path (or --tokenizer_name_or_path) is required")
+    tokenizer = load_tokenizer(tokenizer_path)
+    vision_config, family = load_vision_config(model_args.vision_tower)
+    strategy = select_strategy(family, model_args.mm_vision_select_feature)
+    image_processor = load_image_processor(model_args.vision_tower)
+    side = processor_side(image_processor)
+    if side is not None and side != vision_config.image_size:
+        raise LlavaLnError(f"--vision_tower {model_args.vision_tower!r}: its image processor makes {side}px images "
+                           f"but the tower expects {vision_config.image_size}px")
+    return DataComponents(
+        tokenizer=tokenizer,
+        image_processor=image_processor,
+        template=get_template(data_args.conv_template, tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        num_image_tokens=num_image_tokens(vision_config, strategy),
+    )
+
+
+def build_train_dataset(data_args: DataArguments, tokenizer, image_processor, template, image_token_id: int,
+                        num_image_tokens: int, seed: int) -> LlavaDataset:
+    """Index --data_path (validating every record) and return the lazy training dataset."""
+    check_data_args(data_args)
+    index = build_index(parse_data_path(data_args.data_path), data_args.image_folder, seed,
+                        data_args.skip_bad_samples)
+    return LlavaDataset(index, tokenizer, ImageLoader(image_processor, data_args.image_aspect_ratio), template,
+                        image_token_id, num_image_tokens, data_args.model_max_length, data_args.skip_bad_samples)
+
+
+def build_train_sampler(dataset: LlavaDataset, data_args: DataArguments, batch_size: int, world_size: int,
+                        seed: int):
+    """The modality-length sampler when --group_by_modality_length is set, else None (plain shuffling)."""
+    if not data_args.group_by_modality_length:
+        return None
+    return ModalityLengthGroupedSampler(dataset.length_estimates, dataset.has_image, batch_size, world_size, seed)

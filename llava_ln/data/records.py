@@ -1,16 +1,23 @@
-"""Read LLaVA-format JSON (one array) and JSONL (one object per line) files into raw records.
+"""LLaVA-format records: read JSON (one array) and JSONL (one object per line) files, and validate each.
 
-Records are kept as their own UTF-8 JSON bytes in one numpy buffer plus offsets, not as
-Python dicts: 665K dicts cost gigabytes, and DataLoader workers touching their reference
-counts would copy every page into each worker (copy-on-write). A numpy buffer is shared
-untouched, and a record is decoded only when its sample is read.
+Records are kept as their own UTF-8 JSON bytes in one numpy buffer plus offsets, not as Python
+dicts: 665K dicts cost gigabytes, and DataLoader workers touching their reference counts would
+copy every page into each worker (copy-on-write). A numpy buffer is shared untouched, and a record
+is decoded only when its sample is read.
+
+A valid record is `{"id", "conversations": [{"from": "human"|"gpt", "value": str}, ...],
+"image"?: str | [str]}`: turns alternate human, gpt, ..., end with a gpt reply, no value is empty,
+and the human turns hold exactly one `<image>` tag per image (none in gpt turns). parse_record
+turns one into a Conversation or says exactly what is wrong with it.
 """
 import json
 import re
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
+from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 
 _WHITESPACE = re.compile(r"\s*")
@@ -99,3 +106,103 @@ class RecordStore:
     @property
     def nbytes(self) -> int:
         return self._buffer.nbytes + self._offsets.nbytes
+
+
+ROLES = {"human": "user", "gpt": "assistant"}
+
+
+class RecordError(ValueError):
+    """A record breaks the format; `record_id` is its id when it has a usable one."""
+
+    def __init__(self, problem: str, record_id=None):
+        super().__init__(problem)
+        self.problem = problem
+        self.record_id = record_id
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    messages: tuple  # ((role, text), ...) with role "user" or "assistant", alternating, user first
+    images: tuple  # image paths as written in the record
+
+    @property
+    def pairs(self):
+        """(user text, assistant reply) for each exchange."""
+        return tuple((self.messages[k][1], self.messages[k + 1][1]) for k in range(0, len(self.messages), 2))
+
+    def word_count(self) -> int:
+        return sum(len(text.split()) for _, text in self.messages)
+
+
+def _record_id(record: dict):
+    if "id" not in record:
+        raise RecordError("missing field 'id'")
+    value = record["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+        raise RecordError(f"field 'id' must be a non-empty string or integer, got {value!r}")
+    return str(value)
+
+
+def _images(record: dict, record_id: str) -> tuple:
+    value = record.get("image")
+    if value is None:
+        return ()
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not paths:
+        raise RecordError(f"field 'image' must be a path or a non-empty list of paths, got {value!r}", record_id)
+    for path in paths:
+        if not isinstance(path, str) or not path.strip():
+            raise RecordError(f"field 'image' holds an empty or non-string path: {path!r}", record_id)
+    return tuple(paths)
+
+
+def _messages(record: dict, record_id: str) -> tuple:
+    turns = record.get("conversations")
+    if turns is None:
+        raise RecordError("missing field 'conversations'", record_id)
+    if not isinstance(turns, list) or not turns:
+        raise RecordError("field 'conversations' must be a non-empty list of turns", record_id)
+    messages = []
+    for number, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise RecordError(f"turn {number} is not an object", record_id)
+        for key in ("from", "value"):
+            if key not in turn:
+                raise RecordError(f"turn {number} is missing field '{key}'", record_id)
+        speaker, value = turn["from"], turn["value"]
+        if speaker not in ROLES:
+            raise RecordError(f"turn {number} has 'from' {speaker!r}; expected 'human' or 'gpt'", record_id)
+        expected = "human" if number % 2 == 0 else "gpt"
+        if speaker != expected:
+            raise RecordError(
+                f"turns out of order: turn {number} is from {speaker!r} but {expected!r} was expected "
+                "(turns alternate human, gpt, starting with human)", record_id)
+        if not isinstance(value, str) or not value.strip():
+            raise RecordError(f"turn {number} ({speaker}) has an empty or non-string 'value'", record_id)
+        messages.append((ROLES[speaker], value))
+    if len(messages) % 2:
+        raise RecordError(f"the last turn ({len(messages) - 1}) is from 'human' and has no 'gpt' reply", record_id)
+    return tuple(messages)
+
+
+def _check_image_tags(messages: tuple, images: tuple, record_id: str) -> None:
+    for number, (role, text) in enumerate(messages):
+        if role == "assistant" and IMAGE_TOKEN in text:
+            raise RecordError(f"turn {number} (gpt) contains {IMAGE_TOKEN}; images belong in human turns", record_id)
+    tags = sum(text.count(IMAGE_TOKEN) for role, text in messages if role == "user")
+    if tags != len(images):
+        if not images:
+            raise RecordError(f"has {tags} {IMAGE_TOKEN} tag(s) but no 'image' field", record_id)
+        raise RecordError(f"has {len(images)} image(s) but {tags} {IMAGE_TOKEN} tag(s) in its human turns", record_id)
+
+
+def parse_record(record) -> Conversation:
+    """Validate a decoded JSON record; raises RecordError naming the problem."""
+    if not isinstance(record, dict):
+        raise RecordError(f"is a JSON {type(record).__name__}, not an object")
+    record_id = _record_id(record)
+    images = _images(record, record_id)
+    messages = _messages(record, record_id)
+    _check_image_tags(messages, images, record_id)
+    return Conversation(id=record_id, messages=messages, images=images)

@@ -1,18 +1,26 @@
 """Conversation templates: how a list of messages becomes one string, and which characters are replies.
 
-A template is an immutable object handed to the dataset (and to generation code); nothing
-here is a mutable module global. `render` returns the full text plus the character span of
-every assistant reply *including its end-of-turn token*; the labels are then derived from the
+A template is an immutable object handed to the dataset (and to generation code); nothing here is
+a mutable module global. `render` returns the full text plus the character span of every
+assistant reply *including its end-of-turn token*; the labels are then derived from the
 tokenizer's own offsets for those spans (see encode.py), never from re-tokenized pieces.
 
-`get_template(name, tokenizer)` binds a template to a tokenizer: end-of-turn tokens that
-depend on the tokenizer (`</s>` is really its eos token) are filled in, and a tokenizer that
-lacks a token the template needs is a clear error rather than a silently split string.
+`get_template(name, tokenizer)` binds a template to a tokenizer: end-of-turn tokens that depend on
+the tokenizer (`</s>` is really its eos token) are filled in, and a tokenizer that lacks a token
+the template needs is a clear error rather than a silently split string. `stop_token_ids` says
+where generation ends for a template (evaluation, merged folders and export verification agree).
+
+`--conv_template auto` is the tokenizer's own chat template. It is a Jinja program, so reply
+positions cannot be read off format strings: the conversation is rendered up to each reply (with
+the generation prompt) and up to the end of that reply; the reply starts inside the difference,
+and its span runs to the first special token after it (the end-of-turn token, e.g. <|im_end|>,
+<|eot_id|>, </s>). This needs a prefix-stable template (rendering fewer messages gives a prefix of
+the full text), which is true of the common chat templates; other templates get a clear error.
 """
 from dataclasses import dataclass
 
+from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.model.tokens import IMAGE_TOKEN
 
 TEMPLATE_NAMES = ("plain", "vicuna_v1", "llama_2", "mistral", "chatml", "llama_3", "auto")
 
@@ -170,7 +178,87 @@ def get_template(name: str, tokenizer):
     if name == "plain":
         return PlainTemplate()
     if name == "auto":
-        from llava_ln.data.template_auto import AutoTemplate
-
         return AutoTemplate.for_tokenizer(tokenizer)
     return _format_template(name, tokenizer)
+
+
+def _special_token_strings(tokenizer) -> tuple:
+    specials = {tokenizer.eos_token} if tokenizer.eos_token else set()
+    specials |= {str(t) for t in tokenizer.added_tokens_decoder.values() if t.special}
+    specials.discard(IMAGE_TOKEN)
+    return tuple(sorted(specials, key=len, reverse=True))
+
+
+@dataclass(frozen=True)
+class AutoTemplate:
+    tokenizer: object
+    end_of_turn_candidates: tuple
+    name: str = "auto"
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer) -> "AutoTemplate":
+        if not getattr(tokenizer, "chat_template", None):
+            raise LlavaLnError("--conv_template auto: this tokenizer has no chat template; pick an explicit template")
+        return cls(tokenizer, _special_token_strings(tokenizer))
+
+    def _apply(self, messages, generation_prompt: bool = False) -> str:
+        chat = [{"role": role, "content": text} for role, text in messages]
+        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
+
+    def _end_of_turn(self, text: str, start: int, stop: int) -> int:
+        """End of the first special token in text[start:stop], which may follow only whitespace."""
+        found = [(text.find(tok, start, stop), tok) for tok in self.end_of_turn_candidates]
+        found = [(pos, tok) for pos, tok in found if pos >= 0 and not text[start:pos].strip()]
+        if not found:
+            raise LlavaLnError(
+                "--conv_template auto: the tokenizer's chat template puts no special end-of-turn token right "
+                f"after an assistant reply (text after it: {text[start:stop]!r}); pick an explicit template"
+            )
+        pos, token = min(found)
+        return pos + len(token)
+
+    def render(self, messages) -> Rendered:
+        exchanges(messages)  # same role checks as the other templates
+        full = self._apply(messages)
+        spans = []
+        for number in range(1, len(messages), 2):
+            before = self._apply(messages[:number], generation_prompt=True)
+            upto = self._apply(messages[:number + 1])
+            if not (upto.startswith(before) and full.startswith(upto)):
+                raise LlavaLnError("--conv_template auto: the tokenizer's chat template is not prefix-stable "
+                                   "(it rewrites earlier turns); pick an explicit template")
+            reply = messages[number][1]
+            offset = upto.find(reply, len(before))
+            if offset < 0:
+                reply = reply.strip()
+                offset = upto.find(reply, len(before))
+            if offset < 0:
+                raise LlavaLnError("--conv_template auto: the chat template changes the assistant reply text; "
+                                   "pick an explicit template")
+            # Whitespace between the generation prompt and the reply is supervised with the reply, as in
+            # the other templates, so that the generation prompt is exactly the training context.
+            start = len(before) if not upto[len(before):offset].strip() else offset
+            spans.append((start, self._end_of_turn(full, offset + len(reply), len(upto))))
+        return Rendered(full, tuple(spans))
+
+    def render_prompt(self, messages) -> str:
+        split_prompt(messages)
+        return self._apply(messages, generation_prompt=True)
+
+
+def end_of_turn_text(template) -> str | None:
+    """The literal that ends a reply in this template (None when the template does not say)."""
+    return getattr(template, "end_of_turn", None)
+
+
+def stop_token_ids(tokenizer, template) -> list:
+    """eos, plus the template's end-of-turn token when it is a single token of its own."""
+    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    candidates = [end_of_turn_text(template)] + list(getattr(template, "end_of_turn_candidates", ()))
+    for text in candidates:
+        if not text or not text.strip():
+            continue  # whitespace ends (plain's "\n") are cut from the text instead
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) == 1 and ids[0] not in stops:
+            stops.append(ids[0])
+    return stops

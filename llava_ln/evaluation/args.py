@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
-from llava_ln.evaluation.registry import BENCHMARKS
+from llava_ln.evaluation.benchmarks.registry import BENCHMARKS
 
 
 @dataclass

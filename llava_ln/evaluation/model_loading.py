@@ -15,13 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import ASPECT_RATIOS
 from llava_ln.data.images import ImageLoader, load_image_processor
 from llava_ln.data.templates import get_template
 from llava_ln.model.parts import unwrap
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -67,7 +66,7 @@ def _is_native_llava(path: str) -> bool:
 def _load_native(path: str, dtype, device, attn_implementation):
     from transformers import LlavaForConditionalGeneration
 
-    from llava_ln.model.tokens import load_tokenizer
+    from llava_ln.model.backbones import load_tokenizer
 
     try:
         model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype,

@@ -15,11 +15,10 @@ from llava_ln.core.distributed import DistContext, broadcast_object, distributed
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation import answer_store
 from llava_ln.evaluation.args import EvalArguments
-from llava_ln.evaluation.generator import AnswerGenerator, GenerationSettings
-from llava_ln.evaluation.layout import DataFlags
+from llava_ln.evaluation.benchmarks.common import DataFlags
+from llava_ln.evaluation.benchmarks.registry import get_benchmark
+from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, PromptEncoder
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
-from llava_ln.evaluation.prompting import PromptEncoder
-from llava_ln.evaluation.registry import get_benchmark
 from llava_ln.scoring.dispatch import score
 
 

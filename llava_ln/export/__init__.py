@@ -1,11 +1,13 @@
 """Leaving the framework: merged standalone checkpoints, the transformers-native format, PEFT adapters.
 
-  llava-ln merge  --checkpoint RUN --output_dir OUT            merge.py (layout: merged_io.py)
-  llava-ln export --checkpoint RUN --format hf      --output_dir OUT   hf_export.py
-  llava-ln export --checkpoint RUN --format peft-ln --output_dir OUT   peft_ln.py
+  merge           `llava-ln merge`: fold LoRA (checked) and write a merged folder
+  chat_templates  our conversation templates as Jinja chat templates
+  hf              `llava-ln export --format hf`: LlavaForConditionalGeneration + LlavaProcessor, verified
+  peft_ln         `llava-ln export --format peft-ln`: the norm deltas as a PEFT LN-tuning adapter, verified
+  probes          the probes every verification runs, and our side of it (llava-ln's own pipeline)
+  verify          comparison with tolerances, and the fresh process that runs the other side
+  fresh_child     the script that fresh process runs: plain transformers / PEFT, no llava-ln code
 
-Every path starts from source.py (run folder, checkpoint-<step>, ZeRO shards via zero.py, or
-a merged folder; stored tensors are checked against the base first, validate.py) and every
-export is verified: our pipeline (reference.py) against plain transformers / PEFT in a fresh
-process (child.py, hf_child.py, peft_child.py), compared by compare.py.
+Every path starts from checkpoint.loading (run folder, checkpoint-<step>, ZeRO shards, or a merged
+folder; stored tensors are checked against the base first) and every export is verified.
 """

@@ -16,8 +16,8 @@ same with or without add_generation_prompt.
 """
 import json
 
+from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.model.tokens import IMAGE_TOKEN
 
 
 def _literal(text: str) -> str:

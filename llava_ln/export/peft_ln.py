@@ -19,11 +19,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, model_arguments_from, reference_attention
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.templates import get_template, stop_token_ids
+from llava_ln.export.merge import check_output_dir
+from llava_ln.export.probes import OurPipeline, Probe, run_probes
+from llava_ln.export.verify import ExportSettings, compare_all, probe_results, run_child
+from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import language_model_of, unwrap
-
-NORM_MODES = ("ln", "ln_simple")
+from llava_ln.tuning.groups import classify_parameters, is_norm_module
+from llava_ln.tuning.modes import get_tune_mode
 
 
 @dataclass
@@ -37,15 +43,11 @@ class PeftLnResult:
 
 def _norm_modules(model) -> dict:
     """Norm modules of the LLM (relative name -> module), as tuning.groups finds them."""
-    from llava_ln.tuning.groups import is_norm_module
-
     return {name: module for name, module in language_model_of(model).named_modules()
             if name and is_norm_module(module) and any(True for _ in module.parameters(recurse=False))}
 
 
 def _not_carried(model, manifest, norm_parameter_names: set) -> dict:
-    from llava_ln.tuning.groups import classify_parameters
-
     groups = classify_parameters(model)
     left = {}
     for name in sorted(manifest.trained_tensors):
@@ -55,8 +57,6 @@ def _not_carried(model, manifest, norm_parameter_names: set) -> dict:
 
 
 def _text_probes() -> list:
-    from llava_ln.export.probes import Probe
-
     return [
         Probe("text_only", (("user", "How many sides does a triangle have?"),), ()),
         Probe("text_turns", (("user", "Name a color."), ("assistant", "Blue."), ("user", "Name another one.")), ()),
@@ -64,18 +64,15 @@ def _text_probes() -> list:
 
 
 def export_peft_ln(checkpoint: str, output_dir: str, overrides=None, settings=None, log=print) -> PeftLnResult:
-    from llava_ln.export.hf_export import ExportSettings
-    from llava_ln.export.merge import check_output_dir
-    from llava_ln.export.source import effective_manifest, load_source
-
     settings = settings or ExportSettings()
     check_output_dir(output_dir, settings.overwrite)
     manifest = effective_manifest(checkpoint, overrides)
-    if manifest.kind == "merged" or manifest.tune_mode not in NORM_MODES:
+    if manifest.kind == "merged" or not get_tune_mode(manifest.tune_mode).changes_llm_norms_only:
         what = "a merged checkpoint" if manifest.kind == "merged" else f"a --tune_mode {manifest.tune_mode} run"
         raise LlavaLnError(f"--format peft-ln carries the norm deltas of an ln or ln_simple run folder; {checkpoint} "
                            f"is {what}; use --format hf (or `llava-ln merge`) instead")
-    source = load_source(checkpoint, overrides, dtype=torch.float32, device=settings.device)
+    source = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device=settings.device,
+                             attn_implementation=reference_attention())
     norms = _norm_modules(source.model)
     prefix = "model.language_model."
     norm_values = {name: {k: v.detach().clone() for k, v in module.state_dict().items()} for name, module in norms.items()}
@@ -137,14 +134,6 @@ def _log_contents(output_dir: str, targets: list, not_carried: dict, log) -> Non
 
 
 def _verify(folder, manifest, pipeline_args, norm_values, tokenizer, settings, log) -> list:
-    from llava_ln.checkpoint.loading import model_arguments_from
-    from llava_ln.export.child import probe_results, run_child
-    from llava_ln.export.compare import compare_all
-    from llava_ln.export.merge import stop_ids_for
-    from llava_ln.export.reference import OurPipeline, run_probes
-    from llava_ln.export.source import reference_attention
-    from llava_ln.model.builder import build_mllm
-
     model, _ = build_mllm(model_arguments_from(manifest, reference_attention()), tokenizer, dtype=torch.float32)
     language_model = language_model_of(model)
     with torch.no_grad():
@@ -154,17 +143,17 @@ def _verify(folder, manifest, pipeline_args, norm_values, tokenizer, settings, l
     from transformers import AutoConfig
 
     base_vocab = AutoConfig.from_pretrained(manifest.llm).get_text_config().vocab_size
-    stops = set(stop_ids_for(tokenizer, manifest.conv_template))
+    stops = set(stop_token_ids(tokenizer, get_template(manifest.conv_template, tokenizer)))
     probes = _text_probes()
     with tempfile.TemporaryDirectory() as work:
         pipeline = OurPipeline(*pipeline_args)
         reference = run_probes(model, pipeline, probes, work, settings.max_new_tokens, stops, vocab_limit=base_vocab)
         del model
         gc.collect()
-        spec = {"base": manifest.llm, "adapter": folder, "device": settings.device,
+        spec = {"kind": "peft", "base": manifest.llm, "adapter": folder, "device": settings.device,
                 "max_new_tokens": settings.max_new_tokens, "stop_ids": sorted(stops),
                 "probes": [{"name": r.name, "input_ids": r.input_ids.tolist()} for r in reference]}
-        tensors, summary = run_child("peft_child.py", spec, work, "peft-ln verification")
+        tensors, summary = run_child(spec, work, "peft-ln verification")
     others = probe_results(tensors, summary, [p.name for p in probes])
     what = (f"PeftModel.from_pretrained (peft {summary['peft_version']}, fresh process) vs llava-ln with the "
             "same norms, text input")

@@ -1,16 +1,29 @@
-"""Probe inputs for verification: a few deterministic images and conversations.
+"""The probes every verification runs, and our side of it: llava-ln's own pipeline and training forward.
 
-The images are drawn, not shipped: one wide and one tall picture (so pad-to-square and
-centre-crop really act), with shapes and colours. The same probes are fed through llava-ln's
-own pipeline (template + tokenizer + image loader) and through an exported folder's
-processor; a difference anywhere shows up in the comparison.
+Probe inputs are a few deterministic images and conversations. The images are drawn, not shipped:
+one wide and one tall picture (so pad-to-square and centre-crop really act), with shapes and
+colours. The same probes are fed through llava-ln's pipeline and through the other side (an
+exported folder's processor, a PEFT adapter, a folded LoRA); a difference anywhere shows up in
+the comparison (verify.py).
+
+Our side builds inputs exactly as training and evaluation build them (the run's conversation
+template, one tokenizer call, `<image>` expanded to the tower's feature count, the image loader
+with --image_aspect_ratio); logits come from multimodal_forward, the training forward pass.
+Greedy decoding recomputes the whole sequence each step (no cache), so it shares no code with
+transformers' generate() that the other side uses.
 """
 import os
 from dataclasses import dataclass
 
+import torch
 from PIL import Image, ImageDraw
 
-from llava_ln.model.tokens import IMAGE_TOKEN
+from llava_ln.core.constants import IMAGE_TOKEN
+from llava_ln.data.encode import encode, special_prefix_ids
+from llava_ln.data.images import ImageLoader, load_image_processor
+from llava_ln.data.templates import Rendered, get_template, stop_token_ids
+from llava_ln.model.forward import multimodal_forward
+from llava_ln.model.parts import unwrap
 
 
 @dataclass(frozen=True)
@@ -70,3 +83,86 @@ def hf_messages(probe: Probe, as_parts: bool = True) -> list:
                 parts.append({"type": "text", "text": piece})
         messages.append({"role": role, "content": parts})
     return messages
+
+
+# ---- our side: llava-ln's pipeline ----
+
+@dataclass
+class ProbeOutput:
+    name: str
+    input_ids: torch.Tensor  # [L]
+    pixel_values: torch.Tensor | None  # [n, 3, H, W]
+    logits: torch.Tensor  # [L, V] float32, the prompt's logits
+    generated: list  # greedy token ids, stop token included
+    step_logits: list  # [V] float32 logits each generated token was chosen from
+
+
+class OurPipeline:
+    """Turns probes into model inputs the way llava-ln's data code does."""
+
+    def __init__(self, manifest, tokenizer, image_processor_path: str):
+        self.template = get_template(manifest.conv_template, tokenizer)
+        self.tokenizer = tokenizer
+        self.loader = ImageLoader(load_image_processor(image_processor_path), manifest.image_aspect_ratio)
+        self.prefix_ids = special_prefix_ids(tokenizer)
+
+    def inputs(self, probe, image_dir: str, llava_config):
+        prompt = self.template.render_prompt(list(probe.messages))
+        encoded = encode(Rendered(prompt, ()), self.tokenizer, llava_config.image_token_id,
+                         llava_config.image_seq_length, self.prefix_ids)
+        pixel_values = self.loader([os.path.join(image_dir, f) for f in probe.images]) if probe.images else None
+        return torch.tensor(encoded.input_ids, dtype=torch.long), pixel_values
+
+
+@torch.no_grad()
+def greedy_decode(model, input_ids, pixel_values, max_new_tokens: int, stop_ids: set, vocab_limit: int | None = None):
+    """(prompt logits [L, V], generated ids, per-step logits) with the training forward, no KV cache."""
+    device = next(unwrap(model).parameters()).device
+    ids = input_ids[None].to(device)
+    pixels = pixel_values.to(device) if pixel_values is not None else None
+    counts = torch.tensor([0 if pixels is None else pixels.shape[0]], device=device)
+
+    def last_logits(sequence):
+        out = multimodal_forward(model, sequence, attention_mask=torch.ones_like(sequence),
+                                 pixel_values=pixels, image_counts=counts)
+        return out.logits[0].float()
+
+    prompt_logits = last_logits(ids)
+    row = prompt_logits[-1]
+    generated, rows = [], []
+    for step in range(max_new_tokens):
+        scores = row if vocab_limit is None else row[:vocab_limit]
+        rows.append(scores.cpu())
+        token = int(scores.argmax())
+        generated.append(token)
+        if token in stop_ids or step + 1 == max_new_tokens:
+            break
+        ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
+        row = last_logits(ids)[-1]
+    limit = prompt_logits if vocab_limit is None else prompt_logits[:, :vocab_limit]
+    return limit.cpu(), generated, rows
+
+
+def run_probes(model, pipeline: OurPipeline, probes, image_dir: str, max_new_tokens: int, stop_ids: set,
+               vocab_limit: int | None = None) -> list:
+    """Our outputs for every probe."""
+    config = unwrap(model).config
+    outputs = []
+    for probe in probes:
+        input_ids, pixel_values = pipeline.inputs(probe, image_dir, config)
+        logits, generated, rows = greedy_decode(model, input_ids, pixel_values, max_new_tokens, stop_ids, vocab_limit)
+        outputs.append(ProbeOutput(probe.name, input_ids, pixel_values, logits, generated, rows))
+    return outputs
+
+
+class ProbeRunner:
+    """Our outputs for a fixed set of probes on any model built from one checkpoint (LoadedModel)."""
+
+    def __init__(self, loaded, probes: list, image_dir: str, max_new_tokens: int, vocab_limit: int | None = None):
+        self.pipeline = OurPipeline(loaded.manifest, loaded.tokenizer, loaded.image_processor_path)
+        self.probes, self.image_dir, self.max_new_tokens, self.vocab_limit = probes, image_dir, max_new_tokens, vocab_limit
+        self.stops = set(stop_token_ids(loaded.tokenizer, self.pipeline.template))
+
+    def __call__(self, model) -> list:
+        return run_probes(model, self.pipeline, self.probes, self.image_dir, self.max_new_tokens, self.stops,
+                          self.vocab_limit)

@@ -17,18 +17,18 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
+from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
-from llava_ln.model.attention import resolve_attn_implementation
-from llava_ln.model.connector import build_connector, projector_depth
-from llava_ln.model.tokens import IMAGE_TOKEN
-from llava_ln.model.vision_tower import (
+from llava_ln.model.backbones import (
     check_select_layer,
     load_vision_config,
     load_vision_tower,
     num_image_tokens,
+    resolve_attn_implementation,
     select_strategy,
 )
+from llava_ln.model.connector import build_connector, projector_depth
 
 
 @dataclass(frozen=True)

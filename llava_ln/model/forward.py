@@ -18,8 +18,9 @@ def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     llava = unwrap(model)
     tower = vision_tower_of(model)
     tower_dtype = next(tower.parameters()).dtype
-    # The tower is frozen in every tuning mode, so no activations need keeping for backward.
-    with torch.no_grad():
+    # A frozen tower (every built-in mode) keeps no activations for backward; one that trains does.
+    tower_trains = any(p.requires_grad for p in tower.parameters())
+    with torch.set_grad_enabled(tower_trains and torch.is_grad_enabled()):
         outputs = tower(pixel_values.to(tower_dtype), output_hidden_states=True)
         selected = outputs.hidden_states[llava.config.vision_feature_layer]
         if llava.config.vision_feature_select_strategy == "default":

@@ -1,19 +1,25 @@
 """Training: strategies (plain PyTorch / DDP, DeepSpeed ZeRO), the loop, checkpoints and resume.
 
-Why a custom loop and not transformers' Trainer: every requirement of this project that
-the Trainer makes hard is simple here.
-  * Trainable-only, pickle-free, world-size-independent checkpoints: the Trainer (with
-    DeepSpeed) saves DeepSpeed's own per-rank pickled checkpoints of the whole engine; we
-    read each trainable tensor's fp32 master and Adam moments by name through DeepSpeed's
-    public tensor-fragment API and write safetensors (checkpointing.py).
-  * Exact resume: the data order is a function of (seed, epoch) and the position a step
-    count (data_order.py); RNG, schedule and optimizer step count are restored explicitly.
-  * Per-group learning rates and clipping under every config: the optimizer is built from
-    the tuning module's named groups and handed to DeepSpeed, the schedule is a LambdaLR on
-    it, and a DeepSpeed `scheduler` block (which would flatten the rates) is refused;
-    clipping is DeepSpeed's gradient_clipping (filled from --max_grad_norm) or
-    clip_grad_norm_.
+  args                 the training flags (Hugging Face TrainingArguments names)
+  memory               precision policy, gradient checkpointing, static memory estimate
+  strategy             the Strategy interface, the training module, plain PyTorch / DDP
+  strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags
+  loop                 the loop and its data order (a pure function of seed and epoch)
+  checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy
+  reporting            output folder, logging, progress, log.jsonl, run_config.json
+
+Why a custom loop and not transformers' Trainer: every requirement of this project that the
+Trainer makes hard is simple here.
+  * Trainable-only, pickle-free, world-size-independent checkpoints: the Trainer (with DeepSpeed)
+    saves DeepSpeed's own per-rank pickled checkpoints of the whole engine; we read each trainable
+    tensor's fp32 master and Adam moments by name through DeepSpeed's public tensor-fragment API
+    and write safetensors.
+  * Exact resume: the data order is a function of (seed, epoch) and the position a step count;
+    RNG, schedule and optimizer step count are restored explicitly.
+  * Per-group learning rates and clipping under every config: the optimizer is built from the
+    TuningPlan's named groups and handed to DeepSpeed, the schedule is a LambdaLR on it, and a
+    DeepSpeed `scheduler` block (which would flatten the rates) is refused; clipping is
+    DeepSpeed's gradient_clipping (filled from --max_grad_norm) or clip_grad_norm_.
   * Frozen weights in bf16, trainable ones fp32, no Trainer-private overrides anywhere.
-The loop is ~100 lines on top of deepspeed.initialize (strategy_deepspeed.py) or plain
-torch / DDP (strategy_torch.py). Distributed code lives here and never in model code.
+Distributed code lives here and in core.distributed, never in model code.
 """

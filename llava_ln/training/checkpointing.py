@@ -2,46 +2,40 @@
 
 OUTPUT_DIR (end of training) and every checkpoint-<step>/ hold the run-folder format of
 llava_ln.checkpoint (manifest.json + trained.safetensors [+ adapter/] [+
-stage1_connector.safetensors]), so any checkpoint loads for inference as it is. A
-checkpoint adds resume/: fp32 masters and Adam moments keyed by parameter name (sharded
-safetensors), per-rank RNG states, the LR schedule, the data position and the optimizer
-step count in trainer_state.json. Nothing is pickled. Name-keyed full tensors make the
-state independent of the ZeRO stage and of the number of ranks. Rank 0 writes everything
-into a temporary folder that replaces checkpoint-<step>/ only when complete
-(checkpoint.atomic.atomic_directory), so a crash mid-save leaves the previous one usable.
+stage1_connector.safetensors]), so any checkpoint loads for inference as it is. A checkpoint adds
+resume/: fp32 masters and Adam moments keyed by parameter name (sharded safetensors), per-rank RNG
+states (tensors, or JSON lists for python and numpy), the LR schedule, the data position and the
+optimizer step count in trainer_state.json. Nothing is pickled. Name-keyed full tensors make the
+state independent of the ZeRO stage and of the number of ranks. Rank 0 writes everything into a
+temporary folder that replaces checkpoint-<step>/ only when complete (core.atomic.atomic_directory),
+so a crash mid-save leaves the previous one usable.
 """
 import contextlib
 import glob
 import json
 import logging
 import os
+import random
 import re
 import shutil
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from llava_ln.checkpoint.run_io import save_run
-from llava_ln.checkpoint.tensors import save_tensors
+from llava_ln.checkpoint.run_folder import connector_parameters, save_run
+from llava_ln.checkpoint.tensors import ShardedTensorWriter, TensorReader, load_tensors, save_tensors
 from llava_ln.core.atomic import atomic_directory, write_json_atomic
 from llava_ln.core.distributed import all_gather_objects, barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
-from llava_ln.training.state_io import (
-    ShardedTensorReader,
-    ShardedTensorWriter,
-    capture_rng,
-    join_rng,
-    restore_rng,
-    split_rng,
-)
 from llava_ln.training.strategy import OPTIMIZER_STATE_KEYS
 
 logger = logging.getLogger(__name__)
 
 RESUME_DIR = "resume"
 STATE_FILE = "trainer_state.json"
+RESUME_SHARD_BYTES = 2 * 2**30  # bounded shards: rank 0 never holds a 7B model's Adam state at once
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -68,16 +62,18 @@ def _shape(param) -> tuple:
 
 
 class Checkpointer:
-    def __init__(self, context, strategy, model, manifest, final_dtype: torch.dtype, stage1_connector: dict | None):
+    def __init__(self, context, strategy, model, plan, manifest, final_dtype: torch.dtype,
+                 stage1_connector: dict | None):
         self.context = context
         self.strategy = strategy
         self.model = model
         self.manifest = manifest
-        self.final_dtype = final_dtype  # dtype of trained.safetensors (fp32, or 16-bit for --tune_mode full)
+        self.final_dtype = final_dtype  # dtype of trained.safetensors (the plan's saved_dtype)
         self.stage1_connector = stage1_connector
-        self.named = [(n, p) for n, p in unwrap(model).named_parameters() if p.requires_grad]
+        self.named = [(n, p) for n, p in unwrap(model).named_parameters() if n in plan.trainable]
+        # LoRA factors go to the PEFT adapter under PEFT's own names (relative to the PeftModel).
         peft_names = {id(p): n for n, p in model.named_parameters()}
-        self.lora_names = {n: peft_names[id(p)] for n, p in self.named if ".lora_" in n}
+        self.lora_names = {n: peft_names[id(p)] for n, p in self.named if n in plan.lora_names}
 
     # ---- run folder (OUTPUT_DIR at the end, and the inference half of a checkpoint) ----
     def _trained_tensors(self):
@@ -111,7 +107,7 @@ class Checkpointer:
             writers = {}
             if resume:
                 os.makedirs(resume)
-                writers = {key: ShardedTensorWriter(resume, key) for key in ("master", *OPTIMIZER_STATE_KEYS)}
+                writers = {key: ShardedTensorWriter(resume, key, RESUME_SHARD_BYTES) for key in ("master", *OPTIMIZER_STATE_KEYS)}
             for name, param in self.named:
                 values = {"master": self.strategy.get_master(param)}  # collective
                 for key in OPTIMIZER_STATE_KEYS:
@@ -157,7 +153,7 @@ class Checkpointer:
         with open(state_path, encoding="utf-8") as handle:
             saved = json.load(handle)
         same_ranks = _check_identity(directory, saved["run"], identity)
-        readers = {key: ShardedTensorReader(resume, key) for key in ("master", *OPTIMIZER_STATE_KEYS)}
+        readers = {key: TensorReader(os.path.join(resume, key)) for key in ("master", *OPTIMIZER_STATE_KEYS)}
         _check_names(directory, readers["master"], self.named)
         self.strategy.materialise_optimizer_state(first_batch)
         for name, param in self.named:
@@ -170,7 +166,7 @@ class Checkpointer:
             group["lr"] = lr
         self.strategy.load_loss_scaler_state(saved.get("loss_scaler"))
         if same_ranks:
-            rng = join_rng(load_file(os.path.join(resume, "rng.safetensors")), saved["rng"], self.context.rank)
+            rng = join_rng(load_tensors(os.path.join(resume, "rng")), saved["rng"], self.context.rank)
             restore_rng(rng)
         barrier(self.context)
         return TrainState(**saved["state"])
@@ -197,7 +193,7 @@ def _check_identity(directory: str, saved: dict, current: RunIdentity) -> bool:
     return True
 
 
-def _check_names(directory: str, reader: ShardedTensorReader, named: list) -> None:
+def _check_names(directory: str, reader: TensorReader, named: list) -> None:
     stored, expected = reader.names(), {n for n, _ in named}
     missing, extra = sorted(expected - stored), sorted(stored - expected)
     if missing or extra:
@@ -223,3 +219,56 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 def prune_checkpoints(output_dir: str, keep: int) -> None:
     for _, path in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def capture_rng() -> dict:
+    """This process's RNG states: tensors for torch, JSON lists for python and numpy."""
+    np_state = np.random.get_state()
+    state = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch_cpu": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["torch_cuda"])
+
+
+def split_rng(states: list[dict]) -> tuple[dict, dict]:
+    """Per-rank RNG states -> (tensors for safetensors, JSON part)."""
+    tensors, json_part = {}, {}
+    for rank, state in enumerate(states):
+        json_part[str(rank)] = {"python": state["python"], "numpy": state["numpy"]}
+        for key in ("torch_cpu", "torch_cuda"):
+            if key in state:
+                tensors[f"rank{rank}.{key}"] = state[key]
+    return tensors, json_part
+
+
+def join_rng(tensors: dict, json_part: dict, rank: int) -> dict | None:
+    if str(rank) not in json_part:
+        return None
+    state = dict(json_part[str(rank)])
+    for key in ("torch_cpu", "torch_cuda"):
+        if f"rank{rank}.{key}" in tensors:
+            state[key] = tensors[f"rank{rank}.{key}"]
+    return state
+
+
+def restore_exact_connector(strategy, model, values: dict | None) -> None:
+    """After the strategy set up its masters: put the fp32 file values into trainable connector masters."""
+    if not values:
+        return
+    for name, param in connector_parameters(model).items():
+        if param.requires_grad:
+            strategy.set_master(param, values[name])

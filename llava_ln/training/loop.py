@@ -1,20 +1,95 @@
-"""The training loop: micro-steps, optimizer step, schedule, logging, checkpoints, resume.
+"""The training loop (micro-steps, optimizer step, schedule, logging, checkpoints, resume) and its data order.
 
-It fits on one screen because everything distributed sits behind the Strategy interface
+The loop fits on one screen because everything distributed sits behind the Strategy interface
 and everything on disk behind the Checkpointer.
+
+Data order: which samples each rank reads at each micro-step is a pure function of (seed, epoch),
+so resume skips. An epoch is a list of per-device batches (index lists): the modality-length
+sampler's when --group_by_modality_length is set, else a seeded permutation cut into batches.
+Optimizer step s of the epoch uses the world_size * accumulation consecutive batches from
+s * world_size * accumulation; micro-step m of rank r takes batch (m * world_size + r). So one
+process with accumulation k sees exactly the samples that k ranks see in one step, and a
+checkpoint's data position is just (epoch, steps done in that epoch). An epoch whose batch count
+does not divide into whole steps is topped up with its own first batches.
+
+Schedule: transformers' get_scheduler, a LambdaLR that scales every parameter group's own base
+rate by one factor, so the ratios between groups (--mm_projector_lr, --norm_lr) hold all run long.
 """
 import logging
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import get_scheduler
+
 from llava_ln.core.distributed import all_reduce_sum
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import steps_from
 from llava_ln.training.checkpointing import RunIdentity, TrainState
-from llava_ln.training.data_order import EpochPlan, make_loader
-from llava_ln.training.optimizer import make_scheduler
 
 logger = logging.getLogger(__name__)
 
+
+# ---- data order ----
+
+class EpochPlan:
+    def __init__(self, dataset_size: int, batch_size: int, world_size: int, accumulation: int, seed: int,
+                 grouped_sampler=None):
+        self.dataset_size = dataset_size
+        self.batch_size = batch_size
+        self.world_size = world_size
+        self.accumulation = accumulation
+        self.seed = seed
+        self.grouped_sampler = grouped_sampler
+        self._steps_per_epoch = None
+
+    @property
+    def batches_per_step(self) -> int:
+        return self.world_size * self.accumulation
+
+    def device_batches(self, epoch: int) -> list[list[int]]:
+        """Every per-device batch of the epoch, in order, topped up to whole optimizer steps."""
+        if self.grouped_sampler is not None:
+            self.grouped_sampler.set_epoch(epoch)
+            batches = [list(b) for b in self.grouped_sampler.batches()]
+        else:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.dataset_size)
+            shortfall = -len(order) % self.batch_size
+            if shortfall:
+                order = np.concatenate([order, np.resize(order, shortfall)])
+            batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        shortfall = -len(batches) % self.batches_per_step
+        return batches + [batches[i % len(batches)] for i in range(shortfall)]
+
+    def steps_per_epoch(self) -> int:
+        # Every epoch has the same number of batches (only their order changes).
+        if self._steps_per_epoch is None:
+            self._steps_per_epoch = len(self.device_batches(0)) // self.batches_per_step
+        return self._steps_per_epoch
+
+    def rank_batches(self, epoch: int, rank: int, start_step: int) -> list[list[int]]:
+        """This rank's micro-batches from optimizer step start_step of the epoch to its end."""
+        batches = self.device_batches(epoch)
+        mine = []
+        for step in range(start_step, len(batches) // self.batches_per_step):
+            base = step * self.batches_per_step
+            for micro in range(self.accumulation):
+                mine.append(batches[base + micro * self.world_size + rank])
+        return mine
+
+
+def make_loader(dataset, collate_fn, batches: list[list[int]], num_workers: int, seed: int, epoch: int):
+    """A DataLoader over fixed batches. Its own generator keeps workers' seeds from drawing on the
+    global RNG, so dropout masks after a resume match those of an uninterrupted run."""
+    generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
+                      generator=generator, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False)
+
+
+# ---- the loop ----
 
 def total_steps_for(args, plan: EpochPlan) -> int:
     if args.max_steps > 0:
@@ -113,3 +188,15 @@ class _Window:
     def add_step(self, grad_norm: float) -> None:
         self.grad_norm_sum += grad_norm
         self.steps += 1
+
+
+def warmup_steps_for(args, total_steps: int) -> int:
+    return args.warmup_steps if args.warmup_steps > 0 else int(round(args.warmup_ratio * total_steps))
+
+
+def make_scheduler(optimizer, args, total_steps: int):
+    try:
+        return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup_steps_for(args, total_steps),
+                             num_training_steps=total_steps)
+    except ValueError as err:
+        raise LlavaLnError(f"--lr_scheduler_type {args.lr_scheduler_type!r}: {err}") from None

@@ -1,16 +1,86 @@
-"""Progress and metrics, rank 0 only: a tqdm bar (loss, lr, grad norm, tokens/s), log.jsonl,
-and TensorBoard or Weights & Biases through --report_to.
+"""A run's bookkeeping: its output folder, logging, progress and metrics, and what it records up front.
 
-log.jsonl gets one JSON object per logging step, so a run's curve can be read without any
-logger installed (the tests compare runs through it).
+Output folder: a fresh run refuses OUTPUT_DIR when it already holds a run (unless
+--overwrite_output_dir); --resume_from_checkpoint PATH or `latest` names where to continue.
+
+Progress and metrics, rank 0 only: a tqdm bar (loss, lr, grad norm, tokens/s), log.jsonl (one JSON
+object per logging step, so a run's curve can be read without any logger installed; the tests
+compare runs through it), and TensorBoard or Weights & Biases through --report_to.
+
+Written before the first step, so a run can be checked and reproduced:
+  run_config.json            every flag, as resolved (precision, world size, DeepSpeed config with
+                             its "auto" values filled, model spec, step counts)
+  trainable_parameters.txt   the per-group table of total and trainable parameters
+  optimizer_groups.json      each optimizer group as the (possibly DeepSpeed-wrapped) optimizer
+                             holds it: lr, weight decay, betas, and the tensors in it
 """
 import json
 import logging
 import os
 import time
+from dataclasses import asdict
 
+from llava_ln.checkpoint.manifest import MANIFEST_NAME
+from llava_ln.core.atomic import atomic_path, write_json_atomic
+from llava_ln.core.distributed import barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import report_targets
+from llava_ln.training.checkpointing import list_checkpoints
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(context) -> None:
+    """INFO from rank 0, warnings from the others, each line tagged with its rank."""
+    level = logging.INFO if context.is_main else logging.WARNING
+    root = logging.getLogger("llava_ln")
+    root.setLevel(level)
+    if not any(getattr(h, "_llava_ln", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"[%(asctime)s rank{context.rank}] %(levelname)s %(name)s: "
+                                               "%(message)s", "%H:%M:%S"))
+        handler._llava_ln = True
+        root.addHandler(handler)
+        root.propagate = False
+
+
+def resolve_resume_dir(args) -> str | None:
+    """--resume_from_checkpoint PATH, or `latest` (the newest checkpoint-<step> in OUTPUT_DIR)."""
+    path = args.resume_from_checkpoint
+    if not path:
+        return None
+    if path == "latest":
+        found = list_checkpoints(args.output_dir)
+        if not found:
+            raise LlavaLnError(f"--resume_from_checkpoint latest: {args.output_dir} holds no checkpoint-<step>")
+        return found[-1][1]
+    if not os.path.isdir(path):
+        raise LlavaLnError(f"--resume_from_checkpoint {path}: no such folder")
+    return path
+
+
+def prepare_output_dir(args, context) -> str | None:
+    """Create OUTPUT_DIR; refuse to start a fresh run over an earlier one. Returns the resume folder."""
+    resume_dir = resolve_resume_dir(args)
+    # Every rank checks (same verdict everywhere), so no rank waits on one that gave up.
+    earlier = os.path.exists(os.path.join(args.output_dir, MANIFEST_NAME)) or list_checkpoints(args.output_dir)
+    if earlier and not resume_dir and not args.overwrite_output_dir:
+        raise LlavaLnError(f"--output_dir {args.output_dir} already holds a run; pass --resume_from_checkpoint "
+                           "(or `latest`) to continue it, or --overwrite_output_dir to start over")
+    if context.is_main:
+        os.makedirs(args.output_dir, exist_ok=True)
+        log = os.path.join(args.output_dir, LOG_FILE)
+        if not resume_dir and os.path.exists(log):
+            os.remove(log)
+    barrier(context)
+    return resume_dir
+
+
+def log_data_skips(dataset) -> None:
+    report = getattr(dataset, "log_skip_summary", None)
+    if callable(report):
+        report()
+
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +173,66 @@ def _open_writer(target: str, args, config: dict):
             run.finish()
 
     return WandbWriter()
+
+
+RUN_CONFIG = "run_config.json"
+TRAINABLE_TABLE = "trainable_parameters.txt"
+OPTIMIZER_GROUPS = "optimizer_groups.json"
+
+
+def resolved_config(model_args, data_args, tuning_args, args, *, context, precision, spec, strategy,
+                    total_steps: int, steps_per_epoch: int, dataset_size: int) -> dict:
+    return {
+        "model": asdict(model_args),
+        "data": asdict(data_args),
+        "tuning": asdict(tuning_args),
+        "training": asdict(args),
+        "resolved": {
+            "world_size": context.world_size,
+            "device": str(context.device),
+            "backend": context.backend,
+            "precision": precision.name,
+            "strategy": type(strategy).__name__,
+            "deepspeed_config": getattr(strategy, "config", None),
+            "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
+            * context.world_size,
+            "dataset_size": dataset_size,
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": total_steps,
+            "spec": spec.to_dict(),
+        },
+    }
+
+
+def write_run_info(output_dir: str, config: dict, trainable_table: str, optimizer, handed_groups: list[dict],
+                   names_by_id: dict) -> None:
+    """Rank 0 only. trainable_table: format_trainable_table(model), taken before ZeRO-3 partitions it."""
+    write_json_atomic(os.path.join(output_dir, RUN_CONFIG), config)
+    with atomic_path(os.path.join(output_dir, TRAINABLE_TABLE), ".txt") as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(trainable_table + "\n")
+    write_json_atomic(os.path.join(output_dir, OPTIMIZER_GROUPS),
+                      describe_param_groups(optimizer, handed_groups, names_by_id))
+
+
+def describe_param_groups(optimizer, handed_groups: list[dict], names_by_id: dict) -> list[dict]:
+    """What the optimizer really holds, per group: lr, weight decay, betas, plus its tensors.
+
+    lr/weight_decay/betas are read back from the (possibly DeepSpeed-wrapped) optimizer; the
+    tensor list comes from the groups handed over, since ZeRO replaces a group's params by
+    flat partitions. Groups are matched by their "name".
+    """
+    handed = {group["name"]: group for group in handed_groups}
+    rows = []
+    for group in optimizer.param_groups:
+        tensors = handed.get(group.get("name"), {}).get("params", [])
+        rows.append({
+            "name": group.get("name"),
+            "lr": group["lr"],
+            "weight_decay": group.get("weight_decay"),
+            "betas": list(group.get("betas", ())),
+            "eps": group.get("eps"),
+            "tensors": [names_by_id[id(p)] for p in tensors],
+            "numel": sum(getattr(p, "ds_numel", p.numel()) for p in tensors),
+        })
+    return rows

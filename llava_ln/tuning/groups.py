@@ -33,6 +33,18 @@ def _ids(module: nn.Module) -> set[int]:
     return {id(p) for p in module.parameters()}
 
 
+def _adapter_ids(model) -> set[int]:
+    """Parameters of PEFT adapter layers (LoRA's A/B factors, DoRA magnitudes), found by layer type."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    ids = set()
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            for attribute in module.adapter_layer_names:
+                ids |= _ids(getattr(module, attribute))
+    return ids
+
+
 def classify_parameters(model) -> "OrderedDict[str, str]":
     """Map each parameter name (relative to the Llava model, tied tensors once) to its group."""
     llava = unwrap(model)
@@ -46,11 +58,12 @@ def classify_parameters(model) -> "OrderedDict[str, str]":
         if is_norm_module(module):
             norm_ids |= _ids(module)
     llm_ids = _ids(language_model)
+    adapter_ids = _adapter_ids(language_model)
 
     groups = OrderedDict()
     for name, param in llava.named_parameters():  # named_parameters yields a tied tensor once
         key = id(param)
-        if ".lora_" in name:
+        if key in adapter_ids:
             group = "lora"
         elif key in vision_ids:
             group = "vision_tower"
@@ -68,14 +81,3 @@ def classify_parameters(model) -> "OrderedDict[str, str]":
             raise ValueError(f"parameter {name} belongs to no known part of the model")
         groups[name] = group
     return groups
-
-
-def count_by_group(model, only_trainable: bool = False) -> dict[str, int]:
-    llava = unwrap(model)
-    params = dict(llava.named_parameters())
-    counts = {group: 0 for group in GROUPS}
-    for name, group in classify_parameters(model).items():
-        if only_trainable and not params[name].requires_grad:
-            continue
-        counts[group] += params[name].numel()
-    return counts

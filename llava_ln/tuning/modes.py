@@ -23,6 +23,20 @@ class TuneMode:
     trains_embeddings: bool  # default for input embeddings + output head (--tune_embeddings overrides)
     uses_lora: bool
     summary: str
+    # Trained tensors are saved in the 16-bit compute dtype rather than as fp32 masters: only for a
+    # mode that trains nearly the whole LLM, where fp32 would double a 13.5 GB (7B) file.
+    saves_compute_dtype: bool = False
+
+    @property
+    def changes_llm_norms_only(self) -> bool:
+        """Inside the LLM's blocks only norm weights change (what a PEFT LN-tuning adapter can carry)."""
+        return "llm_norms" in self.groups and "llm_other" not in self.groups and not self.uses_lora \
+            and self.block_part is None
+
+    @property
+    def trains_llm_linears(self) -> bool:
+        """Whether any linear weight of the LLM's blocks trains (a quantized base cannot allow that)."""
+        return "llm_other" in self.groups or self.block_part is not None
 
 
 TUNE_MODES = {
@@ -30,7 +44,7 @@ TUNE_MODES = {
     for mode in (
         TuneMode("connector", frozenset({"connector"}), None, False, False, "connector only (stage 1)"),
         TuneMode("full", frozenset({"connector", "llm_norms", "llm_other"}), None, True, False,
-                 "every LLM parameter + connector"),
+                 "every LLM parameter + connector", saves_compute_dtype=True),
         TuneMode("lora", frozenset({"connector", "lora"}), None, False, True,
                  "LoRA on every linear layer of the LLM blocks + connector"),
         TuneMode("ln", frozenset({"connector", "llm_norms"}), None, True, False,

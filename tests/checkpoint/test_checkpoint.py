@@ -3,12 +3,11 @@ import os
 
 import pytest
 import torch
-from model_helpers import build
+from model_helpers import build, trained_tensors
 
-from llava_ln.checkpoint.connector_io import load_connector
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.manifest import Manifest, read_manifest
-from llava_ln.checkpoint.run_io import load_trained_tensors, save_run
+from llava_ln.checkpoint.run_folder import load_connector, load_trained_tensors, save_run
 from llava_ln.checkpoint.tensors import load_tensors, save_tensors
 from llava_ln.core.atomic import atomic_directory, write_json_atomic
 from llava_ln.core.errors import LlavaLnError
@@ -43,13 +42,13 @@ def probe_logits(model, spec):
 def test_run_folder_holds_only_trained_tensors_and_reloads_identically(tmp_path, tiny_llm, tiny_vision, mode):
     model, spec = build(tiny_llm, tiny_vision, "llama", mode)
     perturb_trainable(model)
-    trainable = {n for n, p in unwrap(model).named_parameters() if p.requires_grad and ".lora_" not in n}
+    trainable = set(trained_tensors(model))
     connector = None
     if mode == "ln_simple":  # stage 2 did not train the connector: the run keeps the stage-1 copy
         connector = {n: p.detach().clone() for n, p in unwrap(model).named_parameters() if "multi_modal_projector" in n}
     lora = {"r": 4, "alpha": 8, "dropout": 0.05} if mode == "lora" else None
     save_run(str(tmp_path), model, manifest_for(tiny_llm("llama"), tiny_vision("clip"), spec, mode, lora),
-             stage1_connector=connector)
+             trained_tensors(model), stage1_connector=connector)
     assert set(load_trained_tensors(str(tmp_path))) == trainable
     assert set(read_manifest(str(tmp_path)).trained_tensors) == trainable
     assert os.path.isdir(tmp_path / "adapter") is (mode == "lora")
@@ -59,7 +58,8 @@ def test_run_folder_holds_only_trained_tensors_and_reloads_identically(tmp_path,
 
 def test_tensor_from_another_model_is_named(tmp_path, tiny_llm, tiny_vision):
     model, spec = build(tiny_llm, tiny_vision, "llama", "ln_simple")
-    save_run(str(tmp_path), model, manifest_for(tiny_llm("llama"), tiny_vision("clip"), spec, "ln_simple"))
+    save_run(str(tmp_path), model, manifest_for(tiny_llm("llama"), tiny_vision("clip"), spec, "ln_simple"),
+             trained_tensors(model))
     bad = load_trained_tensors(str(tmp_path))
     bad["model.language_model.norm.weight"] = torch.ones(64)
     save_tensors(str(tmp_path), "trained", bad)

@@ -6,7 +6,7 @@ import sys
 import pytest
 from transformers import CLIPVisionConfig, Gemma2Config, LlamaConfig
 
-from llava_ln.commands.describe import describe
+from llava_ln.commands.prepare import describe
 from llava_ln.model.args import ModelArguments
 from llava_ln.tuning.args import TuningArguments
 
@@ -101,8 +101,7 @@ def test_cli_errors_are_one_line_exit_2(config_only_7b, args, message):
 
 
 def test_worker_error_is_reduced_to_its_own_line():
-    from llava_ln.cli import one_line
-    from llava_ln.core.errors import LlavaLnError
+    from llava_ln.core.errors import LlavaLnError, one_line
 
     wrapped = LlavaLnError(
         "Caught LlavaLnError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
@@ -114,7 +113,7 @@ def test_worker_error_is_reduced_to_its_own_line():
 
 
 def test_static_memory_estimate_by_hand(config_only_7b):
-    from llava_ln.training.memory_estimate import GIB, static_memory_per_gpu
+    from llava_ln.training.memory import GIB, static_memory_per_gpu
 
     ln = run(config_only_7b, "ln")
     torch_plan = ln["memory_gib_per_gpu"]

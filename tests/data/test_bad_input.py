@@ -9,7 +9,7 @@ from data_helpers import image_record, make_dataset, record, save_image, turn, w
 
 from llava_ln.cli import main as cli_main
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.model.tokens import load_tokenizer
+from llava_ln.model.backbones import load_tokenizer
 
 GOOD = record("good-1", "Hello there?", "Hi.")
 

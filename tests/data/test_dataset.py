@@ -8,11 +8,11 @@ import torch
 from data_helpers import image_record, make_dataset, record, save_image, vision_facts, write_json
 from torch.utils.data import DataLoader
 
+from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.data.collator import DataCollator
-from llava_ln.data.encode import IGNORE_INDEX, Encoded, truncate
+from llava_ln.data.encode import DataCollator, Encoded, truncate
 from llava_ln.data.images import ImageLoader
-from llava_ln.model.tokens import load_tokenizer
+from llava_ln.model.backbones import load_tokenizer
 
 LONG_QUESTION = " ".join(["describe the scene in detail please"] * 30)
 

@@ -5,7 +5,7 @@ import pytest
 from data_helpers import image_record, record, save_image, write_json
 
 from llava_ln.cli import main as cli_main
-from llava_ln.data.encode import IGNORE_INDEX
+from llava_ln.core.constants import IGNORE_INDEX
 
 
 @pytest.fixture()

@@ -5,10 +5,10 @@ from data_helpers import image_record, make_dataset, record, save_image, write_j
 from torch.utils.data import DataLoader
 
 from llava_ln.data.args import DataArguments
-from llava_ln.data.build import build_train_sampler
-from llava_ln.data.collator import DataCollator
-from llava_ln.data.sampler import ModalityLengthGroupedSampler
-from llava_ln.model.tokens import load_tokenizer
+from llava_ln.data.dataset import build_train_sampler
+from llava_ln.data.encode import DataCollator
+from llava_ln.data.index import ModalityLengthGroupedSampler
+from llava_ln.model.backbones import load_tokenizer
 
 
 def _toy(n=103, seed=0):

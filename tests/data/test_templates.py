@@ -4,10 +4,10 @@ import os
 import pytest
 from data_helpers import CHATML_JINJA, LLAMA2_JINJA, load_test_tokenizer, make_dataset, save_image, write_json
 
+from llava_ln.core.constants import IGNORE_INDEX, IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.data.encode import IGNORE_INDEX, encode, special_prefix_ids
+from llava_ln.data.encode import encode, special_prefix_ids
 from llava_ln.data.templates import TEMPLATE_NAMES, Rendered, get_template
-from llava_ln.model.tokens import IMAGE_TOKEN
 
 REPLY_1 = "A red circle."
 REPLY_2 = "No, it is small.\nAbout 3 cm,  café-sized."
@@ -152,14 +152,14 @@ def test_generation_prompt_is_the_training_context(tokenizers, kind, name):
 
 @pytest.mark.parametrize("name", ["chatml", "llama_3"])
 def test_template_needs_its_special_tokens(bpe_tokenizer_dir, name):
-    from llava_ln.model.tokens import load_tokenizer
+    from llava_ln.model.backbones import load_tokenizer
 
     with pytest.raises(LlavaLnError, match=f"--conv_template {name} needs"):
         get_template(name, load_tokenizer(bpe_tokenizer_dir))
 
 
 def test_unknown_template_and_missing_chat_template(bpe_tokenizer_dir):
-    from llava_ln.model.tokens import load_tokenizer
+    from llava_ln.model.backbones import load_tokenizer
 
     tokenizer = load_tokenizer(bpe_tokenizer_dir)
     with pytest.raises(LlavaLnError, match="not one of plain, vicuna_v1"):

@@ -10,15 +10,14 @@ from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.encode import encode, special_prefix_ids
 from llava_ln.data.templates import get_template
-from llava_ln.evaluation import answer_store, runner, vqav2
+from llava_ln.evaluation import answer_store, runner
 from llava_ln.evaluation.args import EvalArguments
-from llava_ln.evaluation.generator import AnswerGenerator, GenerationSettings
-from llava_ln.evaluation.layout import DataFlags
+from llava_ln.evaluation.benchmarks import vqav2
+from llava_ln.evaluation.benchmarks.common import SHORT_ANSWER_SUFFIX, DataFlags
+from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, PromptEncoder
 from llava_ln.evaluation.model_loading import load_eval_model
-from llava_ln.evaluation.prompting import PromptEncoder
-from llava_ln.evaluation.prompts import SHORT_ANSWER_SUFFIX
+from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.parts import unwrap
-from llava_ln.model.tokens import load_tokenizer
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,10 +7,9 @@ import pytest
 from eval_helpers import eval_cli, session_assets, single_thread
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.evaluation import mme, vqav2
 from llava_ln.evaluation.args import EvalArguments
-from llava_ln.evaluation.layout import DataFlags
-from llava_ln.evaluation.prompts import SHORT_ANSWER_SUFFIX
+from llava_ln.evaluation.benchmarks import mme, vqav2
+from llava_ln.evaluation.benchmarks.common import SHORT_ANSWER_SUFFIX, DataFlags
 from llava_ln.evaluation.runner import run_eval
 
 COMMON = ("--max_new_tokens", "4", "--batch_size", "8", "--device", "cpu")

@@ -9,14 +9,13 @@ import torch
 from export_helpers import make_run
 from PIL import Image
 
-from llava_ln.checkpoint.loading import model_arguments_from
+from llava_ln.checkpoint.loading import load_checkpoint, model_arguments_from
 from llava_ln.cli import main as cli_main
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.export.hf_export import ExportSettings, export_hf
-from llava_ln.export.merge import stop_ids_for
-from llava_ln.export.probes import draw_probe_images
-from llava_ln.export.reference import OurPipeline
-from llava_ln.export.source import load_source
+from llava_ln.data.templates import stop_token_ids
+from llava_ln.export.hf import export_hf
+from llava_ln.export.probes import OurPipeline, draw_probe_images
+from llava_ln.export.verify import ExportSettings
 from llava_ln.model.builder import build_mllm
 
 MODES = ("lora", "ln", "ln_simple", "full")
@@ -84,9 +83,9 @@ def _weight_names(folder):
 
 def _our_answers(run, image_path, work):
     """Our model (unmerged run) through llava-ln's own pipeline, greedy with transformers' generate()."""
-    source = load_source(run)
+    source = load_checkpoint(run)
     pipeline = OurPipeline(source.manifest, source.tokenizer, source.image_processor_path)
-    stops = stop_ids_for(source.tokenizer, source.manifest.conv_template)
+    stops = stop_token_ids(source.tokenizer, pipeline.template)
     questions = {"image": (("user", "<image>\nWhat is in the image?"),),
                  "text": (("user", "How many sides does a triangle have?"),)}
     answers = {}
@@ -149,10 +148,10 @@ def test_crop_aspect_ratio_is_refused(tmp_path, tiny_llm, tiny_vision):
 @pytest.mark.slow
 def test_a_mismatching_export_fails_loudly_and_is_not_published(tmp_path, runs, monkeypatch, capsys):
     """A chat template that drifts from the run's template is caught by the fresh-process comparison."""
-    import llava_ln.export.chat_templates as chat_templates
+    import llava_ln.export.hf as hf
 
-    real = chat_templates.chat_template_for
-    monkeypatch.setattr(chat_templates, "chat_template_for", lambda t: real(t).replace("USER: ", "User: "))
+    real = hf.chat_template_for
+    monkeypatch.setattr(hf, "chat_template_for", lambda t: real(t).replace("USER: ", "User: "))
     out = tmp_path / "out"
     code = cli_main(["export", "--checkpoint", runs["ln_simple"], "--output_dir", str(out), "--max_new_tokens", "2"])
     err = capsys.readouterr().err.strip().splitlines()

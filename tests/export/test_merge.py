@@ -7,11 +7,10 @@ import torch
 from export_helpers import make_run, multimodal_logits, save_wide_llama
 from safetensors import safe_open
 
-from llava_ln.checkpoint.loading import load_checkpoint
+from llava_ln.checkpoint.loading import BaseOverrides, load_checkpoint
 from llava_ln.cli import main as cli_main
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.merge import merge_checkpoint
-from llava_ln.export.source import BaseOverrides, load_source
 
 MODES = ("lora", "ln", "ln_simple", "full")
 
@@ -42,7 +41,7 @@ def test_merged_folder_reproduces_the_run(tmp_path, runs, mode):
     result = merge_checkpoint(runs[mode], out, log=lambda *_: None)
     assert result.folded_lora is (mode == "lora")
     assert result.non_native == []
-    run_logits = multimodal_logits(load_source(runs[mode]).model)
+    run_logits = multimodal_logits(load_checkpoint(runs[mode]).model)
     merged = load_checkpoint(out)
     torch.testing.assert_close(multimodal_logits(merged.model), run_logits, rtol=1e-5, atol=1e-5)
     # The folder stands alone: its manifest points at itself, LoRA is gone, provenance is kept.
@@ -64,7 +63,7 @@ def test_connectors_the_native_class_cannot_express_survive_merge(tmp_path, runs
     assert os.path.exists(os.path.join(out, "non_native.safetensors"))
     merged = load_checkpoint(out)
     assert type(merged.model.model.multi_modal_projector).__name__ == "MLPConnector"
-    torch.testing.assert_close(multimodal_logits(merged.model), multimodal_logits(load_source(runs[kind]).model),
+    torch.testing.assert_close(multimodal_logits(merged.model), multimodal_logits(load_checkpoint(runs[kind]).model),
                                rtol=1e-5, atol=1e-5)
 
 

@@ -8,11 +8,11 @@ from export_helpers import make_run
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.cli import main as cli_main
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.export.hf_export import ExportSettings
 from llava_ln.export.peft_ln import export_peft_ln
-from llava_ln.export.source import load_source
+from llava_ln.export.verify import ExportSettings
 
 # PEFT itself warns that norm classes are "unsupported layer types" when it loads LN tuning.
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported layer type")
@@ -49,7 +49,7 @@ def test_ln_simple_adapter_is_verified_in_a_fresh_process_and_matches_our_model(
         config = json.load(handle)
     assert config["peft_type"] == "LN_TUNING" and config["base_model_name_or_path"] == tiny_llm("llama")
     # ln_simple trains norms only, so for text the adapter is the whole run.
-    ours = text_logits(load_source(runs["ln_simple"]).model)
+    ours = text_logits(load_checkpoint(runs["ln_simple"]).model)
     adapted, base = peft_logits(tiny_llm("llama"), out)
     torch.testing.assert_close(adapted, ours, rtol=1e-5, atol=1e-5)
     assert (adapted - base).abs().max() > 1e-2
@@ -66,7 +66,7 @@ def test_ln_adapter_says_what_it_does_not_carry(tmp_path, runs, tiny_llm, capsys
         assert f"not carried: {group}" in printed
     adapted, base = peft_logits(tiny_llm("llama"), out)
     assert (adapted - base).abs().max() > 1e-2  # the norms travelled
-    full_run = text_logits(load_source(runs["ln"]).model)
+    full_run = text_logits(load_checkpoint(runs["ln"]).model)
     assert (adapted - full_run).abs().max() > 1e-2  # ... and the trained embeddings / head did not
 
 

@@ -9,16 +9,16 @@ import torch
 from export_helpers import LORA, multimodal_logits
 from safetensors.torch import load_file
 
-from llava_ln.checkpoint.apply import assign_tensors
 from llava_ln.checkpoint.loading import load_checkpoint
+from llava_ln.checkpoint.tensors import assign_tensors
+from llava_ln.checkpoint.zero_shards import vet_shards, zero_checkpoint_dir
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.merge import merge_checkpoint
-from llava_ln.export.zero import vet_shards, zero_checkpoint_dir
 from llava_ln.model.args import ModelArguments
+from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
-from llava_ln.model.tokens import load_tokenizer
-from llava_ln.tuning.apply import apply_tune_mode
 from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.plan import apply_tune_mode
 
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 pytest.importorskip("deepspeed")
@@ -50,7 +50,7 @@ def test_shard_only_checkpoint_is_consolidated_by_merge(tmp_path, zero_run, tiny
     tokenizer = load_tokenizer(tiny_llm("llama"))
     model, _ = build_mllm(ModelArguments(model_name_or_path=tiny_llm("llama"), vision_tower=tiny_vision("clip")),
                           tokenizer)
-    model = apply_tune_mode(model, TuningArguments(tune_mode="lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"]))
+    model, _ = apply_tune_mode(model, TuningArguments(tune_mode="lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"]))
     expected = load_file(os.path.join(zero_run, "expected.safetensors"))
     assign_tensors(model, {n.removeprefix("base_model.model."): t for n, t in expected.items()}, "expected")
     reference = model.merge_and_unload().eval()

@@ -4,14 +4,14 @@ import torch
 from model_helpers import build, mixed_batch
 from transformers import LlavaForConditionalGeneration
 
+from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
-from llava_ln.model.attention import resolve_attn_implementation
+from llava_ln.model.backbones import load_tokenizer, resolve_attn_implementation
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.connector import MLPConnector, projector_depth
 from llava_ln.model.forward import multimodal_forward
 from llava_ln.model.parts import connector_of
-from llava_ln.model.tokens import IMAGE_TOKEN, load_tokenizer
 
 
 def make(tiny_llm, tiny_vision, family="llama", vision="clip", **kwargs):

@@ -5,12 +5,12 @@ import os
 
 from PIL import Image, ImageDraw
 
+from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.data.args import DataArguments
-from llava_ln.data.build import build_train_dataset
+from llava_ln.data.dataset import build_train_dataset
 from llava_ln.data.images import load_image_processor
 from llava_ln.data.templates import get_template
-from llava_ln.model.tokens import IMAGE_TOKEN, load_tokenizer
-from llava_ln.model.vision_tower import load_vision_config, num_image_tokens, select_strategy
+from llava_ln.model.backbones import load_tokenizer, load_vision_config, num_image_tokens, select_strategy
 
 # Tokens the chatml and llama_3 templates need; real Qwen / LLaMA-3 tokenizers ship them.
 CHAT_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]

@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from llava_ln.checkpoint.manifest import Manifest
-from llava_ln.checkpoint.run_io import save_run
+from llava_ln.checkpoint.run_folder import save_run, trainable_tensors
 from llava_ln.model.args import ModelArguments
+from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
-from llava_ln.model.tokens import load_tokenizer
-from llava_ln.tuning.apply import apply_tune_mode
 from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.plan import apply_tune_mode
 
 YES_NO = ("Yes", "No")
 
@@ -28,7 +28,8 @@ def make_run_folder(directory: str, llm: str, vision: str, seed: int = 0, tune_m
     tokenizer = load_tokenizer(llm)
     model, spec = build_mllm(ModelArguments(model_name_or_path=llm, vision_tower=vision), tokenizer)
     lora = {"r": 4, "alpha": 8, "dropout": 0.0} if tune_mode == "lora" else None
-    model = apply_tune_mode(model, TuningArguments(tune_mode=tune_mode, lora_r=4, lora_alpha=8, lora_dropout=0.0))
+    model, plan = apply_tune_mode(model, TuningArguments(tune_mode=tune_mode, lora_r=4, lora_alpha=8,
+                                                         lora_dropout=0.0))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
@@ -38,7 +39,7 @@ def make_run_folder(directory: str, llm: str, vision: str, seed: int = 0, tune_m
                         mm_vision_select_layer=-2, mm_vision_select_feature="patch", tune_mode=tune_mode,
                         conv_template="vicuna_v1", image_aspect_ratio="pad", image_token_id=spec.image_token_id,
                         num_image_tokens=spec.num_image_tokens, lora=lora)
-    save_run(directory, model, manifest)
+    save_run(directory, model, manifest, trainable_tensors(model, plan))
     return directory
 
 

@@ -4,13 +4,13 @@ import os
 import torch
 
 from llava_ln.checkpoint.manifest import Manifest
-from llava_ln.checkpoint.run_io import save_run
+from llava_ln.checkpoint.run_folder import save_run, trainable_tensors
 from llava_ln.model.args import ModelArguments
+from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
-from llava_ln.model.tokens import load_tokenizer
-from llava_ln.tuning.apply import apply_tune_mode
 from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.plan import apply_tune_mode
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
 
@@ -26,7 +26,7 @@ def make_run(directory: str, llm: str, vision: str, mode: str, projector: str = 
     torch.manual_seed(seed)
     model, spec = build_mllm(ModelArguments(model_name_or_path=llm, vision_tower=vision,
                                             mm_projector_type=projector), tokenizer)
-    model = apply_tune_mode(model, TuningArguments(tune_mode=mode, lora_r=LORA["r"], lora_alpha=LORA["alpha"],
+    model, plan = apply_tune_mode(model, TuningArguments(tune_mode=mode, lora_r=LORA["r"], lora_alpha=LORA["alpha"],
                                                    lora_dropout=LORA["dropout"]))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -34,22 +34,15 @@ def make_run(directory: str, llm: str, vision: str, mode: str, projector: str = 
             if param.requires_grad:
                 param.add_(torch.randn(param.shape, generator=generator) * 0.3)
     stage1 = None
-    if "connector" not in _trained_groups(model):  # ln_simple: the run keeps the stage-1 connector
+    if not plan.trains_connector:  # ln_simple: the run keeps the stage-1 connector
         stage1 = {n: p.detach().clone() for n, p in unwrap(model).named_parameters() if "multi_modal_projector" in n}
     manifest = Manifest(kind="trained", llm=llm, tokenizer=llm, vision_tower=vision, mm_projector_type=projector,
                         mm_vision_select_layer=-2, mm_vision_select_feature="patch", tune_mode=mode,
                         conv_template=template, image_aspect_ratio=aspect_ratio,
                         lora=dict(LORA) if mode == "lora" else None, tune_embeddings=mode in ("ln", "full"),
                         image_token_id=spec.image_token_id, num_image_tokens=spec.num_image_tokens)
-    save_run(directory, model, manifest, stage1_connector=stage1)
+    save_run(directory, model, manifest, trainable_tensors(model, plan), stage1_connector=stage1)
     return directory
-
-
-def _trained_groups(model) -> set:
-    from llava_ln.tuning.groups import classify_parameters
-
-    params = dict(unwrap(model).named_parameters())
-    return {group for name, group in classify_parameters(model).items() if params[name].requires_grad}
 
 
 def save_wide_llama(root: str) -> str:

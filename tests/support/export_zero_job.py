@@ -19,17 +19,17 @@ def main(llm: str, vision: str, out: str) -> None:
 
     from llava_ln.checkpoint.manifest import Manifest, write_manifest
     from llava_ln.model.args import ModelArguments
+    from llava_ln.model.backbones import load_tokenizer
     from llava_ln.model.builder import build_mllm
     from llava_ln.model.forward import multimodal_forward
     from llava_ln.model.parts import unwrap
-    from llava_ln.model.tokens import load_tokenizer
-    from llava_ln.tuning.apply import apply_tune_mode
     from llava_ln.tuning.args import TuningArguments
+    from llava_ln.tuning.plan import apply_tune_mode
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(llm)
     model, spec = build_mllm(ModelArguments(model_name_or_path=llm, vision_tower=vision), tokenizer)
-    model = apply_tune_mode(model, TuningArguments(tune_mode="lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"],
+    model, _ = apply_tune_mode(model, TuningArguments(tune_mode="lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"],
                                                    lora_dropout=LORA["dropout"]))
     trainable = [p for p in model.parameters() if p.requires_grad]
     config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},

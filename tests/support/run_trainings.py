@@ -7,7 +7,7 @@ runs pays the torch/transformers import once.
 import json
 import sys
 
-from llava_ln.cli import run_command
+from llava_ln.core.errors import run_command
 from llava_ln.train import main
 
 if __name__ == "__main__":

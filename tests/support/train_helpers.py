@@ -105,14 +105,14 @@ def trained(directory: str) -> dict:
 def expected_trainable(world: dict, tune_mode: str) -> set[str]:
     """Trainable tensor names from the tuning module itself, on a meta model (LoRA factors included)."""
     from llava_ln.model.args import ModelArguments
+    from llava_ln.model.backbones import load_tokenizer
     from llava_ln.model.builder import build_mllm
-    from llava_ln.model.tokens import load_tokenizer
-    from llava_ln.tuning.apply import apply_tune_mode
     from llava_ln.tuning.args import TuningArguments
+    from llava_ln.tuning.plan import apply_tune_mode
 
     model, _ = build_mllm(ModelArguments(model_name_or_path=world["llm"], vision_tower=world["vision"]),
                           load_tokenizer(world["llm"]), on_meta=True)
-    model = apply_tune_mode(model, TuningArguments(tune_mode=tune_mode, lora_r=4, lora_alpha=8))
+    model, _ = apply_tune_mode(model, TuningArguments(tune_mode=tune_mode, lora_r=4, lora_alpha=8))
     return {n for n, p in unwrap(model).named_parameters() if p.requires_grad}
 
 

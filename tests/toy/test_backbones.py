@@ -88,8 +88,8 @@ def test_vision_tower_and_processor_load_and_match_the_pretraining_input():
 
 def test_toy_backbones_compose_into_llava_with_16_image_tokens(tokenizer):
     from llava_ln.model.args import ModelArguments
+    from llava_ln.model.backbones import load_tokenizer
     from llava_ln.model.builder import build_mllm
-    from llava_ln.model.tokens import load_tokenizer
 
     prepared = load_tokenizer(LLM_ASSET)
     model, spec = build_mllm(ModelArguments(model_name_or_path=LLM_ASSET, vision_tower=VISION_ASSET), prepared)

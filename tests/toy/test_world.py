@@ -91,7 +91,7 @@ def test_regenerating_into_an_old_world_replaces_it_and_foreign_folders_are_refu
 
 
 def test_training_files_are_valid_llava_records_with_existing_images(toy_world):
-    from llava_ln.data.validation import parse_record
+    from llava_ln.data.records import parse_record
 
     for relative in [layout.PRETRAIN_JSON, *layout.INSTRUCT_JSON.values()]:
         records = _json(os.path.join(toy_world, relative))
@@ -198,8 +198,8 @@ def test_caption_files_are_coco_format_with_five_references(toy_world, benchmark
 
 @pytest.mark.parametrize("benchmark", ["mme", "vqav2", "pope", "coco_caption", "flickr30k"])
 def test_our_evaluator_finds_every_set_from_its_folder(toy_world, benchmark):
-    from llava_ln.evaluation.layout import DataFlags
-    from llava_ln.evaluation.registry import get_benchmark
+    from llava_ln.evaluation.benchmarks.common import DataFlags
+    from llava_ln.evaluation.benchmarks.registry import get_benchmark
 
     folders = {"mme": "MME", "vqav2": "vqav2", "pope": "pope", "coco_caption": "coco_caption",
                "flickr30k": "flickr30k"}

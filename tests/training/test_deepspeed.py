@@ -14,12 +14,12 @@ import pytest
 import torch
 from train_helpers import flags, read_log, stage1_run, train_world, trained
 
-from llava_ln.checkpoint.connector_io import load_connector
 from llava_ln.checkpoint.loading import load_checkpoint
+from llava_ln.checkpoint.run_folder import load_connector
 from llava_ln.model.args import ModelArguments
+from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
-from llava_ln.model.tokens import load_tokenizer
 from llava_ln.train import main
 
 pytestmark = pytest.mark.slow
@@ -161,7 +161,7 @@ def _assert_close_runs(run: str, ref: str, steps=(1, 2, 3, 4), atol: float = 2e-
 
 def _assert_some_step_mixes_text_only_and_image_ranks(world) -> None:
     from llava_ln.data import DataArguments, build_train_dataset, build_train_sampler, load_data_components
-    from llava_ln.training.data_order import EpochPlan
+    from llava_ln.training.loop import EpochPlan
 
     data_args = DataArguments(data_path=world["instruct"], conv_template="vicuna_v1", group_by_modality_length=True)
     parts = load_data_components(ModelArguments(model_name_or_path=world["llm"], vision_tower=world["vision"]),

@@ -12,13 +12,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from train_helpers import batch_loss, expected_trainable, flags, read_log, stage1_run, train_world, trained
 
-from llava_ln.checkpoint.connector_io import load_connector
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.manifest import read_manifest
+from llava_ln.checkpoint.run_folder import load_connector
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
+from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
-from llava_ln.model.tokens import load_tokenizer
 from llava_ln.train import main
 
 # Rates that move a 2-block model visibly in 4 steps of 2 samples.
@@ -149,13 +149,13 @@ def test_partial_gradient_checkpointing_recomputes_the_first_blocks_only(world):
     from llava_ln.model.parts import decoder_layers_of
     from llava_ln.training.memory import enable_gradient_checkpointing
     from llava_ln.training.strategy import TrainingModule
-    from llava_ln.tuning.apply import apply_tune_mode
     from llava_ln.tuning.args import TuningArguments
+    from llava_ln.tuning.plan import apply_tune_mode
 
     batch = _first_batch(world)
     grads = []
     for ratio in (None, 0.5):
-        model = apply_tune_mode(_start_model(world, stage1_run(world)), TuningArguments(tune_mode="ln"))
+        model, _ = apply_tune_mode(_start_model(world, stage1_run(world)), TuningArguments(tune_mode="ln"))
         if ratio is not None:
             assert enable_gradient_checkpointing(model, ratio) == 1
             assert [b.gradient_checkpointing for b in decoder_layers_of(model)] == [True, False]

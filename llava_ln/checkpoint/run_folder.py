@@ -1,0 +1,209 @@
+"""A training run's folder: write it, check it against its base, apply it, and the stage-1 connector.
+
+  OUTPUT_DIR/
+    manifest.json                 what to rebuild (checkpoint.manifest), written LAST
+    trained.safetensors           every trainable tensor except LoRA factors (sharded if large)
+    adapter/                      PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+    stage1_connector.safetensors  the stage-1 connector, when stage 2 did not train it (ln_simple)
+
+Stage 2 starts from the stage-1 connector (--pretrain_mm_mlp_adapter: its safetensors file, the
+stage-1 run folder, or LLaVA's `mm_projector` tensors converted to safetensors). It is loaded
+before any strategy wraps the model, so shapes are checked on whole tensors and a mismatch names
+the tensor; its exact fp32 file values are returned so training can also write them into the
+fp32 masters (bf16 loading would otherwise round them).
+
+Before merge or export rebuild a run, every stored tensor is checked against the base model built
+on the meta device, reading only safetensors headers: the first mismatch is one line naming the
+file and the tensor, whichever file it sits in.
+"""
+import json
+import os
+import re
+
+from llava_ln.checkpoint.manifest import Manifest, write_manifest
+from llava_ln.checkpoint.tensors import assign_tensors, load_tensors, save_tensors, stored_shapes, tensor_files
+from llava_ln.core.atomic import atomic_directory
+from llava_ln.core.constants import CONNECTOR_PREFIX, strip_peft_prefix
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.model.parts import unwrap
+
+TRAINED_STEM = "trained"
+STAGE1_CONNECTOR_STEM = "stage1_connector"
+ADAPTER_DIR = "adapter"
+_HINT = "(checkpoint from another model, or a different base?)"
+# Original LLaVA names its projector an nn.Sequential: mm_projector.0 / .2 / .4 are the Linears.
+_LLAVA_SEQUENTIAL = re.compile(r"^(?:model\.)?mm_projector\.(\d+)\.(weight|bias)$")
+
+
+# ---- the stage-1 connector ----
+
+def connector_name(stored: str) -> str | None:
+    """A stored connector tensor's name in our naming, or None when it is not a connector tensor."""
+    if stored.startswith(CONNECTOR_PREFIX):
+        return stored
+    match = _LLAVA_SEQUENTIAL.match(stored)
+    if match:
+        return f"{CONNECTOR_PREFIX}linear_{int(match.group(1)) // 2 + 1}.{match.group(2)}"
+    return None
+
+
+def connector_parameters(model) -> dict:
+    return {n: p for n, p in unwrap(model).named_parameters() if n.startswith(CONNECTOR_PREFIX)}
+
+
+def resolve_connector_file(path: str) -> str:
+    """A stage-1 path may be the safetensors file itself or the stage-1 output folder."""
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        for stem in (STAGE1_CONNECTOR_STEM, TRAINED_STEM, "mm_projector"):
+            if tensor_files(path, stem):
+                return os.path.join(path, stem)
+        raise LlavaLnError(f"--pretrain_mm_mlp_adapter {path}: folder holds no trained.safetensors or "
+                           "mm_projector.safetensors")
+    raise LlavaLnError(f"--pretrain_mm_mlp_adapter {path}: no such file or folder")
+
+
+def load_connector_tensors(path: str) -> dict:
+    source = resolve_connector_file(path)
+    tensors = {}
+    for name, value in load_tensors(source).items():
+        ours = connector_name(name)
+        if ours is not None:
+            tensors[ours] = value
+    if not tensors:
+        raise LlavaLnError(f"{source}: holds no connector tensors (expected names starting with {CONNECTOR_PREFIX})")
+    return tensors
+
+
+def load_connector(model, path: str) -> dict:
+    """Load a connector into model (strict: every connector tensor, matching shapes); returns the file's
+    values in fp32 (exact, whatever dtype the model holds)."""
+    tensors = load_connector_tensors(path)
+    expected = set(connector_parameters(model))
+    missing = sorted(expected - set(tensors))
+    if missing:
+        raise LlavaLnError(f"{path}: connector tensor {missing[0]} is missing (different --mm_projector_type?)")
+    assign_tensors(model, tensors, source=path)
+    return {name: value.float() for name, value in tensors.items() if name in expected}
+
+
+def frozen_connector_values(model, plan, loaded: dict | None) -> dict | None:
+    """The connector to store beside a run that does not train it (None when it trains)."""
+    if plan.trains_connector:
+        return None
+    if loaded:
+        return loaded
+    return {n: p.detach().float().cpu().clone() for n, p in connector_parameters(model).items()}
+
+
+# ---- writing and applying a run folder ----
+
+def trainable_tensors(model, plan) -> dict:
+    """Every trainable tensor except LoRA factors (those go to the adapter), named relative to Llava."""
+    return {n: p for n, p in unwrap(model).named_parameters() if n in plan.trainable and n not in plan.lora_names}
+
+
+def save_run(directory: str, model, manifest: Manifest, tensors: dict, lora_state_dict: dict | None = None,
+             stage1_connector: dict | None = None) -> None:
+    """Save a trained run into directory: tensors first (each file atomic), the manifest last.
+
+    tensors: the trained non-LoRA tensors (gathered copies under ZeRO-3). lora_state_dict: PEFT adapter
+    weights of a lora run. stage1_connector: the frozen stage-1 connector, stored when stage 2 did not
+    train it, so the folder alone rebuilds the model.
+    """
+    os.makedirs(directory, exist_ok=True)
+    save_tensors(directory, TRAINED_STEM, tensors)
+    if stage1_connector:
+        save_tensors(directory, STAGE1_CONNECTOR_STEM, stage1_connector)
+    if manifest.lora is not None:
+        with atomic_directory(os.path.join(directory, ADAPTER_DIR)) as tmp:
+            model.save_pretrained(tmp, state_dict=lora_state_dict, safe_serialization=True)
+    manifest.trained_tensors = {n: [*t.shape, str(t.dtype).replace("torch.", "")] for n, t in sorted(tensors.items())}
+    write_manifest(directory, manifest)
+
+
+def load_trained_tensors(directory: str) -> dict:
+    if not tensor_files(directory, TRAINED_STEM):
+        raise LlavaLnError(f"{directory}: no {TRAINED_STEM}.safetensors (incomplete run folder?)")
+    return load_tensors(os.path.join(directory, TRAINED_STEM))
+
+
+def load_run_connector(model, directory: str, manifest: Manifest) -> None:
+    """The connector a run started from: stored beside it, or the stage-1 run its manifest names."""
+    if tensor_files(directory, STAGE1_CONNECTOR_STEM):
+        load_connector(model, os.path.join(directory, STAGE1_CONNECTOR_STEM + ".safetensors"))
+    elif manifest.pretrain_mm_mlp_adapter and manifest.stage == 2:
+        load_connector(model, manifest.pretrain_mm_mlp_adapter)
+
+
+def apply_run(model, directory: str, manifest: Manifest):
+    """Apply a run folder to a freshly built base model; returns the model (a PeftModel for lora)."""
+    load_run_connector(model, directory, manifest)
+    if manifest.lora is not None:
+        model = _attach_adapter(model, os.path.join(directory, ADAPTER_DIR))
+    assign_tensors(model, load_trained_tensors(directory), source=os.path.join(directory, TRAINED_STEM))
+    return model
+
+
+def _attach_adapter(model, adapter_dir: str):
+    from peft import PeftModel
+
+    if not os.path.exists(os.path.join(adapter_dir, "adapter_config.json")):
+        raise LlavaLnError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json not found)")
+    try:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    except (RuntimeError, ValueError) as err:
+        raise LlavaLnError(f"{adapter_dir}: LoRA adapter does not fit this base model ({err})") from None
+
+
+# ---- checking a run against its base (headers only) ----
+
+def _check_named(stored: dict, expected: dict) -> None:
+    for name in sorted(stored):
+        shape, file = stored[name]
+        if name not in expected:
+            raise LlavaLnError(f"{file}: tensor {name} does not exist in the base model {_HINT}")
+        if tuple(expected[name]) != shape:
+            raise LlavaLnError(
+                f"{file}: tensor {name} has shape {shape} but the base model has {tuple(expected[name])} {_HINT}"
+            )
+
+
+def _check_adapter(adapter_dir: str, base_modules: dict) -> None:
+    config_path = os.path.join(adapter_dir, "adapter_config.json")
+    if not os.path.exists(config_path):
+        raise LlavaLnError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json not found)")
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            rank = int(json.load(handle).get("r", 0))
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise LlavaLnError(f"{config_path} is not a valid adapter config ({err})") from None
+    files = [os.path.join(adapter_dir, f) for f in sorted(os.listdir(adapter_dir)) if f.endswith(".safetensors")]
+    if not files:
+        raise LlavaLnError(f"{adapter_dir}: no adapter_model.safetensors")
+    for name, (shape, file) in sorted(stored_shapes(files).items()):
+        # PEFT's file format: <module>.lora_A.weight / <module>.lora_B.weight
+        module_name, _, factor = strip_peft_prefix(name).rpartition(".lora_")
+        module = base_modules.get(module_name)
+        if module is None or not hasattr(module, "in_features"):
+            raise LlavaLnError(f"{file}: tensor {name} targets {module_name}, which is no linear layer "
+                               f"of the base model {_HINT}")
+        want = {"A.weight": (rank, module.in_features), "B.weight": (module.out_features, rank)}.get(factor)
+        if want is not None and shape != want:
+            raise LlavaLnError(f"{file}: tensor {name} has shape {shape} but the base layer {module_name} "
+                               f"needs {want} at rank {rank} {_HINT}")
+
+
+def check_run_against_base(run_dir: str, manifest: Manifest, base_model) -> None:
+    """Raise LlavaLnError naming the first stored tensor that does not fit base_model (a meta model)."""
+    params = {n: tuple(p.shape) for n, p in base_model.named_parameters()}
+    stage1 = tensor_files(run_dir, STAGE1_CONNECTOR_STEM)
+    if stage1:
+        shapes = stored_shapes(stage1)
+        _check_named({connector_name(n) or n: v for n, v in shapes.items()}, params)
+    if manifest.lora is not None:
+        _check_adapter(os.path.join(run_dir, ADAPTER_DIR), dict(base_model.named_modules()))
+    trained = tensor_files(run_dir, TRAINED_STEM)
+    if trained:
+        _check_named(stored_shapes(trained), params)

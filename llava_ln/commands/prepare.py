@@ -1,0 +1,188 @@
+"""Commands for before training: `llava-ln describe`, `llava-ln inspect-data`, `llava-ln toy`.
+
+describe: parameter counts per group and what a tuning mode trains, from config alone. The model is
+built on the meta device, so a folder holding only config.json files (no weights) is enough to plan
+a 70B run on a laptop. The JSON also carries the static GPU memory per device (weights, gradients,
+optimizer states) for --strategy torch|zero2|zero3 and --num_gpus.
+
+inspect-data: processed samples with their label masks, before spending GPU hours. Takes training's
+model, vision-tower, data and template flags (no LLM weights are loaded: tokenizer, vision config
+and image processor only) plus --num_samples N (the first N records) and --format text|json: id,
+input_ids, labels (-100 where masked) and text.
+
+toy: write the toy world (images, training data, eval sets, tiny backbones) into --out.
+"""
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from llava_ln.core.constants import IGNORE_INDEX
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flags import parse_flags
+from llava_ln.data.args import DataArguments
+from llava_ln.data.dataset import SkipSample, build_train_dataset, load_data_components
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.builder import build_mllm
+from llava_ln.training.memory import static_memory_per_gpu
+from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.plan import apply_tune_mode
+
+
+@dataclass
+class DescribeArguments:
+    names: bool = field(default=False, metadata={"help": "Also list the trainable tensor names."})
+    num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over."})
+    strategy: str = field(default="torch", metadata={"help": "For the memory estimate: torch (plain / DDP), "
+                                                              "zero2 or zero3."})
+    bf16: bool = field(default=True, metadata={"help": "For the memory estimate: bf16 training (else fp32)."})
+
+
+def _optional_tokenizer(args: ModelArguments):
+    """The real tokenizer when the folder has one (its <image> id decides the vocab size)."""
+    from llava_ln.model.backbones import load_tokenizer
+
+    path = args.tokenizer_name_or_path or args.model_name_or_path
+    has_files = os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+    )
+    return load_tokenizer(path) if has_files else None
+
+
+def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_names: bool = False,
+             memory: DescribeArguments | None = None) -> dict:
+    model, _ = build_mllm(model_args, _optional_tokenizer(model_args), on_meta=True)
+    model, plan = apply_tune_mode(model, tuning_args)
+    counts = plan.counts()
+    totals = {group: c["total"] for group, c in counts.items()}
+    trainable_by_group = {group: c["trainable"] for group, c in counts.items()}
+    total, trainable = sum(totals.values()), sum(trainable_by_group.values())
+    result = {
+        "total": total,
+        "trainable": trainable,
+        "trainable_pct": round(100.0 * trainable / total, 6) if total else 0.0,
+        "groups": trainable_by_group,
+        "group_totals": totals,
+        "tune_mode": tuning_args.tune_mode,
+    }
+    memory = memory or DescribeArguments()
+    try:
+        result["memory_gib_per_gpu"] = static_memory_per_gpu(total - trainable, trainable, memory.strategy,
+                                                             memory.num_gpus, memory.bf16)
+    except ValueError as err:
+        raise LlavaLnError(f"memory estimate: {err}") from None
+    if with_names:
+        result["names"] = [n for n in plan.group_of if n in plan.trainable]
+    return result
+
+
+def describe_main(argv) -> int:
+    logging.getLogger("llava_ln").setLevel(logging.WARNING)
+    model_args, tuning_args, describe_args = parse_flags(
+        argv, (ModelArguments, TuningArguments, DescribeArguments), prog="llava-ln describe",
+        description="Print parameter counts (total, trainable, per group) as one JSON object.",
+    )
+    print(json.dumps(describe(model_args, tuning_args, describe_args.names, describe_args)))
+    return 0
+
+
+FORMATS = ("text", "json")
+
+
+@dataclass
+class InspectArguments:
+    num_samples: int = field(default=3, metadata={"help": "How many records to show, from the first one."})
+    format: str = field(default="text", metadata={"help": "text (for reading) or json (one object per line)."})
+    seed: int = field(default=42, metadata={"help": "Seed of `file:N` subsampling (use training's --seed)."})
+
+
+def token_lines(sample, tokenizer, image_token_id: int) -> list:
+    """One line per token (`*` = supervised); each image's run of placeholders is one line."""
+    ids, labels = sample.encoded.input_ids, sample.encoded.labels
+    lines, position, image_number = [], 0, 0
+    while position < len(ids):
+        token_id = ids[position]
+        if token_id == image_token_id:
+            run = position
+            while run < len(ids) and ids[run] == image_token_id:
+                run += 1
+            image_number += 1
+            lines.append(f"{position:>6}   {token_id:>7}  '<image>' x{run - position} (image {image_number})")
+            position = run
+            continue
+        mark = "*" if labels[position] != IGNORE_INDEX else " "
+        lines.append(f"{position:>6} {mark} {token_id:>7}  {tokenizer.decode([token_id])!r}")
+        position += 1
+    return lines
+
+
+def format_text(sample, tokenizer, image_token_id: int) -> str:
+    encoded = sample.encoded
+    image_positions = sum(1 for t in encoded.input_ids if t == image_token_id)
+    header = [
+        f"=== {sample.where}",
+        f"tokens: {len(encoded)} ({image_positions} image positions, {len(sample.image_paths)} image(s)); "
+        f"supervised: {encoded.supervised_count}",
+        "--- rendered text",
+        sample.text,
+        "--- tokens (* = supervised)",
+    ]
+    return "\n".join(header + token_lines(sample, tokenizer, image_token_id)) + "\n"
+
+
+def format_json(sample) -> str:
+    return json.dumps({"id": sample.id, "input_ids": sample.encoded.input_ids, "labels": sample.encoded.labels,
+                       "text": sample.text})
+
+
+def inspect_data_main(argv) -> int:
+    model_args, data_args, args = parse_flags(
+        argv, (ModelArguments, DataArguments, InspectArguments), prog="llava-ln inspect-data",
+        description="Print processed samples (rendered text, tokens, labels) without loading model weights.",
+    )
+    if args.format not in FORMATS:
+        raise LlavaLnError(f"--format {args.format!r} is not one of {', '.join(FORMATS)}")
+    if args.num_samples < 1:
+        raise LlavaLnError(f"--num_samples must be at least 1, got {args.num_samples}")
+    parts = load_data_components(model_args, data_args)
+    dataset = build_train_dataset(data_args, parts.tokenizer, parts.image_processor, parts.template,
+                                  parts.image_token_id, parts.num_image_tokens, args.seed)
+    shown = skipped = 0
+    for index in range(min(args.num_samples, len(dataset))):
+        try:
+            sample = dataset.process(index)
+            dataset.load(index)  # also decodes the images, so a corrupt one is reported here
+        except SkipSample as skip:
+            print(f"skipped: {skip.message}", file=sys.stderr)
+            skipped += 1
+            continue
+        print(format_text(sample, parts.tokenizer, parts.image_token_id) if args.format == "text"
+              else format_json(sample), flush=True)
+        shown += 1
+    print(f"inspect-data: {shown} sample(s) shown, {skipped} skipped, {dataset.index.rejected} bad record(s) "
+          f"left out while indexing, {len(dataset)} usable record(s) indexed", file=sys.stderr)
+    return 0
+
+
+@dataclass
+class ToyArguments:
+    out: str = field(default="toy_world", metadata={"help": "Folder to write the world into (new or empty, "
+                                                            "or an earlier toy world, which is replaced)."})
+    seed: int = field(default=0, metadata={"help": "Same seed, byte-identical files."})
+    scale: float = field(default=1.0, metadata={"help": "Multiply every set's size (0.05 gives a tiny world for tests)."})
+    backbones: bool = field(default=True, metadata={"help": "Copy the pretrained toy LLM and vision tower into "
+                                                            "--out/llm and --out/vision."})
+
+
+def toy_main(argv) -> int:
+    from llava_ln.toy.generate import write_toy_world
+
+    (args,) = parse_flags(argv, (ToyArguments,), prog="llava-ln toy",
+                          description="Write the synthetic toy world deterministically from --seed.")
+    started = time.time()
+    manifest = write_toy_world(args.out, seed=args.seed, scale=args.scale, backbones=args.backbones)
+    summary = {"out": args.out, "seconds": round(time.time() - started, 1), **manifest["counts"]}
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,6 @@
+"""The benchmarks `llava-ln eval` runs, one module each, plus what they share.
+
+  registry   name -> Benchmark (how to find, read and write it, and its default prompt)
+  common     EvalItem, LLaVA-1.5's prompt suffixes, finding files in an official layout
+  mme, pope, vqav2, captions   read the official layout as questions; write the official output files
+"""

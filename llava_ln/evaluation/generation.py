@@ -1,0 +1,133 @@
+"""Answer generation: a benchmark prompt tokenized as training does, then batched generate().
+
+Prompts: the user turn is `<image>` + newline + prompt (LLaVA's convention, and what training data
+holds); the conversation template renders it with the assistant header, and the text goes through
+the training encoder (one tokenizer call, the tokenizer's own prefix tokens once, each `<image>`
+expanded to the model's image positions). So a prompt here is token for token the prefix the model
+saw before every reply during training.
+
+Generation uses the native LlavaForConditionalGeneration.generate. Prompts are left-padded (so
+every prompt ends where generation starts) with an attention mask that hides the padding;
+transformers derives position ids from that mask, so a prompt gets the same positions, and greedy
+decoding the same answer, at any batch size. Generation stops at the tokenizer's eos and at the
+template's end-of-turn token; `<image>` is never generated (the model would then expect image
+features it was not given).
+"""
+from dataclasses import dataclass
+
+import torch
+
+from llava_ln.core.constants import IMAGE_TOKEN
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.encode import check_tokenizer, encode, special_prefix_ids
+from llava_ln.data.images import ImageError
+from llava_ln.data.templates import Rendered, end_of_turn_text, stop_token_ids
+from llava_ln.model.parts import vision_tower_of
+
+
+class PromptEncoder:
+    def __init__(self, tokenizer, template, image_token_id: int, num_image_tokens: int):
+        check_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+        self.template = template
+        self.image_token_id = image_token_id
+        self.num_image_tokens = num_image_tokens
+        self._prefix_ids = special_prefix_ids(tokenizer)
+
+    def text(self, prompt: str) -> str:
+        """The rendered prompt (for inspection): template around `<image>\\n` + prompt."""
+        return self.template.render_prompt([("user", f"{IMAGE_TOKEN}\n{prompt}")])
+
+    def encode(self, prompt: str, where: str = "prompt") -> list:
+        if IMAGE_TOKEN in prompt:
+            raise LlavaLnError(f"{where}: the question text itself contains {IMAGE_TOKEN}")
+        encoded = encode(Rendered(self.text(prompt), ()), self.tokenizer, self.image_token_id,
+                         self.num_image_tokens, self._prefix_ids)
+        if len(encoded.image_starts) != 1:
+            raise LlavaLnError(f"{where}: the rendered prompt holds {len(encoded.image_starts)} {IMAGE_TOKEN} tokens, "
+                               "expected 1 (is the tokenizer prepared for <image>?)")
+        return encoded.input_ids
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy
+    top_p: float | None = None
+    num_beams: int = 1
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise LlavaLnError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise LlavaLnError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.num_beams < 1:
+            raise LlavaLnError(f"--num_beams must be at least 1, got {self.num_beams}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise LlavaLnError(f"--top_p must be in (0, 1], got {self.top_p}")
+
+
+class AnswerGenerator:
+    def __init__(self, eval_model, settings: GenerationSettings, device):
+        from transformers import GenerationConfig
+
+        settings.check()
+        self.eval_model = eval_model
+        self.model = eval_model.model
+        self.tokenizer = eval_model.tokenizer
+        self.device = device
+        self.end_of_turn = end_of_turn_text(eval_model.template)
+        self.pixel_dtype = next(vision_tower_of(self.model).parameters()).dtype
+        sampling = settings.temperature > 0
+        stops = stop_token_ids(self.tokenizer, eval_model.template)
+        # A complete config, so nothing is inherited from the LLM's own generation_config.json.
+        self.config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=sampling,
+            temperature=settings.temperature if sampling else None,
+            top_p=settings.top_p if sampling else None,
+            top_k=None,
+            num_beams=settings.num_beams,
+            eos_token_id=stops,
+            pad_token_id=self.tokenizer.pad_token_id,
+            suppress_tokens=[eval_model.image_token_id],
+        )
+
+    def _left_padded(self, prompts: list) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def _pixels(self, images: list, wheres: list) -> torch.Tensor:
+        try:
+            pixel_values = self.eval_model.image_loader(images)
+        except ImageError:
+            for image, where in zip(images, wheres):  # find the one to name
+                try:
+                    self.eval_model.image_loader([image])
+                except ImageError as err:
+                    raise LlavaLnError(f"{where}: {err}") from None
+            raise
+        return pixel_values.to(self.device, dtype=self.pixel_dtype)
+
+    def clean(self, text: str) -> str:
+        """The reply alone: cut at the template's end-of-turn text (if it was decoded) and stripped."""
+        if self.end_of_turn and self.end_of_turn in text:
+            text = text[: text.index(self.end_of_turn)]
+        return text.strip()
+
+    @torch.inference_mode()
+    def generate(self, prompts: list, images: list, wheres: list | None = None) -> list:
+        """Answers for one batch: prompts are token id lists, images file paths (one per prompt)."""
+        wheres = wheres or [f"image {image}" for image in images]
+        input_ids, attention_mask = self._left_padded(prompts)
+        pixel_values = self._pixels(images, wheres)
+        output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                                     generation_config=self.config)
+        new_tokens = output[:, input_ids.shape[1]:]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [self.clean(text) for text in texts]

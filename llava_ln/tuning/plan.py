@@ -1,0 +1,214 @@
+"""Apply a tuning mode and say what it decided: the TuningPlan every later step reads.
+
+`apply_tune_mode` wraps the model with PEFT LoRA when the mode asks for it, sets requires_grad on
+every parameter (the only place in llava-ln that does), classifies the parameters once, and returns
+a TuningPlan: the mode and stage, the trainable parameter names per group, how they split into
+optimizer groups, the dtype trained tensors are saved in, whether the LLM's linear layers stay
+frozen, and the LoRA settings. The optimizer, the run manifest, the checkpointer, merge and export
+take the plan instead of re-deriving any of it from the mode's name.
+"""
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
+from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.groups import GROUPS, classify_parameters
+from llava_ln.tuning.modes import TuneMode, get_tune_mode, resolve_tune_embeddings
+
+logger = logging.getLogger(__name__)
+
+_QV_NAMES = ("q_proj", "v_proj")
+_MLP_NAMES = ("mlp", "feed_forward")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int
+    alpha: int
+    dropout: float
+
+    def to_dict(self) -> dict:
+        """The manifest's `lora` entry."""
+        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout}
+
+
+@dataclass(frozen=True)
+class OptimizerGroup:
+    """One optimizer parameter group: its role decides the learning rate, `decay` the weight decay."""
+
+    name: str  # e.g. "norms_no_decay"
+    role: str  # "connector" (--mm_projector_lr), "norms" (--norm_lr) or "other" (--learning_rate)
+    decay: bool
+    parameters: tuple  # names relative to the Llava model
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    mode: TuneMode
+    stage: int  # 1: the connector alone from scratch; 2: instruction tuning (any mode)
+    tune_embeddings: bool
+    lora: LoraSettings | None
+    group_of: dict  # every parameter name (relative to the Llava model) -> its group
+    numel: dict  # every parameter name -> number of elements
+    trainable: frozenset  # names of the parameters that train
+    optimizer_groups: tuple  # OptimizerGroup, in a fixed order
+    mm_projector_lr: float | None = None
+    norm_lr: float | None = None
+
+    @property
+    def lora_names(self) -> frozenset:
+        """Trainable adapter tensors (saved in the PEFT adapter, not in trained.safetensors)."""
+        return frozenset(n for n in self.trainable if self.group_of[n] == "lora")
+
+    @property
+    def trains_connector(self) -> bool:
+        return any(self.group_of[n] == "connector" for n in self.trainable)
+
+    @property
+    def llm_linears_frozen(self) -> bool:
+        """No linear weight of the LLM's blocks trains (norm-only and LoRA modes)."""
+        return not self.mode.trains_llm_linears
+
+    def saved_dtype(self, compute_dtype: torch.dtype) -> torch.dtype:
+        """dtype of trained.safetensors: fp32 masters, or the 16-bit compute dtype for full finetuning."""
+        return compute_dtype if self.mode.saves_compute_dtype else torch.float32
+
+    def counts(self) -> dict:
+        """{group: {"total": n, "trainable": n}} over the seven groups."""
+        counts = {group: {"total": 0, "trainable": 0} for group in GROUPS}
+        for name, group in self.group_of.items():
+            counts[group]["total"] += self.numel[name]
+            if name in self.trainable:
+                counts[group]["trainable"] += self.numel[name]
+        return counts
+
+    def param_groups(self, model, learning_rate: float, weight_decay: float) -> list[dict]:
+        """The optimizer's parameter groups (tensors of model), each with its own lr and weight_decay.
+
+        Plain dicts with a "name" key, so that a test (or a curious user) can check what DeepSpeed's
+        optimizer really received.
+        """
+        params = dict(unwrap(model).named_parameters())
+        rates = {"connector": self.mm_projector_lr, "norms": self.norm_lr, "other": None}
+        groups = []
+        for group in self.optimizer_groups:
+            lr = rates[group.role] if rates[group.role] is not None else learning_rate
+            groups.append({"name": group.name, "params": [params[n] for n in group.parameters], "lr": lr,
+                           "weight_decay": weight_decay if group.decay else 0.0})
+        return groups
+
+    def table(self) -> str:
+        """A plain-text table of parameters per group: total and trainable."""
+        counts = self.counts()
+        lines = [f"{'group':<14}{'total':>16}{'trainable':>16}"]
+        for group in GROUPS:
+            lines.append(f"{group:<14}{counts[group]['total']:>16,}{counts[group]['trainable']:>16,}")
+        total = sum(c["total"] for c in counts.values())
+        trained = sum(c["trainable"] for c in counts.values())
+        pct = 100.0 * trained / total if total else 0.0
+        lines.append(f"{'all':<14}{total:>16,}{trained:>16,}  ({pct:.4f}% trainable)")
+        return "\n".join(lines)
+
+
+def _block_prefixes(model) -> list[str]:
+    """Names (relative to the Llava model) of the decoder blocks."""
+    layers = decoder_layers_of(model)
+    names = {id(m): n for n, m in unwrap(model).named_modules()}
+    return [names[id(block)] for block in layers]
+
+
+def _block_part_parameter_names(model, part: str) -> set[str]:
+    """Parameters of q/v projections or of the MLP of every decoder block."""
+    llava = unwrap(model)
+    selected = set()
+    for prefix in _block_prefixes(model):
+        block = llava.get_submodule(prefix)
+        children = dict(block.named_modules())
+        if part == "attn_qv":
+            hits = [n for n in children if n.rsplit(".", 1)[-1] in _QV_NAMES]
+            if len(hits) != 2:
+                raise LlavaLnError(
+                    f"--tune_mode attn_qv: block {prefix} has no separate q_proj/v_proj "
+                    f"({type(language_model_of(model)).__name__} fuses them); choose another mode"
+                )
+        else:
+            hits = [n for n in children if n in _MLP_NAMES]
+            if len(hits) != 1:
+                raise LlavaLnError(f"--tune_mode attn_mlp: block {prefix} has no `mlp` submodule")
+        for hit in hits:
+            selected |= {f"{prefix}.{hit}.{p}" for p, _ in children[hit].named_parameters()}
+    return selected
+
+
+def lora_target_modules(model) -> list[str]:
+    """Every nn.Linear inside the LLM's decoder blocks (q, k, v, o, gate, up, down, ...)."""
+    llava = unwrap(model)
+    targets = []
+    for prefix in _block_prefixes(model):
+        for name, module in llava.get_submodule(prefix).named_modules():
+            if isinstance(module, nn.Linear):
+                targets.append(f"{prefix}.{name}")
+    return targets
+
+
+def _wrap_lora(model, lora: LoraSettings):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora_target_modules(model), bias="none")
+    return get_peft_model(model, config)
+
+
+def _optimizer_groups(group_of: dict, trainable: set, params: dict) -> tuple:
+    """Trainable parameters by (role, decay): norms and biases never decay, as is customary for AdamW."""
+    buckets: dict[tuple, list] = {}
+    for name, group in group_of.items():
+        if name not in trainable:
+            continue
+        role = {"connector": "connector", "llm_norms": "norms"}.get(group, "other")
+        ndim = len(getattr(params[name], "ds_shape", params[name].shape))  # ZeRO-3 partitions report ds_shape
+        decay = group != "llm_norms" and not name.endswith(".bias") and ndim > 1
+        buckets.setdefault((role, decay), []).append(name)
+    return tuple(OptimizerGroup(f"{role}_{'decay' if decay else 'no_decay'}", role, decay, tuple(names))
+                 for (role, decay), names in buckets.items())
+
+
+def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = False):
+    """Make the model trainable as args.tune_mode says; return (model, TuningPlan).
+
+    The model comes back wrapped in a PeftModel for lora. connector_pretrained: the connector comes
+    from an earlier run or checkpoint (so a connector-only run is not stage 1).
+    """
+    mode = get_tune_mode(args.tune_mode)
+    tune_embeddings = resolve_tune_embeddings(mode, args.tune_embeddings)
+    lora = None
+    if mode.uses_lora:
+        if args.lora_r < 1 or args.lora_alpha <= 0:
+            raise LlavaLnError(f"--lora_r {args.lora_r} / --lora_alpha {args.lora_alpha}: both must be positive")
+        if not 0.0 <= args.lora_dropout < 1.0:
+            raise LlavaLnError(f"--lora_dropout {args.lora_dropout} is not in [0, 1)")
+        lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout)
+        model = _wrap_lora(model, lora)
+    group_of = classify_parameters(model)
+    train_groups = set(mode.groups) | ({"embeddings", "lm_head"} if tune_embeddings else set())
+    trainable = {name for name, group in group_of.items() if group in train_groups}
+    if mode.block_part:
+        trainable |= _block_part_parameter_names(model, mode.block_part)
+    params = dict(unwrap(model).named_parameters())
+    for name, param in params.items():
+        param.requires_grad_(name in trainable)
+    if not trainable:
+        raise LlavaLnError(f"--tune_mode {mode.name} leaves nothing to train in this model")
+    only_connector = all(group_of[n] == "connector" for n in trainable)
+    plan = TuningPlan(
+        mode=mode, stage=1 if only_connector and not connector_pretrained else 2, tune_embeddings=tune_embeddings,
+        lora=lora, group_of=dict(group_of), numel={n: getattr(p, "ds_numel", p.numel()) for n, p in params.items()},
+        trainable=frozenset(trainable), optimizer_groups=_optimizer_groups(group_of, trainable, params),
+        mm_projector_lr=args.mm_projector_lr, norm_lr=args.norm_lr,
+    )
+    logger.info("tune_mode=%s (%s)\n%s", mode.name, mode.summary, plan.table())
+    return model, plan
