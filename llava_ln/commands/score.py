@@ -1,8 +1,10 @@
 """`llava-ln score`: score prediction files exactly as the official tools do; prints one JSON object.
 
 The flags are llava_ln.scoring.dispatch.ScoreRequest (its docstring shows each benchmark's
-result) plus --output_file. Missing, extra and unparseable predictions are counted in the
-output; unreadable files are one-line errors naming the file. Rules: docs/scoring.md.
+result) plus --output_file. Ground-truth items without a prediction are a one-line error unless
+--allow_missing, which scores them as wrong and counts them; extra, repeated and unparseable
+predictions are counted in the output; unreadable files are one-line errors naming the file.
+Rules: docs/scoring.md (§1 for what every benchmark shares).
 """
 import json
 from dataclasses import dataclass, field

@@ -20,8 +20,7 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.items import EvalItem
 from llava_ln.evaluation.layout import DataFlags, data_root, first_existing, image_file, reject_unused, require_file
 from llava_ln.scoring.dispatch import ScoreRequest
-from llava_ln.scoring.formats import write_caption_results
-from llava_ln.scoring.jsonio import read_json
+from llava_ln.scoring.files import read_json, write_caption_results
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from llava_ln.evaluation.items import EvalItem
 from llava_ln.evaluation.layout import DataFlags, data_root, first_existing, image_file, reject_unused, require_file
 from llava_ln.evaluation.prompts import with_suffix
 from llava_ln.scoring.dispatch import ScoreRequest
-from llava_ln.scoring.formats import write_vqa_results, write_vqav2_testdev_upload
-from llava_ln.scoring.jsonio import read_json_or_jsonl, require_list
+from llava_ln.scoring.files import read_json_or_jsonl, require_list, write_vqa_results
+from llava_ln.scoring.vqa import write_vqav2_testdev_upload
 
 DEFAULT_SPLIT = "val2014"
 RESULTS_FILE = "vqav2_results.json"
