@@ -12,7 +12,10 @@ equivalent `llava-ln score` command and, with --score, the scorer's JSON under "
 as OUTPUT_DIR/scores.json). Layouts: eval/README.md.
 
 score: the flags are llava_ln.scoring.dispatch.ScoreRequest (its docstring shows each benchmark's
-result) plus --output_file; prints one JSON object. Rules: docs/scoring.md.
+result) plus --output_file; prints one JSON object. Ground-truth items without a prediction are a
+one-line error unless --allow_missing, which scores them as wrong and counts them; extra, repeated
+and unparseable predictions are counted in the output; unreadable files are one-line errors naming
+the file. Rules: docs/scoring.md (§1 for what every benchmark shares).
 """
 import json
 import os

@@ -1,15 +1,18 @@
-"""COCO / Flickr30k caption metrics through pycocoevalcap itself (metrics.md §4).
+"""COCO / Flickr30k caption metrics through pycocoevalcap itself (docs/scoring.md §5).
 
 As COCOEvalCap does: references and hypotheses are tokenized separately by the PTB tokenizer
 (Java, stanford-corenlp-3.4.1.jar), then BLEU-1..4, METEOR (Java, meteor-1.5.jar), ROUGE-L and
-CIDEr-D are computed over the images that have a prediction, all at once (CIDEr's idf depends on
-the whole evaluated set, so never score in batches). SPICE is opt-in (`spice=True`): its jar
-downloads Stanford CoreNLP 3.6.0 on first use, which an offline machine cannot do, so we refuse
-with instructions when those jars are absent instead of letting it try.
+CIDEr-D are computed over the evaluated images all at once (CIDEr's idf depends on the whole
+evaluated set, so never score in batches). SPICE is opt-in (`spice=True`): its jar downloads
+Stanford CoreNLP 3.6.0 on first use, which an offline machine cannot do, so we refuse with
+instructions when those jars are absent instead of letting it try.
 
-One deliberate difference: characters the Java tokenizer treats as line breaks (\\r, \\v, \\f,
-U+2028, U+2029) become spaces first. pycocoevalcap only replaces \\n, so any of them would
-silently shift every later caption onto the wrong image.
+Two deliberate differences (docs/scoring.md §5.8). COCOEvalCap scores only the images that have
+a prediction; we refuse annotated images without one unless allow_missing, which scores each as
+an empty caption (so it counts against every metric instead of leaving the average). And the
+characters the Java tokenizer treats as line breaks (\\r, \\v, \\f, U+2028, U+2029) become spaces
+first: pycocoevalcap only replaces \\n, so any of them would silently shift every later caption
+onto the wrong image.
 """
 import contextlib
 import os
@@ -17,7 +20,7 @@ import shutil
 import sys
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.scoring.jsonio import canonical_id, read_json, require_list
+from llava_ln.scoring.files import canonical_id, read_json, refuse_missing, require_list
 
 METRIC_NAMES = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 _JAVA_LINE_BREAKS = str.maketrans({"\r": " ", "\x0b": " ", "\x0c": " ", "\u2028": " ", "\u2029": " "})
@@ -159,32 +162,42 @@ def load_caption_annotations(path: str) -> dict:
 
 
 def load_caption_predictions(path: str) -> tuple[dict, dict]:
-    """({image_id: caption}, counts) from [{"image_id", "caption"}]; a repeated id keeps its last caption."""
+    """({image_id: caption}, counts) from [{"image_id", "caption"}]; a repeated id keeps its last caption.
+
+    A record without a usable image_id is skipped; one whose caption is not a string stands for
+    an empty caption. Both are counted as invalid records.
+    """
     records = require_list(read_json(path, "caption predictions"), path, "caption predictions")
     predictions, counts = {}, {"duplicate_ids": 0, "invalid_records": 0}
     for record in records:
         image_id = canonical_id(record.get("image_id")) if isinstance(record, dict) else None
-        if image_id is None or not isinstance(record.get("caption"), str):
+        caption = record.get("caption") if image_id is not None else None
+        if not isinstance(caption, str):
             counts["invalid_records"] += 1
-            continue
+            if image_id is None:
+                continue
         counts["duplicate_ids"] += image_id in predictions
-        predictions[image_id] = record["caption"]
+        predictions[image_id] = caption if isinstance(caption, str) else ""
     return predictions, counts
 
 
-def score_caption_files(annotations_path: str, predictions_path: str, spice: bool = False) -> dict:
-    """Score a results file; only annotated images with a prediction are scored (COCOEvalCap's example)."""
+def score_caption_files(annotations_path: str, predictions_path: str, spice: bool = False,
+                        allow_missing: bool = False) -> dict:
+    """Score a results file against every annotated image; a missing caption is refused or scored as ""."""
     references = load_caption_annotations(annotations_path)
     predictions, counts = load_caption_predictions(predictions_path)
-    scored = {image_id: refs for image_id, refs in references.items() if image_id in predictions}
-    result = score_captions(scored, predictions, spice=spice)
+    missing = [image_id for image_id in references if image_id not in predictions]
+    refuse_missing(f"caption predictions file {predictions_path}", missing, len(references), "annotated images",
+                   allow_missing)
+    result = score_captions(references, {image_id: predictions.get(image_id, "") for image_id in references},
+                            spice=spice)
     counts.update({
         "images": len(references),
-        "scored": len(scored),
-        "missing": len(references) - len(scored),
+        "scored": len(references),
+        "missing": len(missing),
         "extra": sum(1 for image_id in predictions if image_id not in references),
     })
     result["counts"] = counts
-    if counts["missing"]:
-        result["notes"] = [f"{counts['missing']} annotated image(s) have no prediction and are not scored (as in COCOEvalCap)"]
+    if missing:
+        result["notes"] = [f"{len(missing)} annotated image(s) have no prediction and are scored as an empty caption"]
     return result

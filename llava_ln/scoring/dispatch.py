@@ -3,12 +3,17 @@
   ScoreRequest(benchmark="vqav2", annotations=A, predictions=R [, questions=Q])
         -> {"overall", "yes/no", "number", "other", ...} in percent
      upload_file=OUT, questions=TEST_Q also writes the EvalAI test-dev upload
-  ScoreRequest(benchmark="mme", predictions=DIR [, mme_subtasks=8])
+  ScoreRequest(benchmark="mme", predictions=DIR [, annotations=TEMPLATES] [, mme_subtasks=8])
         -> {"perception", "cognition", "subtasks": {...}, ...}
-  ScoreRequest(benchmark="pope", annotations=A, predictions=P)   (a path each, or split=path,split=path)
+  ScoreRequest(benchmark="pope", annotations=A, predictions=P [, questions=LLAVA_Q])
+        (a path each, split=path lists, a label folder, or one answer file for every split)
         -> {"splits": {split: {"accuracy", "precision", "recall", "f1", "yes_ratio"}}, "mean_f1"}
   ScoreRequest(benchmark="coco_caption"|"flickr30k", annotations=COCO, predictions=R [, spice=True])
         -> {"Bleu_1".."Bleu_4", "METEOR", "ROUGE_L", "CIDEr"} as pycocoevalcap reports them
+
+Every benchmark applies one rule to ground-truth items without a prediction (docs/scoring.md §1.2):
+an error naming how many and the first ids, unless allow_missing=True (`--allow_missing`), which
+scores them as wrong and reports how many under "missing".
 
 The dataclass doubles as the CLI's flags (its field metadata is the --help text).
 """
@@ -26,15 +31,19 @@ class ScoreRequest:
     benchmark: str = field(metadata={"help": "Which benchmark's rules to apply.", "choices": list(BENCHMARKS)})
     predictions: str = field(metadata={"help": "Results file (vqav2, captions), answers (pope) or folder (mme)."})
     annotations: Optional[str] = field(default=None, metadata={
-        "help": "Ground truth: VQA annotations, POPE labels, COCO-format captions."})
+        "help": "Ground truth: VQA annotations, POPE labels (file, split=path list or folder), COCO-format "
+                "captions, MME template folder (optional: image, question, ground truth per line)."})
     questions: Optional[str] = field(default=None, metadata={
-        "help": "vqav2: questions file (checked against annotations; the id list for --upload_file)."})
+        "help": "vqav2: questions file (checked against annotations; the id list for --upload_file). "
+                "pope: LLaVA's llava_pope_test.jsonl, whose 'category' gives each answer's split in one combined file."})
     mme_subtasks: int = field(default=10, metadata={
         "help": "mme: sum Perception over 10 subtasks (official) or 8 (no artwork, OCR).", "choices": [8, 10]})
     spice: bool = field(default=False, metadata={
         "help": "captions: also run SPICE (needs the Stanford CoreNLP 3.6.0 jars; no download)."})
     upload_file: Optional[str] = field(default=None, metadata={
         "help": "vqav2: write the EvalAI test-dev upload here (needs --questions)."})
+    allow_missing: bool = field(default=False, metadata={
+        "help": "Score ground-truth items that have no prediction as wrong instead of refusing the file."})
 
     def command_line(self) -> list[str]:
         """The `llava-ln score` flags that make the same request."""
@@ -57,12 +66,12 @@ def _need(value, flag: str, benchmark: str) -> str:
 
 
 def _score_vqav2(request: ScoreRequest) -> dict:
-    from llava_ln.scoring.formats import write_vqav2_testdev_upload
-    from llava_ln.scoring.vqa import load_vqa_predictions, score_vqa_files
+    from llava_ln.scoring.vqa import load_vqa_predictions, score_vqa_files, write_vqav2_testdev_upload
 
     if not request.annotations and not request.upload_file:
         raise LlavaLnError("--benchmark vqav2 needs --annotations (val scoring) or --upload_file (test-dev upload)")
-    result = score_vqa_files(request.annotations, request.predictions, request.questions) if request.annotations else {}
+    result = score_vqa_files(request.annotations, request.predictions, request.questions,
+                             allow_missing=request.allow_missing) if request.annotations else {}
     if request.upload_file:
         predictions, _ = load_vqa_predictions(request.predictions)
         questions = _need(request.questions, "--questions", "vqav2 --upload_file")
@@ -79,7 +88,8 @@ def _score_captions(request: ScoreRequest) -> dict:
     from llava_ln.scoring.caption import score_caption_files
 
     annotations = _need(request.annotations, "--annotations", request.benchmark)
-    return score_caption_files(annotations, request.predictions, spice=request.spice)
+    return score_caption_files(annotations, request.predictions, spice=request.spice,
+                               allow_missing=request.allow_missing)
 
 
 def score(request: ScoreRequest) -> dict:
@@ -91,11 +101,13 @@ def score(request: ScoreRequest) -> dict:
     elif request.benchmark == "mme":
         from llava_ln.scoring.mme import score_mme_dir
 
-        result = score_mme_dir(request.predictions, perception_subtasks=request.mme_subtasks)
+        result = score_mme_dir(request.predictions, perception_subtasks=request.mme_subtasks,
+                               annotations=request.annotations, allow_missing=request.allow_missing)
     elif request.benchmark == "pope":
         from llava_ln.scoring.pope import score_pope_files
 
-        result = score_pope_files(_need(request.annotations, "--annotations", "pope"), request.predictions)
+        result = score_pope_files(_need(request.annotations, "--annotations", "pope"), request.predictions,
+                                  questions=request.questions, allow_missing=request.allow_missing)
     else:
         result = _score_captions(request)
     return _json_safe({"benchmark": request.benchmark, **result})

@@ -1,22 +1,41 @@
-"""VQAv2 open-ended accuracy, as the official VQA evaluator computes it (metrics.md §1).
+"""VQAv2: local val accuracy as the official VQA evaluator computes it, and the EvalAI test-dev upload.
 
-Per question: whitespace clean-up; the unanimity gate (10 identical GT strings => exact,
-case-sensitive comparison, no normalization); otherwise both sides normalized; then positional
-leave-one-out: acc = mean_i min(1, #{j != i : g_j == p} / 3). Means are taken over unrounded
-accuracies and rounded only for reporting, half away from zero as Python 2's `round` did (the
-official tool is Python 2 code; Python 3's `round` would send exact ties such as 3.125 to even).
+Accuracy (docs/scoring.md §2.2-2.3). Per question: whitespace clean-up; the unanimity gate (10
+identical GT strings => exact, case-sensitive comparison, no normalization); otherwise both sides
+normalized (vqa_normalize.py); then positional leave-one-out: acc = mean_i min(1, #{j != i : g_j == p} / 3).
+Means are taken over unrounded accuracies and rounded only for reporting, half away from zero as
+Python 2's `round` did (the official tool is Python 2 code; Python 3's `round` would send exact
+ties such as 3.125 to even).
 
-Not official, because the official loader refuses such files: annotated questions without a
-prediction score 0 (the same as the "" the test-dev upload writes for them), predictions for
-unknown ids are ignored, and a repeated id keeps its last answer (the official index does the same).
-All of these are counted in the result.
+Where the official loader refuses a file we score it instead (docs/scoring.md §1.2-1.3):
+annotated questions without a prediction are an error unless allow_missing, then they score 0;
+predictions for unknown ids are counted and ignored; a repeated id keeps its last answer (as the
+official index does); an answer that is not a string scores 0. All of these are counted.
+
+Test-dev upload (docs/scoring.md §2.4): LLaVA's EvalAI answer processor (from MMF) normalizes
+*every* answer, with no unanimity gate, and the upload lists every question id of the question
+file, in order, with "" where there is no prediction, as LLaVA's convert_vqav2_for_submission.py does.
 """
 from collections import defaultdict
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.scoring.jsonio import canonical_id, read_json, read_json_or_jsonl, require_list
-from llava_ln.scoring.vqa_normalize import clean_whitespace, normalize_answer
+from llava_ln.scoring.files import (
+    canonical_id,
+    read_json,
+    read_json_or_jsonl,
+    refuse_missing,
+    require_keys,
+    require_list,
+    write_json,
+)
+from llava_ln.scoring.vqa_normalize import (
+    clean_whitespace,
+    normalize_answer,
+    process_digit_article,
+    process_punctuation,
+)
 
 STANDARD_ANSWER_TYPES = ("yes/no", "number", "other")
 
@@ -50,15 +69,19 @@ def _mean_percent(values: list):
     return round_half_away(100 * float(sum(values)) / len(values), 2)
 
 
-def score_vqa(annotations: list, predictions: dict, counts: dict | None = None) -> dict:
+def score_vqa(annotations: list, predictions: dict, counts: dict | None = None, allow_missing: bool = False,
+              where: str = "VQAv2 predictions") -> dict:
     """Score predictions {question_id: answer} against annotation records.
 
     Each annotation is {"question_id", "answers": [str, ...], "answer_type", "question_type"}
-    (answers already reduced to their strings). A prediction that is None or not a string
+    (answers already reduced to their strings). Annotated ids without a prediction are an
+    error unless allow_missing (then they score 0). A prediction that is None or not a string
     scores 0 and is counted as invalid.
     """
     counts = dict(counts or {})
     annotated_ids = {record["question_id"] for record in annotations}
+    refuse_missing(where, [r["question_id"] for r in annotations if r["question_id"] not in predictions],
+                   len(annotations), "annotated questions", allow_missing)
     accuracies, by_answer_type, by_question_type = [], defaultdict(list), defaultdict(list)
     missing = invalid = 0
     for record in annotations:
@@ -94,7 +117,7 @@ def score_vqa(annotations: list, predictions: dict, counts: dict | None = None) 
     result["counts"] = counts
     notes = []
     if missing:
-        notes.append(f"{missing} annotated question(s) have no prediction and score 0 (the official tool refuses such a file)")
+        notes.append(f"{missing} annotated question(s) have no prediction and score 0 (--allow_missing)")
     if counts["extra"]:
         notes.append(f"{counts['extra']} prediction(s) name question ids absent from the annotations and were ignored")
     if notes:
@@ -160,7 +183,8 @@ def load_vqa_predictions(path: str) -> tuple[dict, dict]:
     return predictions, {"duplicate_ids": duplicates, "records_without_id": unusable}
 
 
-def score_vqa_files(annotations_path: str, predictions_path: str, questions_path: str | None = None) -> dict:
+def score_vqa_files(annotations_path: str, predictions_path: str, questions_path: str | None = None,
+                    allow_missing: bool = False) -> dict:
     """Score a results file against the official annotation (and, optionally, question) files."""
     annotations = load_vqa_annotations(annotations_path)
     if questions_path:
@@ -172,4 +196,61 @@ def score_vqa_files(annotations_path: str, predictions_path: str, questions_path
                 f"questions file {questions_path} (first: {unknown[0]}); are they the same split?"
             )
     predictions, counts = load_vqa_predictions(predictions_path)
-    return score_vqa(annotations, predictions, counts)
+    return score_vqa(annotations, predictions, counts, allow_missing=allow_missing,
+                     where=f"VQAv2 predictions file {predictions_path}")
+
+
+# --- test-dev upload ----------------------------------------------------------------------------
+
+def evalai_process_answer(answer: str) -> str:
+    """The answer string EvalAI receives for one prediction (LLaVA's processor; Unicode digits)."""
+    text = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    text = clean_whitespace(text)
+    text = process_punctuation(text, unicode_digits=True)
+    return process_digit_article(text)
+
+
+def build_testdev_upload(question_ids: list, predictions: dict) -> tuple[list, dict]:
+    """(upload rows [{"question_id", "answer"}] in question order, counts).
+
+    predictions maps question_id -> raw model answer; a missing id, or an answer that is not a
+    string, is uploaded as "". Missing ids are normal here: test-dev is a subset of the test
+    question file the upload must cover, so they are counted, never refused.
+    """
+    rows, answered, invalid = [], 0, 0
+    for qid in question_ids:
+        answer = predictions.get(qid)
+        if isinstance(answer, str):
+            answered += 1
+            rows.append({"question_id": qid, "answer": evalai_process_answer(answer)})
+        else:
+            invalid += qid in predictions
+            rows.append({"question_id": qid, "answer": ""})
+    known = set(question_ids)
+    counts = {
+        "questions": len(question_ids),
+        "answered": answered,
+        "missing": len(question_ids) - answered - invalid,
+        "invalid_answers": invalid,
+        "extra": sum(1 for qid in predictions if qid not in known),
+    }
+    return rows, counts
+
+
+def write_vqav2_testdev_upload(path: str, question_file: str, predictions) -> dict:
+    """Write the EvalAI upload for every question id in question_file; returns the counts.
+
+    question_file is the official test2015/test-dev questions JSON ({"questions": [...]}) or a
+    JSON-lines file with a question_id per line (LLaVA's llava_vqav2_mscoco_test2015.jsonl).
+    predictions is {question_id: raw answer} or rows {"question_id", "answer"}.
+    """
+    if isinstance(predictions, Mapping):
+        answers = {canonical_id(qid): answer for qid, answer in predictions.items()}
+    else:
+        answers = {}
+        for index, row in enumerate(predictions):
+            require_keys(row, ("question_id", "answer"), "VQA prediction", index)
+            answers[canonical_id(row["question_id"])] = row["answer"]
+    rows, counts = build_testdev_upload(load_question_ids(question_file, "VQAv2 test questions"), answers)
+    write_json(path, rows)
+    return counts

@@ -1,6 +1,6 @@
 """VQA answer normalization: the punctuation and digit/article steps of the official VQA evaluator.
 
-Rules (metrics.md §1.2 steps 3-4) restated in code, quirks kept:
+Rules (docs/scoring.md §2.2, steps 3-4) restated in code, quirks kept:
 - the 21-character punctuation set; a "digit comma digit" anywhere forces deletion instead of
   spacing, and the "p next to a space" test is made on the original string;
 - periods not followed by a digit are deleted, at most 32 of them (the official code passes
@@ -23,7 +23,7 @@ NUMBER_WORDS = {
 
 ARTICLES = frozenset(("a", "an", "the"))
 
-# The forms the table restores (metrics.md §1.2 step 4). The input keys are derived by rule.
+# The forms the table restores (docs/scoring.md §2.2 step 4). The input keys are derived by rule.
 CANONICAL_CONTRACTIONS = (
     "'ow's'at", "'twas", "I'd've", "I'm", "I've", "ain't", "aren't", "can't", "could've", "couldn't",
     "couldn't've", "didn't", "doesn't", "don't", "hadn't", "hadn't've", "hasn't", "haven't", "he'd",
@@ -39,7 +39,7 @@ CANONICAL_CONTRACTIONS = (
     "you'll", "you're", "you've",
 )
 
-# The one entry of the official table that maps the wrong way round (metrics.md quirk).
+# The one entry of the official table that maps the wrong way round (docs/scoring.md §2.2, quirk).
 BACKWARDS_ENTRIES = {"somebody'd": "somebodyd"}
 
 

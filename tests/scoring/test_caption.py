@@ -1,6 +1,6 @@
 """Caption metrics: pycocoevalcap's scorers against hand calculations, and the Java pipeline.
 
-BLEU / ROUGE-L / CIDEr expectations follow the formulas of shared/docs/metrics.md §4, evaluated
+BLEU / ROUGE-L / CIDEr expectations follow the formulas of docs/scoring.md §5, evaluated
 by hand for tiny inputs. The Java part (PTB tokenizer, METEOR) runs for real but only a few
 times, because each JVM start costs seconds.
 """
@@ -14,13 +14,13 @@ from llava_ln.cli import main as cli_main
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.scoring import caption
 from llava_ln.scoring.caption import score_captions, score_tokenized, tokenize_captions
-from llava_ln.scoring.formats import write_caption_results
+from llava_ln.scoring.files import write_caption_results
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java is needed for PTB/METEOR")
 
 
 def _bleu_by_hand(correct, guess, hyp_len, ref_len, order):
-    """metrics.md §4.2: prod_n (C_n + 1e-15) / (G_n + 1e-9), to the 1/N, times the brevity penalty."""
+    """docs/scoring.md §5.3: prod_n (C_n + 1e-15) / (G_n + 1e-9), to the 1/N, times the brevity penalty."""
     value = 1.0
     for n in range(order):
         value *= (correct[n] + 1e-15) / (guess[n] + 1e-9)
@@ -106,6 +106,22 @@ def test_spice_without_its_jars_is_refused_before_any_work(monkeypatch):
         score_captions({1: ["a dog"]}, {1: "a dog"}, spice=True)
 
 
+def test_missing_caption_refused_before_java_and_scored_empty_when_allowed(tmp_path, monkeypatch):
+    (tmp_path / "ann.json").write_text(json.dumps({"annotations": [
+        {"image_id": i, "id": i, "caption": f"a picture number {i}"} for i in (1, 2, 3)]}))
+    write_caption_results(str(tmp_path / "res.json"), [{"image_id": 1, "caption": "a picture"},
+                                                        {"image_id": 7, "caption": "not annotated"}])
+    monkeypatch.setattr(caption.shutil, "which", lambda name: None)  # the refusal must come before Java
+    with pytest.raises(LlavaLnError, match=r"2 of 3 annotated images have no prediction \(first: 2, 3\)"):
+        caption.score_caption_files(str(tmp_path / "ann.json"), str(tmp_path / "res.json"))
+    seen = {}
+    monkeypatch.setattr(caption, "score_captions", lambda refs, hyps, spice=False: seen.update(hyps) or {})
+    result = caption.score_caption_files(str(tmp_path / "ann.json"), str(tmp_path / "res.json"), allow_missing=True)
+    assert seen == {1: "a picture", 2: "", 3: ""}  # every annotated image is scored, the missing ones as ""
+    assert result["counts"] == {"duplicate_ids": 0, "invalid_records": 0, "images": 3, "scored": 3,
+                                "missing": 2, "extra": 1}
+
+
 @needs_java
 def test_ptb_tokenizer_behaviour():
     out = tokenize_captions({
@@ -149,18 +165,25 @@ def caption_cli_run(tmp_path_factory):
 @needs_java
 def test_caption_cli_end_to_end(caption_cli_run, capsys):
     root = caption_cli_run
-    code = cli_main(["score", "--benchmark", "coco_caption", "--annotations", str(root / "ann.json"),
-                     "--predictions", str(root / "res.json")])
+    argv = ["score", "--benchmark", "coco_caption", "--annotations", str(root / "ann.json"),
+            "--predictions", str(root / "res.json")]
+    # Image 40 has no caption: refused (before any Java runs) unless --allow_missing.
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 of 4 annotated images have no prediction (first: 40)" in err
+    code = cli_main([*argv, "--allow_missing"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["counts"] == {"duplicate_ids": 1, "invalid_records": 0, "images": 4, "scored": 3,
+    assert result["counts"] == {"duplicate_ids": 1, "invalid_records": 0, "images": 4, "scored": 4,
                                 "missing": 1, "extra": 1}
-    # The same numbers from hand-tokenized text (lower-cased, punctuation tokens dropped).
+    # The same numbers from hand-tokenized text (lower-cased, punctuation tokens dropped); the
+    # missing image is scored as an empty caption, so it stays in every average and in CIDEr's idf.
     by_hand = score_tokenized(
         {10: ["a dog runs on the grass", "a brown dog running outside"],
          20: ["two cats sleep on a sofa", "cats sleeping on the couch"],
-         30: ["a man rides a horse"]},
-        {10: ["a dog is running on grass"], 20: ["two cats on a sofa"], 30: ["a man riding a horse"]},
+         30: ["a man rides a horse"],
+         40: ["nobody predicted this one"]},
+        {10: ["a dog is running on grass"], 20: ["two cats on a sofa"], 30: ["a man riding a horse"], 40: [""]},
         meteor=False,
     )
     for name, value in by_hand.items():

@@ -1,11 +1,11 @@
 """MME scoring: the 4-character parse, consecutive-line pairing, acc + acc+, the sums.
 
-Expectations are worked out by hand from shared/docs/metrics.md §2.
+Expectations are worked out by hand from docs/scoring.md §3.
 """
 import pytest
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.scoring.formats import write_mme_subtask_files
+from llava_ln.scoring.files import write_mme_subtask_files
 from llava_ln.scoring.mme import (
     ALL_SUBTASKS,
     COGNITION,
@@ -128,3 +128,38 @@ def test_pure_scoring_of_a_partial_set():
     result = score_mme({"existence": [("yes", "yes"), ("no", "no")]})
     assert result["perception"] == 200.0 and result["cognition"] == 0
     assert len(result["missing_subtasks"]) == 13 and result["empty_subtasks"] == []
+
+
+def test_unfilled_template_line_is_a_missing_answer(tmp_path):
+    # Line 2 is the eval tool's template line with no response field.
+    (tmp_path / "existence.txt").write_text("A.jpg\tq1\tYes\tYes\nA.jpg\tq2\tNo\nB.jpg\tq1\tYes\tNo\nB.jpg\tq2\tNo\tNo\n")
+    with pytest.raises(LlavaLnError, match=r"1 of 4 questions have no prediction \(first: existence.txt line 2\)"):
+        score_mme_dir(str(tmp_path))
+    result = score_mme_dir(str(tmp_path), allow_missing=True)
+    # A: right + missing ("other", wrong); B: wrong + right -> acc 2/4, acc+ 0/2 -> 50.
+    assert result["subtasks"]["existence"] == pytest.approx(50.0)
+    assert result["missing"] == 1 and result["details"]["existence"]["missing"] == 1
+    assert result["unparsed_answers"] == 0  # a missing answer is counted as missing, not as unparsed
+    with pytest.raises(LlavaLnError, match="existence question 2"):
+        score_mme({"existence": [("Yes", "Yes"), ("No", None)]})
+
+
+def test_ground_truth_templates_fix_the_questions_and_their_order(tmp_path):
+    templates, answers = tmp_path / "Your_Results", tmp_path / "answers"
+    templates.mkdir()
+    answers.mkdir()
+    (templates / "existence.txt").write_text("A.jpg\tq1\tYes\nA.jpg\tq2\tNo\nB.jpg\tq1\tYes\nB.jpg\tq2\tNo\n")
+    (templates / "count.txt").write_text("C.jpg\tq1\tYes\nC.jpg\tq2\tNo\n")
+    # Image A answered right twice, B wrong twice, written interleaved, plus a line the templates lack.
+    (answers / "existence.txt").write_text(
+        "A.jpg\tq1\tYes\tYes\nB.jpg\tq1\tYes\tNo\nA.jpg\tq2\tNo\tNo\nB.jpg\tq2\tNo\tYes\nZ.jpg\tqz\tYes\tYes\n")
+    with pytest.raises(LlavaLnError, match=r"2 of 6 questions have no prediction \(first: count.txt line 1, "
+                                           r"count.txt line 2\)"):
+        score_mme_dir(str(answers), annotations=str(templates))
+    result = score_mme_dir(str(answers), annotations=str(templates), allow_missing=True)
+    # Template order pairs A (both right) and B (none): acc 1/2, acc+ 1/2 -> 100 (file order would give 50).
+    assert result["subtasks"] == {"existence": pytest.approx(100.0), "count": 0.0}
+    assert result["perception"] == pytest.approx(100.0) and result["missing"] == 2 and result["extra_answers"] == 1
+    (answers / "existence.txt").write_text("A.jpg\tq1\tNo\tYes\n")
+    with pytest.raises(LlavaLnError, match=r"existence.txt line 1: ground truth 'No' but .*existence.txt line 1"):
+        score_mme_dir(str(answers), annotations=str(templates), allow_missing=True)

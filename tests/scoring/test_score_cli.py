@@ -4,7 +4,7 @@ import json
 import pytest
 
 from llava_ln.cli import main as cli_main
-from llava_ln.scoring.formats import write_mme_subtask_files, write_pope_answers, write_vqa_results
+from llava_ln.scoring.files import write_mme_subtask_files, write_pope_answers, write_vqa_results
 
 
 def _run(argv, capsys):
@@ -29,9 +29,12 @@ def vqa_files(tmp_path):
 
 def test_vqav2_scores_counts_and_upload(vqa_files, capsys):
     d = vqa_files
-    code, out, _ = _run(["--benchmark", "vqav2", "--questions", str(d / "q.json"), "--annotations", str(d / "ann.json"),
-                         "--predictions", str(d / "res.json"), "--upload_file", str(d / "up.json"),
-                         "--output_file", str(d / "score.json")], capsys)
+    argv = ["--benchmark", "vqav2", "--questions", str(d / "q.json"), "--annotations", str(d / "ann.json"),
+            "--predictions", str(d / "res.json"), "--upload_file", str(d / "up.json"),
+            "--output_file", str(d / "score.json")]
+    code, out, err = _run(argv, capsys)  # q3 has no prediction: refused by default
+    assert code == 2 and out == "" and "1 of 3 annotated questions have no prediction (first: 3)" in err
+    code, out, _ = _run([*argv, "--allow_missing"], capsys)
     assert code == 0
     result = json.loads(out)
     # q1: "Yes" vs unanimous "yes" -> 0 (gate); q2: "two" -> "2", 2 matches -> 0.6; q3 missing -> 0.
@@ -91,7 +94,7 @@ def test_vqav2_accepts_llava_jsonl_answers(vqa_files, capsys):
     d = vqa_files
     (d / "answers.jsonl").write_text('{"question_id": 3, "text": "Red"}\n{"question_id": 1, "text": "yes"}\n')
     _, out, _ = _run(["--benchmark", "vqav2", "--annotations", str(d / "ann.json"),
-                      "--predictions", str(d / "answers.jsonl")], capsys)
+                      "--predictions", str(d / "answers.jsonl"), "--allow_missing"], capsys)
     result = json.loads(out)
     # q1 "yes" exact -> 1; q3 "Red" vs unanimous "red" -> 0 (no normalization); q2 missing.
     assert result["overall"] == pytest.approx(33.33) and result["counts"]["missing"] == 1
@@ -101,3 +104,22 @@ def test_non_finite_values_become_null():
     from llava_ln.scoring.dispatch import _json_safe
 
     assert _json_safe({"SPICE": float("nan"), "x": [1.0, float("inf")]}) == {"SPICE": None, "x": [1.0, None]}
+
+
+def test_allow_missing_is_a_request_field_and_a_flag():
+    from llava_ln.scoring.dispatch import ScoreRequest
+
+    request = ScoreRequest(benchmark="pope", annotations="labels/", predictions="all.jsonl",
+                           questions="llava_pope_test.jsonl", allow_missing=True)
+    assert request.command_line() == ["--benchmark", "pope", "--annotations", "labels/", "--predictions", "all.jsonl",
+                                      "--questions", "llava_pope_test.jsonl", "--allow_missing"]
+    assert "--allow_missing" not in ScoreRequest(benchmark="mme", predictions="d").command_line()
+
+
+def test_mme_missing_answer_through_the_cli(tmp_path, capsys):
+    (tmp_path / "existence.txt").write_text("A.jpg\tq1\tYes\tYes\nA.jpg\tq2\tNo\n")
+    code, out, err = _run(["--benchmark", "mme", "--predictions", str(tmp_path)], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "existence.txt line 2" in err
+    code, out, _ = _run(["--benchmark", "mme", "--predictions", str(tmp_path), "--allow_missing"], capsys)
+    result = json.loads(out)
+    assert code == 0 and result["missing"] == 1 and result["subtasks"]["existence"] == 50.0  # acc 1/2, acc+ 0

@@ -1,15 +1,22 @@
 """VQAv2 scoring: normalization steps, unanimity gate, leave-one-out, aggregation, EvalAI upload.
 
-Every expectation below is worked out by hand from shared/docs/metrics.md §1.
+Every expectation below is worked out by hand from docs/scoring.md §2.
 """
 import json
 
 import pytest
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.scoring.evalai import build_testdev_upload, evalai_process_answer
-from llava_ln.scoring.formats import write_vqa_results, write_vqav2_testdev_upload
-from llava_ln.scoring.vqa import question_accuracy, round_half_away, score_vqa, score_vqa_files
+from llava_ln.scoring.files import write_vqa_results
+from llava_ln.scoring.vqa import (
+    build_testdev_upload,
+    evalai_process_answer,
+    question_accuracy,
+    round_half_away,
+    score_vqa,
+    score_vqa_files,
+    write_vqav2_testdev_upload,
+)
 from llava_ln.scoring.vqa_normalize import (
     CONTRACTIONS,
     process_digit_article,
@@ -124,7 +131,9 @@ def test_per_type_means_and_counts():
         _ann(4, ["blue"] * 10, "other", "what color is the"),
     ]
     predictions = {1: "yes", 2: "two", 3: "red", 99: "stray"}  # 4 missing, 99 extra
-    result = score_vqa(annotations, predictions)
+    with pytest.raises(LlavaLnError, match=r"1 of 4 annotated questions have no prediction \(first: 4\)"):
+        score_vqa(annotations, predictions)
+    result = score_vqa(annotations, predictions, allow_missing=True)
     # accuracies 1, 0.9, 1, 0 -> overall 72.5; other = (1 + 0) / 2
     assert result["overall"] == 72.5
     assert (result["yes/no"], result["number"], result["other"]) == (100.0, 90.0, 50.0)
@@ -181,3 +190,19 @@ def test_testdev_upload_covers_every_question(tmp_path):
     counts = write_vqav2_testdev_upload(str(out), str(jsonl), [{"question_id": 6, "answer": "The Cat."}])
     assert json.loads(out.read_text()) == [{"question_id": 5, "answer": ""}, {"question_id": 6, "answer": "cat"}]
     assert counts["missing"] == 1
+
+
+def test_missing_predictions_refused_or_scored_zero():
+    annotations = [_ann(1, ["yes"] * 10, "yes/no"), _ann(2, ["red"] * 10, "other"),
+                   _ann(3, ["2"] * 3 + ["3"] * 7, "number")]
+    predictions = {1: "yes", 3: "2", 8: "extra"}
+    with pytest.raises(LlavaLnError, match=r"1 of 3 annotated questions have no prediction \(first: 2\); "
+                                           r"pass --allow_missing"):
+        score_vqa(annotations, predictions)
+    result = score_vqa(annotations, predictions, allow_missing=True)
+    # 1 + 0 (missing) + 0.9 over 3 questions = 63.33; extra ids stay counted, never fatal.
+    assert result["overall"] == 63.33 and result["other"] == 0.0
+    assert (result["counts"]["missing"], result["counts"]["extra"]) == (1, 1)
+    many = [_ann(i, ["yes"] * 10, "yes/no") for i in range(1, 9)]
+    with pytest.raises(LlavaLnError, match=r"8 of 8 annotated questions have no prediction \(first: 1, 2, 3, 4, 5, \.\.\.\)"):
+        score_vqa(many, {})

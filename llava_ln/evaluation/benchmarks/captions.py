@@ -27,8 +27,7 @@ from llava_ln.evaluation.benchmarks.common import (
     require_file,
 )
 from llava_ln.scoring.dispatch import ScoreRequest
-from llava_ln.scoring.formats import write_caption_results
-from llava_ln.scoring.jsonio import read_json
+from llava_ln.scoring.files import read_json, write_caption_results
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from llava_ln.evaluation.benchmarks.common import (
     with_suffix,
 )
 from llava_ln.scoring.dispatch import ScoreRequest
-from llava_ln.scoring.formats import write_mme_subtask_files
+from llava_ln.scoring.files import write_mme_subtask_files
 
 RELEASE_FOLDER = "MME_Benchmark_release_version"
 SPLIT_LAYOUT = ("images", "questions_answers_YN")

@@ -25,8 +25,7 @@ from llava_ln.evaluation.benchmarks.common import (
     with_suffix,
 )
 from llava_ln.scoring.dispatch import ScoreRequest
-from llava_ln.scoring.formats import write_pope_answers
-from llava_ln.scoring.jsonio import read_json_or_jsonl
+from llava_ln.scoring.files import read_json_or_jsonl, write_pope_answers
 from llava_ln.scoring.pope import split_paths
 
 LABEL_PREFIX = "coco_pope_"

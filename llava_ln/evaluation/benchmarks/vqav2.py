@@ -27,8 +27,8 @@ from llava_ln.evaluation.benchmarks.common import (
     with_suffix,
 )
 from llava_ln.scoring.dispatch import ScoreRequest
-from llava_ln.scoring.formats import write_vqa_results, write_vqav2_testdev_upload
-from llava_ln.scoring.jsonio import read_json_or_jsonl, require_list
+from llava_ln.scoring.files import read_json_or_jsonl, require_list, write_vqa_results
+from llava_ln.scoring.vqa import write_vqav2_testdev_upload
 
 DEFAULT_SPLIT = "val2014"
 RESULTS_FILE = "vqav2_results.json"
