@@ -27,6 +27,7 @@ setup(
     extras_require={
         "train": ["deepspeed>=0.16", "tensorboard>=2.14"],
         "flash": ["flash-attn>=2.6"],
+        "kernels": ["liger-kernel>=0.5"],  # fused Triton kernels for --kernels liger/auto (CUDA only)
         "eval": ["pycocoevalcap>=1.2"],
         "demo": ["matplotlib>=3.7"],
         "dev": ["pytest>=8", "ruff>=0.6"],

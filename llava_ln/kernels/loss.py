@@ -1,0 +1,72 @@
+"""The training loss through the fused head: what the training step calls instead of logits + F.cross_entropy.
+
+`supervised_lm_loss(hidden, lm_head, labels, backend)` takes the LLM's final (normed) hidden
+states [B, T, H], keeps the rows whose next token is supervised, and returns the mean
+next-token cross-entropy over them, the same value as F.cross_entropy on the model's logits
+with ignore_index -100. backend "torch" (fused_loss.py) and "liger" never build [rows, vocab]
+logits; "none" is the unfused reference (logits for the supervised rows only, as today).
+
+`multimodal_supervised_loss(model, batch, backend)` is the whole training loss of a batch in
+the collator's contract: it runs model.forward.multimodal_forward with no head rows, catches the
+language model's final hidden states with a forward hook and calls supervised_lm_loss. Under
+DeepSpeed ZeRO-3 the head weight is partitioned outside its module's forward; the caller must
+gather it (deepspeed.zero.GatheredParameters) before a fused backend reads it.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llava_ln.core.constants import IGNORE_INDEX
+from llava_ln.kernels import liger
+from llava_ln.kernels.fused_loss import fused_linear_cross_entropy
+from llava_ln.model.forward import multimodal_forward
+from llava_ln.model.parts import language_model_of, lm_head_of
+
+LOSS_BACKENDS = ("torch", "liger", "none")
+
+
+def supervised_rows(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden rows [N, H], next-token targets [N]) at the positions whose next token is supervised."""
+    targets = labels[:, 1:]
+    supervised = targets != IGNORE_INDEX
+    positions = F.pad(supervised, (0, 1), value=False)  # the last position predicts nothing
+    return hidden[positions], targets[supervised]
+
+
+def _unfused(rows, lm_head, targets):
+    logits = lm_head(rows)
+    if rows.shape[0] == 0:  # keeps the head in the graph with a zero loss
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+
+
+def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor, backend: str = "torch",
+                       chunk_rows: int | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of `labels` [B, T] given final hidden states [B, T, H]."""
+    if backend not in LOSS_BACKENDS:
+        raise ValueError(f"loss backend {backend!r} is not one of {LOSS_BACKENDS}")
+    rows, targets = supervised_rows(hidden, labels)
+    # A head that is not exactly nn.Linear (a PEFT wrapper, a quantised subclass) runs as the module it is.
+    if backend == "none" or type(lm_head) is not nn.Linear:
+        return _unfused(rows, lm_head, targets)
+    if backend == "liger" and rows.shape[0] > 0:
+        return liger.linear_cross_entropy(rows, lm_head.weight, lm_head.bias, targets)
+    return fused_linear_cross_entropy(rows, lm_head.weight, lm_head.bias, targets, chunk_rows=chunk_rows)
+
+
+def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk_rows: int | None = None):
+    """The training loss of a batch (input_ids, labels, pixel_values, ...) through the fused head."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    captured = []
+
+    def keep_hidden(module, args, output):
+        captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+
+    handle = language_model_of(model).register_forward_hook(keep_hidden)
+    try:
+        no_rows = torch.zeros(0, dtype=torch.long, device=labels.device)  # the model's own head runs on nothing
+        multimodal_forward(model, **inputs, logits_to_keep=no_rows)
+    finally:
+        handle.remove()
+    return supervised_lm_loss(captured[-1], lm_head_of(model), labels, backend, chunk_rows)
