@@ -16,7 +16,7 @@
 #
 # Environment: WHEELS (wheel folder), HF_PEFT_BASELINE (default: WHEELS/hf_peft_baseline.py, else
 # ../shared/bench/), SUITE_WORK (scratch folder, default a new /tmp folder), PYTHON (default python3),
-# SUITE_BUDGET_S (the steps' time budget: 450 s on the GPU, which with the install keeps the suite
+# SUITE_BUDGET_S (the steps' time budget: 440 s on the GPU, which with the install keeps the suite
 # under 8 minutes; later steps are skipped past it).
 set -uo pipefail
 

@@ -61,7 +61,7 @@ PROFILES = {
     "gpu": Profile(device="cuda", precision="bf16", toy_scale=1.0, batch=16, stage1_steps=40, stage2_steps=40,
                    stage2_captions=300, eval_dtype="bfloat16",
                    throughput=["--size", "7b", "--steps", "3", "--warmup", "2"], resume_tolerance=1e-2,
-                   budget_s=450, train_timeout_s=150, eval_timeout_s=150, throughput_timeout_s=240),
+                   budget_s=440, train_timeout_s=120, eval_timeout_s=120, throughput_timeout_s=240),
     "dry_run": Profile(device="cpu", precision="fp32", toy_scale=0.05, batch=4, stage1_steps=4, stage2_steps=4,
                        stage2_captions=20, eval_dtype="float32",
                        throughput=["--size", "tiny", "--steps", "2", "--warmup", "1", "--batch", "2", "--seq", "128"],
