@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from llava_ln.core.atomic import atomic_path, write_json_atomic
+from llava_ln.core.atomic import TMP_PREFIX, atomic_path, write_json_atomic
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
 
@@ -44,8 +44,9 @@ class ShardedTensorWriter:
         self.pending_bytes += size
 
     def _flush(self) -> None:
-        # Shards get their final names only at close(), when their count is known.
-        name = f".{self.stem}-part{len(self.shards) + 1:05d}.safetensors"
+        # Shards get their final names only at close(), when their count is known; until then they carry the
+        # temporary prefix, so a kill in between leaves nothing that the next run's cleanup would keep.
+        name = f"{TMP_PREFIX}{self.stem}-part{len(self.shards) + 1:05d}.safetensors"
         with atomic_path(os.path.join(self.directory, name), ".safetensors") as tmp:
             save_file(self.pending, tmp, metadata={"format": "pt"})
         self.shards.append((name, sorted(self.pending)))

@@ -1,7 +1,10 @@
 """Atomic file and folder writes: a crash mid-save leaves the previous version intact.
 
 Each write goes to a temporary sibling in the same directory (same filesystem) and is then
-moved into place with os.replace, which is atomic on POSIX.
+moved into place with os.replace, which is atomic on POSIX. A process killed mid-write leaves
+its temporary behind under one of our two prefixes: the next run in that folder puts back a folder
+that a kill caught between its two renames (restore_interrupted_replacements) and removes the rest
+(remove_stale_temporaries).
 """
 import json
 import os
@@ -9,13 +12,16 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
+TMP_PREFIX = ".tmp-"  # work in progress: files of atomic_path, folders of atomic_directory
+OLD_PREFIX = ".old-"  # a folder's previous version, removed once its replacement is in place
+
 
 @contextmanager
 def atomic_path(final_path: str, suffix: str = ""):
     """Yield a temporary path next to final_path; on success it replaces final_path."""
     directory = os.path.dirname(os.path.abspath(final_path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=directory)
     os.close(fd)
     try:
         yield tmp
@@ -40,24 +46,86 @@ def atomic_directory(final_dir: str):
     An existing final_dir is moved aside first and removed only after the new one is in
     place, so at every instant one complete version exists on disk.
     """
-    parent = os.path.dirname(os.path.abspath(final_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(final_dir) + "-", dir=parent)
+    tmp = begin_directory(final_dir)
     try:
         yield tmp
-        old = None
-        if os.path.exists(final_dir):
-            old = tempfile.mkdtemp(prefix=".old-" + os.path.basename(final_dir) + "-", dir=parent)
-            os.rmdir(old)
-            os.replace(final_dir, old)
-        os.replace(tmp, final_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        commit_directory(tmp, final_dir)
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        abandon_directory(tmp)
+
+
+def begin_directory(final_dir: str) -> str:
+    """atomic_directory in steps, for writers that must not leave a block on error: the temporary folder."""
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=TMP_PREFIX + os.path.basename(final_dir) + "-", dir=parent)
+
+
+def commit_directory(tmp: str, final_dir: str) -> None:
+    """Replace final_dir by the complete folder tmp (the previous version is removed last)."""
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    old = None
+    if os.path.exists(final_dir):
+        old = tempfile.mkdtemp(prefix=OLD_PREFIX + os.path.basename(final_dir) + "-", dir=parent)
+        os.rmdir(old)
+        os.replace(final_dir, old)
+    try:
+        os.replace(tmp, final_dir)
+    except OSError:
+        if old:
+            os.replace(old, final_dir)  # the previous version goes back under its name
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def abandon_directory(tmp: str | None) -> None:
+    """Remove a temporary folder that was not committed (no-op once it was)."""
+    if tmp and os.path.exists(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fsync_file(path: str) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def restore_interrupted_replacements(directory: str) -> list[str]:
+    """Put back every folder that a kill caught between atomic_directory's two renames; returns their names.
+
+    A `.old-<name>-*` folder whose <name> is missing is <name>'s complete previous version.
+    """
+    restored = []
+    for name in _listing(directory):
+        path = os.path.join(directory, name)
+        original = name[len(OLD_PREFIX):].rpartition("-")[0] if name.startswith(OLD_PREFIX) else ""
+        if original and os.path.isdir(path) and not os.path.lexists(os.path.join(directory, original)):
+            os.replace(path, os.path.join(directory, original))
+            restored.append(original)
+    return restored
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Remove what killed atomic writes left in directory (not below it); returns the names removed.
+
+    Only our two prefixes are touched; run restore_interrupted_replacements first, so that a
+    `.old-*` folder that is the only complete copy of something is put back, not removed.
+    """
+    removed = []
+    for name in _listing(directory):
+        if not name.startswith((TMP_PREFIX, OLD_PREFIX)):
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(name)
+    return removed
+
+
+def _listing(directory: str) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []

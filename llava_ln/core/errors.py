@@ -1,5 +1,17 @@
-"""User-facing errors: every command prints them as one line and exits with status 2, no traceback."""
+"""User-facing errors: every command prints them as one line and exits with status 2, no traceback.
+
+`--debug` on any command line (removed before the command parses its flags) or LLAVA_LN_DEBUG=1
+prints the traceback as well; run_command is the one place that prints errors.
+"""
+import errno
+import os
 import sys
+import traceback
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "LLAVA_LN_DEBUG"
+# A full disk or quota is the user's to fix, wherever a write fails: one line naming the file.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class LlavaLnError(Exception):
@@ -10,6 +22,7 @@ class LlavaLnError(Exception):
     """
 
     exit_code = 2
+    label = "error"  # what the printed line says before the message
 
 
 def one_line(err: LlavaLnError) -> str:
@@ -27,14 +40,34 @@ def one_line(err: LlavaLnError) -> str:
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
+def debug_requested(argv) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def run_command(main_fn, argv) -> int:
     """Run a command's main, turning LlavaLnError into a one-line message and exit code 2."""
+    argv = list(argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != DEBUG_FLAG]
     try:
         code = main_fn(argv)
     except LlavaLnError as err:
-        print(f"llava-ln: error: {one_line(err)}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"llava-ln: {err.label}: {one_line(err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print("llava-ln: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in _DISK_FULL:
+            raise
+        if debug:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"llava-ln: error: {where}{err.strerror or os.strerror(err.errno)} (errno {err.errno}); free space "
+              f"and run again{'' if debug else ' (--debug shows where)'}", file=sys.stderr)
+        return 2
     return int(code or 0)

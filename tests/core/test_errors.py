@@ -1,0 +1,59 @@
+"""run_command: one line per error, a traceback only with --debug (or LLAVA_LN_DEBUG=1), disk full as one line."""
+import errno
+import subprocess
+import sys
+
+import pytest
+
+from llava_ln.core.errors import LlavaLnError, run_command
+
+
+def _fails_deep_inside(argv):
+    assert "--debug" not in argv  # removed before the command parses its flags
+    raise LlavaLnError("--thing 3: must be 2")
+
+
+def _disk_full(argv):
+    raise OSError(errno.ENOSPC, "No space left on device", "/data/out/answers.jsonl")
+
+
+def test_an_error_is_one_line_without_a_traceback(capsys):
+    assert run_command(_fails_deep_inside, ["--x", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "llava-ln: error: --thing 3: must be 2\n"
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback(capsys, monkeypatch, how):
+    argv = ["--debug"] if how == "flag" else []
+    if how == "env":
+        monkeypatch.setenv("LLAVA_LN_DEBUG", "1")
+    assert run_command(_fails_deep_inside, argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "_fails_deep_inside" in err
+    assert err.splitlines()[-1] == "llava-ln: error: --thing 3: must be 2"
+
+
+def test_a_full_disk_is_one_line_naming_the_file(capsys):
+    assert run_command(_disk_full, []) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "/data/out/answers.jsonl: No space left on device (errno 28)" in err
+
+
+def test_other_os_errors_still_raise():
+    def broken(argv):
+        raise PermissionError(errno.EACCES, "Permission denied", "/x")
+
+    with pytest.raises(PermissionError):
+        run_command(broken, [])
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_cli_commands_take_debug(debug):
+    argv = ["score", "--benchmark", "pope", "--annotations", "/nonexistent.json", "--predictions", "/no.jsonl"]
+    done = subprocess.run([sys.executable, "-m", "llava_ln.cli", *argv, *(["--debug"] if debug else [])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "llava-ln: error: POPE annotations file not found: /nonexistent.json"
+    assert ("Traceback (most recent call last)" in done.stderr) == debug
