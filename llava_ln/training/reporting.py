@@ -1,7 +1,7 @@
 """A run's bookkeeping: its output folder, logging, progress and metrics, and what it records up front.
 
-Output folder: a fresh run refuses OUTPUT_DIR when it already holds a run (unless
---overwrite_output_dir); --resume_from_checkpoint PATH or `latest` names where to continue.
+Output folder: one run per folder (training.run_ownership decides whether this run starts fresh,
+moves an earlier run aside under --overwrite_output_dir, or resumes, and from which checkpoint).
 
 Progress and metrics, rank 0 only: a tqdm bar (loss, lr, grad norm, tokens/s), log.jsonl (one JSON
 object per logging step, so a run's curve can be read without any logger installed; the tests
@@ -20,12 +20,11 @@ import os
 import time
 from dataclasses import asdict
 
-from llava_ln.checkpoint.manifest import MANIFEST_NAME
 from llava_ln.core.atomic import atomic_path, write_json_atomic
 from llava_ln.core.distributed import barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import report_targets
-from llava_ln.training.checkpointing import list_checkpoints
+from llava_ln.training.run_ownership import RunStart, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -44,36 +43,18 @@ def configure_logging(context) -> None:
         root.propagate = False
 
 
-def resolve_resume_dir(args) -> str | None:
-    """--resume_from_checkpoint PATH, or `latest` (the newest checkpoint-<step> in OUTPUT_DIR)."""
-    path = args.resume_from_checkpoint
-    if not path:
-        return None
-    if path == "latest":
-        found = list_checkpoints(args.output_dir)
-        if not found:
-            raise LlavaLnError(f"--resume_from_checkpoint latest: {args.output_dir} holds no checkpoint-<step>")
-        return found[-1][1]
-    if not os.path.isdir(path):
-        raise LlavaLnError(f"--resume_from_checkpoint {path}: no such folder")
-    return path
+def prepare_output_dir(args, context, inputs=()) -> RunStart:
+    """Create OUTPUT_DIR for this run and say how it starts (fresh, or from which checkpoint).
 
-
-def prepare_output_dir(args, context) -> str | None:
-    """Create OUTPUT_DIR; refuse to start a fresh run over an earlier one. Returns the resume folder."""
-    resume_dir = resolve_resume_dir(args)
-    # Every rank checks (same verdict everywhere), so no rank waits on one that gave up.
-    earlier = os.path.exists(os.path.join(args.output_dir, MANIFEST_NAME)) or list_checkpoints(args.output_dir)
-    if earlier and not resume_dir and not args.overwrite_output_dir:
-        raise LlavaLnError(f"--output_dir {args.output_dir} already holds a run; pass --resume_from_checkpoint "
-                           "(or `latest`) to continue it, or --overwrite_output_dir to start over")
-    if context.is_main:
-        os.makedirs(args.output_dir, exist_ok=True)
+    inputs: (flag, path) of what the run reads, which --overwrite_output_dir must not move aside.
+    """
+    start = start_run(args, context, list(inputs))
+    if context.is_main and start.resume_dir is None:
         log = os.path.join(args.output_dir, LOG_FILE)
-        if not resume_dir and os.path.exists(log):
+        if os.path.exists(log):
             os.remove(log)
     barrier(context)
-    return resume_dir
+    return start
 
 
 def log_data_skips(dataset) -> None:
@@ -125,6 +106,12 @@ class Reporter:
                                  tok_s=f"{record.get('tokens_per_s', 0):.0f}", refresh=False)
         for writer in self.writers:
             writer(step, record)
+
+    def event(self, step: int, record: dict) -> None:
+        """A line in log.jsonl that is not a metric (it has an "event" key), e.g. a resume."""
+        if self.enabled:
+            with open(os.path.join(self.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": step, **record}) + "\n")
 
     def message(self, text: str) -> None:
         if self.enabled:
