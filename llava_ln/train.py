@@ -30,6 +30,7 @@ from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
 from llava_ln.training.args import TrainingArguments, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
+from llava_ln.training.flag_checks import check_numeric_flags
 from llava_ln.training.loop import EpochPlan, Loop, total_steps_for
 from llava_ln.training.memory import enable_gradient_checkpointing, resolve_precision
 from llava_ln.training.reporting import (
@@ -40,6 +41,9 @@ from llava_ln.training.reporting import (
     resolved_config,
     write_run_info,
 )
+from llava_ln.training.resume_check import check_resume_flags, run_defining_flags, run_record
+from llava_ln.training.run_ownership import run_inputs
+from llava_ln.training.stop_signals import StopSignals
 from llava_ln.training.strategy import TorchStrategy
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
@@ -55,11 +59,19 @@ def main(argv=None) -> int:
         prog="llava-ln train", description="Stage 1 or stage 2 training of a LLaVA-style model.",
     )
     check_training_args(args)
-    with distributed_session("cpu" if args.use_cpu else "auto", use_deepspeed=bool(args.deepspeed),
-                             local_rank_flag=args.local_rank) as context:
+    check_numeric_flags(args, tuning_args)
+    with StopSignals() as stops, distributed_session("cpu" if args.use_cpu else "auto",
+                                                     use_deepspeed=bool(args.deepspeed),
+                                                     local_rank_flag=args.local_rank) as context:
         configure_logging(context)
         precision = resolve_precision(args, context.device)
-        resume_dir = prepare_output_dir(args, context)
+        start = prepare_output_dir(args, context, run_inputs(model_args, data_args, args))
+        resume_dir = start.resume_dir
+        # Resume continues the saved run: the flags that define it must match (or be allowed to change).
+        run_flags = run_defining_flags(model_args, data_args, tuning_args, args, context=context,
+                                       precision=precision.name, global_batch_size=context.world_size
+                                       * args.per_device_train_batch_size * args.gradient_accumulation_steps)
+        changed = check_resume_flags(resume_dir, run_flags, args.allow_changed_flags)
         set_seed(args.seed)
 
         # 2. Model: LLM + vision tower + connector, frozen weights already in the compute dtype.
@@ -100,22 +112,26 @@ def main(argv=None) -> int:
 
         # 6. Train (resuming exactly when asked).
         identity = RunIdentity(plan.mode.name, order.batch_size * order.batches_per_step, len(dataset),
-                               total_steps, context.world_size)
+                               total_steps, context.world_size, start.run_id, run_flags)
         manifest = run_manifest(spec, model_args, data_args, plan, args.pretrain_mm_mlp_adapter)
         checkpointer = Checkpointer(context, strategy, model, plan, manifest,
                                     plan.saved_dtype(precision.compute_dtype), stage1_frozen)
         loop = Loop(args, context, strategy, checkpointer, dataset, DataCollator(data.tokenizer), order,
-                    total_steps, identity)
+                    total_steps, identity, stops)
         if resume_dir:
             loop.resume(resume_dir)
         config = resolved_config(model_args, data_args, tuning_args, args, context=context, precision=precision,
                                  spec=spec, strategy=strategy, total_steps=total_steps,
                                  steps_per_epoch=order.steps_per_epoch(), dataset_size=len(dataset))
+        config["resolved"].update(run_record(start, changed))
         if context.is_main:
             write_run_info(args.output_dir, config, plan.table(), strategy.optimizer, handed, names_by_id)
             logger.info("training %d steps (%d per epoch), %s, %s, %d rank(s)", total_steps,
                         order.steps_per_epoch(), precision.name, type(strategy).__name__, context.world_size)
         reporter = Reporter(args, context, total_steps, loop.state.global_step, config)
+        if resume_dir:
+            reporter.event(loop.state.global_step, {"event": "resume", **run_record(start, changed)})
+        stops.start_training()
         try:
             state = loop.run(reporter)
         finally:

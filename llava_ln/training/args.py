@@ -68,6 +68,14 @@ class TrainingArguments:
     # Accepted so LLaVA scripts port unchanged; llava-ln has no in-training evaluation and is always lazy.
     evaluation_strategy: str = field(default="no", metadata={"help": "Only `no` (evaluate with `llava-ln eval`)."})
     lazy_preprocess: bool = field(default=True, metadata={"help": "Always lazy; accepted for LLaVA scripts."})
+    # Run reliability (docs/reliability.md, "Runs"): non-finite steps and resuming with changed flags.
+    max_nonfinite_steps: int = field(
+        default=3, metadata={"help": "Skip up to N optimizer steps in a row whose loss or gradient norm is not finite "
+                             "(no update, a warning each); one more stops the run with an error."})
+    allow_changed_flags: bool = field(
+        default=False, metadata={"help": "Resume although flags that change the run (seed, rates, schedule, data, "
+                                 "...) differ from the checkpoint's; the change is recorded in run_config.json and "
+                                 "log.jsonl."})
 
 
 def check_training_args(args: TrainingArguments) -> None:

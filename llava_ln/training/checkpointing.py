@@ -10,7 +10,6 @@ state independent of the ZeRO stage and of the number of ranks. Rank 0 writes ev
 temporary folder that replaces checkpoint-<step>/ only when complete (core.atomic.atomic_directory),
 so a crash mid-save leaves the previous one usable.
 """
-import contextlib
 import glob
 import json
 import logging
@@ -18,17 +17,18 @@ import os
 import random
 import re
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from llava_ln.checkpoint.run_folder import connector_parameters, save_run
 from llava_ln.checkpoint.tensors import ShardedTensorWriter, TensorReader, load_tensors, save_tensors
-from llava_ln.core.atomic import atomic_directory, write_json_atomic
+from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.distributed import all_gather_objects, barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
+from llava_ln.training.save_guard import RankZeroWrites, kept_note
 from llava_ln.training.strategy import OPTIMIZER_STATE_KEYS
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class TrainState:
     global_step: int = 0
     epoch: int = 0
     step_in_epoch: int = 0  # optimizer steps done in `epoch` (the data position)
+    skipped_steps: int = 0  # steps skipped as non-finite: no optimizer update (training.step_guard)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class RunIdentity:
     dataset_size: int
     total_steps: int
     world_size: int
+    run_id: str = ""  # the run these checkpoints belong to (training.run_ownership)
+    flags: dict = field(default_factory=dict)  # the flags that define the run (training.resume_check)
 
 
 def _shape(param) -> tuple:
@@ -76,10 +79,12 @@ class Checkpointer:
         self.lora_names = {n: peft_names[id(p)] for n, p in self.named if n in plan.lora_names}
 
     # ---- run folder (OUTPUT_DIR at the end, and the inference half of a checkpoint) ----
-    def _trained_tensors(self):
+    def _trained_tensors(self, writes=None):
         tensors, lora = {}, {}
         for name, param in self.named:
             value = self.strategy.get_master(param)  # collective
+            if writes is not None:
+                writes.check_finite(name, value)
             if name in self.lora_names:
                 lora[self.lora_names[name]] = value
             else:
@@ -88,26 +93,28 @@ class Checkpointer:
 
     def save_run_folder(self, directory: str, global_step: int) -> None:
         """Collective; rank 0 writes. Files are atomic and the manifest comes last."""
-        tensors, lora = self._trained_tensors()
-        if self.context.is_main:
+        keeps = kept_note(list_checkpoints(directory), directory) if self.context.is_main else ""
+        with RankZeroWrites(self.context, directory, folder=False, keeps=keeps) as writes:
+            tensors, lora = self._trained_tensors(writes)
             manifest = replace(self.manifest, global_step=global_step)
-            save_run(directory, self.model, manifest, tensors=tensors,
-                     lora_state_dict=lora if manifest.lora is not None else None,
-                     stage1_connector=self.stage1_connector)
-        barrier(self.context)
+            writes.run(save_run, directory, self.model, manifest, tensors=tensors,
+                       lora_state_dict=lora if manifest.lora is not None else None,
+                       stage1_connector=self.stage1_connector)
 
     # ---- resumable checkpoints ----
     def save_checkpoint(self, output_dir: str, state: TrainState, scheduler, identity: RunIdentity,
                         save_total_limit: int | None = None) -> str:
+        """Collective; rank 0 writes into a temporary folder that replaces checkpoint-<step> when complete."""
         final = os.path.join(output_dir, f"checkpoint-{state.global_step}")
         rng_states = all_gather_objects(self.context, capture_rng())
         tensors, lora = {}, {}
-        with atomic_directory(final) if self.context.is_main else contextlib.nullcontext() as tmp:
-            resume = os.path.join(tmp, RESUME_DIR) if tmp else None
+        keeps = kept_note(list_checkpoints(output_dir), final) if self.context.is_main else ""
+        with RankZeroWrites(self.context, final, folder=True, keeps=keeps) as writes:
+            resume = os.path.join(writes.tmp, RESUME_DIR) if writes.tmp else None
             writers = {}
             if resume:
-                os.makedirs(resume)
-                writers = {key: ShardedTensorWriter(resume, key, RESUME_SHARD_BYTES) for key in ("master", *OPTIMIZER_STATE_KEYS)}
+                writers = {key: writes.run(ShardedTensorWriter, resume, key, RESUME_SHARD_BYTES)
+                           for key in ("master", *OPTIMIZER_STATE_KEYS)}
             for name, param in self.named:
                 values = {"master": self.strategy.get_master(param)}  # collective
                 for key in OPTIMIZER_STATE_KEYS:
@@ -115,31 +122,32 @@ class Checkpointer:
                 if not resume:
                     continue
                 for key, writer in writers.items():
-                    writer.add(name, values[key])
+                    writes.check_finite(f"{name} ({key})", values[key])
+                    writes.run(writer.add, name, values[key])
                 if name in self.lora_names:
                     lora[self.lora_names[name]] = values["master"]
                 else:
                     tensors[name] = values["master"].to(self.final_dtype)
             if resume:
                 for writer in writers.values():
-                    writer.close()
+                    writes.run(writer.close)
                 rng_tensors, rng_json = split_rng(rng_states)
-                save_tensors(resume, "rng", rng_tensors)
-                write_json_atomic(os.path.join(resume, STATE_FILE), {
+                writes.run(save_tensors, resume, "rng", rng_tensors)
+                writes.run(write_json_atomic, os.path.join(resume, STATE_FILE), {
                     "state": asdict(state),
                     "run": asdict(identity),
-                    "optimizer_steps": state.global_step,
+                    "optimizer_steps": state.global_step - state.skipped_steps,
                     "scheduler": _jsonable_scheduler_state(scheduler.state_dict()),
                     "loss_scaler": self.strategy.loss_scaler_state(),
                     "rng": rng_json,
                 })
-                save_run(tmp, self.model, replace(self.manifest, global_step=state.global_step), tensors=tensors,
-                         lora_state_dict=lora if self.manifest.lora is not None else None,
-                         stage1_connector=self.stage1_connector)
+                writes.run(save_run, writes.tmp, self.model, replace(self.manifest, global_step=state.global_step),
+                           tensors=tensors, lora_state_dict=lora if self.manifest.lora is not None else None,
+                           stage1_connector=self.stage1_connector)
         if self.context.is_main:
             logger.info("saved %s", final)
             if save_total_limit:
-                prune_checkpoints(output_dir, save_total_limit)
+                prune_checkpoints(output_dir, save_total_limit, identity.run_id)
         barrier(self.context)
         return final
 
@@ -161,7 +169,7 @@ class Checkpointer:
             for key in OPTIMIZER_STATE_KEYS:
                 self.strategy.set_optimizer_state(param, key, readers[key].get(name))
         self.strategy.set_optimizer_step(saved["optimizer_steps"])
-        scheduler.load_state_dict(saved["scheduler"])
+        _resume_schedule(scheduler, saved["scheduler"])
         for group, lr in zip(self.strategy.scheduler_optimizer().param_groups, scheduler.get_last_lr()):
             group["lr"] = lr
         self.strategy.load_loss_scaler_state(saved.get("loss_scaler"))
@@ -176,6 +184,15 @@ def _jsonable_scheduler_state(state: dict) -> dict:
     # LambdaLR stores its lambdas' attributes (empty for transformers' partials); floats and ints otherwise.
     return {k: v for k, v in state.items() if k != "lr_lambdas"} | {"lr_lambdas": [None] * len(state.get(
         "lr_lambdas", []))}
+
+
+def _resume_schedule(scheduler, saved: dict) -> None:
+    """The saved position on this run's schedule: base rates and shape come from the flags (the saved ones
+    unless --allow_changed_flags changed them), as LambdaLR.step would compute them."""
+    base_lrs = list(scheduler.base_lrs)
+    scheduler.load_state_dict(saved)
+    scheduler.base_lrs = base_lrs
+    scheduler._last_lr = [base * factor(scheduler.last_epoch) for factor, base in zip(scheduler.lr_lambdas, base_lrs)]
 
 
 def _check_identity(directory: str, saved: dict, current: RunIdentity) -> bool:
@@ -216,8 +233,11 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def prune_checkpoints(output_dir: str, keep: int) -> None:
-    for _, path in list_checkpoints(output_dir)[:-keep]:
+def prune_checkpoints(output_dir: str, keep: int, run_id: str) -> None:
+    """Remove all but the newest `keep` checkpoints of run_id; another run's are never touched."""
+    from llava_ln.training.run_ownership import owned_checkpoints  # it reads this module's file layout
+
+    for _, path in owned_checkpoints(output_dir, run_id)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -28,6 +28,8 @@ from llava_ln.core.distributed import all_reduce_sum
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import steps_from
 from llava_ln.training.checkpointing import RunIdentity, TrainState
+from llava_ln.training.step_guard import StepGuard
+from llava_ln.training.stop_signals import Interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +114,13 @@ class Loop:
     plan: EpochPlan
     total_steps: int
     identity: RunIdentity
+    stops: object = None  # training.stop_signals.StopSignals: SIGTERM/SIGINT end the run with a checkpoint
 
     def __post_init__(self):
         self.scheduler = make_scheduler(self.strategy.scheduler_optimizer(), self.args, self.total_steps)
         self.state = TrainState()
+        self.guard = StepGuard(self.context, self.args.max_nonfinite_steps, self.stops)
+        self.last_checkpoint = None
 
     def priming_batch(self) -> dict:
         """This rank's first micro-batch, read straight from the dataset (no loader, no RNG use)."""
@@ -128,6 +133,7 @@ class Loop:
                                                        self.priming_batch())
         logger.info("resumed from %s at step %d (epoch %d, step %d of it)", directory, self.state.global_step,
                     self.state.epoch, self.state.step_in_epoch)
+        self.last_checkpoint = directory
 
     def run(self, reporter) -> TrainState:
         args, state = self.args, self.state
@@ -142,9 +148,15 @@ class Loop:
             for _ in range(len(batches) // accumulation):
                 for micro in range(accumulation):
                     batch = to_device(next(loader), self.strategy.device)
-                    loss = self.strategy.forward_backward(batch, last_micro_step=micro == accumulation - 1)
-                    window.add_micro(float(loss), float(batch["attention_mask"].sum()))
-                window.add_step(self.strategy.optimizer_step())
+                    loss = float(self.strategy.forward_backward(batch, last_micro_step=micro == accumulation - 1))
+                    window.add_micro(loss, float(batch["attention_mask"].sum()))
+                    self.guard.add_loss(loss)
+                verdict = self.guard.before_step()  # collective: non-finite losses and stop signals, all ranks
+                grad_norm = self.strategy.optimizer_step(skip=verdict.nonfinite_loss)
+                skipped = self.guard.after_step(state.global_step + 1, verdict, self.strategy, grad_norm,
+                                                self.last_checkpoint)
+                state.skipped_steps += skipped
+                window.add_step(grad_norm, skipped)
                 self.scheduler.step()
                 state.global_step += 1
                 state.step_in_epoch += 1
@@ -152,9 +164,14 @@ class Loop:
                     self._log(reporter, window)
                     window = _Window()
                 reporter.step()
-                if save_every and state.global_step % save_every == 0 and state.global_step < self.total_steps:
-                    self.checkpointer.save_checkpoint(args.output_dir, state, self.scheduler, self.identity,
-                                                      args.save_total_limit)
+                saved = save_every and state.global_step % save_every == 0 and state.global_step < self.total_steps
+                if saved or (verdict.stop_signal and state.global_step < self.total_steps):
+                    self.last_checkpoint = self.checkpointer.save_checkpoint(args.output_dir, state, self.scheduler,
+                                                                             self.identity, args.save_total_limit)
+                    if verdict.stop_signal:
+                        raise Interrupted(verdict.stop_signal, f"after step {state.global_step}: checkpoint "
+                                          f"{self.last_checkpoint} written; continue with --resume_from_checkpoint "
+                                          "latest")
                 if state.global_step >= self.total_steps:
                     break
             if state.step_in_epoch >= self.plan.steps_per_epoch():
@@ -165,12 +182,13 @@ class Loop:
         loss_sum, micro, tokens = all_reduce_sum(self.context, [window.loss_sum, window.micro, window.tokens])
         optimizer = self.strategy.scheduler_optimizer()
         reporter.log(self.state.global_step, {
-            "loss": loss_sum / max(micro, 1),
+            "loss": loss_sum / micro if micro else float("nan"),  # NaN: every step of the window was skipped
             "lr": self.args.learning_rate * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch),
             "lrs": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
-            "grad_norm": window.grad_norm_sum / max(window.steps, 1),
+            "grad_norm": window.grad_norm_sum / window.steps if window.steps else float("nan"),
             "tokens": tokens,
             "epoch": self.state.epoch + self.state.step_in_epoch / self.plan.steps_per_epoch(),
+            **({"skipped_steps": self.state.skipped_steps} if self.state.skipped_steps else {}),
         })
 
 
@@ -181,13 +199,15 @@ class _Window:
         self.loss_sum, self.micro, self.tokens, self.grad_norm_sum, self.steps = 0.0, 0, 0.0, 0.0, 0
 
     def add_micro(self, loss: float, tokens: float) -> None:
-        self.loss_sum += loss
-        self.micro += 1
+        if math.isfinite(loss):  # a skipped step's loss would turn the logged mean into NaN
+            self.loss_sum += loss
+            self.micro += 1
         self.tokens += tokens
 
-    def add_step(self, grad_norm: float) -> None:
-        self.grad_norm_sum += grad_norm
-        self.steps += 1
+    def add_step(self, grad_norm: float, skipped: bool = False) -> None:
+        if not skipped:
+            self.grad_norm_sum += grad_norm
+            self.steps += 1
 
 
 def warmup_steps_for(args, total_steps: int) -> int:

@@ -69,9 +69,18 @@ class Strategy(ABC):
     def forward_backward(self, batch: dict, last_micro_step: bool, loss_scale: float = 1.0):
         """One micro-step; returns the (unscaled, detached) loss of this rank's micro-batch."""
 
+    # Set by optimizer_step: whether the update happened, and whether the strategy dropped it (or could not
+    # drop it) because the gradient norm was not finite (training.step_guard reads them).
+    step_applied = True
+    dropped_nonfinite = False
+    applied_nonfinite = False
+
     @abstractmethod
-    def optimizer_step(self) -> float:
-        """Clip, update, zero the gradients; returns the global gradient norm before clipping."""
+    def optimizer_step(self, skip: bool = False) -> float:
+        """Clip, update, zero the gradients; returns the global gradient norm before clipping.
+
+        skip: drop this update (a non-finite loss on some rank); a non-finite gradient norm drops it too.
+        """
 
     @abstractmethod
     def scheduler_optimizer(self):
@@ -164,18 +173,24 @@ class TorchStrategy(Strategy):
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         return loss.detach()
 
-    def optimizer_step(self) -> float:
+    def optimizer_step(self, skip: bool = False) -> float:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm))
+        # Under fp16 the scaler drops an overflowing step itself (routine); otherwise a non-finite norm is ours to drop.
+        self.dropped_nonfinite = not self.scaler and not math.isfinite(grad_norm)
+        self.step_applied = not (skip or self.dropped_nonfinite)
         if self.scaler:
-            self.scaler.step(self.optimizer)
+            scale = self.scaler.get_scale()
+            if self.step_applied:
+                self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
+            self.step_applied = self.step_applied and self.scaler.get_scale() >= scale
+        elif self.step_applied:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        return grad_norm
 
     def scheduler_optimizer(self):
         return self.optimizer

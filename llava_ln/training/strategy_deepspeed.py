@@ -19,6 +19,7 @@ The config's "auto" values come from the flags, and what would silently break is
 """
 import copy
 import json
+import math
 import os
 
 import torch
@@ -69,10 +70,17 @@ class DeepSpeedStrategy(Strategy):
             self.engine.step()  # only advances DeepSpeed's micro-step bookkeeping off the boundary
         return loss.detach()
 
-    def optimizer_step(self) -> float:
+    def optimizer_step(self, skip: bool = False) -> float:
+        # The gradients live inside the engine, so `skip` cannot drop them before engine.step(); DeepSpeed's ZeRO
+        # optimizers drop a step whose global gradient norm is not finite themselves (which a non-finite loss
+        # gives), and was_step_applied() says so. An update applied with a non-finite norm is reported.
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+        value = float(norm) if norm is not None else float("nan")
+        self.step_applied = bool(self.engine.was_step_applied())
+        self.dropped_nonfinite = not self.step_applied and not self.precision.fp16  # fp16: loss-scale overflow
+        self.applied_nonfinite = self.step_applied and norm is not None and not math.isfinite(value)
+        return value
 
     def scheduler_optimizer(self):
         # ZeRO wraps the torch optimizer; the wrapped one owns the param_groups that step() reads.

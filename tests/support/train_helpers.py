@@ -94,7 +94,8 @@ def read_log(directory: str) -> dict:
     with open(os.path.join(directory, "log.jsonl"), encoding="utf-8") as handle:
         for line in handle:
             record = json.loads(line)
-            records[record["step"]] = record
+            if "event" not in record:  # a resume's line, not a metric
+                records[record["step"]] = record
     return records
 
 

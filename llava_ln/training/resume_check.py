@@ -1,0 +1,142 @@
+"""Resume continues the run that was saved: the flags that change a run are compared with the checkpoint's.
+
+Every checkpoint records the flags that decide what a run computes (run_defining_flags: model and
+tower, data content, template, sequence length, tuning mode and its settings, every learning rate,
+the schedule and warmup, optimizer settings, clipping, seed, global batch, step or epoch budget,
+precision). Flags that only change how it is computed or reported (output and logging, saving,
+DeepSpeed stage, number of ranks, gradient checkpointing, attention kernel, workers) are not
+compared. Data files count by content (sha256), not by path, and so does the stage-1 connector
+file; the other paths count as given (made absolute), so a moved model folder is a change too.
+
+A resume whose flags differ stops with a one-line diff unless --allow_changed_flags: then the new
+values are used from the resume step on (the learning rates and schedule included: the scheduler
+keeps only its position from the checkpoint) and the change is recorded in run_config.json
+("resolved.changed_flags") and in log.jsonl (an {"event": "resume"} line).
+"""
+import hashlib
+import json
+import logging
+import os
+
+from llava_ln.checkpoint.run_folder import resolve_connector_file
+from llava_ln.checkpoint.tensors import tensor_files
+from llava_ln.core.distributed import broadcast_object
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.index import parse_data_path
+from llava_ln.training.checkpointing import RESUME_DIR, STATE_FILE
+
+logger = logging.getLogger(__name__)
+
+MODEL_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower", "mm_vision_select_layer",
+               "mm_vision_select_feature", "mm_projector_type")
+DATA_FLAGS = ("image_folder", "image_aspect_ratio", "conv_template", "model_max_length", "group_by_modality_length",
+              "skip_bad_samples")
+TUNING_FLAGS = ("tune_mode", "tune_embeddings", "lora_r", "lora_alpha", "lora_dropout", "mm_projector_lr", "norm_lr")
+TRAINING_FLAGS = ("num_train_epochs", "max_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
+                  "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed", "tf32")
+PATH_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower", "image_folder")
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fingerprints(data_args, args) -> dict:
+    """Content hashes of the data files and of the stage-1 connector (rank 0 reads, the others receive)."""
+    data = []
+    for source in parse_data_path(data_args.data_path):
+        try:
+            data.append({"sha256": file_sha256(source.path), "count": source.count})
+        except OSError as err:
+            raise LlavaLnError(f"--data_path {source.path}: cannot read it ({err.strerror})") from None
+    connector = None
+    if args.pretrain_mm_mlp_adapter:
+        resolved = resolve_connector_file(args.pretrain_mm_mlp_adapter)
+        files = [resolved] if os.path.isfile(resolved) else tensor_files(os.path.dirname(resolved),
+                                                                        os.path.basename(resolved))
+        connector = [file_sha256(path) for path in files]
+    return {"data": data, "pretrain_mm_mlp_adapter": connector}
+
+
+def run_defining_flags(model_args, data_args, tuning_args, args, *, context, precision: str,
+                       global_batch_size: int) -> dict:
+    """`--flag` -> value for every flag that changes what the run computes (JSON-ready)."""
+    flags = {}
+    for source, names in ((model_args, MODEL_FLAGS), (data_args, DATA_FLAGS), (tuning_args, TUNING_FLAGS),
+                          (args, TRAINING_FLAGS)):
+        for name in names:
+            value = getattr(source, name)
+            if name in PATH_FLAGS and isinstance(value, str) and os.path.exists(value):
+                value = os.path.abspath(value)
+            flags[f"--{name}"] = value
+    fingerprints = None
+    if context.is_main:
+        try:
+            fingerprints = _fingerprints(data_args, args)
+        except LlavaLnError as err:
+            fingerprints = str(err)
+    fingerprints = broadcast_object(context, fingerprints)
+    if isinstance(fingerprints, str):
+        raise LlavaLnError(fingerprints)
+    flags["--data_path (content)"] = fingerprints["data"]
+    flags["--pretrain_mm_mlp_adapter (content)"] = fingerprints["pretrain_mm_mlp_adapter"]
+    flags["precision"] = precision
+    flags["global_batch_size"] = global_batch_size
+    return flags
+
+
+def saved_flags(checkpoint: str) -> dict | None:
+    """The run-defining flags a checkpoint recorded; None when it predates them or cannot be read."""
+    try:
+        with open(os.path.join(checkpoint, RESUME_DIR, STATE_FILE), encoding="utf-8") as handle:
+            flags = json.load(handle)["run"].get("flags")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # an unreadable state file is reported when the checkpoint is loaded
+    return flags if isinstance(flags, dict) else None
+
+
+def changed_flags(saved: dict, current: dict) -> dict:
+    """flag -> {"checkpoint": old, "now": new} for every run-defining flag that differs."""
+    # JSON round trip on both sides: tuples become lists and floats compare as the file holds them.
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    return {flag: {"checkpoint": saved.get(flag), "now": current.get(flag)}
+            for flag in sorted(set(saved) | set(current)) if saved.get(flag) != current.get(flag)}
+
+
+def _shown(flag: str, value) -> str:
+    if flag.endswith("(content)") and isinstance(value, list):
+        return "[" + ", ".join(str(item.get("sha256", item))[:12] if isinstance(item, dict) else str(item)[:12]
+                               for item in value) + "]"
+    return json.dumps(value)
+
+
+def check_resume_flags(checkpoint: str | None, current: dict, allow: bool) -> dict:
+    """Compare with the checkpoint's flags: {} when they agree; the changes when --allow_changed_flags; else an error."""
+    if checkpoint is None:
+        return {}
+    saved = saved_flags(checkpoint)
+    if saved is None:
+        logger.warning("resume: %s records no run flags (an older checkpoint); they are not compared", checkpoint)
+        return {}
+    changes = changed_flags(saved, current)
+    if not changes:
+        return {}
+    listed = [f"{flag} {_shown(flag, c['now'])} (checkpoint: {_shown(flag, c['checkpoint'])})"
+              for flag, c in changes.items()]
+    summary = ", ".join(listed[:6]) + (f" and {len(listed) - 6} more" if len(listed) > 6 else "")
+    if not allow:
+        raise LlavaLnError(f"--resume_from_checkpoint {checkpoint}: flags differ from the checkpoint's: {summary}; "
+                           "resume with the checkpoint's values, or pass --allow_changed_flags to use the new ones")
+    logger.warning("resume with --allow_changed_flags: the new values are used from here on: %s", summary)
+    return changes
+
+
+def run_record(start, changed: dict) -> dict:
+    """What run_config.json ("resolved") and a resume's log.jsonl line record about where the run came from."""
+    return {"run_id": start.run_id, "resumed_from": start.resume_dir, "moved_aside": start.moved_aside,
+            "changed_flags": changed}

@@ -1,0 +1,65 @@
+"""Resume compares the flags that define the run with the checkpoint's: a one-line diff, or a recorded change."""
+import json
+import os
+
+import pytest
+from train_helpers import flags, read_log, stage1_run, train_world
+
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.train import main
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_llm, tiny_vision):
+    return train_world(tmp_path_factory, tiny_llm, tiny_vision)
+
+
+def _checkpoint(world) -> str:
+    return os.path.join(stage1_run(world), "checkpoint-2")
+
+
+def test_a_changed_seed_and_rate_are_refused_with_a_diff(world, tmp_path):
+    out = str(tmp_path / "out")
+    with pytest.raises(LlavaLnError) as caught:
+        main(flags(world, out, stage=1, seed=8, learning_rate=0.02, logging_steps=2,
+                   resume_from_checkpoint=_checkpoint(world)))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "--learning_rate 0.02 (checkpoint: 0.01)" in message and "--seed 8 (checkpoint: 7)" in message
+    assert "logging_steps" not in message and "--allow_changed_flags" in message  # reporting flags are free
+    assert not os.path.exists(os.path.join(out, "run_config.json"))  # refused before anything was built
+
+
+def test_data_of_the_same_size_but_other_content_is_a_change(world, tmp_path):
+    with open(world["captions"], encoding="utf-8") as handle:
+        records = json.load(handle)
+    records[0]["conversations"][1]["value"] = "a blue circle is right of a red square"
+    edited = tmp_path / "captions.json"
+    edited.write_text(json.dumps(records))
+    with pytest.raises(LlavaLnError, match=r"--data_path \(content\) \[[0-9a-f]{12}\] \(checkpoint: \[[0-9a-f]{12}\]\)"):
+        main(flags(world, str(tmp_path / "out"), stage=1, data_path=str(edited),
+                   resume_from_checkpoint=_checkpoint(world)))
+    # The same bytes under another name are the same data (beside the images, which the records name).
+    moved = os.path.join(os.path.dirname(world["captions"]), f"copy_{tmp_path.name}.json")
+    with open(world["captions"], "rb") as source, open(moved, "wb") as target:
+        target.write(source.read())
+    assert main(flags(world, str(tmp_path / "same"), stage=1, data_path=moved,
+                      resume_from_checkpoint=_checkpoint(world))) == 0
+
+
+def test_allowed_changes_are_used_and_recorded(world, tmp_path):
+    out = str(tmp_path / "out")
+    assert main(flags(world, out, stage=1, learning_rate=0.005, allow_changed_flags=True,
+                      resume_from_checkpoint=_checkpoint(world))) == 0
+    with open(os.path.join(out, "run_config.json"), encoding="utf-8") as handle:
+        resolved = json.load(handle)["resolved"]
+    assert resolved["changed_flags"] == {"--learning_rate": {"checkpoint": 0.01, "now": 0.005}}
+    assert resolved["resumed_from"] == _checkpoint(world)
+    with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as handle:
+        events = [json.loads(line) for line in handle if '"event"' in line]
+    assert events == [{"step": 2, "event": "resume", **{k: resolved[k] for k in
+                                                         ("run_id", "resumed_from", "moved_aside", "changed_flags")}}]
+    # The new rate is the one used from the resume on (constant schedule), and the log says so.
+    log = read_log(out)
+    assert [log[s]["lr"] for s in (3, 4)] == [0.005, 0.005]
+    assert {rate for s in (3, 4) for rate in log[s]["lrs"].values()} == {0.005}
