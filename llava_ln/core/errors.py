@@ -40,6 +40,22 @@ def one_line(err: LlavaLnError) -> str:
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
+def write_failure(err: BaseException) -> str | None:
+    """The one-line reason of a failed write (an OSError, or the Rust I/O error safetensors wraps), else None."""
+    if isinstance(err, OSError) and err.errno is not None:
+        reason = f"{err.strerror or os.strerror(err.errno)} (errno {err.errno})"
+        return f"{reason} ({err.filename})" if err.filename else reason
+    if type(err).__name__ == "SafetensorError" and "I/O error" in str(err):
+        return str(err).split("I/O error: ", 1)[-1]
+    return None
+
+
+def is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in _DISK_FULL
+    return type(err).__name__ == "SafetensorError" and any(f"(os error {code})" in str(err) for code in _DISK_FULL)
+
+
 def debug_requested(argv) -> bool:
     return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
@@ -61,13 +77,11 @@ def run_command(main_fn, argv) -> int:
             traceback.print_exc()
         print("llava-ln: interrupted", file=sys.stderr)
         return 130
-    except OSError as err:
-        if err.errno not in _DISK_FULL:
+    except Exception as err:  # noqa: BLE001 - only a full disk is turned into a line; the rest re-raises
+        if not is_disk_full(err):
             raise
         if debug:
             traceback.print_exc()
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"llava-ln: error: {where}{err.strerror or os.strerror(err.errno)} (errno {err.errno}); free space "
-              f"and run again{'' if debug else ' (--debug shows where)'}", file=sys.stderr)
+        print(f"llava-ln: error: the disk is full: {write_failure(err)}; free space and run again", file=sys.stderr)
         return 2
     return int(code or 0)

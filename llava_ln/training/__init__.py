@@ -7,6 +7,12 @@
   loop                 the loop and its data order (a pure function of seed and epoch)
   checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy
   reporting            output folder, logging, progress, log.jsonl, run_config.json
+  run_ownership        one run per folder: run ids, --overwrite_output_dir moves aside, `latest`, pruning
+  resume_check         the flags that define a run, compared on resume (--allow_changed_flags)
+  flag_checks          numeric flags checked before anything loads
+  step_guard           per-step all-rank checks: non-finite loss/gradients skipped or stopping the run
+  save_guard           saves that fail as one (disk full, non-finite tensors), nothing non-finite written
+  stop_signals         SIGTERM/SIGINT: finish the step, checkpoint, exit 128+signal
 
 Why a custom loop and not transformers' Trainer: every requirement of this project that the
 Trainer makes hard is simple here.

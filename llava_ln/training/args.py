@@ -62,8 +62,9 @@ class TrainingArguments:
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when CUDA is available."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow a fresh run into a folder that "
-                                                                "already holds a finished run."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start afresh in a folder that holds a "
+                                                                "run: that run is moved aside to "
+                                                                "OUTPUT_DIR.previous-<time>."})
     local_rank: int = field(default=-1, metadata={"help": "Set by the deepspeed launcher; do not pass by hand."})
     # Accepted so LLaVA scripts port unchanged; llava-ln has no in-training evaluation and is always lazy.
     evaluation_strategy: str = field(default="no", metadata={"help": "Only `no` (evaluate with `llava-ln eval`)."})

@@ -109,9 +109,16 @@ def changed_flags(saved: dict, current: dict) -> dict:
 
 
 def _shown(flag: str, value) -> str:
+    """Content fingerprints as short digests (with a data file's sample count); anything else as JSON."""
     if flag.endswith("(content)") and isinstance(value, list):
-        return "[" + ", ".join(str(item.get("sha256", item))[:12] if isinstance(item, dict) else str(item)[:12]
-                               for item in value) + "]"
+        items = []
+        for item in value:
+            if isinstance(item, dict):
+                count = item.get("count")
+                items.append(str(item.get("sha256"))[:12] + (f":{count}" if count is not None else ""))
+            else:
+                items.append(str(item)[:12])
+        return "[" + ", ".join(items) + "]"
     return json.dumps(value)
 
 

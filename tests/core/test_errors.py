@@ -36,9 +36,19 @@ def test_debug_shows_the_traceback(capsys, monkeypatch, how):
 
 def test_a_full_disk_is_one_line_naming_the_file(capsys):
     assert run_command(_disk_full, []) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert "/data/out/answers.jsonl: No space left on device (errno 28)" in err
+    assert capsys.readouterr().err == ("llava-ln: error: the disk is full: No space left on device (errno 28) "
+                                       "(/data/out/answers.jsonl); free space and run again\n")
+
+
+def test_safetensors_own_disk_full_error_is_one_line_too(capsys):
+    from safetensors import SafetensorError
+
+    def save(argv):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    assert run_command(save, []) == 2
+    assert capsys.readouterr().err == ("llava-ln: error: the disk is full: No space left on device (os error 28); "
+                                       "free space and run again\n")
 
 
 def test_other_os_errors_still_raise():
