@@ -1,7 +1,10 @@
 """User-facing errors: every command prints them as one line and exits with status 2, no traceback.
 
 `--debug` on any command line (removed before the command parses its flags) or LLAVA_LN_DEBUG=1
-prints the traceback as well; run_command is the one place that prints errors.
+prints the traceback as well; run_command is the one place that prints errors. Besides LlavaLnError,
+two failures from outside are the user's to read in one line: a full disk (exit 2) and, in a
+distributed job, a collective that failed because another rank died (exit 1: the dead rank's own
+output says why). Anything else is a bug and keeps its traceback.
 """
 import errno
 import os
@@ -56,6 +59,15 @@ def is_disk_full(err: BaseException) -> bool:
     return type(err).__name__ == "SafetensorError" and any(f"(os error {code})" in str(err) for code in _DISK_FULL)
 
 
+def lost_another_rank(err: BaseException) -> bool:
+    """A collective failed because another process of the job died (gloo: the connection closed; NCCL/gloo in
+    newer torch: torch.distributed's DistError family). That process's own output says why."""
+    if type(err).__name__ in ("DistError", "DistBackendError", "DistNetworkError"):
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in ("Connection closed by peer",
+                                                                               "Connection reset by peer"))
+
+
 def debug_requested(argv) -> bool:
     return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
@@ -77,11 +89,17 @@ def run_command(main_fn, argv) -> int:
             traceback.print_exc()
         print("llava-ln: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - only a full disk is turned into a line; the rest re-raises
-        if not is_disk_full(err):
-            raise
+    except Exception as err:  # noqa: BLE001 - only a full disk or a lost rank become a line; the rest re-raises
+        if is_disk_full(err):
+            line, code = f"the disk is full: {write_failure(err)}; free space and run again", 2
+        elif lost_another_rank(err):
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            line, code = ("lost contact with another rank of the job (it crashed or was killed; its own output says "
+                          f"why): {first}"), 1
+        else:
+            raise  # a bug: its traceback is the report
         if debug:
             traceback.print_exc()
-        print(f"llava-ln: error: the disk is full: {write_failure(err)}; free space and run again", file=sys.stderr)
-        return 2
+        print(f"llava-ln: error: {line}", file=sys.stderr)
+        return code
     return int(code or 0)

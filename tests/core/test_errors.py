@@ -67,3 +67,15 @@ def test_cli_commands_take_debug(debug):
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == "llava-ln: error: POPE annotations file not found: /nonexistent.json"
     assert ("Traceback (most recent call last)" in done.stderr) == debug
+
+
+def test_a_collective_that_lost_its_peer_is_one_line(capsys):
+    def collective(argv):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:61076. This is "
+                           "typically caused by a remote worker crashing.\nmore")
+
+    assert run_command(collective, []) == 1
+    assert capsys.readouterr().err == ("llava-ln: error: lost contact with another rank of the job (it crashed or was "
+                                       "killed; its own output says why): [gloo/transport/tcp/pair.cc:553] Connection "
+                                       "closed by peer [127.0.0.1]:61076. This is typically caused by a remote worker "
+                                       "crashing.\n")
