@@ -105,7 +105,7 @@ def generation_config_for(loaded: LoadedModel):
 def merged_manifest(loaded: LoadedModel):
     """The source's manifest, now describing a self-contained folder."""
     return replace(loaded.manifest, kind="merged", llm=SELF, tokenizer=SELF, vision_tower=SELF, lora=None,
-                   pretrain_mm_mlp_adapter=None, trained_tensors={})
+                   pretrain_mm_mlp_adapter=None, trained_tensors={}, source=None)
 
 
 def write_merged_folder(model, loaded: LoadedModel, directory: str) -> list:
