@@ -62,8 +62,8 @@ def main(argv=None) -> int:
     with distributed_session("cpu" if args.use_cpu else "auto", use_deepspeed=bool(args.deepspeed),
                              local_rank_flag=args.local_rank) as context:
         configure_logging(context)
-        llava_flags.report()
         start = resolve_start(model_args, data_args, llava_flags.explicit)
+        llava_flags.report(start.decided if start else None)
         precision = resolve_precision(args, context.device)
         resume_dir = prepare_output_dir(args, context)
         set_seed(args.seed)

@@ -45,6 +45,15 @@ REFUSED_VERSIONS = {
     "v0_mmtag": "<Image></Image> tags", "v1_mmtag": "<Image></Image> tags", "mpt": "MPT models",
 }
 TEMPLATE_CHOICES = "plain, vicuna_v1, llama_2, mistral, chatml, llama_3 or auto"
+# Defaults that differ between LLaVA's train.py (with transformers' TrainingArguments) and llava-ln:
+# flag -> (LLaVA's, llava-ln's). A LLaVA command line that leaves one out gets a warning naming it.
+DEFAULTS_THAT_DIFFER = {
+    "mm_vision_select_layer": ("-1", "-2"), "mm_projector_type": ("linear", "mlp2x_gelu"),
+    "image_aspect_ratio": ("square", "pad"), "model_max_length": ("512", "2048"), "learning_rate": ("5e-5", "2e-5"),
+    "lr_scheduler_type": ("linear", "cosine"), "num_train_epochs": ("3", "1"), "lora_r": ("64", "128"),
+    "lora_alpha": ("16", "256"),
+}
+LORA_ONLY = ("lora_r", "lora_alpha")
 ADAMW = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw")
 
 
@@ -65,12 +74,21 @@ class LlavaFlags:
     mapped: list = field(default_factory=list)  # {"given", "becomes", "note"}
     warnings: list = field(default_factory=list)
     cache_dir: str | None = None
+    unset_defaults: list = field(default_factory=list)  # DEFAULTS_THAT_DIFFER a LLaVA command line left out
 
     def note(self, given: str, becomes: str, note: str = "") -> None:
         self.mapped.append({"given": given, "becomes": becomes, "note": note})
 
-    def report(self) -> None:
-        """Log the mapping (INFO) and the warnings; call once logging is configured."""
+    def report(self, decided: dict | None = None) -> None:
+        """Log the mapping (INFO) and the warnings; call once logging is configured.
+
+        decided: flags a multimodal --model_name_or_path set (their defaults did not apply).
+        """
+        for name in self.unset_defaults:
+            if name not in (decided or {}):
+                theirs, ours = DEFAULTS_THAT_DIFFER[name]
+                self.warnings.append(f"--{name} not given: llava-ln's default is {ours}, LLaVA's is {theirs}; pass "
+                                     f"--{name} {theirs} for LLaVA's behaviour")
         for entry in self.mapped:
             logger.info("LLaVA flag %s -> %s%s", entry["given"], entry["becomes"] or "(no effect here)",
                         f" ({entry['note']})" if entry["note"] else "")
@@ -145,6 +163,10 @@ def translate_llava_flags(argv) -> tuple[list, LlavaFlags]:
         else:
             out += replacement
             flags.explicit.update(t[2:] for t in replacement if t.startswith("--"))
+    if any(name in _RULES and name != "image_aspect_ratio" for name in given):  # a LLaVA command line
+        lora = given.get("tune_mode") == "lora" or _bool("lora_enable", given.get("lora_enable", "false"))
+        flags.unset_defaults = [name for name in DEFAULTS_THAT_DIFFER if name not in flags.explicit
+                                and (lora or name not in LORA_ONLY)]
     if "tune_mode" not in flags.explicit:
         out += ["--tune_mode", "full"]
         flags.note("(no --tune_mode)", "--tune_mode full", "LLaVA trains every LLM weight unless told otherwise")

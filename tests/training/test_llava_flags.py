@@ -121,3 +121,16 @@ def test_freezing_the_connector_keeps_it_out_of_the_trainable_set(tiny_llm, tiny
     frozen = _plan(tiny_llm, tiny_vision, "lora", tune_connector=False)
     assert not frozen.trains_connector and frozen.lora_names
     assert _plan(tiny_llm, tiny_vision, "ln_simple", tune_connector=True).trains_connector
+
+
+def test_a_llava_command_line_hears_about_defaults_that_differ():
+    *_, flags = parsed("--version", "v1", "--lora_enable", "True", "--learning_rate", "2e-4",
+                       "--mm_projector_type", "mlp2x_gelu")
+    flags.report(decided={"mm_vision_select_layer": -2})  # a multimodal checkpoint decided this one
+    named = {line.split()[0] for line in flags.warnings if "not given" in line}
+    assert named == {"--image_aspect_ratio", "--model_max_length", "--lr_scheduler_type", "--num_train_epochs",
+                     "--lora_r", "--lora_alpha"}
+    assert any("--image_aspect_ratio square for LLaVA's behaviour" in line for line in flags.warnings)
+    *_, plain = parsed("--tune_mode", "ln")  # not a LLaVA command line: llava-ln's defaults are simply its own
+    plain.report()
+    assert not any("not given" in line for line in plain.warnings)

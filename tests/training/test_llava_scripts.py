@@ -102,6 +102,8 @@ def test_pretrain_sh_trains_the_connector_with_the_plain_template(runs):
     given = {entry["given"] for entry in config["llava_flags"]["mapped"]}
     assert {"--version plain", "--tune_mm_mlp_adapter True", "--mm_use_im_start_end False",
             "--per_device_eval_batch_size 4"} <= given
+    # pretrain.sh gives no --image_aspect_ratio: LLaVA's default (square) is not llava-ln's (pad), and it says so.
+    assert any(line.startswith("--image_aspect_ratio not given") for line in config["llava_flags"]["warnings"])
 
 
 def test_finetune_sh_is_full_finetuning_from_the_projector_and_says_so(runs):
