@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from eval_helpers import eval_cli, single_thread, toy_assets
+from eval_helpers import eval_cli, toy_assets
 
 from llava_ln.cli import main
 from llava_ln.evaluation.llava_answers import answer_id, model_id
@@ -18,12 +18,7 @@ from llava_ln.scoring.pope import score_pope_files
 COMMON = ("--max_new_tokens", "4", "--batch_size", "16", "--device", "cpu", "--dtype", "float32")
 LLAVA_KEYS = {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
 SUFFIX = "Answer the question using a single word or phrase."
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/evaluation/conftest.py
 
 
 @pytest.fixture(scope="module")
