@@ -150,10 +150,11 @@ def build_start_model(model_args, tokenizer, dtype, on_meta: bool = False):
 
 
 def check_image_token(path: str, model, tokenizer) -> None:
-    token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    if unwrap(model).config.image_token_id != token_id or detect_source(path).image_token_id() != token_id:
-        raise LlavaLnError(f"--model_name_or_path {path}: its config's image token id is "
-                           f"{detect_source(path).image_token_id()}, its tokenizer gives <image> id {token_id}")
+    """A transformers LLaVA folder's config and tokenizer must agree on <image> (the model was built from the latter)."""
+    token_id, configured = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), detect_source(path).image_token_id()
+    if configured != token_id or unwrap(model).config.image_token_id != token_id:
+        raise LlavaLnError(f"--model_name_or_path {path}: its config's image token id is {configured}, its tokenizer "
+                           f"gives <image> id {token_id}")
 
 
 def _from_llava_ln(path: str, model_args, tokenizer, dtype, on_meta: bool):
