@@ -5,6 +5,11 @@ moved into place with os.replace, which is atomic on POSIX. A process killed mid
 its temporary behind under one of our two prefixes: the next run in that folder puts back a folder
 that a kill caught between its two renames (restore_interrupted_replacements) and removes the rest
 (remove_stale_temporaries).
+
+mkstemp and mkdtemp create their temporaries 0600 / 0700 whatever the umask (so that nobody else
+can read a half-written file); what finally lands is given the permissions an ordinary open() or
+makedirs() would have given it (0666 / 0777 minus the umask), so a shared run folder stays readable
+by the group when the umask says so.
 """
 import json
 import os
@@ -16,6 +21,25 @@ TMP_PREFIX = ".tmp-"  # work in progress: files of atomic_path, folders of atomi
 OLD_PREFIX = ".old-"  # a folder's previous version, removed once its replacement is in place
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str, directory: bool = False) -> None:
+    """Give a mkstemp / mkdtemp temporary the mode an ordinary create would have had."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(final_path: str, suffix: str = ""):
     """Yield a temporary path next to final_path; on success it replaces final_path."""
@@ -23,6 +47,7 @@ def atomic_path(final_path: str, suffix: str = ""):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=directory)
     os.close(fd)
+    honour_umask(tmp)
     try:
         yield tmp
         _fsync_file(tmp)
@@ -58,7 +83,9 @@ def begin_directory(final_dir: str) -> str:
     """atomic_directory in steps, for writers that must not leave a block on error: the temporary folder."""
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=TMP_PREFIX + os.path.basename(final_dir) + "-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=TMP_PREFIX + os.path.basename(final_dir) + "-", dir=parent)
+    honour_umask(tmp, directory=True)
+    return tmp
 
 
 def commit_directory(tmp: str, final_dir: str) -> None:

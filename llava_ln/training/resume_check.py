@@ -30,10 +30,12 @@ logger = logging.getLogger(__name__)
 MODEL_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower", "mm_vision_select_layer",
                "mm_vision_select_feature", "mm_projector_type")
 DATA_FLAGS = ("image_folder", "image_aspect_ratio", "conv_template", "model_max_length", "group_by_modality_length",
-              "skip_bad_samples")
-TUNING_FLAGS = ("tune_mode", "tune_embeddings", "lora_r", "lora_alpha", "lora_dropout", "mm_projector_lr", "norm_lr")
+              "skip_bad_samples", "keep_image_placement")
+TUNING_FLAGS = ("tune_mode", "tune_embeddings", "tune_connector", "lora_r", "lora_alpha", "lora_dropout",
+                "mm_projector_lr", "norm_lr")
 TRAINING_FLAGS = ("num_train_epochs", "max_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
-                  "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed", "tf32")
+                  "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",
+                  "data_seed", "tf32")
 PATH_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower", "image_folder")
 _CHUNK = 1 << 20
 
@@ -70,7 +72,7 @@ def run_defining_flags(model_args, data_args, tuning_args, args, *, context, pre
     for source, names in ((model_args, MODEL_FLAGS), (data_args, DATA_FLAGS), (tuning_args, TUNING_FLAGS),
                           (args, TRAINING_FLAGS)):
         for name in names:
-            value = getattr(source, name)
+            value = getattr(source, name, None)
             if name in PATH_FLAGS and isinstance(value, str) and os.path.exists(value):
                 value = os.path.abspath(value)
             flags[f"--{name}"] = value
