@@ -45,8 +45,8 @@ def one_line(err: LlavaLnError) -> str:
 
 def write_failure(err: BaseException) -> str | None:
     """The one-line reason of a failed write (an OSError, or the Rust I/O error safetensors wraps), else None."""
-    if isinstance(err, OSError) and err.errno is not None:
-        reason = f"{err.strerror or os.strerror(err.errno)} (errno {err.errno})"
+    if isinstance(err, OSError):
+        reason = f"{err.strerror or os.strerror(err.errno)} (errno {err.errno})" if err.errno is not None else str(err)
         return f"{reason} ({err.filename})" if err.filename else reason
     if type(err).__name__ == "SafetensorError" and "I/O error" in str(err):
         return str(err).split("I/O error: ", 1)[-1]

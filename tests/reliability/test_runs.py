@@ -297,6 +297,14 @@ def test_zero3_sigterm_to_one_rank_stops_both_after_the_same_step(world, zero3_r
 
 
 @pytest.mark.faults
+def test_zero3_sigterm_to_the_job_in_the_middle_of_a_save(world, reference, zero3_reference, tmp_path):
+    n = _first_file_of_checkpoint(reference, 1) + 1  # rank 0 is writing checkpoint-4
+    done = _zero3_case(world, zero3_reference, str(tmp_path / "run"), {"action": "term_job", "event": "file", "n": n},
+                       "term")
+    assert "after step 5:" in done.stderr  # checkpoint-4 completed, step 5 ran, then the stop checkpoint
+
+
+@pytest.mark.faults
 def test_zero3_nan_on_one_rank_is_skipped_on_both_and_resumes_exactly(world, tmp_path):
     out, resumed = str(tmp_path / "run"), str(tmp_path / "resumed")
     done = train(toy_flags(world, out, per_device_train_batch_size=2), ranks=2,

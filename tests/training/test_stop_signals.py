@@ -68,26 +68,27 @@ def test_a_stop_signal_finishes_the_step_checkpoints_and_resumes_exactly(world, 
 
 
 def test_repeated_signals_are_ignored_but_a_second_ctrl_c_stops_at_once(world, tmp_path, monkeypatch):
-    out = str(tmp_path / "run")
+    out, common = str(tmp_path / "run"), _common(world)
     # SIGTERM twice (a launcher forwards the scheduler's): one checkpoint, one stop.
     _signal_at_micro_step(monkeypatch, signal.SIGTERM, 2, times=2)
     with pytest.raises(Interrupted, match="after step 2"):
-        main(flags(world, out, **_common(world)))
+        main(flags(world, out, **common))
     monkeypatch.undo()
     _signal_at_micro_step(monkeypatch, signal.SIGINT, 2, times=2)
     with pytest.raises(KeyboardInterrupt):
-        main(flags(world, str(tmp_path / "again"), **_common(world)))
+        main(flags(world, str(tmp_path / "again"), **common))
 
 
 def test_a_signal_while_setting_up_stops_at_once(world, tmp_path, monkeypatch, capsys):
-    real_build = train_module.build_mllm
+    common = _common(world)  # the stage-1 run first, unpatched
+    real_build = train_module.build_start_model
 
     def build_then_get_signalled(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "build_mllm", build_then_get_signalled)
-    assert run_command(main, flags(world, str(tmp_path / "run"), **_common(world))) == 143
+    monkeypatch.setattr(train_module, "build_start_model", build_then_get_signalled)
+    assert run_command(main, flags(world, str(tmp_path / "run"), **common)) == 143
     assert capsys.readouterr().err.splitlines()[-1] == ("llava-ln: stopped: SIGTERM while the run was being set up: "
                                                         "nothing to save")
 
@@ -95,6 +96,7 @@ def test_a_signal_while_setting_up_stops_at_once(world, tmp_path, monkeypatch, c
 def test_a_signal_during_the_final_save_lets_it_finish(world, tmp_path, monkeypatch):
     import llava_ln.training.checkpointing as checkpointing
 
+    common = _common(world)
     out = str(tmp_path / "run")
     real_save_run = checkpointing.save_run
 
@@ -104,5 +106,5 @@ def test_a_signal_during_the_final_save_lets_it_finish(world, tmp_path, monkeypa
         return real_save_run(directory, *args, **kwargs)
 
     monkeypatch.setattr(checkpointing, "save_run", save_run_then_get_signalled)
-    assert main(flags(world, out, **_common(world))) == 0
+    assert main(flags(world, out, **common)) == 0
     assert os.path.exists(os.path.join(out, "manifest.json"))
