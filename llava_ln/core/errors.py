@@ -82,12 +82,12 @@ def run_command(main_fn, argv) -> int:
     except LlavaLnError as err:
         if debug:
             traceback.print_exc()
-        print(f"llava-ln: {err.label}: {one_line(err)}", file=sys.stderr)
+        _emit(f"llava-ln: {err.label}: {one_line(err)}")
         return err.exit_code
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        print("llava-ln: interrupted", file=sys.stderr)
+        _emit("llava-ln: interrupted")
         return 130
     except Exception as err:  # noqa: BLE001 - only a full disk or a lost rank become a line; the rest re-raises
         if is_disk_full(err):
@@ -100,6 +100,13 @@ def run_command(main_fn, argv) -> int:
             raise  # a bug: its traceback is the report
         if debug:
             traceback.print_exc()
-        print(f"llava-ln: error: {line}", file=sys.stderr)
+        _emit(f"llava-ln: error: {line}")
         return code
     return int(code or 0)
+
+
+def _emit(line: str) -> None:
+    # One write per line: the ranks of a job share one stderr pipe, and print() writes the text and its newline
+    # separately, so two ranks' lines could run together.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
