@@ -28,10 +28,12 @@ from llava_ln.data import DataArguments, DataCollator, build_train_dataset, buil
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
+from llava_ln.model.quantize import quantize_llm_linears
 from llava_ln.training.args import TrainingArguments, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
 from llava_ln.training.loop import EpochPlan, Loop, total_steps_for
 from llava_ln.training.memory import enable_gradient_checkpointing, resolve_precision
+from llava_ln.training.quantized_base import check_quantized_run
 from llava_ln.training.reporting import (
     Reporter,
     configure_logging,
@@ -55,6 +57,7 @@ def main(argv=None) -> int:
         prog="llava-ln train", description="Stage 1 or stage 2 training of a LLaVA-style model.",
     )
     check_training_args(args)
+    quantization = check_quantized_run(model_args, tuning_args, args)  # --bits 4|8: refuse what cannot combine
     with distributed_session("cpu" if args.use_cpu else "auto", use_deepspeed=bool(args.deepspeed),
                              local_rank_flag=args.local_rank) as context:
         configure_logging(context)
@@ -65,6 +68,7 @@ def main(argv=None) -> int:
         # 2. Model: LLM + vision tower + connector, frozen weights already in the compute dtype.
         data = load_data_components(model_args, data_args)
         model, spec = build_mllm(model_args, data.tokenizer, dtype=precision.compute_dtype)
+        quantize_llm_linears(model, quantization, device=context.device)  # no-op without --bits 4|8
 
         # 3. Tuning: what trains; stage 2 starts from the stage-1 connector.
         model, plan = apply_tune_mode(model, tuning_args, connector_pretrained=bool(args.pretrain_mm_mlp_adapter))

@@ -23,6 +23,7 @@ from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import flash_attention_available, load_tokenizer, resolve_attn_implementation
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
+from llava_ln.model.quantize import QuantSettings, quantize_llm_linears
 
 
 @dataclass
@@ -100,8 +101,13 @@ def effective_manifest(path: str, overrides: BaseOverrides | None = None) -> Man
 
 
 def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=torch.float32, device="cpu",
-                    attn_implementation: str | None = None) -> LoadedModel:
-    """Rebuild the model a checkpoint folder describes, in eval mode on device."""
+                    attn_implementation: str | None = None, quantization: QuantSettings | None = None) -> LoadedModel:
+    """Rebuild the model a checkpoint folder describes, in eval mode on device.
+
+    quantization: quantize the base's block linears (on device) before a run's tensors and LoRA adapter
+    are applied, as a --bits run trained; None (default) rebuilds the unquantized base, which is what
+    merge and export write.
+    """
     if not os.path.isdir(path):
         raise LlavaLnError(f"{path}: no such checkpoint folder")
     manifest = effective_manifest(path, overrides)
@@ -110,13 +116,14 @@ def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=tor
         attn = resolve_attn_implementation(attn_implementation or "auto")
         model = load_merged_model(path, manifest.mm_projector_type, dtype=dtype, attn_implementation=attn)
         merged_image_token_check(path, model, tokenizer)
+        quantize_llm_linears(model, quantization, device)
     else:
-        model = _build_run_model(path, manifest, tokenizer, dtype, attn_implementation)
+        model = _build_run_model(path, manifest, tokenizer, dtype, attn_implementation, quantization, device)
     model.to(device).eval()
     return LoadedModel(path, manifest, model, tokenizer)
 
 
-def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation):
+def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation, quantization, device):
     args = model_arguments_from(manifest, attn_implementation)
     meta_model, spec = build_mllm(args, tokenizer, on_meta=True)
     if manifest.image_token_id is not None and spec.image_token_id != manifest.image_token_id:
@@ -127,6 +134,7 @@ def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_imple
         check_run_against_base(path, manifest, meta_model)
     del meta_model
     model, _ = build_mllm(args, tokenizer, dtype=dtype)
+    quantize_llm_linears(model, quantization, device)
     if has_tensors:
         return apply_run(model, path, manifest)
     from llava_ln.checkpoint.zero_shards import zero_checkpoint_dir

@@ -11,6 +11,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from llava_ln import __version__
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.model.quantize import quant_settings
 from llava_ln.tuning.args import TuningArguments
 
 MANIFEST_NAME = "manifest.json"
@@ -41,6 +42,9 @@ class Manifest:
     num_image_tokens: int | None = None
     global_step: int | None = None
     trained_tensors: dict = field(default_factory=dict)  # name -> [shape..., dtype]
+    # {"bits", "quant_type", "double_quant"} when training saw the block linears quantized (--bits 4|8);
+    # the folder still holds trained tensors only, applied to the unquantized base when loaded.
+    quantization: dict | None = None
     format_version: int = FORMAT_VERSION
     llava_ln_version: str = __version__
 
@@ -100,7 +104,13 @@ def run_manifest(spec, model_args, data_args, plan, pretrain_adapter: str | None
         attn_implementation=spec.attn_implementation,
         image_token_id=spec.image_token_id,
         num_image_tokens=spec.num_image_tokens,
+        quantization=_quantization(model_args),
     )
+
+
+def _quantization(model_args) -> dict | None:
+    settings = quant_settings(model_args.bits, model_args.quant_type, model_args.double_quant)
+    return settings.to_dict() if settings else None
 
 
 def tuning_arguments(manifest: Manifest) -> TuningArguments:

@@ -15,9 +15,10 @@ from torch import nn
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
+from llava_ln.model.quantize import logical_numel, quantization_of
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.groups import GROUPS, classify_parameters
-from llava_ln.tuning.modes import TuneMode, get_tune_mode, resolve_tune_embeddings
+from llava_ln.tuning.modes import TuneMode, get_tune_mode, refuse_on_quantized_base, resolve_tune_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,9 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
     from an earlier run or checkpoint (so a connector-only run is not stage 1).
     """
     mode = get_tune_mode(args.tune_mode)
+    quantized = quantization_of(model)
+    if quantized is not None:
+        refuse_on_quantized_base(mode, quantized.bits)
     tune_embeddings = resolve_tune_embeddings(mode, args.tune_embeddings)
     lora = None
     if mode.uses_lora:
@@ -206,7 +210,7 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
     only_connector = all(group_of[n] == "connector" for n in trainable)
     plan = TuningPlan(
         mode=mode, stage=1 if only_connector and not connector_pretrained else 2, tune_embeddings=tune_embeddings,
-        lora=lora, group_of=dict(group_of), numel={n: getattr(p, "ds_numel", p.numel()) for n, p in params.items()},
+        lora=lora, group_of=dict(group_of), numel={n: logical_numel(p) for n, p in params.items()},
         trainable=frozenset(trainable), optimizer_groups=_optimizer_groups(group_of, trainable, params),
         mm_projector_lr=args.mm_projector_lr, norm_lr=args.norm_lr,
     )
