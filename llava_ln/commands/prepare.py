@@ -3,7 +3,9 @@
 describe: parameter counts per group and what a tuning mode trains, from config alone. The model is
 built on the meta device, so a folder holding only config.json files (no weights) is enough to plan
 a 70B run on a laptop. The JSON also carries the static GPU memory per device (weights, gradients,
-optimizer states) for --strategy torch|zero2|zero3 and --num_gpus.
+optimizer states) for --strategy torch|zero2|zero3 and --num_gpus; with --bits 4|8 (training's flags)
+the block linears count at their quantized size, statistics included, and `quantization` gives the
+quantized parameters, their bytes and bytes per parameter.
 
 inspect-data: processed samples with their label masks, before spending GPU hours. Takes training's
 model, vision-tower, data and template flags (no LLM weights are loaded: tokenizer, vision config
@@ -26,8 +28,10 @@ from llava_ln.data.args import DataArguments
 from llava_ln.data.dataset import SkipSample, build_train_dataset, load_data_components
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import build_mllm
+from llava_ln.model.quantize import quant_settings, quantized_footprint
 from llava_ln.training.memory import static_memory_per_gpu
 from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.modes import get_tune_mode, refuse_on_quantized_base
 from llava_ln.tuning.plan import apply_tune_mode
 
 
@@ -53,7 +57,11 @@ def _optional_tokenizer(args: ModelArguments):
 
 def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_names: bool = False,
              memory: DescribeArguments | None = None) -> dict:
+    quantization = quant_settings(model_args.bits, model_args.quant_type, model_args.double_quant)
+    if quantization is not None:
+        refuse_on_quantized_base(get_tune_mode(tuning_args.tune_mode), quantization.bits)
     model, _ = build_mllm(model_args, _optional_tokenizer(model_args), on_meta=True)
+    footprint = quantized_footprint(model, quantization)  # before LoRA wraps the block linears
     model, plan = apply_tune_mode(model, tuning_args)
     counts = plan.counts()
     totals = {group: c["total"] for group, c in counts.items()}
@@ -67,10 +75,14 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
         "group_totals": totals,
         "tune_mode": tuning_args.tune_mode,
     }
+    if quantization is not None:
+        result["quantization"] = {**quantization.to_dict(), **footprint.to_dict()}
     memory = memory or DescribeArguments()
     try:
         result["memory_gib_per_gpu"] = static_memory_per_gpu(total - trainable, trainable, memory.strategy,
-                                                             memory.num_gpus, memory.bf16)
+                                                             memory.num_gpus, memory.bf16,
+                                                             quantized_params=footprint.params,
+                                                             quantized_bytes=footprint.bytes)
     except ValueError as err:
         raise LlavaLnError(f"memory estimate: {err}") from None
     if with_names:

@@ -2,6 +2,7 @@
 
   args                 the training flags (Hugging Face TrainingArguments names)
   memory               precision policy, gradient checkpointing, static memory estimate
+  quantized_base       what a --bits 4|8 base allows: tune modes, ZeRO stages (checked before loading)
   strategy             the Strategy interface, the training module, plain PyTorch / DDP
   strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags
   loop                 the loop and its data order (a pure function of seed and epoch)
