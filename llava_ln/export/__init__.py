@@ -3,6 +3,7 @@
   merge           `llava-ln merge`: fold LoRA (checked) and write a merged folder
   chat_templates  our conversation templates as Jinja chat templates
   hf              `llava-ln export --format hf`: LlavaForConditionalGeneration + LlavaProcessor, verified
+  quantized       `export --format hf --bits 4`: the verified export stored with 4-bit block linears, verified again
   peft_ln         `llava-ln export --format peft-ln`: the norm deltas as a PEFT LN-tuning adapter, verified
   probes          the probes every verification runs, and our side of it (llava-ln's own pipeline)
   verify          comparison with tolerances, and the fresh process that runs the other side

@@ -1,5 +1,9 @@
 """Merge: base LLM + vision tower + stage-1 connector + stage-2 tensors -> one standalone folder.
 
+A run trained on a quantized base (--bits 4|8) is merged into the UNQUANTIZED base: the folder holds
+full-precision weights (training saw their quantized version; merged_from.json keeps the run's
+manifest, quantization included). `export --format hf --bits 4` writes a 4-bit folder instead.
+
 LoRA factors are folded into the weights with PEFT's merge_and_unload (fold_lora, which `export
 --format hf` uses too); norm, attention and full-model deltas were already written into the
 rebuilt model when the run was opened. The fold is checked in-process (unmerged vs merged logits
@@ -105,7 +109,7 @@ def generation_config_for(loaded: LoadedModel):
 def merged_manifest(loaded: LoadedModel):
     """The source's manifest, now describing a self-contained folder."""
     return replace(loaded.manifest, kind="merged", llm=SELF, tokenizer=SELF, vision_tower=SELF, lora=None,
-                   pretrain_mm_mlp_adapter=None, trained_tensors={})
+                   pretrain_mm_mlp_adapter=None, trained_tensors={}, quantization=None)
 
 
 def write_merged_folder(model, loaded: LoadedModel, directory: str) -> list:

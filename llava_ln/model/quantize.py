@@ -98,11 +98,13 @@ def quantization_of(model) -> QuantSettings | None:
     return getattr(unwrap(model), MARK, None)
 
 
-def quantize_llm_linears(model, settings: QuantSettings | None, device=None) -> int:
+def quantize_llm_linears(model, settings: QuantSettings | None, device=None, cpu_inference_layout: bool = False) -> int:
     """Replace the LLM's block linears by bitsandbytes layers, quantized on `device`; returns how many.
 
     device: where the quantized weights live (default: where each weight is now). The layers compute
     in the dtype their weight had, which is the run's compute dtype. Does nothing for settings None.
+    cpu_inference_layout: leave on bitsandbytes' own CPU inference path (see _quantized_copy), as a model
+    that transformers loads has it: for a reference that must compute exactly as such a model does.
     """
     if settings is None:
         return 0
@@ -115,7 +117,7 @@ def quantize_llm_linears(model, settings: QuantSettings | None, device=None) -> 
         if linear.weight.device.type == "meta":
             raise ValueError(f"{name} is on the meta device; quantize a model with weights")
         where = torch.device(device) if device is not None else linear.weight.device
-        quantized = _quantized_copy(bnb, linear, settings).to(where)
+        quantized = _quantized_copy(bnb, linear, settings, cpu_inference_layout).to(where)
         parent_name, _, child = name.rpartition(".")
         setattr(llava.get_submodule(parent_name), child, quantized)
     setattr(llava, MARK, settings)
@@ -126,7 +128,7 @@ def quantize_llm_linears(model, settings: QuantSettings | None, device=None) -> 
     return len(targets)
 
 
-def _quantized_copy(bnb, linear: nn.Linear, settings: QuantSettings) -> nn.Module:
+def _quantized_copy(bnb, linear: nn.Linear, settings: QuantSettings, cpu_inference_layout: bool) -> nn.Module:
     """A bitsandbytes layer holding linear's weight (not yet quantized: that happens on .to(device))."""
     dtype = linear.weight.dtype
     has_bias = linear.bias is not None
@@ -142,15 +144,16 @@ def _quantized_copy(bnb, linear: nn.Linear, settings: QuantSettings) -> nn.Modul
         layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, blocksize=BLOCKSIZE,
                                          compress_statistics=settings.double_quant, quant_type=settings.quant_type,
                                          module=layer)
-        # On AVX512-BF16 CPUs bitsandbytes repacks the weight in place at the first eval-mode forward (an
-        # inference layout that needs out_features % 32 == 0 and that its training path cannot use
-        # afterwards); keep the one layout that trains and evaluates alike.
-        layer.support_avx512bf16_for_cpu = False
+        if not cpu_inference_layout:
+            # On AVX512-BF16 CPUs bitsandbytes repacks the weight in place at the first eval-mode forward
+            # into an inference layout (bf16 kernels; needs out_features % 32 == 0) that its training path
+            # cannot use afterwards; keep the one layout that trains and evaluates alike.
+            layer.support_avx512bf16_for_cpu = False
     else:
         layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
     if has_bias:
         layer.bias = linear.bias  # stays a plain frozen parameter in the compute dtype
-    return layer
+    return layer.train(linear.training)  # bitsandbytes chooses kernels by train/eval mode
 
 
 def logical_numel(param) -> int:
