@@ -46,3 +46,8 @@ class EvalArguments:
                                                          "include the scorer's JSON in the output."})
     overwrite: bool = field(default=False, metadata={"help": "Discard answers from an earlier run in --output_dir."})
     local_rank: int = field(default=-1, metadata={"help": "Set by the deepspeed launcher; not needed otherwise."})
+    # ---- quantized base (llava_ln/model/quantize.py) ----
+    bits: int = field(default=16, metadata={
+        "help": "4 or 8: quantize the LLM's block linears at load, as a --bits run was trained (its 4-bit type "
+                "and double quantization from the run's manifest, else nf4 + double quant); LoRA then stays "
+                "unmerged on top. 16: as stored (the unquantized base for a --bits run, as merge/export ship it)."})

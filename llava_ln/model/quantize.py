@@ -114,6 +114,8 @@ def quantize_llm_linears(model, settings: QuantSettings | None, device=None, cpu
     llava = unwrap(model)
     targets = block_linears(model)
     for name, linear in targets:
+        if not linear.weight.is_floating_point():
+            raise LlavaLnError(f"{name} is already quantized (a 4-bit export?); load it without --bits")
         if linear.weight.device.type == "meta":
             raise ValueError(f"{name} is on the meta device; quantize a model with weights")
         where = torch.device(device) if device is not None else linear.weight.device
