@@ -1,8 +1,6 @@
 """Issue 16: `llava-ln describe --bits 4|8` counts the block linears at their quantized size (config only)."""
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 from transformers import CLIPVisionConfig, LlamaConfig
@@ -72,10 +70,6 @@ def test_qlora_counts_the_base_linears_not_the_adapters(config_only_7b):
     assert lora["quantization"]["params"] == QUANTIZED and lora["groups"]["lora"] > 0
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "llava_ln.cli", "describe", *args], capture_output=True, text=True)
-
-
 @pytest.mark.parametrize("args,message", [
     (["--tune_mode", "full", "--bits", "4"], "--tune_mode full trains linear weights"),
     (["--tune_mode", "ln", "--bits", "4", "--strategy", "zero3"], "ZeRO-3"),
@@ -92,11 +86,13 @@ def test_refusals_are_one_line(config_only_7b, capsys, args, message):
     assert len(lines) == 1 and message in lines[0]
 
 
-def test_cli_reports_the_quantization(config_only_7b):
+def test_cli_reports_the_quantization(config_only_7b, capsys):
+    from llava_ln.cli import main
+
     llm, vision = config_only_7b
-    done = _cli("--model_name_or_path", llm, "--vision_tower", vision, "--tune_mode", "ln_simple", "--bits", "4",
-                "--strategy", "zero2", "--num_gpus", "4")
-    assert done.returncode == 0, done.stderr
-    payload = json.loads(done.stdout)
+    capsys.readouterr()
+    assert main(["describe", "--model_name_or_path", llm, "--vision_tower", vision, "--tune_mode", "ln_simple",
+                 "--bits", "4", "--strategy", "zero2", "--num_gpus", "4"]) == 0
+    payload = json.loads(capsys.readouterr().out)
     assert payload["quantization"]["quant_type"] == "nf4" and payload["quantization"]["double_quant"] is True
     assert payload["memory_gib_per_gpu"]["strategy"] == "zero2" and payload["memory_gib_per_gpu"]["total_static"] <= 6
