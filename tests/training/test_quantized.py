@@ -27,7 +27,7 @@ from llava_ln.train import main
 pytest.importorskip("bitsandbytes")
 
 MODE_FLAGS = {
-    "ln": {"learning_rate": 1e-3, "norm_lr": 1e-2},
+    "ln": {"learning_rate": 1e-3, "norm_lr": 1e-2, "gradient_checkpointing": True},
     "ln_simple": {"learning_rate": 1e-3, "norm_lr": 5e-2},
     "lora": {"learning_rate": 1e-2, "mm_projector_lr": 1e-3},
     "connector": {"learning_rate": 1e-1},
