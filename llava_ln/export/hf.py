@@ -41,7 +41,12 @@ from llava_ln.data.templates import get_template
 from llava_ln.export.chat_templates import chat_template_for
 from llava_ln.export.merge import cast_saved_tensors, check_output_dir, fold_lora, resolve_dtype, write_merged_folder
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images, hf_messages
-from llava_ln.export.quantized import export_quant_settings, quantize_folder, quantized_reference
+from llava_ln.export.quantized import (
+    export_quant_settings,
+    note_unquantized_export,
+    quantize_folder,
+    quantized_reference,
+)
 from llava_ln.export.verify import ExportSettings, VerificationError, compare_all, probe_results, run_child
 from llava_ln.model.backbones import vision_family_of
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE
@@ -81,6 +86,8 @@ def export_hf(checkpoint: str, output_dir: str, overrides=None, settings: Export
     loaded = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device=settings.device,
                              attn_implementation=reference_attention())
     manifest, tokenizer = loaded.manifest, loaded.tokenizer
+    if quantization is None:
+        note_unquantized_export(manifest, log)
     chat_template = chat_template_for(get_template(manifest.conv_template, tokenizer))
     probes = default_probes(manifest.conv_template)
     target = resolve_dtype(settings.dtype, loaded)

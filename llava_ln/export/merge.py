@@ -24,6 +24,7 @@ from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.templates import get_template, stop_token_ids
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images
+from llava_ln.export.quantized import note_unquantized_export
 from llava_ln.export.verify import Tolerance, as_other_side, compare_all
 from llava_ln.model.parts import unwrap
 
@@ -133,6 +134,7 @@ def merge_checkpoint(checkpoint: str, output_dir: str, overrides: BaseOverrides 
                              attn_implementation=reference_attention())
     if loaded.manifest.kind == "merged":
         raise LlavaLnError(f"{checkpoint} is already a merged checkpoint; nothing to merge")
+    note_unquantized_export(loaded.manifest, log)
     folded = unwrap(loaded.model) is not loaded.model
     with tempfile.TemporaryDirectory() as image_dir:
         draw_probe_images(image_dir)

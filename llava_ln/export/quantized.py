@@ -42,6 +42,14 @@ def export_quant_settings(bits: int, manifest) -> QuantSettings | None:
     return QuantSettings(4, "nf4", True)
 
 
+def note_unquantized_export(manifest, log) -> None:
+    """Say it when a run that trained on a quantized base is written onto the unquantized one."""
+    trained = settings_from_dict(manifest.quantization)
+    if trained is not None:
+        log(f"note: this run trained on a {trained.describe()} base; the export holds the unquantized base plus its "
+            "trained tensors (`export --format hf --bits 4` stores the model as it trained)")
+
+
 def skip_modules(model) -> list[str]:
     """Names for llm_int8_skip_modules: every linear layer that is not a block linear of the LLM.
 
