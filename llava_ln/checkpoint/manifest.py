@@ -42,6 +42,9 @@ class Manifest:
     num_image_tokens: int | None = None
     global_step: int | None = None
     trained_tensors: dict = field(default_factory=dict)  # name -> [shape..., dtype]
+    # The run started from a multimodal checkpoint, {"kind", "path"} (checkpoint.llava_sources); llm names it too.
+    source: dict | None = None
+    tune_connector: bool | None = None  # --tune_connector, when it overrode the mode
     # {"bits", "quant_type", "double_quant"} when training saw the block linears quantized (--bits 4|8);
     # the folder still holds trained tensors only, applied to the unquantized base when loaded.
     quantization: dict | None = None
@@ -104,6 +107,8 @@ def run_manifest(spec, model_args, data_args, plan, pretrain_adapter: str | None
         attn_implementation=spec.attn_implementation,
         image_token_id=spec.image_token_id,
         num_image_tokens=spec.num_image_tokens,
+        source=spec.source,
+        tune_connector=None if plan.trains_connector == ("connector" in plan.mode.groups) else plan.trains_connector,
         quantization=_quantization(model_args),
     )
 
@@ -119,4 +124,5 @@ def tuning_arguments(manifest: Manifest) -> TuningArguments:
     lora = manifest.lora or {}
     return TuningArguments(tune_mode=manifest.tune_mode, tune_embeddings=manifest.tune_embeddings,
                            lora_r=lora.get("r", defaults.lora_r), lora_alpha=lora.get("alpha", defaults.lora_alpha),
-                           lora_dropout=lora.get("dropout", defaults.lora_dropout))
+                           lora_dropout=lora.get("dropout", defaults.lora_dropout),
+                           tune_connector=manifest.tune_connector)

@@ -1,6 +1,7 @@
 """Training: strategies (plain PyTorch / DDP, DeepSpeed ZeRO), the loop, checkpoints and resume.
 
   args                 the training flags (Hugging Face TrainingArguments names)
+  llava_flags          LLaVA's flags: aliases, no-ops and one-line refusals; the default tune mode
   memory               precision policy, gradient checkpointing, static memory estimate
   quantized_base       what a --bits 4|8 base allows: tune modes, ZeRO stages (checked before loading)
   strategy             the Strategy interface, the training module, plain PyTorch / DDP
