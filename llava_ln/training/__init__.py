@@ -4,8 +4,10 @@
   memory               precision policy, gradient checkpointing, static memory estimate
   strategy             the Strategy interface, the training module, plain PyTorch / DDP
   strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags
+  zero_config_types    the JSON type of every DeepSpeed config field llava-ln fills or knows
   loop                 the loop and its data order (a pure function of seed and epoch)
   checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy
+  resume_files         reading resume state without trusting it: checksums, then every field's type
   reporting            output folder, logging, progress, log.jsonl, run_config.json
 
 Why a custom loop and not transformers' Trainer: every requirement of this project that the
