@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from llava_ln.evaluation.benchmarks.registry import BENCHMARKS
 
 
@@ -46,3 +47,7 @@ class EvalArguments:
                                                          "include the scorer's JSON in the output."})
     overwrite: bool = field(default=False, metadata={"help": "Discard answers from an earlier run in --output_dir."})
     local_rank: int = field(default=-1, metadata={"help": "Set by the deepspeed launcher; not needed otherwise."})
+
+    # ---- reliability: untrusted image files ----
+    max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={
+        "help": "Largest image (width x height) read; a larger one is refused before decoding (0: no limit)."})
