@@ -235,6 +235,13 @@ def consolidate_zero_checkpoint(folder: str) -> dict:
     if not isinstance(stage, int) or isinstance(stage, bool) or int(stage) not in (1, 2, 3):
         raise LlavaLnError(f"{files[0]}: zero_stage {stage!r} is not 1, 2 or 3")
     stage = int(stage)
+    counts = first.get("partition_count")
+    counts = counts if isinstance(counts, list) else [counts]
+    if not counts or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        raise LlavaLnError(f"{files[0]}: partition_count {first.get('partition_count')!r} is not a rank count")
+    if max(counts) != len(files):
+        raise LlavaLnError(f"{step_dir}: the shards were written by {max(counts)} ranks but {len(files)} optimizer "
+                           "shard(s) are here (an incomplete save or copy?)")
     shapes = _param_shapes(_model_states_file(step_dir, stage))
     if stage == 3:
         return _consolidate_stage3(step_dir, files, states, shapes)
