@@ -172,6 +172,19 @@ def test_eval_question_naming_an_image_outside_the_folder(tmp_path):
     refused(lambda: pope.read_items(sources, ""), "coco_pope_random.json", "question_id 1", "leads outside")
 
 
+def test_eval_question_with_unusable_text(tmp_path, tokenizer):
+    from llava_ln.data.templates import get_template
+    from llava_ln.evaluation.generation import PromptEncoder
+
+    encoder = PromptEncoder(tokenizer, get_template("vicuna_v1", tokenizer), tokenizer.convert_tokens_to_ids("<image>"), 4)
+    refused(lambda: encoder.encode("Is there a \ud800?", where="question 7"), "question 7", "UTF-8 cannot encode")
+    (tmp_path / "images").mkdir()
+    labels = tmp_path / "coco_pope_random.json"
+    labels.write_text(json.dumps({"question_id": 1, "image": "a.png", "text": 42, "label": "no"}) + "\n")
+    sources = pope.locate(DataFlags(annotation_file=str(labels), image_folder=str(tmp_path / "images")))
+    refused(lambda: pope.read_items(sources, ""), "question_id 1", "'text' is not a string")
+
+
 # ---- answer files ----
 
 @pytest.fixture(scope="module")
