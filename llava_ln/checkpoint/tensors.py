@@ -247,7 +247,7 @@ def load_torch_tensors_safely(path: str) -> dict[str, torch.Tensor]:
     is accepted). Every refusal is one line naming the file.
     """
     if not os.path.isfile(path):
-        raise LlavaLnError(f"{path}: no such file")
+        raise LlavaLnError(f"checkpoint file {path} does not exist")
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -256,12 +256,14 @@ def load_torch_tensors_safely(path: str) -> dict[str, torch.Tensor]:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except Exception as err:  # noqa: BLE001 - whatever the reason, nothing of this file is used
-        raise LlavaLnError(f"{path}: refusing a PyTorch file that does not load as tensors only with "
-                           f"weights_only=True ({short_reason(err)})") from None
+        raise LlavaLnError(f"{path}: not a tensor-only PyTorch file; refusing to unpickle it ({short_reason(err)})"
+                           ) from None
     if isinstance(state, dict) and set(state) == {"state_dict"} and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not state:
-        raise LlavaLnError(f"{path}: holds a {type(state).__name__}, not a dict of named tensors")
+    if not isinstance(state, dict):
+        raise LlavaLnError(f"{path}: holds a {type(state).__name__}, not a mapping of names to tensors")
+    if not state:
+        raise LlavaLnError(f"{path}: holds no tensors")
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
             raise LlavaLnError(f"{path}: entry {name!r} is a {type(value).__name__}, not a named tensor")

@@ -64,9 +64,11 @@ def test_tensor_reader_refuses_a_planted_pickle_and_reads_a_plain_one(tmp_path, 
     torch.save({"w": torch.ones(3)}, str(tmp_path / "ok.bin"))
     assert torch.equal(load_torch_tensors_safely(str(tmp_path / "ok.bin"))["w"], torch.ones(3))
     evil = plant_pickle(str(tmp_path / "mm_projector.bin"), marker)
-    refused(lambda: load_torch_tensors_safely(evil), evil, "weights_only=True", "GLOBAL")
+    refused(lambda: load_torch_tensors_safely(evil), evil, "refusing to unpickle", "GLOBAL")
     torch.save([torch.ones(1)], str(tmp_path / "list.bin"))
-    refused(lambda: load_torch_tensors_safely(str(tmp_path / "list.bin")), "not a dict of named tensors")
+    refused(lambda: load_torch_tensors_safely(str(tmp_path / "list.bin")), "holds a list")
+    torch.save({"step": 3}, str(tmp_path / "int.bin"))
+    refused(lambda: load_torch_tensors_safely(str(tmp_path / "int.bin")), "entry 'step' is a int")
 
 
 def _base_without_safetensors(source: str, target: str, marker: str) -> str:
