@@ -155,7 +155,7 @@ class Checkpointer:
             raise LlavaLnError(f"--resume_from_checkpoint {directory}: no {RESUME_DIR}/{STATE_FILE} (not a "
                                "checkpoint-<step> folder of llava-ln training, or an incomplete one)")
         verify_resume_files(directory, RESUME_DIR, ("master", *OPTIMIZER_STATE_KEYS, "rng"), STATE_FILE)
-        saved = read_trainer_state(state_path)
+        saved = read_trainer_state(state_path, TrainState)
         same_ranks = _check_identity(directory, saved["run"], identity)
         readers = {key: TensorReader(os.path.join(resume, key)) for key in ("master", *OPTIMIZER_STATE_KEYS)}
         _check_names(directory, readers["master"], self.named)

@@ -9,6 +9,7 @@ deep inside the scheduler or the RNG.
 """
 import json
 import os
+from dataclasses import fields
 
 from llava_ln.checkpoint.integrity import verify_files
 from llava_ln.checkpoint.manifest import read_manifest
@@ -28,31 +29,36 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def read_trainer_state(path: str) -> dict:
-    """trainer_state.json as written by Checkpointer.save_checkpoint; LlavaLnError naming the bad field."""
+def read_trainer_state(path: str, state_class) -> dict:
+    """trainer_state.json as written by Checkpointer.save_checkpoint; LlavaLnError naming the bad field.
+
+    state_class: the dataclass its `state` rebuilds (TrainState): every field there must be one of
+    its fields and a step count; fields it added since (with defaults) may be absent.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             saved = json.load(handle)
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise LlavaLnError(f"{path} is not valid JSON ({err}); the checkpoint is damaged, resume from an "
                            "earlier one") from None
-    problem = _problem(saved)
+    problem = _problem(saved, {f.name for f in fields(state_class)})
     if problem:
         raise LlavaLnError(f"{path}: {problem}; the checkpoint is damaged, resume from an earlier one")
     return saved
 
 
-def _problem(saved) -> str | None:
+def _problem(saved, state_fields: set) -> str | None:
     if not isinstance(saved, dict):
         return f"holds a JSON {type(saved).__name__}, not an object"
     for key, kind in (("state", dict), ("run", dict), ("scheduler", dict), ("rng", dict)):
         if not isinstance(saved.get(key), kind):
             return f"field {key!r} is missing or not an object"
-    for key in ("global_step", "epoch", "step_in_epoch"):
+    unknown = sorted(set(saved["state"]) - state_fields)
+    if unknown:
+        return f"state holds unknown field(s) {unknown}"
+    for key in ("global_step", "epoch", "step_in_epoch", *sorted(saved["state"])):
         if not _is_count(saved["state"].get(key)):
             return f"state.{key} is {saved['state'].get(key)!r}, not a step count"
-    if set(saved["state"]) - {"global_step", "epoch", "step_in_epoch"}:
-        return f"state holds unknown field(s) {sorted(set(saved['state']) - {'global_step', 'epoch', 'step_in_epoch'})}"
     if not _is_count(saved.get("optimizer_steps")):
         return f"optimizer_steps is {saved.get('optimizer_steps')!r}, not a step count"
     if saved.get("loss_scaler") is not None and not isinstance(saved["loss_scaler"], dict):

@@ -25,6 +25,7 @@ from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.manifest import Manifest, write_manifest
 from llava_ln.checkpoint.zero_shards import consolidate_zero_checkpoint, zero_checkpoint_dir
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.training.checkpointing import TrainState
 from llava_ln.training.resume_files import read_trainer_state, verify_resume_files
 
 RESUME_FILES = ["master.safetensors", "exp_avg.safetensors", "exp_avg_sq.safetensors", "rng.safetensors",
@@ -59,7 +60,7 @@ def trained_run(world):
 
 def _resume(checkpoint_dir: str) -> None:
     verify_resume_files(checkpoint_dir, "resume", ("master", "exp_avg", "exp_avg_sq", "rng"), "trainer_state.json")
-    read_trainer_state(os.path.join(checkpoint_dir, "resume", "trainer_state.json"))
+    read_trainer_state(os.path.join(checkpoint_dir, "resume", "trainer_state.json"), TrainState)
 
 
 def test_the_checkpoint_records_a_checksum_for_every_resume_file(trained_run):
@@ -94,6 +95,7 @@ TRAINER_STATES = {
     "scheduler_missing": (lambda s: s.pop("scheduler"), "'scheduler'"),
     "rng_not_a_state": (lambda s: s["rng"].update({"0": [1, 2]}), "rng.0"),
     "optimizer_steps_float": (lambda s: s.update(optimizer_steps=2.5), "optimizer_steps"),
+    "unknown_state_field": (lambda s: s["state"].update(steps_to_glory=1), "steps_to_glory"),
 }
 
 
@@ -111,7 +113,7 @@ def test_trainer_state_is_checked_field_by_field(tmp_path, trained_run, case):
         text = json.dumps(state)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
-    refused(lambda: read_trainer_state(path), "trainer_state.json", expected)
+    refused(lambda: read_trainer_state(path, TrainState), "trainer_state.json", expected)
 
 
 @pytest.mark.faults
