@@ -3,6 +3,7 @@
   manifest        manifest.json: what a folder holds and how to rebuild it (the single source of truth)
   tensors         named tensors in safetensors files (hashed while written), sharded when large; checked
                   reads; PyTorch pickle files read as tensors only (load_torch_tensors_safely)
+  hashed_write    writing safetensors (and small files) while hashing the bytes: no second read for checksums
   integrity       the sha256 of every file a manifest covers: recorded when written, verified before use
   run_folder      a training run's folder (trained tensors, LoRA adapter, stage-1 connector)
   merged_folder   a standalone folder: every weight, in LlavaForConditionalGeneration's layout

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 import torch
-from fault_helpers import DAMAGES, copy_tree, one_line, plant_pickle, snapshot
+from fault_helpers import DAMAGES, copy_tree, error_lines, one_line, plant_pickle, run_cli, snapshot
 from safetensors.torch import load_file
 from train_helpers import flags, train_world
 
@@ -118,18 +118,14 @@ def test_trainer_state_is_checked_field_by_field(tmp_path, trained_run, case):
 
 @pytest.mark.faults
 @pytest.mark.parametrize("name", ["master.safetensors", "rng.safetensors", "trainer_state.json"])
-def test_resume_through_the_cli_refuses_a_flipped_bit(tmp_path, world, trained_run, name, capsys):
-    from llava_ln.cli import main
-
+def test_resume_through_the_cli_refuses_a_flipped_bit(tmp_path, world, trained_run, name):
     out = copy_tree(trained_run, str(tmp_path / "run"))
     DAMAGES["data_bit"](os.path.join(out, "checkpoint-2", "resume", name))
     before = snapshot(os.path.join(out, "checkpoint-2"))
-    capsys.readouterr()
-    code = main(["train", *flags(world, out, max_steps=4, save_steps=2,
-                                 resume_from_checkpoint=os.path.join(out, "checkpoint-2"))])
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("llava-ln: error:")]
-    assert code == 2 and "Traceback" not in err and len(errors) == 1, err[-2000:]
+    code, err = run_cli("train", *flags(world, out, max_steps=3, save_steps=2,  # the flags the run was saved with
+                                        resume_from_checkpoint=os.path.join(out, "checkpoint-2")))
+    errors = error_lines(err)
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err[-3000:]
     assert name in errors[0] and "sha256" in errors[0], errors
     assert snapshot(os.path.join(out, "checkpoint-2")) == before
 

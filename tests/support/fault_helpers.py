@@ -1,6 +1,8 @@
 """Fault injection for the reliability tests: damaged files, planted pickles, one-line error checks."""
 import os
 import shutil
+import subprocess
+import sys
 
 import torch
 
@@ -66,3 +68,15 @@ def snapshot(folder: str) -> dict:
             with open(path, "rb") as handle:
                 files[os.path.relpath(path, folder)] = handle.read()
     return files
+
+
+def run_cli(*argv: str, timeout: int = 900) -> tuple[int, str]:
+    """`llava-ln ARGV` in a fresh process (what a user sees): (exit status, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "llava_ln.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    return done.returncode, done.stderr
+
+
+def error_lines(stderr: str) -> list:
+    """The `llava-ln: error:` lines of a command's stderr (progress bars and logs are other lines)."""
+    return [line for line in stderr.splitlines() if line.startswith("llava-ln: error:")]
