@@ -226,9 +226,14 @@ def _adapter_weights(adapter_dir: str) -> str:
 
 
 def verify_run_files(run_dir: str, manifest: Manifest) -> None:
-    """Check every file loading this run opens against the manifest's checksums."""
-    opened = tensor_file_names(run_dir, TRAINED_STEM) + tensor_file_names(run_dir, STAGE1_CONNECTOR_STEM)
-    if manifest.lora is not None:
+    """Check every file loading this run opens against the manifest's checksums.
+
+    A folder with only DeepSpeed shards (zero_shards) has no trained tensors or adapter to open:
+    its LoRA factors come from the shards, which DeepSpeed wrote and nothing here hashed.
+    """
+    trained = tensor_file_names(run_dir, TRAINED_STEM)
+    opened = trained + tensor_file_names(run_dir, STAGE1_CONNECTOR_STEM)
+    if manifest.lora is not None and trained:
         opened += [f"{ADAPTER_DIR}/adapter_config.json", f"{ADAPTER_DIR}/adapter_model.safetensors"]
     verify_files(run_dir, manifest, opened)
 
