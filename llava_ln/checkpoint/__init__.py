@@ -9,6 +9,7 @@
   merged_folder   a standalone folder: every weight, in LlavaForConditionalGeneration's layout
   zero_shards     DeepSpeed's own per-rank shards, read as plain tensors and consolidated by us (no pickle)
   loading         load_checkpoint: any of the above as a model, ready for evaluation, merge or export
+  llava_sources   start a run from a multimodal checkpoint (LLaVA layouts or our own folders), exactly
 
 Loading never guesses from folder names: manifest.json says what to rebuild and what to apply.
 Nothing here ever unpickles a file: tensors come from safetensors, or from torch.load(weights_only=True).

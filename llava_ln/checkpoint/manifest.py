@@ -47,6 +47,9 @@ class Manifest:
     num_image_tokens: int | None = None
     global_step: int | None = None
     trained_tensors: dict = field(default_factory=dict)  # name -> [shape..., dtype]
+    # The run started from a multimodal checkpoint, {"kind", "path"} (checkpoint.llava_sources); llm names it too.
+    source: dict | None = None
+    tune_connector: bool | None = None  # --tune_connector, when it overrode the mode
     files: dict = field(default_factory=dict)  # relative path -> sha256 of every covered file
     format_version: int = FORMAT_VERSION
     llava_ln_version: str = __version__
@@ -137,6 +140,9 @@ _FIELD_CHECKS = {
     "num_image_tokens": (_optional(lambda v: _is_int(v) and v > 0), "null or a positive integer"),
     "global_step": (_optional(lambda v: _is_int(v) and v >= 0), "null or a step count"),
     "trained_tensors": (_tensor_entries, "an object of tensor name -> [dims..., dtype]"),
+    "source": (_optional(lambda v: isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("kind", "path"))),
+               "null or {\"kind\": str, \"path\": str}"),
+    "tune_connector": (_optional(lambda v: isinstance(v, bool)), "null, true or false"),
     "llava_ln_version": (lambda v: isinstance(v, str), "a string"),
 }
 
@@ -177,6 +183,8 @@ def run_manifest(spec, model_args, data_args, plan, pretrain_adapter: str | None
         attn_implementation=spec.attn_implementation,
         image_token_id=spec.image_token_id,
         num_image_tokens=spec.num_image_tokens,
+        source=spec.source,
+        tune_connector=None if plan.trains_connector == ("connector" in plan.mode.groups) else plan.trains_connector,
     )
 
 
@@ -186,4 +194,5 @@ def tuning_arguments(manifest: Manifest) -> TuningArguments:
     lora = manifest.lora or {}
     return TuningArguments(tune_mode=manifest.tune_mode, tune_embeddings=manifest.tune_embeddings,
                            lora_r=lora.get("r", defaults.lora_r), lora_alpha=lora.get("alpha", defaults.lora_alpha),
-                           lora_dropout=lora.get("dropout", defaults.lora_dropout))
+                           lora_dropout=lora.get("dropout", defaults.lora_dropout),
+                           tune_connector=manifest.tune_connector)

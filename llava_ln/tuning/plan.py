@@ -197,7 +197,7 @@ def saved_tensor_names(model, args: TuningArguments) -> frozenset:
     mode = get_tune_mode(args.tune_mode)
     group_of = classify_parameters(model)
     names = _trainable_names(model, mode, resolve_tune_embeddings(mode, args.tune_embeddings), group_of,
-                             getattr(args, "tune_connector", None))
+                             args.tune_connector)
     return frozenset(name for name in names if group_of[name] != "lora")
 
 
@@ -218,7 +218,7 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
         lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout)
         model = _wrap_lora(model, lora)
     group_of = classify_parameters(model)
-    trainable = _trainable_names(model, mode, tune_embeddings, group_of, getattr(args, "tune_connector", None))
+    trainable = _trainable_names(model, mode, tune_embeddings, group_of, args.tune_connector)
     params = dict(unwrap(model).named_parameters())
     for name, param in params.items():
         param.requires_grad_(name in trainable)
