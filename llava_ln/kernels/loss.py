@@ -9,9 +9,16 @@ logits; "none" is the unfused reference (logits for the supervised rows only, as
 `multimodal_supervised_loss(model, batch, backend)` is the whole training loss of a batch in
 the collator's contract: it runs model.forward.multimodal_forward with no head rows, catches the
 language model's final hidden states with a forward hook and calls supervised_lm_loss. Under
-DeepSpeed ZeRO-3 the head weight is partitioned outside its module's forward; the caller must
-gather it (deepspeed.zero.GatheredParameters) before a fused backend reads it.
+DeepSpeed ZeRO-3 the head weight is partitioned outside its module's forward; the caller passes
+`gather_head`, a function of the head's parameters returning a context manager that gathers
+them (deepspeed.zero.GatheredParameters), and the fused loss runs inside it.
+
+Labels may sit on the CPU while the model runs on the meta device (exact accounting of a step
+with no weights: training.step_account): rows are selected with the labels' values and the
+targets follow the hidden states' device.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +37,7 @@ def supervised_rows(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     targets = labels[:, 1:]
     supervised = targets != IGNORE_INDEX
     positions = F.pad(supervised, (0, 1), value=False)  # the last position predicts nothing
-    return hidden[positions], targets[supervised]
+    return hidden[positions], targets[supervised].to(hidden.device)
 
 
 def _unfused(rows, lm_head, targets):
@@ -54,8 +61,12 @@ def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.T
     return fused_linear_cross_entropy(rows, lm_head.weight, lm_head.bias, targets, chunk_rows=chunk_rows)
 
 
-def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk_rows: int | None = None):
-    """The training loss of a batch (input_ids, labels, pixel_values, ...) through the fused head."""
+def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk_rows: int | None = None,
+                               gather_head=None):
+    """The training loss of a batch (input_ids, labels, pixel_values, ...) through the fused head.
+
+    gather_head: None, or params -> context manager making them whole (ZeRO-3) while the loss reads them.
+    """
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     captured = []
@@ -69,4 +80,6 @@ def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk
         multimodal_forward(model, **inputs, logits_to_keep=no_rows)
     finally:
         handle.remove()
-    return supervised_lm_loss(captured[-1], lm_head_of(model), labels, backend, chunk_rows)
+    head = lm_head_of(model)
+    with gather_head(list(head.parameters())) if gather_head else contextlib.nullcontext():
+        return supervised_lm_loss(captured[-1], head, labels, backend, chunk_rows)

@@ -2,6 +2,9 @@
 
   args                 the training flags (Hugging Face TrainingArguments names)
   memory               precision policy, gradient checkpointing, static memory estimate
+  step_account         the real training step on the meta device: exact saved bytes and FLOPs, no weights
+  recompute            --gradient_checkpointing true|false|auto: checkpointed blocks and estimated peak
+  optim                AdamW with bf16 moments and/or row-sparse embedding gradients (trainable-state memory)
   strategy             the Strategy interface, the training module, plain PyTorch / DDP
   strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags
   loop                 the loop and its data order (a pure function of seed and epoch)
