@@ -8,17 +8,14 @@ logits; "none" is the unfused reference (logits for the supervised rows only, as
 
 `multimodal_supervised_loss(model, batch, backend)` is the whole training loss of a batch in
 the collator's contract: it runs model.forward.multimodal_forward with no head rows, catches the
-language model's final hidden states with a forward hook and calls supervised_lm_loss. Under
-DeepSpeed ZeRO-3 the head weight is partitioned outside its module's forward; the caller passes
-`gather_head`, a function of the head's parameters returning a context manager that gathers
-them (deepspeed.zero.GatheredParameters), and the fused loss runs inside it.
+language model's final hidden states with a forward hook and calls supervised_lm_loss. The
+fused loss runs as a call of the head module itself (_call_as), so module hooks (DeepSpeed
+ZeRO-3's parameter gathering, forward and backward) treat it as the head's use.
 
 Labels may sit on the CPU while the model runs on the meta device (exact accounting of a step
 with no weights: training.step_account): rows are selected with the labels' values and the
 targets follow the hidden states' device.
 """
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,17 +53,37 @@ def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.T
     # A head that is not exactly nn.Linear (a PEFT wrapper, a quantised subclass) runs as the module it is.
     if backend == "none" or type(lm_head) is not nn.Linear:
         return _unfused(rows, lm_head, targets)
-    if backend == "liger" and rows.shape[0] > 0:
-        return liger.linear_cross_entropy(rows, lm_head.weight, lm_head.bias, targets)
-    return fused_linear_cross_entropy(rows, lm_head.weight, lm_head.bias, targets, chunk_rows=chunk_rows)
+
+    def fused(hidden_rows, row_targets):
+        if backend == "liger" and hidden_rows.shape[0] > 0:
+            return liger.linear_cross_entropy(hidden_rows, lm_head.weight, lm_head.bias, row_targets)
+        return fused_linear_cross_entropy(hidden_rows, lm_head.weight, lm_head.bias, row_targets,
+                                          chunk_rows=chunk_rows)
+
+    return _call_as(lm_head, fused, rows, targets)
 
 
-def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk_rows: int | None = None,
-                               gather_head=None):
-    """The training loss of a batch (input_ids, labels, pixel_values, ...) through the fused head.
+def _call_as(module: nn.Module, forward, *args):
+    """module(*args) with `forward` standing in for its forward during this one call.
 
-    gather_head: None, or params -> context manager making them whole (ZeRO-3) while the loss reads them.
+    The fused loss reads the head's weight directly; calling it through the head module keeps every
+    module hook in the loop. That is what DeepSpeed ZeRO-3 needs: it gathers a module's partitioned
+    parameters before the module's forward and again when the gradient reaches the module's outputs,
+    so the head weight is whole both when the loss reads it and when its gradient is accumulated.
     """
+    own = vars(module).get("forward")
+    module.forward = forward
+    try:
+        return module(*args)
+    finally:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+
+def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk_rows: int | None = None):
+    """The training loss of a batch (input_ids, labels, pixel_values, ...) through the fused head."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     captured = []
@@ -80,6 +97,4 @@ def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk
         multimodal_forward(model, **inputs, logits_to_keep=no_rows)
     finally:
         handle.remove()
-    head = lm_head_of(model)
-    with gather_head(list(head.parameters())) if gather_head else contextlib.nullcontext():
-        return supervised_lm_loss(captured[-1], head, labels, backend, chunk_rows)
+    return supervised_lm_loss(captured[-1], lm_head_of(model), labels, backend, chunk_rows)

@@ -11,8 +11,8 @@ whose estimated peak memory per device fits --memory_budget_gib. The estimate ad
            embeddings, head + loss);
   working  the larger of the head + loss working set at the end of the forward (the fused
            loss's chunk of fp32 logits, its compute-dtype gradient and, when the head trains, the
-           fp32 head gradient it accumulates; for the unfused loss the [rows, vocab] logits and
-           their gradient) and one block's backward (gradient buffers about the size of its saved
+           fp32 head gradient it accumulates; for the unfused loss the [rows, vocab] logits in the
+           compute dtype and in fp32, and their gradients in both) and one block's backward (gradient buffers about the size of its saved
            bytes, plus its recomputed activations when it is checkpointed).
 The default budget is the device's free memory minus a margin (10% of the card, at least 2 GiB) for
 the allocator's fragmentation and the libraries' workspaces. A CPU has no device memory to plan for:
@@ -68,8 +68,8 @@ def head_working_bytes(model, rows: int, loss_backend: str, dtype: torch.dtype, 
     weight = lm_head_of(model).weight
     vocab, hidden = weight.shape
     size = torch.tensor([], dtype=dtype).element_size()
-    if loss_backend == "none":
-        return rows * vocab * (4 + size)
+    if loss_backend == "none":  # logits in the compute dtype and fp32, then their two gradients
+        return rows * vocab * 2 * (4 + size)
     chunk = min(rows, default_chunk_rows(vocab))
     working = chunk * vocab * (4 + size)
     if weight.requires_grad:

@@ -104,7 +104,7 @@ class StepMeasure:
         return sum(self.block_unique) + self.other_unique
 
 
-class _BlockScopes:
+class BlockScopes:
     """Forward hooks that name the LLM block running (its index) on a SavedTensorBytes counter."""
 
     def __init__(self, blocks, counter: SavedTensorBytes):
@@ -135,7 +135,7 @@ def measure_step(model, batch: dict, checkpointed: int) -> StepMeasure:
     blocks = decoder_layers_of(model)
     checkpoint_first_blocks(model, checkpointed)
     counter = SavedTensorBytes(model)
-    scopes = _BlockScopes(blocks, counter)
+    scopes = BlockScopes(blocks, counter)
     flops = FlopCounterMode(display=False)
     try:
         with flops:

@@ -40,18 +40,17 @@ class TrainingModule(nn.Module):
     model's own loss would build are the largest single activation of a LLaVA step. When lean
     kernels are applied to the model (llava_ln.kernels.apply_kernels, --kernels), the head and the
     loss run fused and chunked over exactly the supervised rows (kernels.loss): no [rows, vocab]
-    fp32 logits at all. `gather_head` (ZeRO-3) gathers the head's parameters around the fused loss.
+    fp32 logits at all.
     """
 
-    def __init__(self, model, gather_head=None):
+    def __init__(self, model):
         super().__init__()
         self.model = model
-        self.gather_head = gather_head
 
     def forward(self, batch: dict):
         backend = kernel_backend_of(self.model)
         if backend != "none":
-            return multimodal_supervised_loss(self.model, batch, backend, gather_head=self.gather_head)
+            return multimodal_supervised_loss(self.model, batch, backend)
         labels = batch["labels"]
         targets = labels[:, 1:]
         # Positions t whose next token is supervised anywhere in the batch (same for every row:

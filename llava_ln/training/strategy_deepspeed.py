@@ -17,7 +17,6 @@ The config's "auto" values come from the flags, and what would silently break is
     params come from the flags and our per-group rates are passed as parameter groups, which
     DeepSpeed's optimizers keep (a group's own "lr" wins over the block's default).
 """
-import contextlib
 import copy
 import json
 import os
@@ -30,14 +29,6 @@ from llava_ln.training.strategy import Strategy, TrainingModule, make_adamw
 
 def _is_partitioned(param) -> bool:
     return hasattr(param, "ds_id")
-
-
-def _gather_partitioned(params):
-    """ZeRO-3 partitions the head outside its module's forward; the fused loss reads it whole in between."""
-    import deepspeed
-
-    partitioned = [p for p in params if _is_partitioned(p)]
-    return deepspeed.zero.GatheredParameters(partitioned) if partitioned else contextlib.nullcontext()
 
 
 class DeepSpeedStrategy(Strategy):
@@ -57,7 +48,7 @@ class DeepSpeedStrategy(Strategy):
     def setup(self, model, param_groups: list[dict]) -> None:
         import deepspeed
 
-        self.module = TrainingModule(model, gather_head=_gather_partitioned)
+        self.module = TrainingModule(model)
         if "optimizer" in self.config:
             client = None
         else:
