@@ -80,8 +80,8 @@ def _summary(memory: StepMemory, checkpointed: int, total_flops: int) -> dict:
         "flops_ratio_to_no_recompute": round(total_flops / memory.flops_without_recompute, 4),
         "checkpointed_blocks": checkpointed,
         "blocks": memory.blocks,
-        "estimated_peak_gib": round(memory.peak(checkpointed) / GIB, 3),
-        "static_gib": round(memory.static / GIB, 3),
+        "estimated_peak_gib": round(memory.peak(checkpointed) / GIB, 6),
+        "static_gib": round(memory.static / GIB, 6),
     }
 
 

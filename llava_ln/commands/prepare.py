@@ -107,7 +107,7 @@ def describe_recompute(model_args: ModelArguments, tuning_args: TuningArguments,
         tokenizer=_optional_tokenizer(model_args))
     counts = sorted({0, step.blocks // 4, step.blocks // 2, 3 * step.blocks // 4, step.blocks})
     return {**plan.as_dict(), "kernels": backend,
-            "estimated_peak_gib_by_checkpointed_blocks": {str(c): round(step.peak(c) / GIB, 2) for c in counts}}
+            "estimated_peak_gib_by_checkpointed_blocks": {str(c): round(step.peak(c) / GIB, 4) for c in counts}}
 
 
 def describe_main(argv) -> int:

@@ -153,7 +153,7 @@ def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | Non
             count, reason = fewest, f"auto: the fewest blocks whose estimate fits {budget_gib:.1f} GiB"
     per_block = max(memory.block_packed, default=0) / max(memory.tokens, 1)
     return RecomputePlan(requested, count, blocks, reason, None if budget_gib is None else round(budget_gib, 2),
-                         round(memory.peak(count) / GIB, 2), memory.tokens, round(per_block, 1))
+                         round(memory.peak(count) / GIB, 4), memory.tokens, round(per_block, 1))
 
 
 def plan_for_model_args(requested: str, model_args, tuning_args, *, kernels_backend: str, dtype: torch.dtype,

@@ -101,7 +101,7 @@ def test_auto_checkpointing_picks_partial_under_a_small_budget_and_none_under_a_
     small_gib = memory.peak(blocks // 2) / GIB
     small = plan_from_memory("auto", memory, small_gib)
     assert 0 < small.checkpointed_blocks <= blocks // 2
-    assert small.estimated_peak_gib <= round(small_gib, 2)
+    assert small.estimated_peak_gib <= small_gib + 1e-4
     assert all(memory.peak(count) > memory.peak(blocks // 2) for count in range(small.checkpointed_blocks))
     too_small = plan_from_memory("auto", memory, memory.static / GIB)
     assert too_small.checkpointed_blocks == blocks and "exceeds" in too_small.reason
@@ -115,7 +115,7 @@ def test_training_applies_the_auto_plan(toy):
                                     dtype=torch.float32, batch_size=RECIPE.batch_size, seq=RECIPE.model_max_length,
                                     budget_gib=1e6)
     budget = memory.peak(memory.blocks // 2) / GIB
-    out = _stage2(toy, "auto_plan", "--gradient_checkpointing", "auto", "--memory_budget_gib", f"{budget:.6f}",
+    out = _stage2(toy, "auto_plan", "--gradient_checkpointing", "auto", "--memory_budget_gib", repr(budget),
                   "--max_steps", "1")
     plan = _resolved(out)["gradient_checkpointing"]
     assert plan["requested"] == "auto" and 0 < plan["checkpointed_blocks"] <= memory.blocks // 2
