@@ -132,6 +132,7 @@ def baseline_step(model_args, opts, spec) -> dict:
             target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"))
         for name, param in model.named_parameters():
             param.requires_grad_(param.requires_grad or "multi_modal_projector" in name)
+        model.to(torch.bfloat16)  # PEFT makes adapters fp32; the count runs in the compute dtype throughout
     model.train()
     batch = batch_for(model, spec, opts.batch, opts.seq)
     layers = model.get_base_model().model.language_model.layers if opts.mode == "lora" else \

@@ -147,8 +147,11 @@ def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | Non
         fewest = memory.fewest_checkpointed_within(int(budget_gib * GIB))
         if fewest is None:
             count = blocks
+            remedy = ("the static memory alone exceeds it: shard with --deepspeed over more GPUs"
+                      if memory.static > budget_gib * GIB else
+                      "lower --per_device_train_batch_size or --model_max_length")
             reason = (f"auto: even with every block checkpointed the estimate exceeds the {budget_gib:.1f} GiB "
-                      "budget; lower --per_device_train_batch_size or --model_max_length")
+                      f"budget; {remedy}")
         else:
             count, reason = fewest, f"auto: the fewest blocks whose estimate fits {budget_gib:.1f} GiB"
     per_block = max(memory.block_packed, default=0) / max(memory.tokens, 1)
