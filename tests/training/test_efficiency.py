@@ -155,3 +155,38 @@ def test_embeddings_enter_the_blocks_in_the_autocast_dtype(tiny_llm, tiny_vision
         assert cosine > 0.99, name
     fp32 = torch.randn(2, 3)
     assert model_forward.in_autocast_dtype(fp32) is fp32
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory, tiny_llm, tiny_vision):
+    from train_helpers import train_world
+
+    return train_world(tmp_path_factory, tiny_llm, tiny_vision)
+
+
+@pytest.mark.slow
+def test_trainable_state_options_in_training(tiny_world, tmp_path):
+    """--sparse_embedding_grad trains like dense gradients; --optim_state_dtype bf16 trains, checkpoints its moments
+    and resumes bit for bit (its rounding noise is a function of the step)."""
+    from train_helpers import flags, stage1_run
+
+    stage1 = stage1_run(tiny_world)
+    common = dict(tune_mode="ln", pretrain_mm_mlp_adapter=stage1, learning_rate=1e-3, norm_lr=1e-2)
+    runs = {}
+    for name, extra in (("dense", {}), ("sparse", {"sparse_embedding_grad": True}),
+                        ("bf16", {"optim_state_dtype": "bf16"})):
+        runs[name] = str(tmp_path / name)
+        assert train_main(flags(tiny_world, runs[name], **common, **extra)) == 0
+    dense, sparse = read_log(runs["dense"]), read_log(runs["sparse"])
+    for step in dense:
+        assert sparse[step]["loss"] == pytest.approx(dense[step]["loss"], rel=1e-5)
+    for name, value in trained(runs["dense"]).items():
+        torch.testing.assert_close(trained(runs["sparse"])[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    bf16_log = read_log(runs["bf16"])
+    assert bf16_log[4]["loss"] < bf16_log[1]["loss"]
+    # Resumed from the straight run's checkpoint-2 into a new folder: the same weights after step 4.
+    resumed = str(tmp_path / "bf16_resumed")
+    assert train_main(flags(tiny_world, resumed, **common, optim_state_dtype="bf16",
+                            resume_from_checkpoint=os.path.join(runs["bf16"], "checkpoint-2"))) == 0
+    straight, again = trained(runs["bf16"]), trained(resumed)
+    assert all(torch.equal(again[name], value) for name, value in straight.items())
