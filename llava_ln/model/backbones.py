@@ -95,10 +95,12 @@ def vision_family_of(config) -> VisionFamily:
 
 
 def load_vision_config(path: str):
-    """The vision sub-config of a CLIP/SigLIP checkpoint (full or vision-only)."""
+    """The vision sub-config of a CLIP/SigLIP checkpoint (full or vision-only, or inside a transformers LLaVA folder)."""
     if not path:
         raise LlavaLnError("--vision_tower is required")
     config = _read_config(path)
+    if getattr(config, "model_type", None) == "llava":
+        config = config.vision_config
     family = vision_family_of(config)
     return getattr(config, "vision_config", config), family
 

@@ -1,6 +1,7 @@
 """Training: strategies (plain PyTorch / DDP, DeepSpeed ZeRO), the loop, checkpoints and resume.
 
   args                 the training flags (Hugging Face TrainingArguments names)
+  llava_flags          LLaVA's flags: aliases, no-ops and one-line refusals; the default tune mode
   memory               precision policy, gradient checkpointing, static memory estimate
   step_account         the real training step on the meta device: exact saved bytes and FLOPs, no weights
   recompute            --gradient_checkpointing true|false|auto: checkpointed blocks and estimated peak

@@ -10,7 +10,7 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.kernels import KERNEL_CHOICES
 
 REPORT_TARGETS = ("none", "tensorboard", "wandb")
-SAVE_STRATEGIES = ("steps", "no")
+SAVE_STRATEGIES = ("steps", "epoch", "no")
 OPTIM_STATE_DTYPES = ("fp32", "bf16")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -50,7 +50,7 @@ class TrainingArguments:
         metadata={"help": "Share of the LLM's blocks (the first ones) that recompute under "
                   "--gradient_checkpointing; lower trades memory for speed."},
     )
-    save_strategy: str = field(default="steps", metadata={"help": "steps | no (intermediate checkpoints)."})
+    save_strategy: str = field(default="steps", metadata={"help": "steps | epoch | no (intermediate checkpoints)."})
     save_steps: float = field(default=500, metadata={"help": "Save checkpoint-<step>/ every N optimizer steps "
                                                      "(a value below 1 is a share of all steps)."})
     save_total_limit: Optional[int] = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
@@ -74,6 +74,9 @@ class TrainingArguments:
     # Accepted so LLaVA scripts port unchanged; llava-ln has no in-training evaluation and is always lazy.
     evaluation_strategy: str = field(default="no", metadata={"help": "Only `no` (evaluate with `llava-ln eval`)."})
     lazy_preprocess: bool = field(default=True, metadata={"help": "Always lazy; accepted for LLaVA scripts."})
+    # ---- LLaVA / Hugging Face names with their meaning (training/llava_flags.py maps the rest) ----
+    data_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the data order and of --data_path "
+                                                             "subsets (default: --seed)."})
 
     # --- Efficiency (issue 11): lean kernels, the recompute policy, trainable-state memory ---
     kernels: str = field(default="auto", metadata={

@@ -1,6 +1,6 @@
 """The real training step on the meta device: bytes kept for backward and FLOPs executed, exactly, with no weights.
 
-`meta_training_model` builds the model as training does (build_mllm, apply_tune_mode, apply_kernels)
+`meta_training_model` builds the model as training does (build_start_model, apply_tune_mode, apply_kernels)
 but on the meta device, so a 13B step is accounted on a laptop in seconds; `measure_step` runs
 TrainingModule's forward and backward on it (the same loss path training uses: fused head + loss
 when kernels are applied) with the blocks checkpointed as asked, counting
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from llava_ln.checkpoint.llava_sources import build_start_model
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.kernels import apply_kernels
 from llava_ln.kernels.accounting import SavedTensorBytes, register_flash_like_attention
-from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
 from llava_ln.training.memory import checkpoint_first_blocks
 from llava_ln.training.strategy import TrainingModule
@@ -45,7 +45,7 @@ _FLASH_FAMILY = ("sdpa", "flash_attention_2")
 
 def meta_training_model(model_args, tuning_args, kernels_backend: str, dtype: torch.dtype, tokenizer=None):
     """(model, spec, plan) on the meta device, tuned and with kernels as training applies them."""
-    model, spec = build_mllm(model_args, tokenizer, on_meta=True)
+    model, spec = build_start_model(model_args, tokenizer, torch.float32, on_meta=True)
     model, plan = apply_tune_mode(model, tuning_args)
     unwrap(model).to(dtype)
     llm_config = language_model_of(model).config
