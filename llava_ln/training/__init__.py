@@ -3,6 +3,9 @@
   args                 the training flags (Hugging Face TrainingArguments names)
   llava_flags          LLaVA's flags: aliases, no-ops and one-line refusals; the default tune mode
   memory               precision policy, gradient checkpointing, static memory estimate
+  step_account         the real training step on the meta device: exact saved bytes and FLOPs, no weights
+  recompute            --gradient_checkpointing true|false|auto: checkpointed blocks and estimated peak
+  optim                AdamW with bf16 moments and/or row-sparse embedding gradients (trainable-state memory)
   strategy             the Strategy interface, the training module, plain PyTorch / DDP
   strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags
   zero_config_types    the JSON type of every DeepSpeed config field llava-ln fills or knows
