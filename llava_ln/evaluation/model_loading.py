@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 
 from llava_ln.core.constants import DTYPES
-from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.data.args import ASPECT_RATIOS
-from llava_ln.data.images import ImageLoader, load_image_processor
+from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoader, load_image_processor
 from llava_ln.data.templates import get_template
 from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import quant_settings, quantize_llm_linears, settings_from_dict
@@ -61,21 +61,22 @@ def _is_native_llava(path: str) -> bool:
         return False
     try:
         with open(config, encoding="utf-8") as handle:
-            return json.load(handle).get("model_type") == "llava"
-    except (OSError, json.JSONDecodeError):
+            payload = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError):
         return False
+    return isinstance(payload, dict) and payload.get("model_type") == "llava"
 
 
 def _load_native(path: str, dtype, device, attn_implementation):
     from transformers import LlavaForConditionalGeneration
 
-    from llava_ln.model.backbones import load_tokenizer
+    from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS, load_tokenizer
 
     try:
         model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype,
                                                               attn_implementation=attn_implementation or "sdpa")
-    except (OSError, ValueError) as err:
-        raise LlavaLnError(f"--model_path {path}: cannot load a LLaVA model ({err})") from None
+    except WEIGHT_LOAD_ERRORS as err:
+        raise LlavaLnError(f"--model_path {path}: cannot load a LLaVA model ({short_reason(err)})") from None
     tokenizer = load_tokenizer(path)
     if tokenizer.convert_tokens_to_ids("<image>") != model.config.image_token_id:
         raise LlavaLnError(f"--model_path {path}: the tokenizer's <image> id differs from config.json's image token")
@@ -105,7 +106,7 @@ def resolve_format(path: str, conv_template: str | None, image_aspect_ratio: str
 
 def load_eval_model(path: str, device, dtype=torch.float32, conv_template: str | None = None,
                     image_aspect_ratio: str | None = None, attn_implementation: str | None = None,
-                    bits: int = 16) -> EvalModel:
+                    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, bits: int = 16) -> EvalModel:
     """bits 4|8: the LLM's block linears quantized at load (see EvalArguments.bits)."""
     conv_template, image_aspect_ratio = resolve_format(path, conv_template, image_aspect_ratio)
     quantization = _eval_quantization(path, bits)
@@ -123,7 +124,8 @@ def load_eval_model(path: str, device, dtype=torch.float32, conv_template: str |
         quantize_llm_linears(model, quantization, device)
     processor = load_image_processor(_processor_path(path, manifest))
     return EvalModel(model=model, tokenizer=tokenizer, template=get_template(conv_template, tokenizer),
-                     image_loader=ImageLoader(processor, image_aspect_ratio), conv_template=conv_template,
+                     image_loader=ImageLoader(processor, image_aspect_ratio, max_image_pixels),
+                     conv_template=conv_template,
                      image_aspect_ratio=image_aspect_ratio)
 
 

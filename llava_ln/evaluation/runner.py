@@ -85,7 +85,7 @@ def _generate(args, world, items, generation, conv_template, aspect, dtype) -> d
     if generation.temperature > 0:
         torch.manual_seed(args.seed + world.rank)
     eval_model = load_eval_model(args.model_path, world.device, dtype, conv_template, aspect, args.attn_implementation,
-                                 bits=args.bits)
+                                 args.max_image_pixels, bits=args.bits)
     encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
                             eval_model.num_image_tokens)
     generator = AnswerGenerator(eval_model, generation, world.device)

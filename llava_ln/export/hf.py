@@ -80,7 +80,7 @@ def refuse_unexpressible(manifest) -> None:
 def export_hf(checkpoint: str, output_dir: str, overrides=None, settings: ExportSettings | None = None,
               log=print) -> ExportResult:
     settings = settings or ExportSettings()
-    check_output_dir(output_dir, settings.overwrite)
+    check_output_dir(output_dir, settings.overwrite, checkpoint, overrides)
     refuse_unexpressible(effective_manifest(checkpoint, overrides))
     quantization = export_quant_settings(settings.bits, effective_manifest(checkpoint, overrides))  # --bits 4
     loaded = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device=settings.device,

@@ -82,15 +82,30 @@ def import_bitsandbytes():
 
 
 def block_linears(model) -> list[tuple[str, nn.Linear]]:
-    """(name relative to the Llava model, module) of every nn.Linear inside the LLM's decoder blocks."""
+    """(name relative to the Llava model, module) of every nn.Linear inside the LLM's decoder blocks.
+
+    In a PEFT-wrapped model these are the wrapped base layers; LoRA's own factors are left out.
+    """
     llava = unwrap(model)
     names = {id(m): n for n, m in llava.named_modules()}
     found = []
     for block in decoder_layers_of(model):
+        adapters = _adapter_module_ids(block)
         for module in block.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear) and id(module) not in adapters:
                 found.append((names[id(module)], module))
     return found
+
+
+def _adapter_module_ids(block) -> set[int]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    ids = set()
+    for module in block.modules():
+        if isinstance(module, BaseTunerLayer):
+            for attribute in module.adapter_layer_names:
+                ids |= {id(m) for m in getattr(module, attribute).modules()}
+    return ids
 
 
 def quantization_of(model) -> QuantSettings | None:

@@ -77,16 +77,21 @@ logger = logging.getLogger(__name__)
 
 def enable_gradient_checkpointing(model, ratio: float = 1.0) -> int:
     """Checkpoint the first round(ratio * n_blocks) LLM blocks; returns how many."""
+    return checkpoint_first_blocks(model, round(ratio * len(decoder_layers_of(model))))
+
+
+def checkpoint_first_blocks(model, count: int) -> int:
+    """Checkpoint exactly the first `count` LLM blocks (0: none, and checkpointing stays off); returns count."""
     llava = unwrap(model)
-    llava.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    llava.config.use_cache = False
     blocks = decoder_layers_of(model)
-    keep = round(ratio * len(blocks))
+    if count > 0:
+        llava.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        llava.config.use_cache = False
     for index, block in enumerate(blocks):
-        if index >= keep and hasattr(block, "gradient_checkpointing"):
-            block.gradient_checkpointing = False
-    logger.info("gradient checkpointing on %d of %d LLM blocks", keep, len(blocks))
-    return keep
+        if hasattr(block, "gradient_checkpointing"):
+            block.gradient_checkpointing = index < count
+    logger.debug("gradient checkpointing on %d of %d LLM blocks", count, len(blocks))
+    return count
 
 
 GIB = 2**30

@@ -178,6 +178,30 @@ def _optimizer_groups(group_of: dict, trainable: set, params: dict) -> tuple:
                  for (role, decay), names in buckets.items())
 
 
+def _trainable_names(model, mode: TuneMode, tune_embeddings: bool, group_of: dict,
+                     tune_connector: bool | None = None) -> set:
+    """The mode's trainable names; tune_connector (when not None) overrides whether the connector trains."""
+    train_groups = set(mode.groups) | ({"embeddings", "lm_head"} if tune_embeddings else set())
+    if tune_connector is not None:
+        train_groups = (train_groups | {"connector"}) if tune_connector else (train_groups - {"connector"})
+    trainable = {name for name, group in group_of.items() if group in train_groups}
+    if mode.block_part:
+        trainable |= _block_part_parameter_names(model, mode.block_part)
+    return trainable
+
+
+def saved_tensor_names(model, args: TuningArguments) -> frozenset:
+    """What a run with args stores in trained.safetensors (every trainable tensor but LoRA factors).
+
+    model: the unwrapped base model (the meta device is enough); nothing in it is changed.
+    """
+    mode = get_tune_mode(args.tune_mode)
+    group_of = classify_parameters(model)
+    names = _trainable_names(model, mode, resolve_tune_embeddings(mode, args.tune_embeddings), group_of,
+                             args.tune_connector)
+    return frozenset(name for name in names if group_of[name] != "lora")
+
+
 def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = False):
     """Make the model trainable as args.tune_mode says; return (model, TuningPlan).
 
@@ -198,12 +222,7 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
         lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout)
         model = _wrap_lora(model, lora)
     group_of = classify_parameters(model)
-    train_groups = set(mode.groups) | ({"embeddings", "lm_head"} if tune_embeddings else set())
-    if args.tune_connector is not None:
-        train_groups = (train_groups | {"connector"}) if args.tune_connector else (train_groups - {"connector"})
-    trainable = {name for name, group in group_of.items() if group in train_groups}
-    if mode.block_part:
-        trainable |= _block_part_parameter_names(model, mode.block_part)
+    trainable = _trainable_names(model, mode, tune_embeddings, group_of, args.tune_connector)
     params = dict(unwrap(model).named_parameters())
     for name, param in params.items():
         param.requires_grad_(name in trainable)
