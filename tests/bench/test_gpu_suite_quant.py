@@ -1,7 +1,7 @@
 """The GPU suite's quantized-base steps (bench/gpu_suite_quant.py): their judgement on made-up outputs.
 
-The chain itself runs at tiny size on a CPU with `bash bench/gpu_suite.sh --dry_run --quant` (about 4
-minutes on 2 cores; not part of make test, whose budget the usual dry run already uses; every command it
+The chain itself runs at tiny size on a CPU with `bash bench/gpu_suite.sh --dry_run --quant` (70 s on an
+idle 2-core machine, 4 minutes on a busy one; not part of make test, whose budget the usual dry run already uses; every command it
 runs is covered by tests/training/test_quantized.py and tests/export/test_quantized_export.py).
 """
 import json
