@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[train,eval,demo,dev]"
+	$(PY) -m pip install -q -e ".[train,eval,demo,dev,quant]"
 	touch $(STAMP)
 
 setup: $(STAMP)
