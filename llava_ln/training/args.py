@@ -93,7 +93,7 @@ class TrainingArguments:
                 "installed, else torch) | torch | liger | none (transformers' modules, unfused loss)."})
     memory_budget_gib: Optional[float] = field(default=None, metadata={
         "help": "GiB per device --gradient_checkpointing auto plans for (default: the GPU's free memory minus "
-                "10%, at least 2 GiB; on a CPU auto then checkpoints every block)."})
+                "10%%, at least 2 GiB; on a CPU auto then checkpoints every block)."})
     optim_state_dtype: str = field(default="fp32", metadata={
         "help": "fp32 | bf16: Adam moments stored in bf16 with stochastic rounding (half their memory, "
                 "approximate; plain PyTorch strategy only). See docs/training.md."})

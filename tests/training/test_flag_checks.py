@@ -44,3 +44,12 @@ def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     path.write_text("x")
     assert cli_main(["train", "--output_dir", str(path)]) == 2
     assert capsys.readouterr().err == f"llava-ln: error: --output_dir {path}: exists and is not a folder\n"
+
+
+def test_train_help_prints_every_flag(capsys):
+    """argparse formats help texts with %: a bare % in one of them used to crash `llava-ln train --help`."""
+    with pytest.raises(SystemExit) as done:
+        cli_main(["train", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--max_nonfinite_steps" in out and "--allow_changed_flags" in out and "10%, at least 2 GiB" in out
