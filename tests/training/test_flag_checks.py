@@ -51,5 +51,5 @@ def test_train_help_prints_every_flag(capsys):
     with pytest.raises(SystemExit) as done:
         cli_main(["train", "--help"])
     assert done.value.code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # help is wrapped to the terminal's width
     assert "--max_nonfinite_steps" in out and "--allow_changed_flags" in out and "10%, at least 2 GiB" in out
