@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from llava_ln.core.flags import parse_flags
-from llava_ln.demo.recipe import STAGE2_TEMPLATE, DemoRecipe
+from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe
 
 
 @dataclass
@@ -38,9 +38,9 @@ def _step(name: str, timings: dict):
 def run_demo(args: DemoArguments, recipe: DemoRecipe) -> dict:
     import torch
 
-    from llava_ln.demo.benchmarks import evaluate, headline_numbers
-    from llava_ln.demo.recipe import stage1_argv, stage2_argv
-    from llava_ln.demo.report import write_report
+    from llava_ln.experiments.benchmarks import evaluate, headline_numbers
+    from llava_ln.experiments.recipe import stage1_argv, stage2_argv
+    from llava_ln.experiments.report import write_report
     from llava_ln.toy.generate import write_toy_world
     from llava_ln.train import main as train_main
 
@@ -73,7 +73,7 @@ def run_demo(args: DemoArguments, recipe: DemoRecipe) -> dict:
     return {"scores": rows, "timings": timings, **{k: v for k, v in report.items() if k != "text"}}
 
 
-def main(argv) -> int:
+def demo_main(argv) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args, recipe = parse_flags(argv, (DemoArguments, DemoRecipe), prog="llava-ln demo",
                                description="Run the whole pipeline on the toy world and write a report.")

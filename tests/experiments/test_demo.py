@@ -3,11 +3,11 @@ import os
 
 import pytest
 
-from llava_ln.demo.benchmarks import headline_numbers
-from llava_ln.demo.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv, stage2_argv, stage2_data_path
-from llava_ln.demo.report import write_report
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.runner import run_eval
+from llava_ln.experiments.benchmarks import headline_numbers
+from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv, stage2_argv, stage2_data_path
+from llava_ln.experiments.report import write_report
 from llava_ln.toy.generate import write_toy_world
 from llava_ln.train import main as train_main
 
