@@ -7,4 +7,6 @@ Modules, in reading order:
   generation     prompt -> input ids exactly as training encodes them; batched, left-padded generate()
   answer_store   restartable per-rank answer files
   runner         one run: find questions, skip answered ones, generate the rest across ranks, write, score
+  subset_scores  headline numbers; a fixed, evenly spread subset scored in memory with the official rules
+  during_training  the training loop's evaluation hook (--eval_benchmarks): subsets, every rank, scores logged
 """

@@ -6,6 +6,7 @@
   strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags
   loop                 the loop and its data order (a pure function of seed and epoch)
   checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy
+  grad_stats           per-group gradient norms per step and their variance over the log window
   reporting            output folder, logging, progress, log.jsonl, run_config.json
 
 Why a custom loop and not transformers' Trainer: every requirement of this project that the

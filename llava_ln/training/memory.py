@@ -20,6 +20,9 @@ bench/results/ has measured peaks. Bytes per parameter (bf16 training):
   ZeRO-2: every weight 2 (bf16 module); trainable + 2 (bf16 grad) + 12 / N (fp32 master + Adam)
   ZeRO-3: like ZeRO-2 but the bf16 weights and gradients are partitioned too (/ N)
 fp32 training doubles the frozen bytes and drops the separate master copy.
+
+Measured peak (peak_memory_gib, logged by the loop): CUDA allocator's high-water mark, or on a CPU
+the process's peak resident set.
 """
 import logging
 from dataclasses import dataclass
@@ -113,3 +116,17 @@ def static_memory_per_gpu(frozen: int, trainable: int, strategy: str = "torch", 
         "total_static": round((frozen_bytes + trainable_bytes) / GIB, 2),
         "excludes": "activations (batch, sequence length and gradient checkpointing dependent)",
     }
+
+
+def peak_memory_gib(device) -> float:
+    """This process's memory high-water mark so far, in GiB.
+
+    CUDA: the most torch's allocator has held on the device (max_memory_allocated), i.e. weights,
+    gradients, optimizer states and activations. CPU: the process's peak resident set (ru_maxrss),
+    which also counts the Python runtime and libraries, so only differences between runs mean much.
+    """
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.max_memory_allocated(device) / GIB
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux reports KiB

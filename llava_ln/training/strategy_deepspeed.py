@@ -24,7 +24,7 @@ import os
 import torch
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.training.strategy import Strategy, TrainingModule, make_adamw
+from llava_ln.training.strategy import Strategy, TrainingModule, group_norm, make_adamw
 
 
 def _is_partitioned(param) -> bool:
@@ -49,6 +49,7 @@ class DeepSpeedStrategy(Strategy):
         import deepspeed
 
         self.module = TrainingModule(model)
+        self.named_groups = [(g.get("name", str(i)), list(g["params"])) for i, g in enumerate(param_groups)]
         if "optimizer" in self.config:
             client = None
         else:
@@ -73,6 +74,14 @@ class DeepSpeedStrategy(Strategy):
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
+
+    def grad_group_norms(self) -> dict:
+        # ZeRO partitions (and under stage 3 also flattens) gradients; safe_get_full_grad assembles each
+        # parameter's whole fp32 gradient (collective), so this is only done when asked for.
+        from deepspeed.utils import safe_get_full_grad
+
+        scale = float(getattr(self.optimizer, "loss_scale", 1.0) or 1.0) if self.precision.fp16 else 1.0
+        return {name: group_norm(safe_get_full_grad(p) for p in params) / scale for name, params in self.named_groups}
 
     def scheduler_optimizer(self):
         # ZeRO wraps the torch optimizer; the wrapped one owns the param_groups that step() reads.
