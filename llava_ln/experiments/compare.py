@@ -388,8 +388,8 @@ def _settings(args, setup: Setup, runs: list, outcomes: dict, started: float, cp
             "outcomes": outcomes, "wall_s": round(time.perf_counter() - started, 1),
             "cpu_s": round(_cpu_seconds() - cpu_before, 1)},
         "notes": [
-            "scores: VQAv2 accuracy (%), POPE mean F1 x100, MME perception, CIDEr x100; average: their mean with "
-            "MME perception divided by 2 x its subtask count (0-100)",
+            "scores: VQAv2 accuracy (%), POPE mean F1 x100, MME perception, CIDEr x100; average: their mean, MME "
+            "perception first divided by 2 x its subtask count (so 0-100 like VQAv2 and POPE; CIDEr x100 may pass 100)",
             "peak memory: " + ("CUDA allocator high-water mark, max over ranks" if device == "cuda" else
                                "the training process's peak resident set (CPU), runtime and libraries included"),
             "train s / tokens/s: the training loop alone (from log.jsonl), evaluation during training excluded",

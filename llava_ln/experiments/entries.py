@@ -10,7 +10,8 @@ comparison) gets exactly the entry it would have got the first time:
                              resumed run logged it twice (evaluation during training is left out)
   scores, average            each benchmark's headline number (evaluation.subset_scores.headline) and
                              their mean, with MME perception put on a 0-100 scale (divided by 2 x the
-                             number of perception subtasks scored), as the other four already are
+                             number of perception subtasks scored) like VQAv2 and POPE (CIDEr x100, as
+                             papers print it, can pass 100)
 """
 import json
 import os

@@ -45,7 +45,7 @@ def comparison_plots(output_dir: str, payload: dict) -> list[str]:
 
 def score_vs_trainable(plt, entries: dict, path: str) -> str:
     benchmarks = list(next(iter(entries.values()))["scores"])
-    panels = [("average", "average (0-100)")] + [(b, SCORE_LABELS.get(b, b)) for b in benchmarks]
+    panels = [("average", "average")] + [(b, SCORE_LABELS.get(b, b)) for b in benchmarks]
     figure, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.3), squeeze=False)
     for axis, (key, title) in zip(axes[0], panels):
         for name, entry in entries.items():
