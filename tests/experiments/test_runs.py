@@ -5,7 +5,7 @@ import pytest
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Judge
-from llava_ln.experiments.compare import resolve_data
+from llava_ln.experiments.compare_settings import resolve_data
 from llava_ln.experiments.entries import markdown_table, run_entry
 from llava_ln.experiments.runs import LLAVA_RATES, mode_runs, parse_rates, parse_variants, variant_runs
 
