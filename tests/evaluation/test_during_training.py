@@ -1,6 +1,7 @@
 """Evaluation during training: scores in log.jsonl equal `llava-ln eval` on the saved run; two ranks agree with one."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -14,6 +15,8 @@ from llava_ln.train import main
 
 pytestmark = pytest.mark.slow
 BENCHMARKS = {"pope": "pope", "mme": "MME", "vqav2": "vqav2"}
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ZERO3 = os.path.join("zero_configs", "zero3.json")
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +55,34 @@ def test_scores_during_training_equal_the_official_evaluation_of_the_run(world, 
         assert evals[1][name] == evals[2][name]
 
 
-def test_two_ranks_share_the_questions_and_report_what_one_rank_reports(world, tmp_path):
-    single, double = str(tmp_path / "one"), str(tmp_path / "two")
-    assert main(_flags(world, single, max_steps=1, eval_limit=12)) == 0
+@pytest.fixture(scope="module")
+def one_rank(world, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("one_rank") / "run")
+    assert main(_flags(world, out, max_steps=1, eval_limit=12)) == 0
+    return _evals(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed_zero3"])
+def test_two_ranks_share_the_questions_and_report_what_one_rank_reports(world, one_rank, tmp_path, launcher):
+    """DDP, and ZeRO-3, where every forward gathers parameters, so both ranks must generate in step."""
+    out = str(tmp_path / "two")
+    # Two ranks at batch 1 read what one rank at batch 2 reads.
+    flags = _flags(world, out, max_steps=1, eval_limit=12, per_device_train_batch_size=1)
+    if launcher == "torchrun":
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   "-m", "llava_ln.train", *flags]
+    else:
+        command = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "2", "--master_port",
+                   str(_free_port()), "llava_ln/train.py", *flags, "--deepspeed", os.path.join(REPO, ZERO3)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
-    # Two ranks at batch 1 read what one rank at batch 2 reads.
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "llava_ln.train", *_flags(world, double, max_steps=1, eval_limit=12,
-                                                           per_device_train_batch_size=1)],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert _evals(double) == _evals(single)
-    assert _evals(double)[1]["pope_items"] == 12
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert _evals(out) == one_rank
+    assert one_rank[1]["pope_items"] == 12
