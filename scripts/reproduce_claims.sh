@@ -26,11 +26,11 @@ started=$(date +%s)
 
 # Variants: C4 data types at equal counts, C5 LN + connector without embeddings/head, C8 learning rates
 # (x0.1 and x10 of the recipe's headline rate, for ln and for full as the reference) and twice the steps,
-# and ln with another seed, whose difference to ln sets the noise margin of every verdict.
+# and ln and full again with another seed: their differences set the noise margin of every verdict.
 VARIANTS="conversation=ln data=conversation:$EQUAL; detail=ln data=detail:$EQUAL; reasoning=ln data=reasoning:$EQUAL"
 VARIANTS+="; ln_connector=ln tune_embeddings=false"
 VARIANTS+="; ln_lr_low=ln lr=1e-3; ln_lr_high=ln lr=1e-1; full_lr_low=full lr=1e-4; full_lr_high=full lr=1e-2"
-VARIANTS+="; ln_long=ln steps=$((2 * STEPS)); ln_seed1=ln seed=1"
+VARIANTS+="; ln_long=ln steps=$((2 * STEPS)); ln_seed1=ln seed=1; full_seed1=full seed=1"
 
 $LLAVA_LN compare --world "$OUT/world" --output_dir "$OUT/compare" \
     --stage1_steps "$STAGE1_STEPS" --stage2_steps "$STEPS" --variants "$VARIANTS" \
@@ -38,7 +38,7 @@ $LLAVA_LN compare --world "$OUT/world" --output_dir "$OUT/compare" \
 
 runs="$OUT/compare"
 $LLAVA_LN analyze --output_dir "$OUT/analysis" --num_samples 64 \
-    --checkpoints "ln=$runs/ln/run,full=$runs/full/run,lora=$runs/lora/run,ln_simple=$runs/ln_simple/run" \
+    --checkpoints "ln=$runs/ln/run,full=$runs/full/run,lora=$runs/lora/run,ln_simple=$runs/ln_simple/run,ln_seed1=$runs/ln_seed1/run" \
     --data "$OUT/world/data/instruct_conversation.json" --image_folder "$OUT/world/images"
 
 $PYTHON -m llava_ln.experiments.claims --comparison "$runs/comparison.json" \

@@ -5,18 +5,20 @@
 prints a markdown table: claim, the numbers it rests on, and a verdict. The rules are fixed here, so
 a verdict can be recomputed by anyone from the two JSON files:
 
-  margin M   scores are compared on the 0-100 `average`; a difference counts only beyond M points,
-             M = max(2, 2 x |average(ln) - average(ln_seed1)|) when the comparison has a run
-             `ln_seed1` (ln again with another seed: the noise of one run), else 2.
+  margin M   scores are compared on the `average`; a difference counts only beyond M points,
+             M = max(2, 2 x the root mean square of |average(X) - average(X_seed1)|) over every run X
+             that has a replicate `X_seed1` (the same run with another seed: the noise of one run), else 2.
   a > b      reproduced when a - b > M, not reproduced when a - b < -M, else inconclusive.
   a >= b     reproduced when a - b >= -M (a is not clearly worse), else not reproduced.
   C3         exact counts; memory lower by more than 1 %.
-  C6         layer similarity (all pairs) lower than full's by more than 2 standard errors (of both).
-  C7         the variance of the gradient norm (all groups) and its relative variance (var / mean^2)
-             both lower than full's: reproduced; both higher: not reproduced; split: inconclusive.
+  C6         layer similarity (all pairs) lower than full's by more than its noise: 2 standard errors
+             over the samples, or 2 x |ln - ln_seed1| when the analysis has ln_seed1, whichever is larger.
+  C7         the variance of the gradient norm (all groups) and its relative variance (var / mean^2), each
+             against full's with the same kind of noise (2 x |ln - ln_seed1| when analysed): both lower:
+             reproduced; both higher: not reproduced; otherwise inconclusive.
   C8         LN's spread of averages over its learning-rate runs (ln_lr_low, ln, ln_lr_high) against
              full's over the same factors (full_lr_low, full, full_lr_high): sensitive when larger by M;
-             epochs: |average(ln_long) - average(ln)| > M.
+             epochs: |average(ln_long) - average(ln)| > M (else inconclusive).
 A claim whose runs are missing is "not run"; C9 needs a chat and a base backbone ("untested").
 """
 import argparse
@@ -45,9 +47,12 @@ class Judge:
     def __init__(self, comparison: dict, analysis: dict | None):
         self.runs = comparison["modes"]
         self.analysis = analysis or {}
-        noise = self._avg("ln") is not None and self._avg("ln_seed1") is not None
-        self.noise = abs(self._avg("ln") - self._avg("ln_seed1")) if noise else None
-        self.margin = max(2.0, 2 * self.noise) if noise else 2.0
+        self.replicates = {name[: -len("_seed1")]: abs(self._avg(name[: -len("_seed1")]) - self._avg(name))
+                           for name in self.runs if name.endswith("_seed1")
+                           and self._avg(name) is not None and self._avg(name[: -len("_seed1")]) is not None}
+        pairs = list(self.replicates.values())
+        self.noise = (sum(d * d for d in pairs) / len(pairs)) ** 0.5 if pairs else None
+        self.margin = max(2.0, 2 * self.noise) if pairs else 2.0
 
     def _avg(self, name: str):
         run = self.runs.get(name)
@@ -110,8 +115,12 @@ class Judge:
             return NOT_RUN, ""
         ln, full = similarity["ln"], similarity["full"]
         noise = 2 * ((ln.get("all_pairs_se") or 0) ** 2 + (full.get("all_pairs_se") or 0) ** 2) ** 0.5
+        seed = similarity.get("ln_seed1")
+        if seed is not None:
+            noise = max(noise, 2 * abs(ln["all_pairs"] - seed["all_pairs"]))
         verdict = greater(full["all_pairs"], ln["all_pairs"], noise)
-        text = (f"all pairs ln {ln['all_pairs']:.4f} vs full {full['all_pairs']:.4f} (2 SE {noise:.4f}); adjacent "
+        text = (f"all pairs ln {ln['all_pairs']:.4f} vs full {full['all_pairs']:.4f} (noise {noise:.4f}"
+                + (f"; ln_seed1 {seed['all_pairs']:.4f}" if seed else "") + "); adjacent "
                 f"{ln['adjacent']:.4f} vs {full['adjacent']:.4f}; image {_f(ln['image'])} vs {_f(full['image'])}; "
                 f"text {_f(ln['text'])} vs {_f(full['text'])}")
         return verdict, text
@@ -121,11 +130,17 @@ class Judge:
         if not (grads.get("ln") and grads.get("full")):
             return NOT_RUN, ""
         ln, full = grads["ln"]["all"], grads["full"]["all"]
-        lower = [ln["mean_var"] < full["mean_var"], ln["mean_rel_var"] < full["mean_rel_var"]]
-        verdict = REPRODUCED if all(lower) else NOT_REPRODUCED if not any(lower) else INCONCLUSIVE
+        seed = (grads.get("ln_seed1") or {}).get("all")
+        verdicts = []
+        for key in ("mean_var", "mean_rel_var"):
+            noise = 2 * abs(ln[key] - seed[key]) if seed else 0.0
+            verdicts.append(greater(full[key], ln[key], noise))
+        verdict = verdicts[0] if verdicts[0] == verdicts[1] else INCONCLUSIVE
         text = (f"window variance of the gradient norm ln {ln['mean_var']:.3g} vs full {full['mean_var']:.3g}; "
                 f"relative variance {ln['mean_rel_var']:.3g} vs {full['mean_rel_var']:.3g}; mean norm "
                 f"{ln['mean_norm']:.3g} vs {full['mean_norm']:.3g}")
+        if seed:
+            text += f" (ln_seed1: variance {seed['mean_var']:.3g}, relative {seed['mean_rel_var']:.3g})"
         norms_ln, norms_full = grads["ln"].get("norms_no_decay"), grads["full"].get("norms_no_decay")
         if norms_ln and norms_full:
             text += (f"; norm weights alone: variance {norms_ln['mean_var']:.3g} vs {norms_full['mean_var']:.3g}, "
@@ -147,7 +162,7 @@ class Judge:
         if self._need("ln_long"):
             change = self._avg("ln_long") - self._avg("ln")
             text += f"; twice the steps: ln_long {self._avg('ln_long'):.2f} ({change:+.2f})"
-            verdicts.append(REPRODUCED if abs(change) > self.margin else NOT_REPRODUCED)
+            verdicts.append(REPRODUCED if abs(change) > self.margin else INCONCLUSIVE)
         return combine(verdicts), text
 
     def c9(self):
@@ -163,8 +178,8 @@ class Judge:
                   ("C7", "LN: lower gradient variance than full", self.c7),
                   ("C8", "LN sensitive to learning rate and epochs", self.c8),
                   ("C9", "chat backbones benefit more than base ones", self.c9)]
-        noise = f"{self.noise:.2f}" if self.noise is not None else "not measured"
-        lines = [f"Margin M = {self.margin:.2f} points of the average (seed-to-seed difference of ln: {noise}).", "",
+        pairs = ", ".join(f"{name} {diff:.2f}" for name, diff in self.replicates.items()) or "not measured"
+        lines = [f"Margin M = {self.margin:.2f} points of the average (seed-to-seed differences: {pairs}).", "",
                  "| claim | statement | measured | verdict |", "|---|---|---|---|"]
         for key, statement, judge in claims:
             verdict, text = judge()

@@ -80,6 +80,9 @@ def _comparison(averages: dict, **extra) -> dict:
 
 
 def test_claims_judge_uses_the_seed_margin():
+    judge = Judge(_comparison({"ln": 60.0, "ln_seed1": 58.0, "full": 57.0, "full_seed1": 57.0, "lora": 50.0,
+                               "ln_simple": 53.0}), None)
+    assert judge.margin == pytest.approx(2 * (2.0 ** 2 / 2) ** 0.5)  # 2 x RMS of the seed differences (2 and 0)
     judge = Judge(_comparison({"ln": 60.0, "ln_seed1": 58.0, "full": 57.0, "lora": 50.0, "ln_simple": 53.0}), None)
     assert judge.margin == 4.0  # 2 x |60 - 58|
     assert judge.c1()[0] == REPRODUCED  # 60 >= 57 - 4 and 60 > 50 + 4
