@@ -1,9 +1,11 @@
 """PNG plots of a comparison and of an analysis (matplotlib, the `demo` extra; without it, no plots).
 
 Comparison (llava-ln compare):
-  score_vs_trainable.png   average and each benchmark's score against trainable parameters (log axis)
+  score_vs_trainable.png   average and each benchmark's score against trainable parameters (log axis), per mode
   memory_time.png          peak memory and training time per run
-  learning_curves.png      training loss, and each curve benchmark's score during training, per run
+  learning_curves.png      training loss, and each curve benchmark's score during training, per mode
+Variants (named runs) are in memory_time.png and the table, but left out of the other two, which
+would otherwise be unreadable with a dozen runs.
 Analysis (llava-ln analyze):
   layer_similarity.png     cosine similarity between layer representations per checkpoint, and the matrices
   grad_stats.png           gradient norm per step and its variance per logging window, per run
@@ -38,16 +40,21 @@ def comparison_plots(output_dir: str, payload: dict) -> list[str]:
     entries = payload["modes"]
     if plt is None or not entries:
         return []
-    return [score_vs_trainable(plt, entries, os.path.join(output_dir, "score_vs_trainable.png")),
+    modes = {name: entry for name, entry in entries.items() if not entry.get("variant_of")} or entries
+    return [score_vs_trainable(plt, modes, os.path.join(output_dir, "score_vs_trainable.png")),
             memory_time(plt, entries, os.path.join(output_dir, "memory_time.png")),
-            learning_curves(plt, entries, os.path.join(output_dir, "learning_curves.png"))]
+            learning_curves(plt, modes, os.path.join(output_dir, "learning_curves.png"))]
 
 
 def score_vs_trainable(plt, entries: dict, path: str) -> str:
     benchmarks = list(next(iter(entries.values()))["scores"])
     panels = [("average", "average")] + [(b, SCORE_LABELS.get(b, b)) for b in benchmarks]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.3), squeeze=False)
-    for axis, (key, title) in zip(axes[0], panels):
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
+    for axis, (key, title) in zip(axes.flat, panels):
         for name, entry in entries.items():
             value = entry["average"] if key == "average" else entry["scores"].get(key)
             if value is None:
