@@ -3,6 +3,7 @@
 #
 #   bash bench/gpu_suite.sh              # on the GPU machine, with .wheels/ carried (bench/prepare_gpu_wheels.sh)
 #   bash bench/gpu_suite.sh --dry_run    # the same steps on this CPU at tiny size, no wheel install
+#   bash bench/gpu_suite.sh --quant      # instead: the quantized-base steps (bench/gpu_suite_quant.py)
 #
 # First installs what the GPU image lacks (DeepSpeed and its helpers into /tmp/site, liger-kernel and
 # bitsandbytes into /tmp/site-extra) from WHEELS (default .wheels/, ignored by git), offline and without
@@ -14,8 +15,8 @@
 # set, $OUT/gpu_suite.json with the raw throughput lines and an archive of every log. Exit status 0
 # when every step passed.
 #
-# Environment: WHEELS (wheel folder), HF_PEFT_BASELINE (default: WHEELS/hf_peft_baseline.py, else
-# ../shared/bench/), SUITE_WORK (scratch folder, default a new /tmp folder), PYTHON (default python3),
+# Environment: WHEELS (wheel folder), HF_PEFT_BASELINE (default: the repository's copy in
+# bench/baseline/), SUITE_WORK (scratch folder, default a new /tmp folder), PYTHON (default python3),
 # SUITE_BUDGET_S (the steps' time budget: 440 s on the GPU, which with the install keeps the suite
 # under 8 minutes; later steps are skipped past it).
 set -uo pipefail
@@ -23,10 +24,12 @@ set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 DRY_RUN=0
+QUANT=0
 for arg in "$@"; do
   case "$arg" in
     --dry_run|--dry-run) DRY_RUN=1 ;;
-    *) echo "gpu_suite.sh: unknown argument $arg (only --dry_run)" >&2; exit 2 ;;
+    --quant) QUANT=1 ;;  # the quantized-base steps instead of the usual ones (bench/gpu_suite_quant.py)
+    *) echo "gpu_suite.sh: unknown argument $arg (--dry_run, --quant)" >&2; exit 2 ;;
   esac
 done
 PYTHON="${PYTHON:-python3}"
@@ -34,11 +37,12 @@ WHEELS="${WHEELS:-$REPO/.wheels}"
 WORK="${SUITE_WORK:-$(mktemp -d /tmp/gpu_suite.XXXXXX)}"
 mkdir -p "$WORK/logs"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export HF_PEFT_BASELINE="${HF_PEFT_BASELINE:-$WHEELS/hf_peft_baseline.py}"
+export HF_PEFT_BASELINE="${HF_PEFT_BASELINE:-$REPO/bench/baseline/hf_peft_baseline.py}"
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
 run_args=(--work "$WORK")
 [ -n "${SUITE_BUDGET_S:-}" ] && run_args+=(--budget_s "$SUITE_BUDGET_S")
+[ "$QUANT" = 1 ] && run_args+=(--quant)
 if [ "$DRY_RUN" = 1 ]; then
   run_args+=(--dry_run)
 else

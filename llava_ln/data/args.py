@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
-ASPECT_RATIOS = ("pad", "resize", "crop")
+ASPECT_RATIOS = ("pad", "resize", "crop", "square")
 
 
 @dataclass
@@ -17,12 +18,14 @@ class DataArguments:
     )
     image_folder: Optional[str] = field(
         default=None,
-        metadata={"help": "Folder that relative image paths start from (default: the data file's folder)."},
+        metadata={"help": "Folder that image paths start from (default: the data file's folder); a path may not "
+                  "leave it, and absolute paths are accepted only without this flag."},
     )
     image_aspect_ratio: str = field(
         default="pad",
         metadata={"help": "pad (LLaVA-1.5: pad to a square with the image processor's mean colour), resize "
-                  "(stretch to a square) or crop (centre square)."},
+                  "(stretch to a square), crop (centre square) or square (LLaVA's name: no squaring first, the "
+                  "image processor's own resize and centre crop)."},
     )
     conv_template: str = field(
         default="vicuna_v1",
@@ -40,6 +43,19 @@ class DataArguments:
         default=False,
         metadata={"help": "Log and skip malformed records and unreadable images instead of stopping."},
     )
+    # ---- where <image> goes (data/image_placement.py) ----
+    keep_image_placement: bool = field(
+        default=False,
+        metadata={"help": "Keep each record's <image> where it is written; by default it moves to the front of its "
+                  "turn, followed by a newline, as LLaVA's training does."},
+    )
+
+    # ---- reliability: untrusted image files ----
+    max_image_pixels: int = field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metadata={"help": "Largest image (width x height) read; a larger one is refused before decoding, as a "
+                  "decompression bomb would be (0: no limit)."},
+    )
 
 
 def check_data_args(args: DataArguments) -> None:
@@ -52,5 +68,7 @@ def check_data_args(args: DataArguments) -> None:
         )
     if args.model_max_length < 2:
         raise LlavaLnError(f"--model_max_length {args.model_max_length} is too small")
+    if args.max_image_pixels < 0:
+        raise LlavaLnError(f"--max_image_pixels {args.max_image_pixels} is negative (0 means no limit)")
     if args.image_folder is not None and not os.path.isdir(args.image_folder):
         raise LlavaLnError(f"--image_folder {args.image_folder!r} is not a folder")

@@ -2,9 +2,9 @@
 
 Indexing (index.py) validates every record up front without tokenizing; a sample is rendered,
 tokenized and its images decoded only when read. A sample that turns out unusable when read (all
-supervised tokens truncated away; an unreadable image under --skip_bad_samples) is flagged once
-and replaced by the next usable sample of the same modality, so every index still yields a real
-sample and none is trained with zero loss. The flags live in a shared-memory array (inherited by
+supervised tokens truncated away; under --skip_bad_samples also an unreadable image or a record the
+tokenizer rejects) is flagged once and replaced by the next usable sample of the same modality, so
+every index still yields a real sample and none is trained with zero loss. The flags live in a shared-memory array (inherited by
 forked or spawned DataLoader workers), so each such sample is logged once, never re-read in later
 epochs, and counted by the main process at the end.
 
@@ -23,6 +23,7 @@ from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments, check_data_args
 from llava_ln.data.encode import Encoded, check_tokenizer, encode, special_prefix_ids, truncate
+from llava_ln.data.image_placement import images_first
 from llava_ln.data.images import ImageError, ImageLoader, load_image_processor, processor_side
 from llava_ln.data.index import ModalityLengthGroupedSampler, build_index, parse_data_path
 from llava_ln.data.templates import get_template
@@ -40,6 +41,17 @@ class SkipSample(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def is_tokenizer_failure(err: BaseException) -> bool:
+    """An error a tokenizer raised on its input: any Exception, or a Rust panic surfacing through pyo3
+    (PanicException derives from BaseException); never an interrupt or an exit."""
+    return isinstance(err, Exception) or type(err).__name__ == "PanicException"
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class SkipLedger:
@@ -76,8 +88,9 @@ class ProcessedSample:
 
 class LlavaDataset(Dataset):
     def __init__(self, index, tokenizer, image_loader, template, image_token_id: int, num_image_tokens: int,
-                 model_max_length: int, skip_bad_samples: bool = False):
+                 model_max_length: int, skip_bad_samples: bool = False, image_first: bool = True):
         check_tokenizer(tokenizer)
+        self.image_first = image_first  # move <image> to the front of its turn, as LLaVA does
         self.index = index
         self.tokenizer = tokenizer
         self.image_loader = image_loader
@@ -99,11 +112,20 @@ class LlavaDataset(Dataset):
         """Render, tokenize and truncate one record (no image decoding); SkipSample if nothing is supervised."""
         conversation = self.index.conversation(index)
         where = self.index.where(index, conversation.id)
+        messages = images_first(conversation.messages) if self.image_first else conversation.messages
         try:
-            rendered = self.template.render(conversation.messages)
+            rendered = self.template.render(messages)
         except LlavaLnError as err:
             raise LlavaLnError(f"{where}: {err}") from None
-        encoded = encode(rendered, self.tokenizer, self.image_token_id, self.num_image_tokens, self._prefix_ids)
+        try:
+            encoded = encode(rendered, self.tokenizer, self.image_token_id, self.num_image_tokens, self._prefix_ids)
+        except BaseException as err:
+            if not is_tokenizer_failure(err):
+                raise
+            message = f"{where}: the tokenizer rejects this record ({type(err).__name__}: {first_line(err)})"
+            if self.skip_bad_samples:
+                raise SkipSample(BAD_RECORD, message) from None
+            raise LlavaLnError(message) from None
         if len(encoded.image_starts) != len(conversation.images):
             raise LlavaLnError(
                 f"{where}: {len(conversation.images)} image(s) but {len(encoded.image_starts)} <image> tokens after "
@@ -211,8 +233,10 @@ def build_train_dataset(data_args: DataArguments, tokenizer, image_processor, te
     check_data_args(data_args)
     index = build_index(parse_data_path(data_args.data_path), data_args.image_folder, seed,
                         data_args.skip_bad_samples)
-    return LlavaDataset(index, tokenizer, ImageLoader(image_processor, data_args.image_aspect_ratio), template,
-                        image_token_id, num_image_tokens, data_args.model_max_length, data_args.skip_bad_samples)
+    loader = ImageLoader(image_processor, data_args.image_aspect_ratio, data_args.max_image_pixels)
+    return LlavaDataset(index, tokenizer, loader, template,
+                        image_token_id, num_image_tokens, data_args.model_max_length, data_args.skip_bad_samples,
+                        image_first=not data_args.keep_image_placement)
 
 
 def build_train_sampler(dataset: LlavaDataset, data_args: DataArguments, batch_size: int, world_size: int,

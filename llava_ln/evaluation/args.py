@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from llava_ln.evaluation.benchmarks.registry import BENCHMARKS
 
 
@@ -13,7 +14,8 @@ class EvalArguments:
     data: Optional[str] = field(default=None, metadata={
         "help": "The benchmark's folder in its official layout (see eval/README.md); the flags below override parts."})
     question_file: Optional[str] = field(default=None, metadata={
-        "help": "vqav2: questions JSON (official) or LLaVA's question JSONL."})
+        "help": "vqav2: questions JSON (official) or LLaVA's question JSONL; generic: LLaVA's question JSONL "
+                "({question_id, image, text})."})
     annotation_file: Optional[str] = field(default=None, metadata={
         "help": "vqav2: annotations (enables scoring); pope: label file(s) (path, folder or split=path,...); "
                 "captions: COCO-format caption file."})
@@ -46,3 +48,16 @@ class EvalArguments:
                                                          "include the scorer's JSON in the output."})
     overwrite: bool = field(default=False, metadata={"help": "Discard answers from an earlier run in --output_dir."})
     local_rank: int = field(default=-1, metadata={"help": "Set by the deepspeed launcher; not needed otherwise."})
+    # ---- LLaVA's answer file (evaluation/llava_answers.py) ----
+    answers_format: str = field(default="official", metadata={
+        "help": "official: the benchmark's own files; llava: also OUTPUT_DIR/llava_answers.jsonl as LLaVA's "
+                "model_vqa_loader writes it (generic always writes it).", "choices": ["official", "llava"]})
+
+    # ---- reliability: untrusted image files ----
+    max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={
+        "help": "Largest image (width x height) read; a larger one is refused before decoding (0: no limit)."})
+    # ---- quantized base (llava_ln/model/quantize.py) ----
+    bits: int = field(default=16, metadata={
+        "help": "4 or 8: quantize the LLM's block linears at load, as a --bits run was trained (its 4-bit type "
+                "and double quantization from the run's manifest, else nf4 + double quant); LoRA then stays "
+                "unmerged on top. 16: as stored (the unquantized base for a --bits run, as merge/export ship it)."})

@@ -24,20 +24,21 @@ HEADLINES = {
 
 
 def evaluate(model_path: str, world: str, output_dir: str, conv_template: str | None = None,
-             batch_size: int = 32) -> dict:
+             batch_size: int = 32, bits: int = 16) -> dict:
     """Run llava-ln eval --score for every benchmark; returns {benchmark: scorer JSON}.
 
     conv_template: None uses the checkpoint's own (its manifest); the demo asks the stage-1
-    model in the stage-2 template so that both models get the very same prompts.
+    model in the stage-2 template so that both models get the very same prompts. bits: eval --bits
+    (4: a --bits 4 run evaluated on the quantized base it trained on).
     """
     return evaluate_benchmarks(model_path, os.path.join(world, "eval"), output_dir, list(BENCHMARK_FOLDERS),
                                MAX_NEW_TOKENS, batch_size, conv_template=conv_template, dtype="float32",
-                               device="cpu", overwrite=True)
+                               device="cpu", overwrite=True, bits=bits)
 
 
 def evaluate_benchmarks(model_path: str, eval_root: str, output_dir: str, benchmarks: list, max_new_tokens: dict,
                         batch_size: int, conv_template: str | None = None, dtype: str = "auto", device: str = "auto",
-                        overwrite: bool = False) -> dict:
+                        overwrite: bool = False, bits: int = 16) -> dict:
     """`llava-ln eval --score` on each benchmark under eval_root (LLaVA's playground/data/eval layout), in
     this process; returns {benchmark: scorer JSON}. Without overwrite, answers already written are reused."""
     scores = {}
@@ -46,7 +47,7 @@ def evaluate_benchmarks(model_path: str, eval_root: str, output_dir: str, benchm
             benchmark=benchmark, model_path=model_path, data=os.path.join(eval_root, BENCHMARK_FOLDERS[benchmark]),
             output_dir=os.path.join(output_dir, benchmark), score=True, batch_size=batch_size,
             conv_template=conv_template,
-            max_new_tokens=max_new_tokens[benchmark], dtype=dtype, device=device, overwrite=overwrite,
+            max_new_tokens=max_new_tokens[benchmark], dtype=dtype, device=device, overwrite=overwrite, bits=bits,
         ))
         if summary is not None:  # None on ranks other than 0 (under torchrun)
             scores[benchmark] = summary["scores"]

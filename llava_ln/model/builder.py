@@ -4,6 +4,9 @@ We do not subclass per LLM: the native Llava shell is created on the meta device
 three parts are replaced by the already-loaded LLM backbone, LM head and vision tower, so
 the result is an ordinary transformers model (generation, gradient checkpointing,
 save_pretrained and export all work as upstream intends).
+
+--model_name_or_path may also be a multimodal checkpoint (model.sources): its LLM, and for a
+transformers LLaVA folder its tower and connector, come from it instead.
 """
 import os
 from dataclasses import asdict, dataclass
@@ -18,9 +21,10 @@ from transformers import (
 )
 
 from llava_ln.core.constants import IMAGE_TOKEN
-from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import (
+    WEIGHT_LOAD_ERRORS,
     check_select_layer,
     load_vision_config,
     load_vision_tower,
@@ -29,6 +33,7 @@ from llava_ln.model.backbones import (
     select_strategy,
 )
 from llava_ln.model.connector import build_connector, projector_depth
+from llava_ln.model.sources import HF_LLAVA, detect_source
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class MultimodalSpec:
     image_token_id: int
     num_image_tokens: int
     attn_implementation: str
+    source: dict | None = None  # a multimodal --model_name_or_path: {"kind", "path"} (model.sources)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,16 +72,18 @@ def _llm_class(config):
         raise LlavaLnError(f"{type(config).__name__} has no causal-LM class in transformers") from None
 
 
-def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool):
-    config = _load_llm_config(path)
+def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool, source=None, vision_attn: str = "sdpa"):
+    config = source.text_config() if source else _load_llm_config(path)
     attn_implementation = resolve_attn_implementation(requested_attn, _llm_class(config))
     if on_meta:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    if source:
+        return source.load_llm(dtype, attn_implementation, vision_attn)
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
-    except (OSError, ValueError) as err:
-        raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({err})") from None
+    except WEIGHT_LOAD_ERRORS as err:
+        raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({short_reason(err)})") from None
 
 
 def _image_token_id(tokenizer, llm_vocab_rows: int) -> int:
@@ -118,13 +126,19 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     if tokenizer is None and not on_meta:
         raise LlavaLnError("a tokenizer is needed to build a model with weights")
 
-    llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta)
+    source = detect_source(args.model_name_or_path)
+    llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta, source, vision_attn)
     image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
     _grow_vocab_for(llm, image_token_id, on_meta)
+    # A transformers LLaVA folder brings its own tower and connector (unless --vision_tower names another tower).
+    own_parts = source is not None and source.kind == HF_LLAVA and not on_meta
+    own_tower = own_parts and os.path.abspath(args.vision_tower) == os.path.abspath(source.vision_tower())
 
     if on_meta:
         with torch.device("meta"):
             vision = family.model_class._from_config(vision_config, attn_implementation=vision_attn)
+    elif own_tower:
+        vision = source.load_vision()
     else:
         vision = load_vision_tower(args.vision_tower, dtype, vision_attn)
 
@@ -144,8 +158,11 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     model.model.vision_tower = vision
     model.model.language_model = llm.base_model
     model.lm_head = llm.get_output_embeddings()
-    with torch.device("meta" if on_meta else "cpu"):
-        connector = build_connector(args.mm_projector_type, config)
+    if own_parts:
+        connector = source.load_projector()
+    else:
+        with torch.device("meta" if on_meta else "cpu"):
+            connector = build_connector(args.mm_projector_type, config)
     model.model.multi_modal_projector = connector.to(dtype=dtype)
     attn = llm.config._attn_implementation
 
@@ -160,6 +177,7 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
         image_token_id=image_token_id,
         num_image_tokens=n_tokens,
         attn_implementation=attn,
+        source=source.record() if source else None,
     )
     return model, spec
 
