@@ -1,6 +1,6 @@
 """Benchmark (not a test): does norm tuning on a 4-bit base keep the VQA gain of norm tuning on the full base?
 
-The demo's recipe on the toy world (llava_ln/demo): stage 1 (connector), then stage 2 `--tune_mode ln`
+The demo's recipe on the toy world (llava_ln/experiments): stage 1 (connector), then stage 2 `--tune_mode ln`
 twice from it, once as usual and once with `--bits 4` (NF4, double quantization), then the five toy
 benchmarks through `llava-ln eval --score` for
   connector only            the stage-1 model, asked in the stage-2 template (the demo's baseline)
@@ -23,8 +23,8 @@ import time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from llava_ln.demo.benchmarks import evaluate, headline_numbers  # noqa: E402
-from llava_ln.demo.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv, stage2_argv  # noqa: E402
+from llava_ln.experiments.benchmarks import evaluate, headline_numbers  # noqa: E402
+from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv, stage2_argv  # noqa: E402
 from llava_ln.toy.generate import write_toy_world  # noqa: E402
 from llava_ln.train import main as train_main  # noqa: E402
 

@@ -19,7 +19,9 @@ SUBCOMMANDS = {
     "score": ("llava_ln.commands.evaluate", "score_main", "score prediction files exactly as the official tools do"),
     "merge": ("llava_ln.commands.ship", "merge_main", "fold trained tensors into one standalone checkpoint"),
     "export": ("llava_ln.commands.ship", "export_main", "export to the transformers-native LLaVA format (verified)"),
-    "demo": ("llava_ln.commands.demo", "main", "run the whole pipeline on the toy world and write a report"),
+    "demo": ("llava_ln.commands.experiments", "demo_main", "run the whole pipeline on the toy world and write a report"),
+    "compare": ("llava_ln.commands.experiments", "compare_main", "train tuning modes the same way, evaluate, compare"),
+    "analyze": ("llava_ln.commands.experiments", "analyze_main", "layer similarity and gradient statistics of runs"),
 }
 
 

@@ -26,6 +26,7 @@ from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connect
 from llava_ln.core.distributed import distributed_session
 from llava_ln.core.flags import parse_flags
 from llava_ln.data import DataArguments, DataCollator, build_train_dataset, build_train_sampler, load_data_components
+from llava_ln.evaluation.during_training import in_training_hooks
 from llava_ln.kernels import apply_kernels
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.parts import unwrap
@@ -138,8 +139,10 @@ def main(argv=None) -> int:
         manifest = run_manifest(spec, model_args, data_args, plan, args.pretrain_mm_mlp_adapter)
         checkpointer = Checkpointer(context, strategy, model, plan, manifest,
                                     plan.saved_dtype(precision.compute_dtype), stage1_frozen)
+        hooks = in_training_hooks(args, context, model, data, data_args.image_aspect_ratio, precision, total_steps,
+                                  getattr(strategy, "zero_stage", 0))  # --eval_benchmarks
         loop = Loop(args, context, strategy, checkpointer, dataset, DataCollator(data.tokenizer), order,
-                    total_steps, identity, stops)
+                    total_steps, identity, stops, hooks)
         if resume_dir:
             loop.resume(resume_dir)
         config = resolved_config(model_args, data_args, tuning_args, args, context=context, precision=precision,

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-# Bottom to top. train.py (training's entry point, which the demo calls) sits below the commands and
+# Bottom to top. train.py (training's entry point, which the demo command calls) sits below the commands and
 # cli.py (the console entry point) above everything.
 LAYERS = ("core", "model", "kernels", "tuning", "data", "checkpoint", "training", "scoring", "evaluation", "export",
-          "toy", "demo", "train", "commands", "cli")
+          "toy", "experiments", "train", "commands", "cli")
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llava_ln")
 

@@ -3,6 +3,6 @@
   prepare   describe, inspect-data, toy    (before training)
   evaluate  eval, score
   ship      merge, export
-  demo      the whole pipeline on the toy world
+  experiments  demo (the whole pipeline on the toy world), compare (tuning modes side by side), analyze
 Training's entry point is llava_ln/train.py (so `deepspeed llava_ln/train.py` works as in LLaVA).
 """

@@ -8,4 +8,6 @@ Modules, in reading order:
   answer_store   restartable per-rank answer files
   llava_answers  LLaVA's answer file (model_vqa_loader's format), for LLaVA's own converters and scorers
   runner         one run: find questions, skip answered ones, generate the rest across ranks, write, score
+  subset_scores  headline numbers; a fixed, evenly spread subset scored in memory with the official rules
+  during_training  the training loop's evaluation hook (--eval_benchmarks): subsets, every rank, scores logged
 """

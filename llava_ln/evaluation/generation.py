@@ -72,10 +72,11 @@ class GenerationSettings:
 
 
 class AnswerGenerator:
-    def __init__(self, eval_model, settings: GenerationSettings, device):
+    def __init__(self, eval_model, settings: GenerationSettings, device, synced_gpus: bool = False):
         from transformers import GenerationConfig
 
         settings.check()
+        self.synced_gpus = synced_gpus  # ZeRO-3: every rank keeps stepping until all are done
         self.eval_model = eval_model
         self.model = eval_model.model
         self.tokenizer = eval_model.tokenizer
@@ -131,7 +132,7 @@ class AnswerGenerator:
         input_ids, attention_mask = self._left_padded(prompts)
         pixel_values = self._pixels(images, wheres)
         output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                                     generation_config=self.config)
+                                     generation_config=self.config, synced_gpus=self.synced_gpus)
         new_tokens = output[:, input_ids.shape[1]:]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [self.clean(text) for text in texts]

@@ -13,6 +13,7 @@
   loop                 the loop and its data order (a pure function of seed and epoch)
   checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy
   resume_files         reading resume state without trusting it: checksums, then every field's type
+  grad_stats           per-group gradient norms per step and their variance over the log window
   reporting            output folder, logging, progress, log.jsonl, run_config.json
   run_ownership        one run per folder: run ids, --overwrite_output_dir moves aside, `latest`, pruning
   resume_check         the flags that define a run, compared on resume (--allow_changed_flags)

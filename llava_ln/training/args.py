@@ -72,7 +72,7 @@ class TrainingArguments:
                                                                 "run: that run is moved aside to "
                                                                 "OUTPUT_DIR.previous-<time>."})
     local_rank: int = field(default=-1, metadata={"help": "Set by the deepspeed launcher; do not pass by hand."})
-    # Accepted so LLaVA scripts port unchanged; llava-ln has no in-training evaluation and is always lazy.
+    # Accepted so LLaVA scripts port unchanged (in-training evaluation is --eval_benchmarks below; data is always lazy).
     evaluation_strategy: str = field(default="no", metadata={"help": "Only `no` (evaluate with `llava-ln eval`)."})
     lazy_preprocess: bool = field(default=True, metadata={"help": "Always lazy; accepted for LLaVA scripts."})
     # ---- LLaVA / Hugging Face names with their meaning (training/llava_flags.py maps the rest) ----
@@ -101,6 +101,25 @@ class TrainingArguments:
         "help": "Trainable input embeddings get a gradient for the rows a step uses only (exact AdamW; "
                 "one process, plain PyTorch strategy). See docs/training.md."})
 
+    # ---- Evaluation during training and gradient statistics (run by train.py through Loop hooks) ----
+    eval_benchmarks: str = field(default="", metadata={
+        "help": "Benchmarks to score during training, comma separated (pope, mme, vqav2, coco_caption, flickr30k); "
+                "needs --eval_data."})
+    eval_data: Optional[str] = field(default=None, metadata={
+        "help": "Folder holding one folder per benchmark in its official layout (LLaVA's playground/data/eval: "
+                "MME, pope, vqav2, coco_caption, flickr30k)."})
+    eval_steps: float = field(default=0, metadata={
+        "help": "Evaluate every N optimizer steps (below 1: a share of all steps) and after the last; 0: only "
+                "after the last step."})
+    eval_limit: int = field(default=200, metadata={
+        "help": "Items per benchmark, evenly spaced over its list, the same ones every time (0: all)."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Questions per generate call, per device."})
+    eval_max_new_tokens: int = field(default=0, metadata={
+        "help": "Longest answer in tokens (0: 16 for short-answer benchmarks, 64 for captions)."})
+    log_grad_stats: bool = field(default=False, metadata={
+        "help": "Log each optimizer group's gradient norm (before clipping) per step and its variance over "
+                "the logging window to log.jsonl."})
+
     def __post_init__(self):
         if isinstance(self.gradient_checkpointing, str):
             lowered = self.gradient_checkpointing.strip().lower()
@@ -123,12 +142,17 @@ def check_training_args(args: TrainingArguments) -> None:
     if args.save_strategy not in SAVE_STRATEGIES:
         raise LlavaLnError(f"--save_strategy {args.save_strategy!r} is not one of {', '.join(SAVE_STRATEGIES)}")
     if args.evaluation_strategy != "no":
-        raise LlavaLnError("--evaluation_strategy: only `no` is supported; evaluate with `llava-ln eval`")
+        raise LlavaLnError("--evaluation_strategy: only `no` is supported; evaluate during training with "
+                           "--eval_benchmarks/--eval_steps, or afterwards with `llava-ln eval`")
     unknown = [t for t in report_targets(args) if t not in REPORT_TARGETS]
     if unknown:
         raise LlavaLnError(f"--report_to {','.join(unknown)} is not one of {', '.join(REPORT_TARGETS)}")
     if args.save_total_limit is not None and args.save_total_limit < 1:
         raise LlavaLnError("--save_total_limit must be >= 1")
+    if args.eval_benchmarks and not args.eval_data:
+        raise LlavaLnError("--eval_benchmarks needs --eval_data (the folder holding the benchmarks' folders)")
+    if min(args.eval_steps, args.eval_limit, args.eval_max_new_tokens) < 0 or args.eval_batch_size < 1:
+        raise LlavaLnError("--eval_steps, --eval_limit and --eval_max_new_tokens must be >= 0, --eval_batch_size >= 1")
     check_efficiency_args(args)
 
 

@@ -287,8 +287,8 @@ _RULES = {
     "lora_bias": _value_only(("none",), "llava-ln's LoRA trains no biases; use none"),
     "lora_weight_path": _value_only(("",), "start from a run folder instead (--model_name_or_path RUN)"),
     "optim": _value_only(ADAMW, "llava-ln trains with AdamW (torch); use adamw_torch"),
-    "per_device_eval_batch_size": _no_op("llava-ln does not evaluate during training (use llava-ln eval)"),
-    "eval_steps": _no_op("llava-ln does not evaluate during training (use llava-ln eval)"),
+    # --eval_steps is llava-ln's own flag (evaluation during training with --eval_benchmarks; alone it does nothing).
+    "per_device_eval_batch_size": _no_op("llava-ln's in-training evaluation batch is --eval_batch_size"),
     "eval_strategy": _eval_strategy,
     "remove_unused_columns": _no_op("llava-ln's collator builds the batch itself"),
     "is_multimodal": _no_op("llava-ln is always multimodal"),

@@ -17,6 +17,7 @@ rate by one factor, so the ratios between groups (--mm_projector_lr, --norm_lr) 
 """
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,10 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
-from llava_ln.core.distributed import all_reduce_sum
+from llava_ln.core.distributed import all_gather_objects, all_reduce_sum
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import steps_from
 from llava_ln.training.checkpointing import RunIdentity, TrainState
+from llava_ln.training.grad_stats import GradStatsWindow
+from llava_ln.training.memory import peak_memory_gib
 from llava_ln.training.step_guard import StepGuard
 from llava_ln.training.stop_signals import Interrupted
 
@@ -115,6 +118,9 @@ class Loop:
     total_steps: int
     identity: RunIdentity
     stops: object = None  # training.stop_signals.StopSignals: SIGTERM/SIGINT end the run with a checkpoint
+    # Objects with due(step, total_steps) -> bool, run(step) -> {metric: value} and a `name`, called on
+    # every rank after an optimizer step (train.py passes the in-training evaluator, which lives above us).
+    hooks: tuple = ()
 
     def __post_init__(self):
         self.scheduler = make_scheduler(self.strategy.scheduler_optimizer(), self.args, self.total_steps)
@@ -141,7 +147,7 @@ class Loop:
         log_every = steps_from(args.logging_steps, self.total_steps)
         save_every = {"steps": steps_from(args.save_steps, self.total_steps),
                       "epoch": self.plan.steps_per_epoch()}.get(args.save_strategy, 0)
-        window = _Window()
+        window, grad_window = _Window(), GradStatsWindow()
         while state.global_step < self.total_steps:
             batches = self.plan.rank_batches(state.epoch, self.context.rank, state.step_in_epoch)
             loader = iter(make_loader(self.dataset, self.collate_fn, batches, args.dataloader_num_workers,
@@ -153,6 +159,8 @@ class Loop:
                     window.add_micro(loss, float(batch["attention_mask"].sum()))
                     self.guard.add_loss(loss)
                 verdict = self.guard.before_step()  # collective: non-finite losses and stop signals, all ranks
+                if args.log_grad_stats and not verdict.nonfinite_loss:  # before optimizer_step, which clips
+                    grad_window.add(self.strategy.grad_group_norms())
                 grad_norm = self.strategy.optimizer_step(skip=verdict.nonfinite_loss)
                 skipped = self.guard.after_step(state.global_step + 1, verdict, self.strategy, grad_norm,
                                                 self.last_checkpoint)
@@ -162,9 +170,15 @@ class Loop:
                 state.global_step += 1
                 state.step_in_epoch += 1
                 if log_every and (state.global_step % log_every == 0 or state.global_step == self.total_steps):
-                    self._log(reporter, window)
-                    window = _Window()
+                    self._log(reporter, window, grad_window)
+                    window, grad_window = _Window(), GradStatsWindow()
                 reporter.step()
+                if not verdict.stop_signal:  # a stop signal ends the run now: no evaluation first
+                    for hook in self.hooks:
+                        if hook.due(state.global_step, self.total_steps):
+                            started = time.perf_counter()
+                            metrics = hook.run(state.global_step)
+                            reporter.log_section(state.global_step, hook.name, metrics, time.perf_counter() - started)
                 saved = save_every and state.global_step % save_every == 0 and state.global_step < self.total_steps
                 if saved or (verdict.stop_signal and state.global_step < self.total_steps):
                     self.last_checkpoint = self.checkpointer.save_checkpoint(args.output_dir, state, self.scheduler,
@@ -179,7 +193,7 @@ class Loop:
                 state.epoch, state.step_in_epoch = state.epoch + 1, 0
         return state
 
-    def _log(self, reporter, window) -> None:
+    def _log(self, reporter, window, grad_window) -> None:
         loss_sum, micro, tokens = all_reduce_sum(self.context, [window.loss_sum, window.micro, window.tokens])
         optimizer = self.strategy.scheduler_optimizer()
         reporter.log(self.state.global_step, {
@@ -190,6 +204,8 @@ class Loop:
             "tokens": tokens,
             "epoch": self.state.epoch + self.state.step_in_epoch / self.plan.steps_per_epoch(),
             **({"skipped_steps": self.state.skipped_steps} if self.state.skipped_steps else {}),
+            "peak_memory_gib": max(all_gather_objects(self.context, peak_memory_gib(self.strategy.device))),
+            **grad_window.record(),
         })
 
 

@@ -23,6 +23,9 @@ fp32 training doubles the frozen bytes and drops the separate master copy.
 A quantized base (--bits 4|8) replaces the compute-dtype bytes of its block linears by their quantized
 bytes, statistics included (model/quantize.py: about 0.52 B per weight at 4 bits with double
 quantization); those are frozen and replicated on every rank (ZeRO-3 cannot hold them).
+
+Measured peak (peak_memory_gib, logged by the loop): CUDA allocator's high-water mark, or on a CPU
+the process's peak resident set.
 """
 import logging
 from dataclasses import dataclass
@@ -132,3 +135,17 @@ def static_memory_per_gpu(frozen: int, trainable: int, strategy: str = "torch", 
     if quantized_params:
         result["quantized_weights"] = round(quantized_bytes / GIB, 2)  # part of frozen_weights
     return result
+
+
+def peak_memory_gib(device) -> float:
+    """This process's memory high-water mark so far, in GiB.
+
+    CUDA: the most torch's allocator has held on the device (max_memory_allocated), i.e. weights,
+    gradients, optimizer states and activations. CPU: the process's peak resident set (ru_maxrss),
+    which also counts the Python runtime and libraries, so only differences between runs mean much.
+    """
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.max_memory_allocated(device) / GIB
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux reports KiB

@@ -5,7 +5,8 @@ moves an earlier run aside under --overwrite_output_dir, or resumes, and from wh
 
 Progress and metrics, rank 0 only: a tqdm bar (loss, lr, grad norm, tokens/s), log.jsonl (one JSON
 object per logging step, so a run's curve can be read without any logger installed; the tests
-compare runs through it), and TensorBoard or Weights & Biases through --report_to.
+compare runs through it; in-training evaluation adds {"step", "eval": {...}} records), and
+TensorBoard or Weights & Biases through --report_to.
 
 Written before the first step, so a run can be checked and reproduced:
   run_config.json            every flag, as resolved (precision, world size, DeepSpeed config with
@@ -113,6 +114,22 @@ class Reporter:
             with open(os.path.join(self.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"step": step, **record}) + "\n")
 
+    def log_section(self, step: int, name: str, metrics: dict, seconds: float = 0.0) -> None:
+        """A record of its own (e.g. name "eval": benchmark scores) in log.jsonl and the writers, plus a line.
+
+        seconds: how long producing it took; left out of the training throughput (tokens_per_s)."""
+        if not self.enabled:
+            return
+        self.interval_start += seconds
+        record = {"step": step, name: metrics, "seconds": seconds}
+        with open(os.path.join(self.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for writer in self.writers:
+            writer(step, record)
+        shown = ", ".join(f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
+                          for key, value in metrics.items() if isinstance(value, (int, float)))
+        self.message(f"step {step}: {name}: {shown}")
+
     def message(self, text: str) -> None:
         if self.enabled:
             (self.bar.write if self.bar is not None else print)(text)
@@ -138,9 +155,8 @@ def _open_writer(target: str, args, config: dict):
 
         class TensorBoardWriter:
             def __call__(self, step, record):
-                for key, value in record.items():
-                    if key != "step" and isinstance(value, (int, float)):
-                        board.add_scalar(f"train/{key}", value, step)
+                for key, value in scalars(record):
+                    board.add_scalar(key, value, step)
 
             def close(self):
                 board.close()
@@ -154,12 +170,34 @@ def _open_writer(target: str, args, config: dict):
 
     class WandbWriter:
         def __call__(self, step, record):
-            run.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+            run.log(dict(scalars(record)), step=step)
 
         def close(self):
             run.finish()
 
     return WandbWriter()
+
+
+def scalars(record: dict):
+    """(tag, number) pairs of a record for TensorBoard / W&B: top-level numbers under train/, a nested
+    section under its own name (eval/pope, grad_stats/norms_no_decay/var, lrs/connector_decay); lists
+    (per-step gradient norms) stay in log.jsonl only."""
+    for key, value in record.items():
+        if key == "step":
+            continue
+        if isinstance(value, dict):
+            for sub, inner in _flat(value, key):
+                yield sub, inner
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"train/{key}", value
+
+
+def _flat(section: dict, prefix: str):
+    for key, value in section.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}/{key}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}/{key}", value
 
 
 RUN_CONFIG = "run_config.json"

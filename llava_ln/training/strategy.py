@@ -91,6 +91,11 @@ class Strategy(ABC):
         skip: drop this update (a non-finite loss on some rank); a non-finite gradient norm drops it too.
         """
 
+    def grad_group_norms(self) -> dict:
+        """{optimizer group name: L2 norm of its gradient} before clipping (unscaled): call after a step's
+        last backward and before optimizer_step (collective). Only --log_grad_stats calls it."""
+        raise NotImplementedError(f"{type(self).__name__} does not measure gradient norms per group")
+
     @abstractmethod
     def scheduler_optimizer(self):
         """The torch optimizer an LR scheduler should drive."""
@@ -138,6 +143,12 @@ class Strategy(ABC):
             group["lr"] = lr
 
 
+def group_norm(grads) -> float:
+    """L2 norm of several gradient tensors together (None entries are parameters without a gradient)."""
+    squares = [torch.linalg.vector_norm(g.detach().float()) ** 2 for g in grads if g is not None]
+    return math.sqrt(float(sum(squares))) if squares else 0.0
+
+
 def make_adamw(param_groups: list[dict], args, device) -> torch.optim.Optimizer:
     if uses_lean_optimizer(args):  # --optim_state_dtype bf16 / --sparse_embedding_grad (optim.py)
         return make_lean_adamw(param_groups, args)
@@ -168,6 +179,7 @@ class TorchStrategy(Strategy):
             self.wrapped = DistributedDataParallel(self.module, device_ids=device_ids)
         self.optimizer = make_adamw(param_groups, self.args, self.device)
         self.trainable = [p for group in param_groups for p in group["params"]]
+        self.named_groups = [(g.get("name", str(i)), list(g["params"])) for i, g in enumerate(param_groups)]
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.fp16 else None
 
     def _autocast(self):
@@ -202,6 +214,10 @@ class TorchStrategy(Strategy):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
+
+    def grad_group_norms(self) -> dict:
+        scale = float(self.scaler.get_scale()) if self.scaler else 1.0  # fp16 grads are still scaled here
+        return {name: group_norm(p.grad for p in params) / scale for name, params in self.named_groups}
 
     def scheduler_optimizer(self):
         return self.optimizer

@@ -25,7 +25,7 @@ import os
 import torch
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.training.strategy import Strategy, TrainingModule, make_adamw
+from llava_ln.training.strategy import Strategy, TrainingModule, group_norm, make_adamw
 from llava_ln.training.zero_config_types import check_zero_config_types
 
 
@@ -51,6 +51,7 @@ class DeepSpeedStrategy(Strategy):
         import deepspeed
 
         self.module = TrainingModule(model)
+        self.named_groups = [(g.get("name", str(i)), list(g["params"])) for i, g in enumerate(param_groups)]
         if "optimizer" in self.config:
             client = None
         else:
@@ -90,6 +91,14 @@ class DeepSpeedStrategy(Strategy):
         self.dropped_nonfinite = not self.step_applied and not self.precision.fp16  # fp16: loss-scale overflow
         self.applied_nonfinite = self.step_applied and norm is not None and not math.isfinite(value)
         return value
+
+    def grad_group_norms(self) -> dict:
+        # ZeRO partitions (and under stage 3 also flattens) gradients; safe_get_full_grad assembles each
+        # parameter's whole fp32 gradient (collective), so this is only done when asked for.
+        from deepspeed.utils import safe_get_full_grad
+
+        scale = float(getattr(self.optimizer, "loss_scale", 1.0) or 1.0) if self.precision.fp16 else 1.0
+        return {name: group_norm(safe_get_full_grad(p) for p in params) / scale for name, params in self.named_groups}
 
     def scheduler_optimizer(self):
         # ZeRO wraps the torch optimizer; the wrapped one owns the param_groups that step() reads.

@@ -1,9 +1,9 @@
 """The toy world, a short stage-1 run and its VQA score, built once per test session for the demo tests."""
 import os
 
-from llava_ln.demo.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.runner import run_eval
+from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv
 
 SHORT_RECIPE = DemoRecipe(stage1_steps=100, stage2_steps=100)
 _CACHE = {}

@@ -15,7 +15,7 @@ from model_helpers import build, mixed_batch
 from train_helpers import read_log, trained
 
 from llava_ln.checkpoint.run_folder import load_connector
-from llava_ln.demo.recipe import DemoRecipe, stage1_argv, stage2_argv
+from llava_ln.experiments.recipe import DemoRecipe, stage1_argv, stage2_argv
 from llava_ln.kernels import apply_kernels
 from llava_ln.kernels.accounting import SavedTensorBytes
 from llava_ln.model import forward as model_forward

@@ -6,7 +6,7 @@ bench/toy_quantized.py; its numbers are in the README.
 import pytest
 from demo_helpers import SHORT_RECIPE, short_stage1, vqa_accuracy
 
-from llava_ln.demo.recipe import stage2_argv
+from llava_ln.experiments.recipe import stage2_argv
 from llava_ln.train import main as train_main
 
 pytest.importorskip("bitsandbytes")
@@ -21,5 +21,5 @@ def test_short_4bit_ln_stage2_improves_toy_vqa_over_the_untuned_model(tmp_path, 
     as_trained = vqa_accuracy(stage2, world, str(tmp_path / "eval2"), bits=4)
     shipped = vqa_accuracy(stage2, world, str(tmp_path / "eval3"))  # on the unquantized base, as merge writes
     # measured: 49.15 untuned, 55.90 as trained, 54.15 shipped (the unquantized run gains about 7 points, and
-    # tests/demo/test_demo.py asks it for 3)
+    # tests/experiments/test_demo.py asks it for 3)
     assert as_trained > untuned + 3.0 and shipped > untuned + 3.0, (untuned, as_trained, shipped)

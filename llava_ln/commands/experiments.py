@@ -1,7 +1,11 @@
-"""`llava-ln demo`: toy world -> stage 1 -> stage 2 -> five benchmarks -> report (markdown + PNG).
+"""Commands built on the experiments package: `llava-ln demo`, `llava-ln compare`, `llava-ln analyze`.
 
-Everything runs through the same entry points a user calls (`llava-ln toy`, `llava-ln train`,
-`llava-ln eval --score`), so the demo is also an end-to-end check of the framework.
+demo: toy world -> stage 1 -> stage 2 -> five benchmarks -> report (markdown + PNG). Everything runs
+through the same entry points a user calls (`llava-ln toy`, `llava-ln train`, `llava-ln eval --score`),
+so the demo is also an end-to-end check of the framework.
+compare: tuning modes (and variants) trained the same way, evaluated, tabulated and plotted
+(experiments/compare.py). analyze: layer-representation similarity of checkpoints and the gradient
+statistics of their runs (experiments/analyze.py).
 """
 import json
 import logging
@@ -10,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from llava_ln.core.flags import parse_flags
-from llava_ln.demo.recipe import STAGE2_TEMPLATE, DemoRecipe
+from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe
 
 
 @dataclass
@@ -38,9 +42,9 @@ def _step(name: str, timings: dict):
 def run_demo(args: DemoArguments, recipe: DemoRecipe) -> dict:
     import torch
 
-    from llava_ln.demo.benchmarks import evaluate, headline_numbers
-    from llava_ln.demo.recipe import stage1_argv, stage2_argv
-    from llava_ln.demo.report import write_report
+    from llava_ln.experiments.benchmarks import evaluate, headline_numbers
+    from llava_ln.experiments.recipe import stage1_argv, stage2_argv
+    from llava_ln.experiments.report import write_report
     from llava_ln.toy.generate import write_toy_world
     from llava_ln.train import main as train_main
 
@@ -73,11 +77,34 @@ def run_demo(args: DemoArguments, recipe: DemoRecipe) -> dict:
     return {"scores": rows, "timings": timings, **{k: v for k, v in report.items() if k != "text"}}
 
 
-def main(argv) -> int:
+def demo_main(argv) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args, recipe = parse_flags(argv, (DemoArguments, DemoRecipe), prog="llava-ln demo",
                                description="Run the whole pipeline on the toy world and write a report.")
     result = run_demo(args, recipe)
     with open(os.path.join(args.out, "demo_result.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
+    return 0
+
+
+def compare_main(argv) -> int:
+    from llava_ln.experiments.compare import CompareArguments, run_compare
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    (args,) = parse_flags(argv, (CompareArguments,), prog="llava-ln compare",
+                          description="Train tuning modes the same way, evaluate each, write a comparison.")
+    payload = run_compare(args)
+    print(open(os.path.join(args.output_dir, "comparison.md"), encoding="utf-8").read())
+    print("comparison: " + os.path.join(args.output_dir, "comparison.json")
+          + "".join(f", {path}" for path in payload.get("plots", [])))
+    return 0
+
+
+def analyze_main(argv) -> int:
+    from llava_ln.experiments.analyze import AnalyzeArguments, print_result, run_analyze
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    (args,) = parse_flags(argv, (AnalyzeArguments,), prog="llava-ln analyze",
+                          description="Layer-representation similarity and gradient statistics of runs.")
+    print_result(run_analyze(args), args.json)
     return 0

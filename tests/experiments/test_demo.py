@@ -3,9 +3,9 @@
 import pytest
 from demo_helpers import SHORT_RECIPE, short_stage1, vqa_accuracy
 
-from llava_ln.demo.benchmarks import headline_numbers
-from llava_ln.demo.recipe import DemoRecipe, stage2_argv, stage2_data_path
-from llava_ln.demo.report import write_report
+from llava_ln.experiments.benchmarks import headline_numbers
+from llava_ln.experiments.recipe import DemoRecipe, stage2_argv, stage2_data_path
+from llava_ln.experiments.report import write_report
 from llava_ln.train import main as train_main
 
 

@@ -1,0 +1,91 @@
+"""Evaluate one checkpoint on benchmarks in LLaVA's eval layout and pull out the headline numbers."""
+import os
+
+from llava_ln.evaluation.args import EvalArguments
+from llava_ln.evaluation.during_training import BENCHMARK_FOLDERS
+from llava_ln.evaluation.runner import run_eval
+from llava_ln.evaluation.subset_scores import HEADLINES as SCORER_HEADLINES
+
+# Short-answer benchmarks are parsed from the first words (MME looks at 4 characters, POPE at the
+# first sentence), so a few tokens suffice; an untuned model would otherwise ramble to the limit.
+MAX_NEW_TOKENS = {"vqav2": 8, "pope": 8, "mme": 8, "coco_caption": 32, "flickr30k": 32}
+
+# headline metric per benchmark: (label, function of the scorer's JSON, scale shown in the report)
+HEADLINES = {
+    "vqav2": ("VQA accuracy (%)", SCORER_HEADLINES["vqav2"]),
+    "pope": ("POPE mean F1 (x100)", SCORER_HEADLINES["pope"]),
+    # F1 alone flatters a model that always says "yes" (F1 0.667 at 50% positives)
+    "pope_accuracy": ("POPE accuracy (%)", lambda s: 100.0 * sum(v["accuracy"] for v in s["splits"].values())
+                      / len(s["splits"])),
+    "mme": ("MME perception", SCORER_HEADLINES["mme"]),
+    "coco_caption": ("COCO CIDEr (x100)", SCORER_HEADLINES["coco_caption"]),
+    "flickr30k": ("Flickr30k CIDEr (x100)", SCORER_HEADLINES["flickr30k"]),
+}
+
+
+def evaluate(model_path: str, world: str, output_dir: str, conv_template: str | None = None,
+             batch_size: int = 32, bits: int = 16) -> dict:
+    """Run llava-ln eval --score for every benchmark; returns {benchmark: scorer JSON}.
+
+    conv_template: None uses the checkpoint's own (its manifest); the demo asks the stage-1
+    model in the stage-2 template so that both models get the very same prompts. bits: eval --bits
+    (4: a --bits 4 run evaluated on the quantized base it trained on).
+    """
+    return evaluate_benchmarks(model_path, os.path.join(world, "eval"), output_dir, list(BENCHMARK_FOLDERS),
+                               MAX_NEW_TOKENS, batch_size, conv_template=conv_template, dtype="float32",
+                               device="cpu", overwrite=True, bits=bits)
+
+
+def evaluate_benchmarks(model_path: str, eval_root: str, output_dir: str, benchmarks: list, max_new_tokens: dict,
+                        batch_size: int, conv_template: str | None = None, dtype: str = "auto", device: str = "auto",
+                        overwrite: bool = False, bits: int = 16) -> dict:
+    """`llava-ln eval --score` on each benchmark under eval_root (LLaVA's playground/data/eval layout), in
+    this process; returns {benchmark: scorer JSON}. Without overwrite, answers already written are reused."""
+    scores = {}
+    for benchmark in benchmarks:
+        summary = run_eval(EvalArguments(
+            benchmark=benchmark, model_path=model_path, data=os.path.join(eval_root, BENCHMARK_FOLDERS[benchmark]),
+            output_dir=os.path.join(output_dir, benchmark), score=True, batch_size=batch_size,
+            conv_template=conv_template,
+            max_new_tokens=max_new_tokens[benchmark], dtype=dtype, device=device, overwrite=overwrite, bits=bits,
+        ))
+        if summary is not None:  # None on ranks other than 0 (under torchrun)
+            scores[benchmark] = summary["scores"]
+    return scores
+
+
+def main(argv=None) -> int:
+    """`python -m llava_ln.experiments.benchmarks ...`: evaluate_benchmarks in its own process (`llava-ln
+    compare` runs it so under torchrun, or beside other runs); rank 0 writes the scores to --scores_file."""
+    import argparse
+    import json
+
+    from llava_ln.core.atomic import write_json_atomic
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    for flag in ("--model_path", "--eval_root", "--output_dir", "--benchmarks", "--max_new_tokens", "--scores_file"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--batch_size", type=int, default=16)
+    args = parser.parse_args(argv)
+    benchmarks = args.benchmarks.split(",")
+    scores = evaluate_benchmarks(args.model_path, args.eval_root, args.output_dir, benchmarks,
+                                 json.loads(args.max_new_tokens), args.batch_size)
+    if len(scores) == len(benchmarks):
+        write_json_atomic(args.scores_file, scores)
+    return 0
+
+
+if __name__ == "__main__":
+    from llava_ln.core.errors import run_command
+
+    raise SystemExit(run_command(main, None))
+
+
+def headline_numbers(scores: dict) -> dict:
+    """{label: value} for the report, in the order of HEADLINES."""
+    numbers = {}
+    for name, (label, pick) in HEADLINES.items():
+        source = "pope" if name == "pope_accuracy" else name
+        if source in scores:
+            numbers[label] = round(float(pick(scores[source])), 2)
+    return numbers

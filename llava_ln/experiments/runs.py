@@ -1,0 +1,163 @@
+"""What `llava-ln compare` trains: its runs (one per tuning mode, plus named variants) and their flags.
+
+Every stage-2 run starts from the same stage-1 connector and reads the same data in the same order
+(same seed, batch and step count); runs differ only in --tune_mode, in the mode's learning rates and,
+for a variant, in the few settings it names.
+
+Learning rates per mode, as train.py flags. At 7B they are LLaVA-1.5's recipe (scripts/finetune.sh,
+docs/training.md); on the toy world they are the demo's rates (bench/toy_learnability.py picked
+them) carried over to the other modes with the same ratios between groups. Each mode has a
+headline rate, the one `--lr MODE=RATE` sets: the norm rate for ln and ln_simple, the LoRA rate
+for lora, the base rate for the others.
+
+Variants (`--variants`) are named runs that differ from a mode's run in a few settings, written
+inline, `NAME=MODE key=value ...` separated by ";", or as a YAML / JSON file mapping names to
+{"mode": MODE, key: value}. Keys: `data` (the stage-2 data: a toy mix such as conversation:300, or
+--data_path's own syntax), `lr` (the headline rate), `steps` (stage-2 optimizer steps), and any
+train.py flag without its dashes (norm_lr, mm_projector_lr, tune_embeddings, lora_r, num_train_epochs).
+"""
+import json
+import os
+import shlex
+from dataclasses import dataclass, field
+
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.tuning.modes import TUNE_MODES
+
+ALL_MODES = ("ln", "ln_simple", "lora", "full", "attn_qv", "attn_mlp", "connector")
+
+# LLaVA-1.5-7B's stage-2 rates (scripts/finetune.sh).
+LLAVA_RATES = {
+    "full": {"learning_rate": 2e-5}, "attn_qv": {"learning_rate": 2e-5}, "attn_mlp": {"learning_rate": 2e-5},
+    "connector": {"learning_rate": 2e-5},
+    "lora": {"learning_rate": 2e-4, "mm_projector_lr": 2e-5},
+    "ln": {"learning_rate": 2e-5, "norm_lr": 1e-3},
+    "ln_simple": {"learning_rate": 2e-5, "norm_lr": 1e-3},
+}
+# The toy world's: the demo's ln rates (embeddings/head 2e-3, norms 1e-2, connector 1e-3); whole
+# weight matrices (full, attn_*) get the connector's 1e-3, LoRA's factors the embeddings' 2e-3.
+TOY_RATES = {
+    "full": {"learning_rate": 1e-3}, "attn_qv": {"learning_rate": 1e-3}, "attn_mlp": {"learning_rate": 1e-3},
+    "connector": {"learning_rate": 1e-3},
+    "lora": {"learning_rate": 2e-3, "mm_projector_lr": 1e-3},
+    "ln": {"learning_rate": 2e-3, "norm_lr": 1e-2, "mm_projector_lr": 1e-3},
+    "ln_simple": {"learning_rate": 2e-3, "norm_lr": 1e-2},
+}
+HEADLINE_RATE = {"ln": "norm_lr", "ln_simple": "norm_lr"}  # the others: learning_rate
+
+
+@dataclass
+class RunSpec:
+    """One stage-2 training run of the comparison."""
+
+    name: str
+    mode: str
+    rates: dict  # train.py rate flags -> value
+    data: str | None = None  # None: the comparison's stage-2 data
+    steps: int | None = None  # None: the comparison's step count
+    flags: dict = field(default_factory=dict)  # any other train.py flag -> value
+    variant_of: str | None = None  # the mode, for a variant
+
+    def train_flags(self) -> list[str]:
+        argv = ["--tune_mode", self.mode]
+        for key, value in {**self.rates, **self.flags}.items():
+            argv += [f"--{key}", _flag_value(value)]
+        return argv
+
+
+def _flag_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_rates(text: str) -> dict:
+    """'ln=1e-2,lora=2e-4' -> {"ln": 0.01, "lora": 0.0002}."""
+    rates = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        mode, sep, value = item.partition("=")
+        if not sep or mode not in TUNE_MODES:
+            raise LlavaLnError(f"--lr {item!r}: expected MODE=RATE with MODE one of {', '.join(TUNE_MODES)}")
+        rates[mode] = _positive(value, f"--lr {item}")
+    return rates
+
+
+def _positive(value, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise LlavaLnError(f"{where}: {value!r} is not a number") from None
+    if number < 0:
+        raise LlavaLnError(f"{where}: must not be negative")
+    return number
+
+
+def mode_rates(mode: str, toy: bool, overrides: dict) -> dict:
+    rates = dict((TOY_RATES if toy else LLAVA_RATES)[mode])
+    if mode in overrides:
+        rates[HEADLINE_RATE.get(mode, "learning_rate")] = overrides[mode]
+    return rates
+
+
+def mode_runs(modes: list, toy: bool, overrides: dict) -> list[RunSpec]:
+    for mode in modes:
+        if mode not in TUNE_MODES:
+            raise LlavaLnError(f"--modes: {mode!r} is not one of {', '.join(TUNE_MODES)}")
+    if len(set(modes)) != len(modes):
+        raise LlavaLnError(f"--modes {','.join(modes)}: a mode is listed twice")
+    return [RunSpec(mode, mode, mode_rates(mode, toy, overrides)) for mode in modes]
+
+
+def parse_variants(text: str) -> dict:
+    """{name: {"mode": MODE, key: value}} from the inline form or a .yaml/.yml/.json file."""
+    if not text:
+        return {}
+    if text.endswith((".yaml", ".yml", ".json")):
+        if not os.path.isfile(text):
+            raise LlavaLnError(f"--variants {text}: no such file")
+        with open(text, encoding="utf-8") as handle:
+            if text.endswith(".json"):
+                payload = json.load(handle)
+            else:
+                import yaml
+
+                payload = yaml.safe_load(handle)
+        if not isinstance(payload, dict) or not all(isinstance(v, dict) for v in payload.values()):
+            raise LlavaLnError(f"--variants {text}: expected a mapping of names to {{mode: ..., key: value}}")
+        return {str(name): dict(values) for name, values in payload.items()}
+    variants = {}
+    for chunk in filter(None, (part.strip() for part in text.split(";"))):
+        words = shlex.split(chunk)
+        name, sep, mode = words[0].partition("=")
+        if not sep or not name or not mode:
+            raise LlavaLnError(f"--variants {chunk!r}: expected NAME=MODE key=value ...")
+        values = {"mode": mode}
+        for word in words[1:]:
+            key, sep, value = word.partition("=")
+            if not sep or not key:
+                raise LlavaLnError(f"--variants {chunk!r}: {word!r} is not key=value")
+            values[key] = value
+        variants[name] = values
+    return variants
+
+
+def variant_runs(variants: dict, toy: bool, overrides: dict, taken: set) -> list[RunSpec]:
+    runs = []
+    for name, values in variants.items():
+        values = dict(values)
+        mode = str(values.pop("mode", ""))
+        where = f"--variants {name}"
+        if mode not in TUNE_MODES:
+            raise LlavaLnError(f"{where}: mode {mode!r} is not one of {', '.join(TUNE_MODES)}")
+        if name in taken or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            raise LlavaLnError(f"{where}: the name must be new and use only letters, digits, '_', '-', '.'")
+        taken.add(name)
+        rates = mode_rates(mode, toy, overrides)
+        if "lr" in values:
+            rates[HEADLINE_RATE.get(mode, "learning_rate")] = _positive(values.pop("lr"), f"{where} lr")
+        for key in ("learning_rate", "norm_lr", "mm_projector_lr"):
+            if key in values:
+                rates[key] = _positive(values.pop(key), f"{where} {key}")
+        steps = values.pop("steps", None)
+        runs.append(RunSpec(name, mode, rates, data=values.pop("data", None),
+                            steps=int(_positive(steps, f"{where} steps")) if steps is not None else None,
+                            flags=values, variant_of=mode))
+    return runs
