@@ -20,13 +20,13 @@ if __name__ == "__main__" and not __package__:
 
 from transformers import set_seed
 
+from llava_ln.checkpoint.base_sources import base_model_arguments
 from llava_ln.checkpoint.manifest import run_manifest
 from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connector
 from llava_ln.core.distributed import distributed_session
 from llava_ln.core.flags import parse_flags
 from llava_ln.data import DataArguments, DataCollator, build_train_dataset, build_train_sampler, load_data_components
 from llava_ln.model.args import ModelArguments
-from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
 from llava_ln.training.args import TrainingArguments, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
@@ -41,6 +41,7 @@ from llava_ln.training.reporting import (
     write_run_info,
 )
 from llava_ln.training.strategy import TorchStrategy
+from llava_ln.training.zero_init import build_training_model
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
 
@@ -62,12 +63,16 @@ def main(argv=None) -> int:
         resume_dir = prepare_output_dir(args, context)
         set_seed(args.seed)
 
-        # 2. Model: LLM + vision tower + connector, frozen weights already in the compute dtype.
+        # 2. Model: LLM + vision tower + connector (or a merged folder), frozen weights already in the
+        #    compute dtype; under ZeRO-3 created partitioned and loaded shard by shard (training/zero_init.py).
+        model_args = base_model_arguments(model_args)
         data = load_data_components(model_args, data_args)
-        model, spec = build_mllm(model_args, data.tokenizer, dtype=precision.compute_dtype)
+        built = build_training_model(model_args, data.tokenizer, args, context, precision)
+        model, spec = built.model, built.spec
 
-        # 3. Tuning: what trains; stage 2 starts from the stage-1 connector.
-        model, plan = apply_tune_mode(model, tuning_args, connector_pretrained=bool(args.pretrain_mm_mlp_adapter))
+        # 3. Tuning: what trains; stage 2 starts from the stage-1 connector (or the base's own).
+        model, plan = apply_tune_mode(model, tuning_args, connector_pretrained=bool(args.pretrain_mm_mlp_adapter)
+                                      or built.connector_from_base)
         stage1_values = load_connector(model, args.pretrain_mm_mlp_adapter) if args.pretrain_mm_mlp_adapter else None
         if args.gradient_checkpointing:
             enable_gradient_checkpointing(model, args.gradient_checkpointing_ratio)

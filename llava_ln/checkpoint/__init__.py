@@ -1,10 +1,13 @@
 """Checkpoint formats: a run folder holds a manifest plus only the tensors that were trained.
 
   manifest        manifest.json: what a folder holds and how to rebuild it (the single source of truth)
-  tensors         named tensors in safetensors files, sharded when large; checked reads
+  partitions      ZeRO-3-partitioned parameters: full shape, this rank's slice, reading and writing it
+  tensors         named tensors in safetensors files, sharded when large; checked reads (also row ranges)
+  sharded_load    fill a model tensor by tensor, each rank reading only its ZeRO-3 partitions
   run_folder      a training run's folder (trained tensors, LoRA adapter, stage-1 connector)
   merged_folder   a standalone folder: every weight, in LlavaForConditionalGeneration's layout
   zero_shards     DeepSpeed's own per-rank shards, consolidated without unpickling untrusted code
+  base_sources    what training starts from: text-only LLM + tower, or a merged folder (build_base)
   loading         load_checkpoint: any of the above as a model, ready for evaluation, merge or export
 
 Loading never guesses from folder names: manifest.json says what to rebuild and what to apply.

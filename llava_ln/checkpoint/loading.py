@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from llava_ln.checkpoint.base_sources import build_base
 from llava_ln.checkpoint.manifest import Manifest, read_manifest, tuning_arguments
 from llava_ln.checkpoint.merged_folder import SELF, load_merged_model, merged_image_token_check
 from llava_ln.checkpoint.run_folder import TRAINED_STEM, apply_run, check_run_against_base, load_run_connector
@@ -21,7 +22,6 @@ from llava_ln.core.constants import strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import flash_attention_available, load_tokenizer, resolve_attn_implementation
-from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
 
 
@@ -118,7 +118,8 @@ def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=tor
 
 def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation):
     args = model_arguments_from(manifest, attn_implementation)
-    meta_model, spec = build_mllm(args, tokenizer, on_meta=True)
+    meta = build_base(args, tokenizer, on_meta=True)
+    meta_model, spec = meta.model, meta.spec
     if manifest.image_token_id is not None and spec.image_token_id != manifest.image_token_id:
         raise LlavaLnError(f"{path}: the tokenizer gives <image> id {spec.image_token_id}, the run used "
                            f"{manifest.image_token_id} (different tokenizer?)")
@@ -126,7 +127,7 @@ def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_imple
     if has_tensors:
         check_run_against_base(path, manifest, meta_model)
     del meta_model
-    model, _ = build_mllm(args, tokenizer, dtype=dtype)
+    model = build_base(args, tokenizer, dtype=dtype).model
     if has_tensors:
         return apply_run(model, path, manifest)
     from llava_ln.checkpoint.zero_shards import zero_checkpoint_dir

@@ -21,6 +21,7 @@ import os
 import re
 
 from llava_ln.checkpoint.manifest import Manifest, write_manifest
+from llava_ln.checkpoint.partitions import gathered_value
 from llava_ln.checkpoint.tensors import assign_tensors, load_tensors, save_tensors, stored_shapes, tensor_files
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import CONNECTOR_PREFIX, strip_peft_prefix
@@ -94,7 +95,8 @@ def frozen_connector_values(model, plan, loaded: dict | None) -> dict | None:
         return None
     if loaded:
         return loaded
-    return {n: p.detach().float().cpu().clone() for n, p in connector_parameters(model).items()}
+    # Collective under ZeRO-3 (every rank calls this): the values are gathered from the partitions.
+    return {n: gathered_value(p).float() for n, p in connector_parameters(model).items()}
 
 
 # ---- writing and applying a run folder ----

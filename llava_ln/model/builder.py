@@ -4,6 +4,12 @@ We do not subclass per LLM: the native Llava shell is created on the meta device
 three parts are replaced by the already-loaded LLM backbone, LM head and vision tower, so
 the result is an ordinary transformers model (generation, gradient checkpointing,
 save_pretrained and export all work as upstream intends).
+
+`construct` (ZeRO-3): the LLM and the tower are created from their configs inside a context that
+partitions them as they are created (deepspeed.zero.Init), with no weight read; the caller then
+fills every tensor of theirs shard by shard (llava_ln.checkpoint.sharded_load). The vocabulary is
+sized for `<image>` in the config, and the random draws that loading would have made for the grown
+rows are replayed, so the connector created next is initialised exactly as on the loading path.
 """
 import os
 from dataclasses import asdict, dataclass
@@ -78,6 +84,36 @@ def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool):
         raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({err})") from None
 
 
+def _construct_llm(path: str, dtype, requested_attn: str, tokenizer, construct):
+    """The LLM from its config inside construct(), with rows for `<image>`; its weights are left to the caller."""
+    config = _load_llm_config(path)
+    attn_implementation = resolve_attn_implementation(requested_attn, _llm_class(config))
+    image_token_id = _image_token_id(tokenizer, config.vocab_size)
+    if image_token_id >= config.vocab_size:
+        _replay_vocab_growth_draws(config, attn_implementation, dtype, image_token_id)
+        config.vocab_size = image_token_id + 1
+    with construct():
+        llm = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    llm.tie_weights()  # constructs that skip weight initialisation skip transformers' tying with it
+    return llm
+
+
+def _replay_vocab_growth_draws(config, attn_implementation: str, dtype, image_token_id: int) -> None:
+    """Make exactly the random draws that _grow_vocab_for's resize makes on the loading path (their values
+    are overwritten; the draws decide what the connector's initialisation gets), on a shadow model whose
+    only real tensors are the two embedding matrices."""
+    with torch.device("meta"):
+        shadow = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    head = shadow.get_output_embeddings()
+    tied = head is not None and head.weight is shadow.get_input_embeddings().weight
+    shadow.get_input_embeddings().to_empty(device="cpu")
+    if tied:
+        shadow.tie_weights()  # to_empty gave the embedding a new tensor
+    elif head is not None:
+        head.to_empty(device="cpu")
+    shadow.resize_token_embeddings(image_token_id + 1, mean_resizing=False)
+
+
 def _image_token_id(tokenizer, llm_vocab_rows: int) -> int:
     """The id `<image>` has (or will have) in the vocabulary."""
     if tokenizer is None:
@@ -104,11 +140,14 @@ def _grow_vocab_for(llm, image_token_id: int, on_meta: bool) -> None:
             matrix[rows:] = matrix[:rows].mean(dim=0, keepdim=True)
 
 
-def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_meta: bool = False):
+def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_meta: bool = False,
+               construct=None):
     """Return (LlavaForConditionalGeneration, MultimodalSpec).
 
     tokenizer: a tokenizer already passed through prepare_tokenizer (None is allowed only on
     meta, for config-only parameter counting). dtype applies to every loaded weight.
+    construct: a context-manager factory; when given, the LLM and the tower are created inside it
+    from their configs and NOT loaded (see the module docstring); the connector is created as usual.
     """
     projector_depth(args.mm_projector_type)  # validate before any expensive load
     vision_config, family = load_vision_config(args.vision_tower)
@@ -118,13 +157,20 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     if tokenizer is None and not on_meta:
         raise LlavaLnError("a tokenizer is needed to build a model with weights")
 
-    llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta)
-    image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
-    _grow_vocab_for(llm, image_token_id, on_meta)
+    if construct is not None:
+        llm = _construct_llm(args.model_name_or_path, dtype, args.attn_implementation, tokenizer, construct)
+        image_token_id = _image_token_id(tokenizer, llm.config.vocab_size)
+    else:
+        llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta)
+        image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
+        _grow_vocab_for(llm, image_token_id, on_meta)
 
     if on_meta:
         with torch.device("meta"):
             vision = family.model_class._from_config(vision_config, attn_implementation=vision_attn)
+    elif construct is not None:
+        with construct():
+            vision = family.model_class._from_config(vision_config, attn_implementation=vision_attn, dtype=dtype)
     else:
         vision = load_vision_tower(args.vision_tower, dtype, vision_attn)
 
