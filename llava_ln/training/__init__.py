@@ -4,8 +4,10 @@
   memory               precision policy, gradient checkpointing, static memory estimate
   strategy             the Strategy interface, the training module, plain PyTorch / DDP
   strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags
+  zero_init            ZeRO-3 from the start: the model created partitioned, each rank loading its partitions
   loop                 the loop and its data order (a pure function of seed and epoch)
   checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy
+  shared_storage       multi-node: every rank sees the same OUTPUT_DIR and resumes the same checkpoint
   reporting            output folder, logging, progress, log.jsonl, run_config.json
 
 Why a custom loop and not transformers' Trainer: every requirement of this project that the

@@ -26,6 +26,7 @@ from llava_ln.core.distributed import barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import report_targets
 from llava_ln.training.checkpointing import list_checkpoints
+from llava_ln.training.shared_storage import check_shared_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def prepare_output_dir(args, context) -> str | None:
         if not resume_dir and os.path.exists(log):
             os.remove(log)
     barrier(context)
+    check_shared_output_dir(args.output_dir, resume_dir, context)  # multi-node: one OUTPUT_DIR, one checkpoint
     return resume_dir
 
 
