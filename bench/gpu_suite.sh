@@ -14,8 +14,8 @@
 # set, $OUT/gpu_suite.json with the raw throughput lines and an archive of every log. Exit status 0
 # when every step passed.
 #
-# Environment: WHEELS (wheel folder), HF_PEFT_BASELINE (default: WHEELS/hf_peft_baseline.py, else
-# ../shared/bench/), SUITE_WORK (scratch folder, default a new /tmp folder), PYTHON (default python3),
+# Environment: WHEELS (wheel folder), HF_PEFT_BASELINE (default: the repository's copy in
+# bench/baseline/), SUITE_WORK (scratch folder, default a new /tmp folder), PYTHON (default python3),
 # SUITE_BUDGET_S (the steps' time budget: 440 s on the GPU, which with the install keeps the suite
 # under 8 minutes; later steps are skipped past it).
 set -uo pipefail
@@ -34,7 +34,7 @@ WHEELS="${WHEELS:-$REPO/.wheels}"
 WORK="${SUITE_WORK:-$(mktemp -d /tmp/gpu_suite.XXXXXX)}"
 mkdir -p "$WORK/logs"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export HF_PEFT_BASELINE="${HF_PEFT_BASELINE:-$WHEELS/hf_peft_baseline.py}"
+export HF_PEFT_BASELINE="${HF_PEFT_BASELINE:-$REPO/bench/baseline/hf_peft_baseline.py}"
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
 run_args=(--work "$WORK")

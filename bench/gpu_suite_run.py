@@ -160,9 +160,9 @@ def later_steps(world: str, runs: str, logs: str, p: Profile, baseline: str, mod
 
 
 def find_baseline() -> str:
-    """$HF_PEFT_BASELINE, else the copy prepare_gpu_wheels.sh puts beside the wheels, else ../shared/bench/."""
-    candidates = [os.environ.get("HF_PEFT_BASELINE", ""), os.path.join(REPO, ".wheels", "hf_peft_baseline.py"),
-                  os.path.join(os.path.dirname(REPO), "shared", "bench", "hf_peft_baseline.py")]
+    """$HF_PEFT_BASELINE, else the repository's copy (bench/baseline/), else the copy beside the wheels."""
+    candidates = [os.environ.get("HF_PEFT_BASELINE", ""), os.path.join(REPO, "bench", "baseline", "hf_peft_baseline.py"),
+                  os.path.join(REPO, ".wheels", "hf_peft_baseline.py")]
     return next((c for c in candidates if c and os.path.exists(c)), candidates[0] or candidates[1])
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fill the ignored folder .wheels/ with what the lent GPU image (Python 3.12, manylinux x86_64, torch 2.11,
-# transformers 5.17, peft; no internet) lacks for bench/gpu_suite.sh, and copy the out-of-tree baseline there.
+# transformers 5.17, peft; no internet) lacks for bench/gpu_suite.sh.
 #
 #   bash bench/prepare_gpu_wheels.sh            # run once on a machine that reaches PyPI, before the device call
 #   WHEELS=.wheels WITH_BNB=0 bash bench/prepare_gpu_wheels.sh
@@ -22,8 +22,6 @@ WHEELS="${WHEELS:-$REPO/.wheels}"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=/work/main/.venv/bin/python
 [ -x "$PYTHON" ] || PYTHON=python3
-BASELINE_SRC="${BASELINE_SRC:-$REPO/../shared/bench/hf_peft_baseline.py}"
-[ -f "$BASELINE_SRC" ] || BASELINE_SRC=/work/shared/bench/hf_peft_baseline.py
 WITH_BNB="${WITH_BNB:-1}"
 
 # Versions: deepspeed as in the project's venv (so the GPU runs what the CPU tests run), its helpers at the
@@ -54,7 +52,6 @@ DS_BUILD_OPS=0 "$PYTHON" -m pip wheel -q --no-cache-dir --no-deps --no-build-iso
   -w "$build" "deepspeed==$DEEPSPEED_VERSION" 2> >(quiet)
 cp "$build"/deepspeed-*-py3-none-any.whl "$WHEELS"/
 
-install -m 644 "$BASELINE_SRC" "$WHEELS/hf_peft_baseline.py"
 
 names="$(ls "$WHEELS"/*.whl | xargs -n1 basename | cut -d- -f1 | tr 'A-Z_.' 'a-z--' | sort)"
 if [ -n "$(printf '%s\n' "$names" | uniq -d)" ]; then

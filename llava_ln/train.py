@@ -20,7 +20,7 @@ if __name__ == "__main__" and not __package__:
 
 from transformers import set_seed
 
-from llava_ln.checkpoint.base_sources import base_model_arguments
+from llava_ln.checkpoint.llava_sources import resolve_start
 from llava_ln.checkpoint.manifest import run_manifest
 from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connector
 from llava_ln.core.distributed import distributed_session
@@ -30,6 +30,7 @@ from llava_ln.model.args import ModelArguments
 from llava_ln.model.parts import unwrap
 from llava_ln.training.args import TrainingArguments, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
+from llava_ln.training.llava_flags import translate_llava_flags
 from llava_ln.training.loop import EpochPlan, Loop, total_steps_for
 from llava_ln.training.memory import enable_gradient_checkpointing, resolve_precision
 from llava_ln.training.reporting import (
@@ -49,30 +50,34 @@ logger = logging.getLogger("llava_ln.train")
 
 
 def main(argv=None) -> int:
-    # 1. Flags.
+    # 1. Flags (LLaVA's names too); a multimodal --model_name_or_path decides the model flags it fixes.
+    argv, llava_flags = translate_llava_flags(sys.argv[1:] if argv is None else argv)
     model_args, data_args, tuning_args, args = parse_flags(
-        sys.argv[1:] if argv is None else argv,
+        argv,
         (ModelArguments, DataArguments, TuningArguments, TrainingArguments),
         prog="llava-ln train", description="Stage 1 or stage 2 training of a LLaVA-style model.",
     )
     check_training_args(args)
+    llava_flags.apply_cache_dir()
+    data_seed = args.seed if args.data_seed is None else args.data_seed
     with distributed_session("cpu" if args.use_cpu else "auto", use_deepspeed=bool(args.deepspeed),
                              local_rank_flag=args.local_rank) as context:
         configure_logging(context)
+        start = resolve_start(model_args, data_args, llava_flags.explicit)
+        llava_flags.report(start.decided if start else None)
         precision = resolve_precision(args, context.device)
         resume_dir = prepare_output_dir(args, context)
         set_seed(args.seed)
 
-        # 2. Model: LLM + vision tower + connector (or a merged folder), frozen weights already in the
-        #    compute dtype; under ZeRO-3 created partitioned and loaded shard by shard (training/zero_init.py).
-        model_args = base_model_arguments(model_args)
+        # 2. Model: LLM + vision tower + connector, frozen weights already in the compute dtype.
         data = load_data_components(model_args, data_args)
-        built = build_training_model(model_args, data.tokenizer, args, context, precision)
-        model, spec = built.model, built.spec
+        # Under ZeRO-3 created partitioned and filled shard by shard, each rank reading only its partitions.
+        model, spec = build_training_model(model_args, data.tokenizer, args, context, precision)
 
-        # 3. Tuning: what trains; stage 2 starts from the stage-1 connector (or the base's own).
-        model, plan = apply_tune_mode(model, tuning_args, connector_pretrained=bool(args.pretrain_mm_mlp_adapter)
-                                      or built.connector_from_base)
+        # 3. Tuning: what trains; stage 2 starts from the stage-1 connector (or the multimodal start's own).
+        model, plan = apply_tune_mode(model, tuning_args,
+                                      connector_pretrained=bool(args.pretrain_mm_mlp_adapter or start))
+        llava_flags.warn_ineffective(plan, args)
         stage1_values = load_connector(model, args.pretrain_mm_mlp_adapter) if args.pretrain_mm_mlp_adapter else None
         if args.gradient_checkpointing:
             enable_gradient_checkpointing(model, args.gradient_checkpointing_ratio)
@@ -80,14 +85,14 @@ def main(argv=None) -> int:
 
         # 4. Data: lazy dataset, a fixed order per (seed, epoch), THE batch contract.
         dataset = build_train_dataset(data_args, data.tokenizer, data.image_processor, data.template,
-                                      data.image_token_id, data.num_image_tokens, args.seed)
+                                      data.image_token_id, data.num_image_tokens, data_seed)
         # The grouped sampler sorts by length across all micro-batches of one optimizer step, so a
         # process with accumulation k reads what k ranks read.
         micro_batches_per_step = context.world_size * args.gradient_accumulation_steps
         order = EpochPlan(len(dataset), args.per_device_train_batch_size, context.world_size,
-                          args.gradient_accumulation_steps, args.seed,
+                          args.gradient_accumulation_steps, data_seed,
                           build_train_sampler(dataset, data_args, args.per_device_train_batch_size,
-                                              micro_batches_per_step, args.seed))
+                                              micro_batches_per_step, data_seed))
         total_steps = total_steps_for(args, order)
 
         # 5. Strategy: plain PyTorch / DDP, or DeepSpeed ZeRO; the optimizer gets the per-group rates.
@@ -116,6 +121,7 @@ def main(argv=None) -> int:
         config = resolved_config(model_args, data_args, tuning_args, args, context=context, precision=precision,
                                  spec=spec, strategy=strategy, total_steps=total_steps,
                                  steps_per_epoch=order.steps_per_epoch(), dataset_size=len(dataset))
+        config["llava_flags"] = llava_flags.record()
         if context.is_main:
             write_run_info(args.output_dir, config, plan.table(), strategy.optimizer, handed, names_by_id)
             logger.info("training %d steps (%d per epoch), %s, %s, %d rank(s)", total_steps,

@@ -7,8 +7,9 @@
   run_folder      a training run's folder (trained tensors, LoRA adapter, stage-1 connector)
   merged_folder   a standalone folder: every weight, in LlavaForConditionalGeneration's layout
   zero_shards     DeepSpeed's own per-rank shards, consolidated without unpickling untrusted code
-  base_sources    what training starts from: text-only LLM + tower, or a merged folder (build_base)
   loading         load_checkpoint: any of the above as a model, ready for evaluation, merge or export
+  llava_sources   start a run from a multimodal checkpoint (LLaVA layouts or our own folders), exactly
+  partitioned_start  under ZeRO-3: which stored tensor fills each parameter of a run's start, per layout
 
 Loading never guesses from folder names: manifest.json says what to rebuild and what to apply.
 """

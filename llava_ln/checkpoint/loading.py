@@ -1,6 +1,7 @@
 """Open any llava-ln checkpoint folder as a model: a run folder, a checkpoint-<step>, or a merged folder.
 
-A run folder is rebuilt from its manifest: base LLM + vision tower (checked first, on the meta device,
+A run folder is rebuilt from its manifest: base LLM + vision tower, or the multimodal checkpoint the run
+started from (checkpoint.llava_sources; checked first, on the meta device,
 against every stored tensor's header, so a checkpoint from another model fails with one line naming
 the tensor), then the stage-1 connector, the LoRA adapter and the trained tensors. A folder that holds
 only DeepSpeed ZeRO shards is consolidated on the way (zero_shards.py). A merged folder is
@@ -13,7 +14,6 @@ from typing import Optional
 
 import torch
 
-from llava_ln.checkpoint.base_sources import build_base
 from llava_ln.checkpoint.manifest import Manifest, read_manifest, tuning_arguments
 from llava_ln.checkpoint.merged_folder import SELF, load_merged_model, merged_image_token_check
 from llava_ln.checkpoint.run_folder import TRAINED_STEM, apply_run, check_run_against_base, load_run_connector
@@ -117,9 +117,10 @@ def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=tor
 
 
 def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation):
+    from llava_ln.checkpoint.llava_sources import build_start_model
+
     args = model_arguments_from(manifest, attn_implementation)
-    meta = build_base(args, tokenizer, on_meta=True)
-    meta_model, spec = meta.model, meta.spec
+    meta_model, spec = build_start_model(args, tokenizer, dtype, on_meta=True)
     if manifest.image_token_id is not None and spec.image_token_id != manifest.image_token_id:
         raise LlavaLnError(f"{path}: the tokenizer gives <image> id {spec.image_token_id}, the run used "
                            f"{manifest.image_token_id} (different tokenizer?)")
@@ -127,7 +128,7 @@ def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_imple
     if has_tensors:
         check_run_against_base(path, manifest, meta_model)
     del meta_model
-    model = build_base(args, tokenizer, dtype=dtype).model
+    model, _ = build_start_model(args, tokenizer, dtype)
     if has_tensors:
         return apply_run(model, path, manifest)
     from llava_ln.checkpoint.zero_shards import zero_checkpoint_dir

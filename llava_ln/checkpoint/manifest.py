@@ -41,6 +41,9 @@ class Manifest:
     num_image_tokens: int | None = None
     global_step: int | None = None
     trained_tensors: dict = field(default_factory=dict)  # name -> [shape..., dtype]
+    # The run started from a multimodal checkpoint, {"kind", "path"} (checkpoint.llava_sources); llm names it too.
+    source: dict | None = None
+    tune_connector: bool | None = None  # --tune_connector, when it overrode the mode
     format_version: int = FORMAT_VERSION
     llava_ln_version: str = __version__
 
@@ -100,6 +103,8 @@ def run_manifest(spec, model_args, data_args, plan, pretrain_adapter: str | None
         attn_implementation=spec.attn_implementation,
         image_token_id=spec.image_token_id,
         num_image_tokens=spec.num_image_tokens,
+        source=spec.source,
+        tune_connector=None if plan.trains_connector == ("connector" in plan.mode.groups) else plan.trains_connector,
     )
 
 
@@ -109,4 +114,5 @@ def tuning_arguments(manifest: Manifest) -> TuningArguments:
     lora = manifest.lora or {}
     return TuningArguments(tune_mode=manifest.tune_mode, tune_embeddings=manifest.tune_embeddings,
                            lora_r=lora.get("r", defaults.lora_r), lora_alpha=lora.get("alpha", defaults.lora_alpha),
-                           lora_dropout=lora.get("dropout", defaults.lora_dropout))
+                           lora_dropout=lora.get("dropout", defaults.lora_dropout),
+                           tune_connector=manifest.tune_connector)

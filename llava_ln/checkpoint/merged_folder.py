@@ -7,7 +7,7 @@
     non_native.safetensors     only when needed: tensors LlavaForConditionalGeneration cannot hold,
                                under llava-ln's names (see below)
     generation_config.json     eos = the tokenizer's eos plus the template's end-of-turn token
-    tokenizer files            with <image> already added
+    tokenizer files            with <image> already added, and the run's template as its chat_template
     preprocessor_config.json   the vision tower's image processor (squaring is in the manifest)
     merged_from.json           the source run's manifest, for provenance
 

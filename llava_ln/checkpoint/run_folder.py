@@ -7,7 +7,7 @@
     stage1_connector.safetensors  the stage-1 connector, when stage 2 did not train it (ln_simple)
 
 Stage 2 starts from the stage-1 connector (--pretrain_mm_mlp_adapter: its safetensors file, the
-stage-1 run folder, or LLaVA's `mm_projector` tensors converted to safetensors). It is loaded
+stage-1 run folder, or LLaVA's `mm_projector.bin` / `.safetensors`; a `.bin` is read tensor-only). It is loaded
 before any strategy wraps the model, so shapes are checked on whole tensors and a mismatch names
 the tensor; its exact fp32 file values are returned so training can also write them into the
 fp32 masters (bf16 loading would otherwise round them).
@@ -22,7 +22,14 @@ import re
 
 from llava_ln.checkpoint.manifest import Manifest, write_manifest
 from llava_ln.checkpoint.partitions import gathered_value
-from llava_ln.checkpoint.tensors import assign_tensors, load_tensors, save_tensors, stored_shapes, tensor_files
+from llava_ln.checkpoint.tensors import (
+    assign_tensors,
+    load_tensors,
+    load_torch_tensors_safely,
+    save_tensors,
+    stored_shapes,
+    tensor_files,
+)
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import CONNECTOR_PREFIX, strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
@@ -32,8 +39,10 @@ TRAINED_STEM = "trained"
 STAGE1_CONNECTOR_STEM = "stage1_connector"
 ADAPTER_DIR = "adapter"
 _HINT = "(checkpoint from another model, or a different base?)"
-# Original LLaVA names its projector an nn.Sequential: mm_projector.0 / .2 / .4 are the Linears.
+# Original LLaVA names its projector an nn.Sequential: mm_projector.0 / .2 / .4 are the Linears
+# (its `linear` projector is a bare nn.Linear: mm_projector.weight).
 _LLAVA_SEQUENTIAL = re.compile(r"^(?:model\.)?mm_projector\.(\d+)\.(weight|bias)$")
+_LLAVA_LINEAR = re.compile(r"^(?:model\.)?mm_projector\.(weight|bias)$")
 
 
 # ---- the stage-1 connector ----
@@ -45,6 +54,9 @@ def connector_name(stored: str) -> str | None:
     match = _LLAVA_SEQUENTIAL.match(stored)
     if match:
         return f"{CONNECTOR_PREFIX}linear_{int(match.group(1)) // 2 + 1}.{match.group(2)}"
+    match = _LLAVA_LINEAR.match(stored)
+    if match:
+        return f"{CONNECTOR_PREFIX}linear_1.{match.group(1)}"
     return None
 
 
@@ -60,15 +72,18 @@ def resolve_connector_file(path: str) -> str:
         for stem in (STAGE1_CONNECTOR_STEM, TRAINED_STEM, "mm_projector"):
             if tensor_files(path, stem):
                 return os.path.join(path, stem)
+        if os.path.isfile(os.path.join(path, "mm_projector.bin")):
+            return os.path.join(path, "mm_projector.bin")
         raise LlavaLnError(f"--pretrain_mm_mlp_adapter {path}: folder holds no trained.safetensors or "
-                           "mm_projector.safetensors")
+                           "mm_projector.safetensors / .bin")
     raise LlavaLnError(f"--pretrain_mm_mlp_adapter {path}: no such file or folder")
 
 
 def load_connector_tensors(path: str) -> dict:
     source = resolve_connector_file(path)
     tensors = {}
-    for name, value in load_tensors(source).items():
+    stored = load_torch_tensors_safely(source) if source.endswith(".bin") else load_tensors(source)
+    for name, value in stored.items():
         ours = connector_name(name)
         if ours is not None:
             tensors[ours] = value

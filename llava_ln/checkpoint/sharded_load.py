@@ -12,9 +12,8 @@ A *source* says where each tensor of the model is stored:
     fill_from_sources(model, sources, skip=...)     # values are cast to each parameter's dtype
 
 Any safetensors-backed layout loads this way once it can name, for each parameter of the composed
-model, the stored tensor that holds it (`checkpoint.base_sources` builds sources for a text-only LLM
-plus a tower and for a merged llava-ln folder; another layout adds a function that returns its
-sources). `stored_keys` maps a transformers model's parameter names to checkpoint keys with
+model, the stored tensor that holds it (`checkpoint.partitioned_start` builds them for every layout a
+run can start from; another layout adds a function that returns its sources). `stored_keys` maps a transformers model's parameter names to checkpoint keys with
 transformers' own renaming rules (legacy names, CLIP's `vision_model.` prefix, Llava's old layout).
 A tensor transformers must transform on load (fused or split experts, permuted rotary weights) has
 no row-wise equivalent and is refused with its name.

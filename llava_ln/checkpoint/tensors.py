@@ -7,10 +7,16 @@ non-native tensors): ShardedTensorWriter takes tensors one at a time, so rank 0 
 `<stem>.safetensors.index.json` (written last, so an index never points at a missing shard).
 Every file is written atomically. Readers open shards lazily and check names and shapes before
 anything is copied into a model.
+
+PyTorch `.bin` files (LLaVA's mm_projector.bin, non_lora_trainables.bin) are pickles; they are read
+by load_torch_tensors_safely alone: torch's weights-only unpickler (an allowlist of tensor storage
+and plain containers, no arbitrary code), and anything that is not a flat name -> tensor mapping is
+refused with one line.
 """
 import json
 import math
 import os
+import pickle
 import struct
 
 import torch
@@ -206,6 +212,24 @@ def _safetensors_layout(file: str) -> dict:
 def load_tensors(path: str) -> dict[str, torch.Tensor]:
     """Every tensor of one safetensors file, or of every shard of a <stem> (path = folder/stem)."""
     return TensorReader(path).all()
+
+
+def load_torch_tensors_safely(path: str) -> dict[str, torch.Tensor]:
+    """name -> tensor from a PyTorch `.bin` file, never unpickling anything but tensors and plain containers."""
+    if not os.path.isfile(path):
+        raise LlavaLnError(f"checkpoint file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LlavaLnError(f"{path}: not a tensor-only PyTorch file; refusing to unpickle it ({first})") from None
+    if not isinstance(payload, dict):
+        raise LlavaLnError(f"{path}: holds a {type(payload).__name__}, not a mapping of names to tensors")
+    for name, value in payload.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise LlavaLnError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor (only tensor files "
+                               "are read)")
+    return dict(payload)
 
 
 def stored_shapes(files: list) -> dict:

@@ -1,6 +1,7 @@
 """Commands for before training: `llava-ln describe`, `llava-ln inspect-data`, `llava-ln toy`.
 
-describe: parameter counts per group and what a tuning mode trains, from config alone. The model is
+describe: parameter counts per group and what a tuning mode trains, from config alone (a multimodal
+--model_name_or_path, as training takes it, included). The model is
 built on the meta device, so a folder holding only config.json files (no weights) is enough to plan
 a 70B run on a laptop. The JSON also carries the static GPU memory per device (weights, gradients,
 optimizer states) for --strategy torch|zero2|zero3 and --num_gpus.
@@ -19,13 +20,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import torch
+
+from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.flags import parse_flags
 from llava_ln.data.args import DataArguments
 from llava_ln.data.dataset import SkipSample, build_train_dataset, load_data_components
 from llava_ln.model.args import ModelArguments
-from llava_ln.model.builder import build_mllm
 from llava_ln.training.memory import static_memory_per_gpu
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
@@ -38,6 +41,11 @@ class DescribeArguments:
     strategy: str = field(default="torch", metadata={"help": "For the memory estimate: torch (plain / DDP), "
                                                               "zero2 or zero3."})
     bf16: bool = field(default=True, metadata={"help": "For the memory estimate: bf16 training (else fp32)."})
+
+
+def given_flags(argv) -> set:
+    """Names of the flags on the command line (they win over what a multimodal checkpoint decides)."""
+    return {token[2:].split("=")[0] for token in argv if token.startswith("--")}
 
 
 def _optional_tokenizer(args: ModelArguments):
@@ -53,7 +61,7 @@ def _optional_tokenizer(args: ModelArguments):
 
 def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_names: bool = False,
              memory: DescribeArguments | None = None) -> dict:
-    model, _ = build_mllm(model_args, _optional_tokenizer(model_args), on_meta=True)
+    model, _ = build_start_model(model_args, _optional_tokenizer(model_args), torch.float32, on_meta=True)
     model, plan = apply_tune_mode(model, tuning_args)
     counts = plan.counts()
     totals = {group: c["total"] for group, c in counts.items()}
@@ -84,6 +92,7 @@ def describe_main(argv) -> int:
         argv, (ModelArguments, TuningArguments, DescribeArguments), prog="llava-ln describe",
         description="Print parameter counts (total, trainable, per group) as one JSON object.",
     )
+    resolve_start(model_args, DataArguments(), given_flags(argv))  # a multimodal checkpoint decides its parts
     print(json.dumps(describe(model_args, tuning_args, describe_args.names, describe_args)))
     return 0
 
@@ -146,6 +155,7 @@ def inspect_data_main(argv) -> int:
         raise LlavaLnError(f"--format {args.format!r} is not one of {', '.join(FORMATS)}")
     if args.num_samples < 1:
         raise LlavaLnError(f"--num_samples must be at least 1, got {args.num_samples}")
+    resolve_start(model_args, data_args, given_flags(argv))  # a multimodal checkpoint decides tower and template
     parts = load_data_components(model_args, data_args)
     dataset = build_train_dataset(data_args, parts.tokenizer, parts.image_processor, parts.template,
                                   parts.image_token_id, parts.num_image_tokens, args.seed)

@@ -6,12 +6,15 @@ The folder layout is llava_ln/checkpoint/merged_folder.py's; llava_ln.checkpoint
 loads it, and with the native connector it is also a plain LlavaForConditionalGeneration folder.
 ZeRO shard-only checkpoints are consolidated on the way.
 
-export: the transformers-native LLaVA format (verified) or a PEFT LN-tuning adapter
+export: the transformers-native LLaVA format, original LLaVA's layout, or a PEFT adapter for the base LLM
     llava-ln export --checkpoint RUN_OR_CHECKPOINT --format hf --output_dir OUT
+    llava-ln export --checkpoint RUN_OR_CHECKPOINT --format llava --output_dir OUT
     llava-ln export --checkpoint LN_RUN --format peft-ln --output_dir OUT
-Both verify the written folder in a fresh process with plain transformers (and PEFT) and exit with
-status 3 when it does not reproduce our model; refusals (a connector or image mode the native
-classes cannot express, a non-norm run for peft-ln) exit with status 2.
+    llava-ln export --checkpoint LORA_RUN --format peft-lora --output_dir OUT
+Each verifies the written folder (hf and the PEFT formats in a fresh process with plain transformers
+and PEFT; llava by reading it back as an original LLaVA checkpoint) and exits with status 3 when it
+does not reproduce our model; refusals (a connector or image mode a format cannot express, a
+non-norm run for peft-ln, a non-LoRA run for peft-lora) exit with status 2.
 """
 from dataclasses import dataclass, field
 
@@ -47,13 +50,14 @@ def merge_main(argv) -> int:
     return 0
 
 
-FORMATS = ("hf", "peft-ln")
+FORMATS = ("hf", "llava", "peft-ln", "peft-lora")
 
 
 @dataclass
 class ExportArguments:
     checkpoint: str = field(default=None, metadata={"help": "Run folder, OUTPUT_DIR/checkpoint-<step> or merged folder."})
-    format: str = field(default="hf", metadata={"help": "hf (LlavaForConditionalGeneration + LlavaProcessor) | peft-ln."})
+    format: str = field(default="hf", metadata={"help": "hf (LlavaForConditionalGeneration + LlavaProcessor) | llava "
+                                                      "(original LLaVA layout) | peft-ln | peft-lora."})
     output_dir: str = field(default=None, metadata={"help": "Folder to write the export into."})
     dtype: str = field(default="auto", metadata={"help": "hf weights: auto (the base LLM's dtype) | float32 | bfloat16 | "
                                                          "float16."})
@@ -78,6 +82,20 @@ def export_main(argv) -> int:
     settings = ExportSettings(dtype=args.dtype, device=args.device, verify=args.verify,
                               max_new_tokens=args.max_new_tokens, overwrite=args.overwrite,
                               tolerance=Tolerance(atol=args.atol, rtol=args.rtol))
+    if args.format == "peft-lora":
+        from llava_ln.export.peft_lora import export_peft_lora
+
+        export_peft_lora(args.checkpoint, args.output_dir, overrides, settings)
+        print(f"exported {args.checkpoint} -> {args.output_dir} (PEFT LoRA for the base LLM, "
+              f"{'verified' if args.verify else 'not verified'})")
+        return 0
+    if args.format == "llava":
+        from llava_ln.export.llava_layout import export_llava
+
+        export_llava(args.checkpoint, args.output_dir, overrides, settings)
+        print(f"exported {args.checkpoint} -> {args.output_dir} (original LLaVA layout, "
+              f"{'verified' if args.verify else 'not verified'})")
+        return 0
     if args.format == "peft-ln":
         from llava_ln.export.peft_ln import export_peft_ln
 

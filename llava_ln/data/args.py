@@ -5,7 +5,7 @@ from typing import Optional
 
 from llava_ln.core.errors import LlavaLnError
 
-ASPECT_RATIOS = ("pad", "resize", "crop")
+ASPECT_RATIOS = ("pad", "resize", "crop", "square")
 
 
 @dataclass
@@ -22,7 +22,8 @@ class DataArguments:
     image_aspect_ratio: str = field(
         default="pad",
         metadata={"help": "pad (LLaVA-1.5: pad to a square with the image processor's mean colour), resize "
-                  "(stretch to a square) or crop (centre square)."},
+                  "(stretch to a square), crop (centre square) or square (LLaVA's name: no squaring first, the "
+                  "image processor's own resize and centre crop)."},
     )
     conv_template: str = field(
         default="vicuna_v1",
@@ -39,6 +40,12 @@ class DataArguments:
     skip_bad_samples: bool = field(
         default=False,
         metadata={"help": "Log and skip malformed records and unreadable images instead of stopping."},
+    )
+    # ---- where <image> goes (data/image_placement.py) ----
+    keep_image_placement: bool = field(
+        default=False,
+        metadata={"help": "Keep each record's <image> where it is written; by default it moves to the front of its "
+                  "turn, followed by a newline, as LLaVA's training does."},
     )
 
 

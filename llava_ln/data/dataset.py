@@ -23,6 +23,7 @@ from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments, check_data_args
 from llava_ln.data.encode import Encoded, check_tokenizer, encode, special_prefix_ids, truncate
+from llava_ln.data.image_placement import images_first
 from llava_ln.data.images import ImageError, ImageLoader, load_image_processor, processor_side
 from llava_ln.data.index import ModalityLengthGroupedSampler, build_index, parse_data_path
 from llava_ln.data.templates import get_template
@@ -76,8 +77,9 @@ class ProcessedSample:
 
 class LlavaDataset(Dataset):
     def __init__(self, index, tokenizer, image_loader, template, image_token_id: int, num_image_tokens: int,
-                 model_max_length: int, skip_bad_samples: bool = False):
+                 model_max_length: int, skip_bad_samples: bool = False, image_first: bool = True):
         check_tokenizer(tokenizer)
+        self.image_first = image_first  # move <image> to the front of its turn, as LLaVA does
         self.index = index
         self.tokenizer = tokenizer
         self.image_loader = image_loader
@@ -99,8 +101,9 @@ class LlavaDataset(Dataset):
         """Render, tokenize and truncate one record (no image decoding); SkipSample if nothing is supervised."""
         conversation = self.index.conversation(index)
         where = self.index.where(index, conversation.id)
+        messages = images_first(conversation.messages) if self.image_first else conversation.messages
         try:
-            rendered = self.template.render(conversation.messages)
+            rendered = self.template.render(messages)
         except LlavaLnError as err:
             raise LlavaLnError(f"{where}: {err}") from None
         encoded = encode(rendered, self.tokenizer, self.image_token_id, self.num_image_tokens, self._prefix_ids)
@@ -212,7 +215,8 @@ def build_train_dataset(data_args: DataArguments, tokenizer, image_processor, te
     index = build_index(parse_data_path(data_args.data_path), data_args.image_folder, seed,
                         data_args.skip_bad_samples)
     return LlavaDataset(index, tokenizer, ImageLoader(image_processor, data_args.image_aspect_ratio), template,
-                        image_token_id, num_image_tokens, data_args.model_max_length, data_args.skip_bad_samples)
+                        image_token_id, num_image_tokens, data_args.model_max_length, data_args.skip_bad_samples,
+                        image_first=not data_args.keep_image_placement)
 
 
 def build_train_sampler(dataset: LlavaDataset, data_args: DataArguments, batch_size: int, world_size: int,

@@ -1,8 +1,9 @@
 """Images: read, make RGB, make square (pad / resize / crop), then the vision tower's own processor.
 
-Squaring happens before the processor so that the three --image_aspect_ratio choices mean
-the same thing for every processor (CLIP's resizes the short side and centre-crops, SigLIP's
-stretches): after squaring, the processor only rescales and normalises.
+Squaring happens before the processor so that pad / resize / crop mean the same thing for
+every processor (CLIP's resizes the short side and centre-crops, SigLIP's stretches): after
+squaring, the processor only rescales and normalises. `square` (LLaVA's name for its default)
+squares nothing and leaves the shape to the processor's own resize and crop.
 """
 import torch
 from PIL import Image
@@ -85,7 +86,7 @@ class ImageLoader:
             return pad_to_square(image, self.fill)
         if self.aspect_ratio == "crop":
             return crop_to_square(image)
-        return image  # resize: the processor stretches (see processor_overrides)
+        return image  # resize: the processor stretches (see processor_overrides); square: the processor decides
 
     def processor_overrides(self) -> dict:
         """For resize, let the processor itself stretch to side x side.

@@ -13,7 +13,8 @@ class EvalArguments:
     data: Optional[str] = field(default=None, metadata={
         "help": "The benchmark's folder in its official layout (see eval/README.md); the flags below override parts."})
     question_file: Optional[str] = field(default=None, metadata={
-        "help": "vqav2: questions JSON (official) or LLaVA's question JSONL."})
+        "help": "vqav2: questions JSON (official) or LLaVA's question JSONL; generic: LLaVA's question JSONL "
+                "({question_id, image, text})."})
     annotation_file: Optional[str] = field(default=None, metadata={
         "help": "vqav2: annotations (enables scoring); pope: label file(s) (path, folder or split=path,...); "
                 "captions: COCO-format caption file."})
@@ -46,3 +47,7 @@ class EvalArguments:
                                                          "include the scorer's JSON in the output."})
     overwrite: bool = field(default=False, metadata={"help": "Discard answers from an earlier run in --output_dir."})
     local_rank: int = field(default=-1, metadata={"help": "Set by the deepspeed launcher; not needed otherwise."})
+    # ---- LLaVA's answer file (evaluation/llava_answers.py) ----
+    answers_format: str = field(default="official", metadata={
+        "help": "official: the benchmark's own files; llava: also OUTPUT_DIR/llava_answers.jsonl as LLaVA's "
+                "model_vqa_loader writes it (generic always writes it).", "choices": ["official", "llava"]})

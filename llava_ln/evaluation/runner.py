@@ -18,6 +18,7 @@ from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
 from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, PromptEncoder
+from llava_ln.evaluation.llava_answers import write_llava_answers
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
 from llava_ln.scoring.dispatch import score
 
@@ -131,10 +132,17 @@ def run_eval(args: EvalArguments) -> dict | None:
         if missing:
             raise LlavaLnError(f"{len(missing)} question(s) got no answer (first: {missing[0]})")
         outputs = benchmark.write_outputs(sources, items, answers, args.output_dir)
+        if args.answers_format == "llava" or args.benchmark == "generic":
+            outputs["files"].update(write_llava_answers(args.benchmark, sources, items, answers, args.output_dir,
+                                                        args.model_path))
         summary = {"benchmark": args.benchmark, "questions": len(items), "reused_answers": len(items) - len(todo),
-                   "generated_answers": len(todo), "files": outputs["files"], "counts": outputs["counts"],
-                   "score_command": "llava-ln score " + " ".join(_quoted(outputs["score"].command_line()))}
+                   "generated_answers": len(todo), "files": outputs["files"], "counts": outputs["counts"]}
+        if outputs["score"] is not None:
+            summary["score_command"] = "llava-ln score " + " ".join(_quoted(outputs["score"].command_line()))
         if args.score:
+            if outputs["score"] is None:
+                raise LlavaLnError(f"--score: --benchmark {args.benchmark} has no ground truth to score; score "
+                                   f"{outputs['files']['llava_answers']} with the benchmark's own tools")
             summary["scores"] = score(outputs["score"])
         return summary
 

@@ -3,7 +3,9 @@
   merge           `llava-ln merge`: fold LoRA (checked) and write a merged folder
   chat_templates  our conversation templates as Jinja chat templates
   hf              `llava-ln export --format hf`: LlavaForConditionalGeneration + LlavaProcessor, verified
+  llava_layout    `llava-ln export --format llava`: original LLaVA's layout (LlavaLlamaForCausalLM), verified
   peft_ln         `llava-ln export --format peft-ln`: the norm deltas as a PEFT LN-tuning adapter, verified
+  peft_lora       `llava-ln export --format peft-lora`: a lora run's factors as an adapter for the base LLM
   probes          the probes every verification runs, and our side of it (llava-ln's own pipeline)
   verify          comparison with tolerances, and the fresh process that runs the other side
   fresh_child     the script that fresh process runs: plain transformers / PEFT, no llava-ln code

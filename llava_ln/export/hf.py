@@ -14,8 +14,8 @@ tolerances are tight. How much the rounding itself moves the logits is reported 
 The processor: llava-ln squares an image (--image_aspect_ratio) and then runs the vision tower's
 own image processor. transformers' LlavaImageProcessor expresses the same steps: `do_pad` is
 LLaVA-1.5's pad-to-square with the mean colour, followed by the CLIP-style resize / centre-crop /
-normalise copied from the tower's processor; `resize` (stretch to a square) is a height x width
-resize. `crop` (centre square first, then resize) has no equivalent, since LlavaImageProcessor
+normalise copied from the tower's processor; `square` is the same without the padding; `resize`
+(stretch to a square) is a height x width resize. `crop` (centre square first, then resize) has no equivalent, since LlavaImageProcessor
 resizes before it crops, and is refused. The processor expands each `<image>` into as many tokens
 as the tower yields features (patch_size, num_additional_image_tokens: 1 for a CLS token, and
 vision_feature_select_strategy). Its config is written as JSON and loaded back through
@@ -168,7 +168,7 @@ def llava_image_processor_config(tower_processor, aspect_ratio: str) -> dict:
     config = {key: tower[key] for key in _COPIED if key in tower}
     config.update(image_processor_type="LlavaImageProcessor", do_convert_rgb=True, do_pad=aspect_ratio == "pad",
                   crop_size={"height": side, "width": side})
-    if aspect_ratio == "pad":
+    if aspect_ratio in ("pad", "square"):
         config.update(size=tower.get("size"), do_center_crop=bool(tower.get("do_center_crop", False)))
     elif aspect_ratio == "resize":
         # llava-ln stretches to a square with a bicubic resize; the tower's own resize is then a no-op.
@@ -183,7 +183,7 @@ def llava_image_processor_config(tower_processor, aspect_ratio: str) -> dict:
 
 def unexpressible_aspect_ratio(aspect_ratio: str) -> str | None:
     """Why LlavaImageProcessor cannot reproduce this --image_aspect_ratio (None: it can)."""
-    if aspect_ratio in ("pad", "resize"):
+    if aspect_ratio in ("pad", "resize", "square"):
         return None
     if aspect_ratio == "crop":
         # Measured: on a 30x44 image the two orders differ by up to 1.6 in normalised pixel units.

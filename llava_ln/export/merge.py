@@ -19,6 +19,7 @@ from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.templates import get_template, stop_token_ids
+from llava_ln.export.chat_templates import chat_template_for
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images
 from llava_ln.export.verify import Tolerance, as_other_side, compare_all
 from llava_ln.model.parts import unwrap
@@ -105,7 +106,7 @@ def generation_config_for(loaded: LoadedModel):
 def merged_manifest(loaded: LoadedModel):
     """The source's manifest, now describing a self-contained folder."""
     return replace(loaded.manifest, kind="merged", llm=SELF, tokenizer=SELF, vision_tower=SELF, lora=None,
-                   pretrain_mm_mlp_adapter=None, trained_tensors={})
+                   pretrain_mm_mlp_adapter=None, trained_tensors={}, source=None)
 
 
 def write_merged_folder(model, loaded: LoadedModel, directory: str) -> list:
@@ -114,6 +115,8 @@ def write_merged_folder(model, loaded: LoadedModel, directory: str) -> list:
 
     non_native = write_model_files(model, directory, loaded.manifest.mm_projector_type)
     generation_config_for(loaded).save_pretrained(directory)
+    # The run's template as Jinja, so tokenizer.apply_chat_template on the folder renders what training saw.
+    loaded.tokenizer.chat_template = chat_template_for(get_template(loaded.manifest.conv_template, loaded.tokenizer))
     loaded.tokenizer.save_pretrained(directory)
     load_image_processor(loaded.image_processor_path).save_pretrained(directory)
     write_provenance(directory, loaded.path, loaded.manifest)

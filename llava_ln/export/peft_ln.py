@@ -56,7 +56,7 @@ def _not_carried(model, manifest, norm_parameter_names: set) -> dict:
     return left
 
 
-def _text_probes() -> list:
+def text_probes() -> list:
     return [
         Probe("text_only", (("user", "How many sides does a triangle have?"),), ()),
         Probe("text_turns", (("user", "Name a color."), ("assistant", "Blue."), ("user", "Name another one.")), ()),
@@ -144,7 +144,7 @@ def _verify(folder, manifest, pipeline_args, norm_values, tokenizer, settings, l
 
     base_vocab = AutoConfig.from_pretrained(manifest.llm).get_text_config().vocab_size
     stops = set(stop_token_ids(tokenizer, get_template(manifest.conv_template, tokenizer)))
-    probes = _text_probes()
+    probes = text_probes()
     with tempfile.TemporaryDirectory() as work:
         pipeline = OurPipeline(*pipeline_args)
         reference = run_probes(model, pipeline, probes, work, settings.max_new_tokens, stops, vocab_limit=base_vocab)

@@ -8,7 +8,7 @@ listed is left untouched (and its norm/MLP classes are named in the KernelReport
 import re
 from dataclasses import dataclass
 
-from torch import nn
+from llava_ln.model.parts import is_norm_module
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,6 @@ ACTIVATIONS = {
     ("torch.nn.modules.activation", "GELU"): None,  # resolved from its `approximate` attribute
 }
 
-_NORM_BASES = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
-_NORM_NAME = re.compile(r"(RMS|Layer|Group)Norm\d*$")
 _MLP_NAME = re.compile(r"(MLP|FeedForward|FFN)$")
 
 
@@ -75,8 +73,8 @@ def class_key(module) -> tuple[str, str]:
 
 
 def looks_like_norm(module) -> bool:
-    """The same convention as tuning.groups.is_norm_module, for reporting classes left untouched."""
-    return isinstance(module, _NORM_BASES) or bool(_NORM_NAME.search(type(module).__name__))
+    """What the tuning modes count as a norm (model.parts.is_norm_module), for reporting classes left untouched."""
+    return is_norm_module(module)
 
 
 def looks_like_mlp(module) -> bool:

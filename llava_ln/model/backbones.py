@@ -95,13 +95,14 @@ def vision_family_of(config) -> VisionFamily:
 
 
 def load_vision_config(path: str):
-    """The vision sub-config of a CLIP/SigLIP checkpoint (full or vision-only) or of a multimodal one."""
+    """The vision sub-config of a CLIP/SigLIP checkpoint (full or vision-only, or inside a transformers LLaVA folder)."""
     if not path:
         raise LlavaLnError("--vision_tower is required")
     config = _read_config(path)
-    # A full CLIP/SigLIP checkpoint or a composed multimodal one (a merged folder): its vision sub-config.
-    vision = getattr(config, "vision_config", None) or config
-    return vision, vision_family_of(vision)
+    if getattr(config, "model_type", None) == "llava":
+        config = config.vision_config
+    family = vision_family_of(config)
+    return getattr(config, "vision_config", config), family
 
 
 def select_strategy(family: VisionFamily, select_feature: str) -> str:

@@ -5,11 +5,15 @@ three parts are replaced by the already-loaded LLM backbone, LM head and vision 
 the result is an ordinary transformers model (generation, gradient checkpointing,
 save_pretrained and export all work as upstream intends).
 
-`construct` (ZeRO-3): the LLM and the tower are created from their configs inside a context that
-partitions them as they are created (deepspeed.zero.Init), with no weight read; the caller then
-fills every tensor of theirs shard by shard (llava_ln.checkpoint.sharded_load). The vocabulary is
-sized for `<image>` in the config, and the random draws that loading would have made for the grown
-rows are replayed, so the connector created next is initialised exactly as on the loading path.
+--model_name_or_path may also be a multimodal checkpoint (model.sources): its LLM, and for a
+transformers LLaVA folder its tower and connector, come from it instead.
+
+`construct` (ZeRO-3): the LLM and the tower (and a transformers LLaVA folder's connector) are created
+from their configs inside a context that partitions them as they are created (deepspeed.zero.Init),
+with no weight read; the caller then fills every tensor of theirs shard by shard
+(llava_ln.checkpoint.partitioned_start). The vocabulary is sized for `<image>` in the config, and the
+random draws that loading would have made for the grown rows are replayed, so whatever is initialised
+next (a new connector, LoRA factors) gets exactly the values of the loading path.
 """
 import os
 from dataclasses import asdict, dataclass
@@ -35,6 +39,7 @@ from llava_ln.model.backbones import (
     select_strategy,
 )
 from llava_ln.model.connector import build_connector, projector_depth
+from llava_ln.model.sources import HF_LLAVA, detect_source
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class MultimodalSpec:
     image_token_id: int
     num_image_tokens: int
     attn_implementation: str
+    source: dict | None = None  # a multimodal --model_name_or_path: {"kind", "path"} (model.sources)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,21 +78,22 @@ def _llm_class(config):
         raise LlavaLnError(f"{type(config).__name__} has no causal-LM class in transformers") from None
 
 
-def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool):
-    config = _load_llm_config(path)
+def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool, source=None, vision_attn: str = "sdpa"):
+    config = source.text_config() if source else _load_llm_config(path)
     attn_implementation = resolve_attn_implementation(requested_attn, _llm_class(config))
     if on_meta:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    if source:
+        return source.load_llm(dtype, attn_implementation, vision_attn)
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
     except (OSError, ValueError) as err:
         raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({err})") from None
 
 
-def _construct_llm(path: str, dtype, requested_attn: str, tokenizer, construct):
+def _construct_llm(config, dtype, requested_attn: str, tokenizer, construct):
     """The LLM from its config inside construct(), with rows for `<image>`; its weights are left to the caller."""
-    config = _load_llm_config(path)
     attn_implementation = resolve_attn_implementation(requested_attn, _llm_class(config))
     image_token_id = _image_token_id(tokenizer, config.vocab_size)
     if image_token_id >= config.vocab_size:
@@ -100,8 +107,8 @@ def _construct_llm(path: str, dtype, requested_attn: str, tokenizer, construct):
 
 def _replay_vocab_growth_draws(config, attn_implementation: str, dtype, image_token_id: int) -> None:
     """Make exactly the random draws that _grow_vocab_for's resize makes on the loading path (their values
-    are overwritten; the draws decide what the connector's initialisation gets), on a shadow model whose
-    only real tensors are the two embedding matrices."""
+    are overwritten; the draws decide what is initialised after them), on a shadow model whose only real
+    tensors are the embedding matrices."""
     with torch.device("meta"):
         shadow = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
     head = shadow.get_output_embeddings()
@@ -146,8 +153,8 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
 
     tokenizer: a tokenizer already passed through prepare_tokenizer (None is allowed only on
     meta, for config-only parameter counting). dtype applies to every loaded weight.
-    construct: a context-manager factory; when given, the LLM and the tower are created inside it
-    from their configs and NOT loaded (see the module docstring); the connector is created as usual.
+    construct: a context-manager factory; when given, the parts are created inside it from their
+    configs and NOT loaded (see the module docstring); a new connector is created as usual.
     """
     projector_depth(args.mm_projector_type)  # validate before any expensive load
     vision_config, family = load_vision_config(args.vision_tower)
@@ -157,13 +164,18 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     if tokenizer is None and not on_meta:
         raise LlavaLnError("a tokenizer is needed to build a model with weights")
 
+    source = detect_source(args.model_name_or_path)
     if construct is not None:
-        llm = _construct_llm(args.model_name_or_path, dtype, args.attn_implementation, tokenizer, construct)
+        llm_config = source.text_config() if source else _load_llm_config(args.model_name_or_path)
+        llm = _construct_llm(llm_config, dtype, args.attn_implementation, tokenizer, construct)
         image_token_id = _image_token_id(tokenizer, llm.config.vocab_size)
     else:
-        llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta)
+        llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta, source, vision_attn)
         image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
         _grow_vocab_for(llm, image_token_id, on_meta)
+    # A transformers LLaVA folder brings its own tower and connector (unless --vision_tower names another tower).
+    own_parts = source is not None and source.kind == HF_LLAVA and not on_meta
+    own_tower = own_parts and os.path.abspath(args.vision_tower) == os.path.abspath(source.vision_tower())
 
     if on_meta:
         with torch.device("meta"):
@@ -171,6 +183,8 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     elif construct is not None:
         with construct():
             vision = family.model_class._from_config(vision_config, attn_implementation=vision_attn, dtype=dtype)
+    elif own_tower:
+        vision = source.load_vision()
     else:
         vision = load_vision_tower(args.vision_tower, dtype, vision_attn)
 
@@ -190,8 +204,14 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     model.model.vision_tower = vision
     model.model.language_model = llm.base_model
     model.lm_head = llm.get_output_embeddings()
-    with torch.device("meta" if on_meta else "cpu"):
-        connector = build_connector(args.mm_projector_type, config)
+    if own_parts and construct is not None:
+        with construct():  # filled from the folder like the rest; created without drawing random numbers
+            connector = build_connector(args.mm_projector_type, config)
+    elif own_parts:
+        connector = source.load_projector()
+    else:
+        with torch.device("meta" if on_meta else "cpu"):
+            connector = build_connector(args.mm_projector_type, config)
     model.model.multi_modal_projector = connector.to(dtype=dtype)
     attn = llm.config._attn_implementation
 
@@ -206,6 +226,7 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
         image_token_id=image_token_id,
         num_image_tokens=n_tokens,
         attn_implementation=attn,
+        source=source.record() if source else None,
     )
     return model, spec
 

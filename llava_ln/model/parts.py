@@ -1,4 +1,7 @@
-"""Named access to the parts of a composed model, whether or not PEFT has wrapped it."""
+"""Named access to the parts of a composed model, whether or not PEFT has wrapped it, and which modules are norms."""
+import re
+
+from torch import nn
 
 
 def unwrap(model):
@@ -33,8 +36,6 @@ def decoder_layers_of(model):
     Families name it differently (`layers`, `h`, `blocks`); it is the ModuleList whose
     length is the config's num_hidden_layers.
     """
-    from torch import nn
-
     language_model = language_model_of(model)
     expected = getattr(language_model.config, "num_hidden_layers", None)
     candidates = [m for m in language_model.modules() if isinstance(m, nn.ModuleList) and len(m) == expected]
@@ -44,3 +45,13 @@ def decoder_layers_of(model):
             f"{len(candidates)} ModuleLists of length {expected}"
         )
     return candidates[0]
+
+
+_NORM_BASES = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
+# Hugging Face families define their own norm classes (LlamaRMSNorm, GemmaRMSNorm,
+# CohereLayerNorm, T5LayerNorm, ...); the class-name suffix is the shared convention.
+_NORM_CLASS_NAME = re.compile(r"(RMS|Layer|Group)Norm\d*$")
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    return isinstance(module, _NORM_BASES) or bool(_NORM_CLASS_NAME.search(type(module).__name__))

@@ -27,7 +27,14 @@ from collections import Counter
 import numpy as np
 
 from llava_ln.toy.language import number_word, plural, reference_captions, short_answer_prompt, yes_no_question
-from llava_ln.toy.questions import PERCEPTION, QA, absent_category, sample_distinct_qas, unique_categories
+from llava_ln.toy.questions import (
+    PERCEPTION,
+    QA,
+    absent_category,
+    lone_shape_and_color,
+    sample_distinct_qas,
+    unique_categories,
+)
 from llava_ln.toy.world import CATEGORIES, COLOR_NAMES, IMAGE_SIZE, Scene, choose, sample_scene
 
 # ------------------------------------------------------------------------------------ VQAv2
@@ -201,11 +208,10 @@ def _mme_position(scene, rng):
 
 
 def _mme_color(scene, rng):
-    shapes = [s for s in scene.shapes() if scene.count(shape=s) == 1]
-    if not shapes:
+    found = lone_shape_and_color(scene, rng)
+    if found is None:
         return None
-    shape = choose(rng, shapes)
-    color = next(o.color for o in scene.objects if o.shape == shape)
+    shape, color = found
     wrong = choose(rng, [c for c in COLOR_NAMES if c != color])
     return f"Is the {shape} in this image {color}?", f"Is the {shape} in this image {wrong}?"
 

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 
+from llava_ln.core.atomic import honour_umask
 from llava_ln.toy.eval_sets import POPE_SPLITS
 
 IMAGES = "images"
@@ -82,6 +83,7 @@ def write_bytes(path: str, data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    honour_umask(temp)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

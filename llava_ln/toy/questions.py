@@ -108,12 +108,20 @@ def q_exists(scene, rng, present: bool | None = None):
     return QA(question, _yes_no(present), long, "yes/no", "is there a", "exists")
 
 
-def q_color_of(scene, rng):
+def lone_shape_and_color(scene, rng) -> tuple | None:
+    """A shape that appears exactly once in the scene, and its colour (None when every shape repeats)."""
     shapes = [s for s in scene.shapes() if scene.count(shape=s) == 1]
     if not shapes:
         return None
     shape = choose(rng, shapes)
-    color = next(o.color for o in scene.objects if o.shape == shape)
+    return shape, next(o.color for o in scene.objects if o.shape == shape)
+
+
+def q_color_of(scene, rng):
+    found = lone_shape_and_color(scene, rng)
+    if found is None:
+        return None
+    shape, color = found
     return QA(f"What color is the {shape}?", color, f"The {shape} is {color}.", "other", "what color is the",
               "color_of")
 

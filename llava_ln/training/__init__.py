@@ -1,6 +1,7 @@
 """Training: strategies (plain PyTorch / DDP, DeepSpeed ZeRO), the loop, checkpoints and resume.
 
   args                 the training flags (Hugging Face TrainingArguments names)
+  llava_flags          LLaVA's flags: aliases, no-ops and one-line refusals; the default tune mode
   memory               precision policy, gradient checkpointing, static memory estimate
   strategy             the Strategy interface, the training module, plain PyTorch / DDP
   strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags

@@ -9,7 +9,7 @@ from typing import Optional
 from llava_ln.core.errors import LlavaLnError
 
 REPORT_TARGETS = ("none", "tensorboard", "wandb")
-SAVE_STRATEGIES = ("steps", "no")
+SAVE_STRATEGIES = ("steps", "epoch", "no")
 
 
 @dataclass
@@ -44,7 +44,7 @@ class TrainingArguments:
         metadata={"help": "Share of the LLM's blocks (the first ones) that recompute under "
                   "--gradient_checkpointing; lower trades memory for speed."},
     )
-    save_strategy: str = field(default="steps", metadata={"help": "steps | no (intermediate checkpoints)."})
+    save_strategy: str = field(default="steps", metadata={"help": "steps | epoch | no (intermediate checkpoints)."})
     save_steps: float = field(default=500, metadata={"help": "Save checkpoint-<step>/ every N optimizer steps "
                                                      "(a value below 1 is a share of all steps)."})
     save_total_limit: Optional[int] = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
@@ -68,6 +68,9 @@ class TrainingArguments:
     # Accepted so LLaVA scripts port unchanged; llava-ln has no in-training evaluation and is always lazy.
     evaluation_strategy: str = field(default="no", metadata={"help": "Only `no` (evaluate with `llava-ln eval`)."})
     lazy_preprocess: bool = field(default=True, metadata={"help": "Always lazy; accepted for LLaVA scripts."})
+    # ---- LLaVA / Hugging Face names with their meaning (training/llava_flags.py maps the rest) ----
+    data_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the data order and of --data_path "
+                                                             "subsets (default: --seed)."})
 
 
 def check_training_args(args: TrainingArguments) -> None:

@@ -133,7 +133,8 @@ class Loop:
         args, state = self.args, self.state
         accumulation = args.gradient_accumulation_steps
         log_every = steps_from(args.logging_steps, self.total_steps)
-        save_every = steps_from(args.save_steps, self.total_steps) if args.save_strategy == "steps" else 0
+        save_every = {"steps": steps_from(args.save_steps, self.total_steps),
+                      "epoch": self.plan.steps_per_epoch()}.get(args.save_strategy, 0)
         window = _Window()
         while state.global_step < self.total_steps:
             batches = self.plan.rank_batches(state.epoch, self.context.rank, state.step_in_epoch)

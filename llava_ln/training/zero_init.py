@@ -2,11 +2,13 @@
 
 Without this, every rank would load the whole model and deepspeed.initialize would partition it
 afterwards: 14 GB of CPU memory per rank at 7B in bf16, so 8 ranks of a 13B model exhaust a node
-before training starts. Under a ZeRO-3 config the LLM and the vision tower (or a merged folder's
-whole model) are instead created inside `deepspeed.zero.Init` with transformers' weight
-initialisation switched off, so each module is partitioned as soon as it exists, and then filled
-from the safetensors files by checkpoint.sharded_load, each rank reading only the rows of its own
-partitions. Peak CPU (and GPU) memory per rank is about model/N plus one module's tensors.
+before training starts. Under a ZeRO-3 config the LLM and the vision tower (or a multimodal start's
+whole model: a transformers LLaVA folder, original LLaVA, a merged llava-ln folder) are instead
+created inside `deepspeed.zero.Init` with transformers' weight initialisation switched off, so each
+module is partitioned as soon as it exists, and then filled from the safetensors files
+(checkpoint.partitioned_start, checkpoint.sharded_load), each rank reading only the rows of its own
+partitions. Peak CPU (and GPU) memory per rank is about model/N plus one module's tensors. A llava-ln
+run folder as the start is the exception: it is loaded whole (a warning says so; merge it first).
 
 The connector is created as on every other path (whole, on the CPU, from the seeded generator: the
 same initial values as a ZeRO-2 or one-process run) and partitioned by deepspeed.initialize; so are
@@ -18,20 +20,28 @@ stages and world sizes, merge and export are unchanged.
 """
 import contextlib
 import logging
+import os
 
 import torch
-from transformers import AutoConfig
 
-from llava_ln.checkpoint.base_sources import BuiltBase, build_base, multimodal_base
+from llava_ln.checkpoint.llava_sources import build_start_model, is_llava_ln_folder
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.model.sources import detect_source
 
 logger = logging.getLogger(__name__)
 
 
-def _text_hidden_size(model_args) -> int:
-    base = multimodal_base(model_args.model_name_or_path)
-    config = base.config if base else AutoConfig.from_pretrained(model_args.model_name_or_path)
-    return config.get_text_config().hidden_size
+def _text_hidden_size(path: str) -> int:
+    """The LLM's hidden size (the DeepSpeed config's buckets follow it) from configs alone."""
+    from transformers import AutoConfig
+
+    if is_llava_ln_folder(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        from llava_ln.checkpoint.loading import effective_manifest
+
+        return _text_hidden_size(effective_manifest(path).llm)  # a run folder: its base
+    source = detect_source(path)
+    config = source.text_config() if source else AutoConfig.from_pretrained(path).get_text_config()
+    return config.hidden_size
 
 
 def zero3_config(args, context, precision, model_args) -> dict | None:
@@ -40,7 +50,7 @@ def zero3_config(args, context, precision, model_args) -> dict | None:
         return None
     from llava_ln.training.strategy_deepspeed import DeepSpeedStrategy
 
-    config = DeepSpeedStrategy(args, context, precision, _text_hidden_size(model_args)).config
+    config = DeepSpeedStrategy(args, context, precision, _text_hidden_size(model_args.model_name_or_path)).config
     return config if config["zero_optimization"]["stage"] == 3 else None
 
 
@@ -90,13 +100,13 @@ def return_freed_memory_to_the_os() -> bool:
         return False  # not glibc
 
 
-def build_training_model(model_args, tokenizer, args, context, precision) -> BuiltBase:
-    """The base model for training: partitioned from the start under ZeRO-3, loaded whole otherwise."""
+def build_training_model(model_args, tokenizer, args, context, precision):
+    """(model, spec) to train: partitioned from the start under ZeRO-3, loaded whole otherwise."""
     config = zero3_config(args, context, precision, model_args)
     construct = partitioned_construct(config) if config else None
     if construct is not None:
         return_freed_memory_to_the_os()
-    built = build_base(model_args, tokenizer, dtype=precision.compute_dtype, construct=construct)
+    built = build_start_model(model_args, tokenizer, dtype=precision.compute_dtype, construct=construct)
     if construct is not None:
         logger.info("ZeRO-3: model created partitioned over %d rank(s) and loaded shard by shard", context.world_size)
     return built

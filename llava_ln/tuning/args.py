@@ -24,3 +24,9 @@ class TuningArguments:
         metadata={"help": "Learning rate of LLM norm weights (default: --learning_rate). Norm-only tuning wants "
                   "rates orders of magnitude above 2e-5."},
     )
+    # ---- LLaVA's --freeze_mm_mlp_adapter (training/llava_flags.py) ----
+    tune_connector: Optional[bool] = field(
+        default=None,
+        metadata={"help": "Override whether the connector trains (default: as the mode says); LLaVA's "
+                  "--freeze_mm_mlp_adapter True is --tune_connector false."},
+    )

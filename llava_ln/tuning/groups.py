@@ -3,7 +3,6 @@
 Groups are decided by module identity (which part owns the tensor) and norm modules by
 class, never by parameter-name substrings, so the rules hold for any LLM family.
 """
-import re
 from collections import OrderedDict
 
 from torch import nn
@@ -11,6 +10,7 @@ from torch import nn
 from llava_ln.model.parts import (
     connector_of,
     input_embeddings_of,
+    is_norm_module,
     language_model_of,
     lm_head_of,
     unwrap,
@@ -18,16 +18,6 @@ from llava_ln.model.parts import (
 )
 
 GROUPS = ("vision_tower", "connector", "llm_norms", "embeddings", "lm_head", "llm_other", "lora")
-
-_NORM_BASES = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
-# Hugging Face families define their own norm classes (LlamaRMSNorm, GemmaRMSNorm,
-# CohereLayerNorm, T5LayerNorm, ...); the class-name suffix is the shared convention.
-_NORM_CLASS_NAME = re.compile(r"(RMS|Layer|Group)Norm\d*$")
-
-
-def is_norm_module(module: nn.Module) -> bool:
-    return isinstance(module, _NORM_BASES) or bool(_NORM_CLASS_NAME.search(type(module).__name__))
-
 
 def _ids(module: nn.Module) -> set[int]:
     return {id(p) for p in module.parameters()}

@@ -195,6 +195,8 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
         model = _wrap_lora(model, lora)
     group_of = classify_parameters(model)
     train_groups = set(mode.groups) | ({"embeddings", "lm_head"} if tune_embeddings else set())
+    if args.tune_connector is not None:
+        train_groups = (train_groups | {"connector"}) if args.tune_connector else (train_groups - {"connector"})
     trainable = {name for name, group in group_of.items() if group in train_groups}
     if mode.block_part:
         trainable |= _block_part_parameter_names(model, mode.block_part)

@@ -96,8 +96,8 @@ def test_invalid_json_array_names_file_and_line(tokenizer, tiny_vision, data_dir
 
 def test_bad_flags(tokenizer, tiny_vision, data_dir):
     path = write_json(str(data_dir / "data.json"), [GOOD])
-    with pytest.raises(LlavaLnError, match="--image_aspect_ratio 'square' is not one of pad, resize, crop"):
-        make_dataset(path, tokenizer, tiny_vision("clip"), image_aspect_ratio="square")
+    with pytest.raises(LlavaLnError, match="--image_aspect_ratio 'anyres' is not one of pad, resize, crop, square"):
+        make_dataset(path, tokenizer, tiny_vision("clip"), image_aspect_ratio="anyres")
     with pytest.raises(LlavaLnError, match="data file not found"):
         make_dataset(str(data_dir / "missing.json"), tokenizer, tiny_vision("clip"))
     with pytest.raises(LlavaLnError, match="--image_folder .* is not a folder"):

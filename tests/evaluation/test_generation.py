@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from eval_helpers import make_run_folder, session_assets, single_thread
+from eval_helpers import make_run_folder
 
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.core.errors import LlavaLnError
@@ -19,16 +19,7 @@ from llava_ln.evaluation.model_loading import load_eval_model
 from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.parts import unwrap
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory, tiny_llm, tiny_vision):
-    return session_assets(tmp_path_factory, tiny_llm, tiny_vision)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (conftest.py)
 
 
 def vqa_args(assets, output_dir, **overrides):

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from eval_helpers import eval_cli, session_assets, single_thread
+from eval_helpers import eval_cli
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.args import EvalArguments
@@ -12,18 +12,9 @@ from llava_ln.evaluation.benchmarks import mme, vqav2
 from llava_ln.evaluation.benchmarks.common import SHORT_ANSWER_SUFFIX, DataFlags
 from llava_ln.evaluation.runner import run_eval
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (conftest.py)
+
 COMMON = ("--max_new_tokens", "4", "--batch_size", "8", "--device", "cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory, tiny_llm, tiny_vision):
-    return session_assets(tmp_path_factory, tiny_llm, tiny_vision)
 
 
 def test_mme_reads_both_release_folder_styles_in_pair_order(assets):

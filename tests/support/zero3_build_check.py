@@ -1,6 +1,6 @@
 """One rank of the partitioned-build check: `deepspeed --num_gpus 2 zero3_build_check.py CASES.json OUT_DIR`.
 
-For every case ({"name", "llm", "vision", "projector"}; llm may be a merged folder) it builds the
+For every case ({"name", "llm", "vision", "projector"}; llm may be any multimodal start) it builds the
 model twice: partitioned under deepspeed.zero.Init and filled shard by shard (the ZeRO-3 training
 path), and whole through transformers' loading (every other path), from the same seed. It then
 gathers every parameter and compares it, bit for bit, and writes rank<r>.json: per case the number
@@ -14,8 +14,9 @@ import sys
 import deepspeed
 import torch
 
-from llava_ln.checkpoint.base_sources import base_model_arguments, build_base
+from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
 from llava_ln.core.distributed import distributed_session
+from llava_ln.data import DataArguments
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.parts import unwrap
@@ -32,15 +33,16 @@ class _Flags:
 
 
 def check(case: dict, world_size: int) -> dict:
-    args = base_model_arguments(ModelArguments(model_name_or_path=case["llm"], vision_tower=case.get("vision"),
-                                               mm_projector_type=case.get("projector", "mlp2x_gelu")))
-    tokenizer = load_tokenizer(args.model_name_or_path)
+    args = ModelArguments(model_name_or_path=case["llm"], vision_tower=case.get("vision"),
+                          mm_projector_type=case.get("projector", "mlp2x_gelu"))
+    resolve_start(args, DataArguments(), explicit=set())  # a multimodal start fixes the tower, connector, ...
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)
     config = fill_zero_config(load_zero_config(os.path.join(REPO, "zero_configs", "zero3.json")), _Flags,
                               world_size, 32)
     torch.manual_seed(11)
-    partitioned = build_base(args, tokenizer, construct=partitioned_construct(config)).model
+    partitioned, _ = build_start_model(args, tokenizer, torch.float32, construct=partitioned_construct(config))
     torch.manual_seed(11)
-    whole = dict(unwrap(build_base(args, tokenizer).model).named_parameters())
+    whole = dict(unwrap(build_start_model(args, tokenizer, torch.float32)[0]).named_parameters())
     differ, count, local = [], 0, 0
     for name, param in unwrap(partitioned).named_parameters():
         count += int(hasattr(param, "ds_tensor"))

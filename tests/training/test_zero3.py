@@ -3,7 +3,8 @@
 The partitioned build (deepspeed.zero.Init + shard-by-shard loading) is compared tensor by tensor,
 bit for bit, with the loading path on 2 ranks, for LLM families with their quirks (vocabulary grown
 for <image>, tied embeddings, a head bias, GPT-NeoX's embed_out), checkpoints in many shards, and
-merged folders (native and non-native connector). Training from a merged folder under 2-rank ZeRO-3
+every multimodal start layout: merged folders (native and non-native connector), a transformers
+LLaVA folder, an original LLaVA checkpoint. Training from a merged folder under 2-rank ZeRO-3
 continues a one-process ZeRO-2 checkpoint exactly (ZeRO-2 -> 3, 1 -> 2 ranks); the reverse switch is
 in test_deepspeed.py. The run then loads, merges and matches.
 """
@@ -13,6 +14,7 @@ import os
 import pytest
 import torch
 from launch_helpers import PARTITIONED_LOG, SUPPORT, deepspeed_launch, run_in_fresh_process
+from llava_layouts import make_hf_llava, make_original_llava
 from tiny import LLM_CONFIGS, make_bpe_tokenizer
 from train_helpers import flags, read_log, stage1_run, train_world, trained
 
@@ -82,6 +84,8 @@ def test_partitioned_build_is_bit_identical_to_loading(world, merged, tmp_path, 
     cases.append({"name": "siglip", "llm": world["llm"], "vision": tiny_vision("siglip")})
     cases.append({"name": "merged", "llm": merged})
     cases.append({"name": "merged_non_native", "llm": _non_native_merged(root, cases[2]["llm"], vision)})
+    cases.append({"name": "hf_llava", "llm": make_hf_llava(root)})  # transformers' layout: all from one folder
+    cases.append({"name": "original_llava", "llm": make_original_llava(root, vision)})  # LLaVA's: vocabulary grows
     spec = os.path.join(root, "cases.json")
     with open(spec, "w", encoding="utf-8") as handle:
         json.dump(cases, handle)

@@ -1,0 +1,14 @@
+"""Fixtures the generation and layout tests share: one torch thread, and a session's tiny models and images."""
+import pytest
+from eval_helpers import session_assets, single_thread
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, tiny_llm, tiny_vision):
+    return session_assets(tmp_path_factory, tiny_llm, tiny_vision)

@@ -1,0 +1,136 @@
+"""LLaVA's flags: each one maps, is a no-op, or is refused in one line; flags the chosen mode ignores warn."""
+import logging
+import os
+
+import pytest
+
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flags import parse_flags
+from llava_ln.data import DataArguments
+from llava_ln.model.args import ModelArguments
+from llava_ln.training.args import TrainingArguments
+from llava_ln.training.llava_flags import VERSIONS, translate_llava_flags
+from llava_ln.tuning.args import TuningArguments
+
+
+def parsed(*argv):
+    out, flags = translate_llava_flags(list(argv) + ["--output_dir", "x"])
+    model, data, tuning, train = parse_flags(out, (ModelArguments, DataArguments, TuningArguments, TrainingArguments),
+                                             prog="test")
+    return model, data, tuning, train, flags
+
+
+@pytest.mark.parametrize("version,template", [("v1", "vicuna_v1"), ("plain", "plain"), ("llava_llama_2", "llama_2"),
+                                              ("mistral_instruct", "mistral"), ("chatml_direct", "chatml"),
+                                              ("llama3", "llama_3")])
+def test_version_is_the_conv_template(version, template):
+    _, data, _, _, flags = parsed("--version", version, "--tune_mode", "ln")
+    assert data.conv_template == template
+    # An inexact equivalent says what differs; an exact one does not warn.
+    assert bool(flags.warnings) is bool(VERSIONS[version][1])
+
+
+@pytest.mark.parametrize("argv,mode", [
+    (("--lora_enable", "True", "--lora_r", "128"), "lora"),
+    (("--tune_mm_mlp_adapter", "True"), "connector"),
+    (("--lora_enable", "False", "--tune_mode", "ln_simple"), "ln_simple"),
+    (("--tune_mode=attn_qv",), "attn_qv"),
+])
+def test_mode_switches(argv, mode):
+    _, _, tuning, _, flags = parsed(*argv)
+    assert tuning.tune_mode == mode and not any("no --tune_mode" in w for w in flags.warnings)
+
+
+def test_no_mode_at_all_means_full_finetuning_as_in_llava_and_says_so():
+    _, _, tuning, _, flags = parsed("--version", "v1")
+    assert tuning.tune_mode == "full"
+    assert any("--tune_mode full" in w and "--tune_mode ln" in w for w in flags.warnings)
+    assert {"given": "(no --tune_mode)", "becomes": "--tune_mode full",
+            "note": "LLaVA trains every LLM weight unless told otherwise"} in flags.record()["mapped"]
+
+
+def test_the_v15_scripts_llava_only_flags_are_accepted():
+    model, data, tuning, train, flags = parsed(
+        "--mm_use_im_start_end", "False", "--mm_use_im_patch_token", "False", "--per_device_eval_batch_size", "4",
+        "--group_by_length", "True", "--save_strategy", "epoch", "--data_seed", "3", "--model_max_length", "512",
+        "--mm_vision_select_feature", "cls_patch", "--image_aspect_ratio", "square", "--bf16", "True",
+        "--freeze_mm_mlp_adapter", "True", "--optim", "adamw_torch", "--remove_unused_columns", "False",
+        "--lora_bias", "none", "--mm_patch_merge_type", "flat", "--eval_strategy", "no", "--tune_mode", "ln")
+    assert data.group_by_modality_length and train.save_strategy == "epoch" and train.data_seed == 3
+    assert data.model_max_length == 512 and model.mm_vision_select_feature == "cls_patch" and train.bf16
+    assert data.image_aspect_ratio == "square" and tuning.tune_connector is False
+    given = {entry["given"].split()[0] for entry in flags.mapped}
+    assert {"--mm_use_im_start_end", "--per_device_eval_batch_size", "--group_by_length", "--optim"} <= given
+
+
+@pytest.mark.parametrize("argv,message", [
+    (("--mm_use_im_start_end", "True"), "--mm_use_im_start_end True is not supported"),
+    (("--mm_use_im_patch_token", "True"), "--mm_use_im_patch_token True is not supported"),
+    (("--version", "v0"), "--version v0: .* use --conv_template"),
+    (("--version", "v1", "--conv_template", "plain"), "pass one of them"),
+    (("--lora_enable", "True", "--tune_mode", "ln"), "--lora_enable True means --tune_mode lora"),
+    (("--lora_enable", "True", "--tune_mm_mlp_adapter", "True"), "--tune_mode connector"),
+    (("--freeze_backbone", "True"), "--freeze_backbone is not supported; use --tune_mode connector"),
+    (("--fsdp", "full_shard"), "use --deepspeed"),
+    (("--image_aspect_ratio", "anyres"), "use pad"),
+    (("--optim", "sgd"), "use adamw_torch"),
+    (("--lora_bias", "all"), "use none"),
+])
+def test_refusals_are_one_line_saying_what_to_use(argv, message):
+    with pytest.raises(LlavaLnError, match=message) as err:
+        translate_llava_flags(list(argv))
+    assert "\n" not in str(err.value)
+
+
+def test_cache_dir_points_hub_downloads_there(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", constants.HF_HUB_CACHE)
+    monkeypatch.setenv("HF_HUB_CACHE", "unchanged")
+    *_, flags = parsed("--cache_dir", str(tmp_path / "hub"), "--tune_mode", "ln")
+    flags.apply_cache_dir()
+    assert constants.HF_HUB_CACHE == os.environ["HF_HUB_CACHE"] == str(tmp_path / "hub")
+
+
+def _plan(tiny_llm, tiny_vision, mode, **tuning):
+    from llava_ln.model.backbones import load_tokenizer
+    from llava_ln.model.builder import build_mllm
+    from llava_ln.tuning.plan import apply_tune_mode
+
+    model, _ = build_mllm(ModelArguments(model_name_or_path=tiny_llm("llama"), vision_tower=tiny_vision("clip")),
+                          load_tokenizer(tiny_llm("llama")), on_meta=True)
+    return apply_tune_mode(model, TuningArguments(tune_mode=mode, lora_r=4, lora_alpha=8, **tuning))[1]
+
+
+@pytest.mark.parametrize("mode,argv,ignored", [
+    ("ln", ("--lora_r", "8", "--lora_alpha", "16"), ["--lora_r", "--lora_alpha"]),
+    ("ln_simple", ("--mm_projector_lr", "2e-5", "--norm_lr", "1e-3"), ["--mm_projector_lr"]),
+    ("lora", ("--norm_lr", "1e-3", "--lora_r", "4"), ["--norm_lr"]),
+    ("connector", ("--mm_projector_lr", "1e-3", "--gradient_checkpointing_ratio", "0.5"),
+     ["--gradient_checkpointing_ratio"]),
+])
+def test_a_flag_with_no_effect_in_the_mode_is_a_warning_naming_it(tiny_llm, tiny_vision, caplog, mode, argv, ignored):
+    _, _, _, train, flags = parsed(*argv, "--tune_mode", mode)
+    with caplog.at_level(logging.WARNING, logger="llava_ln.train"):
+        lines = flags.warn_ineffective(_plan(tiny_llm, tiny_vision, mode), train)
+    assert [line.split()[0] for line in lines] == ignored
+    assert all(line in caplog.text for line in lines) and all(line in flags.record()["warnings"] for line in lines)
+
+
+def test_freezing_the_connector_keeps_it_out_of_the_trainable_set(tiny_llm, tiny_vision):
+    frozen = _plan(tiny_llm, tiny_vision, "lora", tune_connector=False)
+    assert not frozen.trains_connector and frozen.lora_names
+    assert _plan(tiny_llm, tiny_vision, "ln_simple", tune_connector=True).trains_connector
+
+
+def test_a_llava_command_line_hears_about_defaults_that_differ():
+    *_, flags = parsed("--version", "v1", "--lora_enable", "True", "--learning_rate", "2e-4",
+                       "--mm_projector_type", "mlp2x_gelu")
+    flags.report(decided={"mm_vision_select_layer": -2})  # a multimodal checkpoint decided this one
+    named = {line.split()[0] for line in flags.warnings if "not given" in line}
+    assert named == {"--image_aspect_ratio", "--model_max_length", "--lr_scheduler_type", "--num_train_epochs",
+                     "--lora_r", "--lora_alpha"}
+    assert any("--image_aspect_ratio square for LLaVA's behaviour" in line for line in flags.warnings)
+    *_, plain = parsed("--tune_mode", "ln")  # not a LLaVA command line: llava-ln's defaults are simply its own
+    plain.report()
+    assert not any("not given" in line for line in plain.warnings)
