@@ -1,6 +1,6 @@
 """Per-rank peak CPU memory of ZeRO-3 stage 2 on 2 ranks against one process: what the model adds.
 
-    python bench/zero3_memory.py [--params 600e6] [--steps 2] [--world_size 2] [--keep DIR]
+    python bench/zero3_memory.py [--params 600e6] [--hidden 1536] [--steps 2] [--world_size 2] [--keep DIR]
 
 Builds a LLaMA-shaped LLM of about --params parameters from a config (random weights, written
 tensor by tensor as safetensors shards into a temporary folder, with the toy world's tokenizer),
@@ -73,15 +73,15 @@ def run_child(out_dir: str, argv: list[str]) -> int:
     return code
 
 
-def llama_config_for(params: float, vocab_size: int):
-    """A LLaMA config of about `params` parameters (hidden 1536, intermediate 4096, 24 heads): layers are added."""
+def llama_config_for(params: float, vocab_size: int, hidden: int = 1536):
+    """A LLaMA config of about `params` parameters (intermediate 8/3 hidden, head size 64): layers are added."""
     from transformers import LlamaConfig
 
-    hidden, intermediate = 1536, 4096
+    intermediate = 8 * hidden // 3
     per_layer = 4 * hidden * hidden + 3 * hidden * intermediate + 2 * hidden
     layers = max(1, round((params - 2 * vocab_size * hidden) / per_layer))
     return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
-                       num_hidden_layers=layers, num_attention_heads=24, num_key_value_heads=24,
+                       num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
                        max_position_embeddings=1024, tie_word_embeddings=False)
 
 
@@ -99,7 +99,7 @@ def count_parameters(folder: str) -> int:
     return sum(math.prod(shape) for shape in _shapes(AutoConfig.from_pretrained(folder)).values())
 
 
-def write_llm(folder: str, params: float, toy_llm: str) -> int:
+def write_llm(folder: str, params: float, toy_llm: str, hidden: int = 1536) -> int:
     """A random LLaMA of about `params` parameters, written tensor by tensor (never whole in memory)."""
     import torch
     from transformers import AutoConfig
@@ -107,7 +107,7 @@ def write_llm(folder: str, params: float, toy_llm: str) -> int:
     sys.path.insert(0, REPO)
     from llava_ln.checkpoint.tensors import ShardedTensorWriter
 
-    config = llama_config_for(params, AutoConfig.from_pretrained(toy_llm).vocab_size)
+    config = llama_config_for(params, AutoConfig.from_pretrained(toy_llm).vocab_size, hidden)
     shapes = _shapes(config)
     os.makedirs(folder, exist_ok=True)
     config.save_pretrained(folder)
@@ -169,6 +169,7 @@ def measure(name: str, root: str, world: str, llm: str, steps: int, world_size: 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=float, default=600e6, help="LLM size in parameters (about).")
+    parser.add_argument("--hidden", type=int, default=1536, help="LLM hidden size (blocks are added to reach --params).")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--world_size", type=int, default=2)
     parser.add_argument("--keep", default=None, help="Work in this folder and keep it (default: a temp folder); "
@@ -181,7 +182,7 @@ def main(argv=None) -> dict:
             subprocess.run([sys.executable, "-m", "llava_ln.cli", "toy", "--out", world, "--scale", "0.05"], cwd=REPO,
                            check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=REPO))
         llm = os.path.join(root, "llm")
-        params = count_parameters(llm) if os.path.exists(llm) else write_llm(llm, args.params, os.path.join(world, "llm"))
+        params = count_parameters(llm) if os.path.exists(llm) else write_llm(llm, args.params, os.path.join(world, "llm"), args.hidden)
         runs = {}
         for name in ("zero3_toy", "zero3", "single_toy", "single"):
             model = os.path.join(world, "llm") if name.endswith("toy") else llm
