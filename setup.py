@@ -28,6 +28,7 @@ setup(
         "train": ["deepspeed>=0.16", "tensorboard>=2.14"],
         "flash": ["flash-attn>=2.6"],
         "kernels": ["liger-kernel>=0.5"],  # fused Triton kernels for --kernels liger/auto (CUDA only)
+        "quant": ["bitsandbytes>=0.50"],  # --bits 4|8: a quantized frozen base (NF4/FP4 on CPU too)
         "eval": ["pycocoevalcap>=1.2"],
         "demo": ["matplotlib>=3.7"],
         "dev": ["pytest>=8", "ruff>=0.6"],

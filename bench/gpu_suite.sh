@@ -3,6 +3,7 @@
 #
 #   bash bench/gpu_suite.sh              # on the GPU machine, with .wheels/ carried (bench/prepare_gpu_wheels.sh)
 #   bash bench/gpu_suite.sh --dry_run    # the same steps on this CPU at tiny size, no wheel install
+#   bash bench/gpu_suite.sh --quant      # instead: the quantized-base steps (bench/gpu_suite_quant.py)
 #
 # First installs what the GPU image lacks (DeepSpeed and its helpers into /tmp/site, liger-kernel and
 # bitsandbytes into /tmp/site-extra) from WHEELS (default .wheels/, ignored by git), offline and without
@@ -23,10 +24,12 @@ set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 DRY_RUN=0
+QUANT=0
 for arg in "$@"; do
   case "$arg" in
     --dry_run|--dry-run) DRY_RUN=1 ;;
-    *) echo "gpu_suite.sh: unknown argument $arg (only --dry_run)" >&2; exit 2 ;;
+    --quant) QUANT=1 ;;  # the quantized-base steps instead of the usual ones (bench/gpu_suite_quant.py)
+    *) echo "gpu_suite.sh: unknown argument $arg (--dry_run, --quant)" >&2; exit 2 ;;
   esac
 done
 PYTHON="${PYTHON:-python3}"
@@ -39,6 +42,7 @@ export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
 run_args=(--work "$WORK")
 [ -n "${SUITE_BUDGET_S:-}" ] && run_args+=(--budget_s "$SUITE_BUDGET_S")
+[ "$QUANT" = 1 ] && run_args+=(--quant)
 if [ "$DRY_RUN" = 1 ]; then
   run_args+=(--dry_run)
 else

@@ -195,7 +195,10 @@ def throughput_table(ours_path: str, baseline_path: str) -> list[dict]:
         row = {"mode": mode, "llava_ln_step_s": mine.get("step_s_median"),
                "llava_ln_tokens_per_s": mine.get("tokens_per_s"), "llava_ln_peak_gib": mine.get("peak_mem_gib"),
                "baseline_step_s": other.get("step_s_median"), "baseline_tokens_per_s": other.get("tokens_per_s"),
-               "baseline_peak_gib": other.get("peak_mem_gib"), "trainable": mine.get("trainable")}
+               "baseline_peak_gib": other.get("peak_mem_gib"), "trainable": mine.get("trainable"),
+               # the recompute plan train_throughput.py ran with, and its estimate of the peak measured above
+               "llava_ln_checkpointed_blocks": mine.get("checkpointed_blocks"),
+               "llava_ln_estimated_peak_gib": mine.get("estimated_peak_gib")}
         if row["llava_ln_step_s"] and row["baseline_step_s"]:
             row["speedup"] = round(row["baseline_step_s"] / row["llava_ln_step_s"], 3)
         if row["llava_ln_peak_gib"] is not None and row["baseline_peak_gib"] is not None:

@@ -1,6 +1,6 @@
 """The GPU suite's steps and its summary (bench/gpu_suite.sh installs the wheels, then runs this).
 
-    python bench/gpu_suite_run.py --work DIR [--dry_run] [--install DIR/install.json]
+    python bench/gpu_suite_run.py --work DIR [--dry_run] [--quant] [--install DIR/install.json]
 
 Steps, each timed, checked and continued past when it fails:
   toy_world                      `llava-ln toy`
@@ -11,6 +11,8 @@ Steps, each timed, checked and continued past when it fails:
   export_hf                      `llava-ln export --format hf` (verified in a fresh transformers process)
   throughput_llava_ln            bench/train_throughput.py, every tune mode, 7B shape
   throughput_baseline            the plain transformers+PEFT loop (hf_peft_baseline.py), same shapes, same call
+With --quant, toy_world and then only the quantized-base steps of bench/gpu_suite_quant.py run (a
+4-bit ZeRO-2 run, its eval and 4-bit export, the 13B-shape 4-bit throughput next to the baseline's LoRA).
 The ZeRO-2 and ZeRO-3 chains run side by side, and so do the two evaluations and the export
 (tiny models); the throughput runs come last, alone on the GPU. --dry_run runs the same steps on
 the CPU at tiny size (fp32, DeepSpeed over gloo). One summary JSON is printed at the end and
@@ -195,6 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dry_run", action="store_true", help="CPU, tiny sizes, fp32, DeepSpeed over gloo")
     parser.add_argument("--install", default=None, help="install.json written by gpu_suite.sh")
     parser.add_argument("--budget_s", type=float, default=None, help="override the profile's time budget")
+    parser.add_argument("--quant", action="store_true", help="run the quantized-base steps (gpu_suite_quant.py) "
+                        "instead of the usual ones")
     args = parser.parse_args(argv)
     name = "dry_run" if args.dry_run else "gpu"
     profile = PROFILES[name]
@@ -210,18 +214,25 @@ def main(argv=None) -> int:
         return os.path.join(runs, f"{stage}_stage2")
 
     runner.run(Step("toy_world", _cli("toy", "--out", world, "--scale", profile.toy_scale), profile.eval_timeout_s))
-    chains = [zero_chain(world, runs, profile, zero) for zero in (2, 3)]
-    for chain in chains:
-        for step in chain:
-            step.needs = step.needs or ("toy_world",)
-    runner.run_chains(chains)
-    evals, throughput = later_steps(world, runs, logs, profile, find_baseline(), model_of)
-    runner.run_chains([[step] for step in evals])
-    runner.run_chains([throughput])
-
-    order = ["toy_world"] + [s.name for c in chains for s in c] + [s.name for s in evals + throughput]
-    steps = {n: runner.results[n] for n in order}
     ours, theirs = os.path.join(logs, "throughput_llava_ln.out"), os.path.join(logs, "throughput_baseline.out")
+    if args.quant:  # the quantized-base steps alone (bench/gpu_suite_quant.py)
+        from gpu_suite_quant import quant_steps, quant_table
+
+        quant = quant_steps(world, runs, logs, profile, find_baseline(), _train_argv, _cli)
+        runner.run_chains([quant])
+        order, tables = ["toy_world"] + [s.name for s in quant], {"quant_table": quant_table(logs)}
+    else:
+        chains = [zero_chain(world, runs, profile, zero) for zero in (2, 3)]
+        for chain in chains:
+            for step in chain:
+                step.needs = step.needs or ("toy_world",)
+        runner.run_chains(chains)
+        evals, throughput = later_steps(world, runs, logs, profile, find_baseline(), model_of)
+        runner.run_chains([[step] for step in evals])
+        runner.run_chains([throughput])
+        order = ["toy_world"] + [s.name for c in chains for s in c] + [s.name for s in evals + throughput]
+        tables = {"throughput_table": checks.throughput_table(ours, theirs)}
+    steps = {n: runner.results[n] for n in order}
     install = {"status": "skipped", "reason": "dry_run"}
     if args.install and os.path.exists(args.install):
         with open(args.install, encoding="utf-8") as handle:
@@ -234,7 +245,7 @@ def main(argv=None) -> int:
         "settings": {**asdict(profile), "throughput": " ".join(profile.throughput), "throughput_modes": ALL_MODES,
                      "baseline_modes": BASELINE_MODES, "eval_batch": EVAL_BATCH, "baseline": find_baseline()},
         "steps": steps,
-        "throughput_table": checks.throughput_table(ours, theirs),
+        **tables,
     }
     write_outputs(summary, work, os.environ.get("OUT"), {"throughput_llava_ln.jsonl": ours,
                                                          "throughput_baseline.jsonl": theirs})

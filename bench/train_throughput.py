@@ -8,12 +8,16 @@ in one GPU call and compare line by line:
     python ../shared/bench/hf_peft_baseline.py --size 7b --modes ln_simple,connector,ln,lora,full
 
 What runs is what `llava-ln train` runs, minus data loading: build_mllm (on the meta device from
-configs, then random bf16 weights on the GPU), apply_tune_mode, enable_gradient_checkpointing,
-TorchStrategy.setup (trainable fp32 masters, frozen bf16, autocast, fused AdamW, clipping) and
-strategy.forward_backward + optimizer_step on a batch in the collator's contract (576 image
-tokens first, then text; loss on the text). Differences from the baseline that come from our
-step: the LM head and the loss run only where a next token is supervised, and
---gc_ratios can leave the last blocks un-checkpointed. --size tiny runs on a CPU (fp32).
+configs, then random bf16 weights on the GPU), apply_tune_mode, apply_kernels (--kernels, default
+auto), the recompute plan (--gradient_checkpointing, default auto: training.recompute picks the
+fewest checkpointed blocks whose estimated peak fits --memory_budget_gib, default the GPU's free
+memory minus a margin), TorchStrategy.setup (trainable fp32 masters, frozen bf16, autocast, fused
+AdamW, clipping) and strategy.forward_backward + optimizer_step on a batch in the collator's
+contract (576 image tokens first, then text; loss on the text). Differences from the baseline that
+come from our step: the lean kernels, the fused head + loss on supervised rows only, and the
+recompute plan. --gc_ratios 1.0,0.5 measures fixed shares of checkpointed blocks instead (1.0 is
+the baseline's full checkpointing); --no-gc none at all. Each line also carries the plan's
+`estimated_peak_gib`, to compare with the measured `peak_mem_gib`. --size tiny runs on a CPU (fp32).
 """
 import argparse
 import gc
@@ -29,14 +33,16 @@ from transformers import CLIPVisionConfig, LlamaConfig
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from llava_ln.core.distributed import DistContext  # noqa: E402
+from llava_ln.kernels import apply_kernels, resolve_kernel_backend  # noqa: E402
 from llava_ln.model.args import ModelArguments  # noqa: E402
 from llava_ln.model.builder import build_mllm  # noqa: E402
 from llava_ln.model.parts import unwrap  # noqa: E402
-from llava_ln.training.args import TrainingArguments  # noqa: E402
-from llava_ln.training.memory import (
-    enable_gradient_checkpointing,  # noqa: E402
-    resolve_precision,  # noqa: E402
+from llava_ln.training.args import (
+    TrainingArguments,  # noqa: E402
+    gradient_checkpointing_choice,  # noqa: E402
 )
+from llava_ln.training.memory import checkpoint_first_blocks, resolve_precision  # noqa: E402
+from llava_ln.training.recompute import RecomputePlan, default_budget_gib, plan_for_model_args  # noqa: E402
 from llava_ln.training.strategy import TorchStrategy  # noqa: E402
 from llava_ln.tuning.args import TuningArguments  # noqa: E402
 from llava_ln.tuning.groups import is_norm_module  # noqa: E402
@@ -68,7 +74,12 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--no-gc", action="store_true", help="no gradient checkpointing at all")
-    parser.add_argument("--gc_ratios", default="1.0", help="comma list: share of LLM blocks that recompute")
+    parser.add_argument("--gc_ratios", default=None, help="comma list: share of LLM blocks that recompute "
+                        "(instead of --gradient_checkpointing)")
+    parser.add_argument("--gradient_checkpointing", default="auto", help="auto | on | off (as llava-ln train)")
+    parser.add_argument("--memory_budget_gib", type=float, default=None, help="for auto (default: free GPU memory "
+                        "minus a margin; on a CPU auto checkpoints every block)")
+    parser.add_argument("--kernels", default="auto", help="auto | torch | liger | none (as llava-ln train)")
     return parser.parse_args(argv)
 
 
@@ -124,7 +135,20 @@ def synthetic_batch(spec, vocab_size: int, image_size: int, batch: int, seq: int
     }
 
 
-def run(mode: str, gc_ratio: float | None, opts, model_args: ModelArguments, device) -> dict:
+def recompute_plan(mode: str, gc_ratio, opts, model_args: ModelArguments, precision, kernels_backend: str,
+                   device) -> RecomputePlan:
+    """gc_ratio: a share of checkpointed blocks, None for none, "plan" for --gradient_checkpointing."""
+    requested = "on" if isinstance(gc_ratio, float) else "off" if gc_ratio is None else \
+        gradient_checkpointing_choice(opts.gradient_checkpointing)
+    budget = opts.memory_budget_gib if opts.memory_budget_gib is not None else default_budget_gib(device)
+    plan, _ = plan_for_model_args(requested, model_args, TuningArguments(tune_mode=mode),
+                                  kernels_backend=kernels_backend, dtype=precision.compute_dtype,
+                                  batch_size=opts.batch, seq=opts.seq, budget_gib=budget,
+                                  ratio=gc_ratio if isinstance(gc_ratio, float) else 1.0)
+    return plan
+
+
+def run(mode: str, gc_ratio, opts, model_args: ModelArguments, device) -> dict:
     torch.manual_seed(0)
     train_args = TrainingArguments(output_dir="unused", bf16=device.type == "cuda", learning_rate=1e-5)
     precision = resolve_precision(train_args, device)
@@ -136,9 +160,12 @@ def run(mode: str, gc_ratio: float | None, opts, model_args: ModelArguments, dev
         model, plan = apply_tune_mode(model, TuningArguments(tune_mode=mode))
     finally:
         torch.set_default_dtype(previous)
+    # Planned before the weights take GPU memory: the default budget is the free memory.
+    recompute = recompute_plan(mode, gc_ratio, opts, model_args, precision,
+                               resolve_kernel_backend(opts.kernels, device)[0], device)
     materialise(model, device, precision.compute_dtype)
-    if gc_ratio is not None:
-        enable_gradient_checkpointing(model, gc_ratio)
+    kernels = apply_kernels(model, opts.kernels, device)
+    checkpoint_first_blocks(model, recompute.checkpointed_blocks)
     strategy = TorchStrategy(train_args, DistContext(0, 1, 0, device, None), precision)
     strategy.setup(model, plan.param_groups(model, train_args.learning_rate, train_args.weight_decay))
     unwrap(model).train()
@@ -163,8 +190,11 @@ def run(mode: str, gc_ratio: float | None, opts, model_args: ModelArguments, dev
             times.append(time.perf_counter() - tick)
         loss = float(loss_tensor)
     step_s = sorted(times)[len(times) // 2]
-    result = dict(mode=mode, size=opts.size, attn=spec.attn_implementation, grad_ckpt=gc_ratio is not None,
-                  gc_ratio=gc_ratio, impl="llava-ln", batch=opts.batch, seq=opts.seq, trainable=n_train,
+    result = dict(mode=mode, size=opts.size, attn=spec.attn_implementation, grad_ckpt=recompute.checkpointed_blocks > 0,
+                  gc_ratio=round(recompute.checkpointed_blocks / recompute.total_blocks, 4), impl="llava-ln",
+                  kernels=kernels.backend, gradient_checkpointing=recompute.requested,
+                  checkpointed_blocks=recompute.checkpointed_blocks, estimated_peak_gib=recompute.estimated_peak_gib,
+                  batch=opts.batch, seq=opts.seq, trainable=n_train,
                   total=n_all, trainable_pct=round(100 * n_train / n_all, 5), step_s_median=round(step_s, 4),
                   step_s_min=round(min(times), 4), step_s_max=round(max(times), 4),
                   tokens_per_s=round(opts.batch * opts.seq / step_s, 1), loss=round(loss, 4),
@@ -184,7 +214,7 @@ def main(argv=None) -> int:
 
     print(json.dumps(dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
                           impl="llava-ln")), flush=True)
-    ratios = [None] if opts.no_gc else [float(r) for r in opts.gc_ratios.split(",")]
+    ratios = [None] if opts.no_gc else [float(r) for r in opts.gc_ratios.split(",")] if opts.gc_ratios else ["plan"]
     with tempfile.TemporaryDirectory() as root:
         model_args = write_configs(root, opts.size)
         model_args.attn_implementation = opts.attn

@@ -19,3 +19,16 @@ commands/ (the `llava-ln` subcommands) and cli.py (the console script).
 """
 
 __version__ = "0.1.0"
+
+
+def _quiet_bitsandbytes_cpu_notice() -> None:
+    """PEFT imports bitsandbytes whenever it is installed (the [quant] extra), and on AVX512-BF16 CPUs
+    bitsandbytes then warns that an optional hub kernel package is absent. Its own fallback is what
+    llava-ln runs and tests, so that one notice would only be noise on every command's stderr."""
+    import logging
+
+    notice = "Failed to load CPU gemm_4bit_forward from kernels-community"
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda record: notice not in str(record.msg))
+
+
+_quiet_bitsandbytes_cpu_notice()

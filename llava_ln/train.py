@@ -26,13 +26,18 @@ from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connect
 from llava_ln.core.distributed import distributed_session
 from llava_ln.core.flags import parse_flags
 from llava_ln.data import DataArguments, DataCollator, build_train_dataset, build_train_sampler, load_data_components
+from llava_ln.kernels import apply_kernels
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.parts import unwrap
+from llava_ln.model.quantize import quantize_llm_linears
 from llava_ln.training.args import TrainingArguments, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
 from llava_ln.training.llava_flags import translate_llava_flags
 from llava_ln.training.loop import EpochPlan, Loop, total_steps_for
-from llava_ln.training.memory import enable_gradient_checkpointing, resolve_precision
+from llava_ln.training.memory import checkpoint_first_blocks, resolve_precision
+from llava_ln.training.optim import trainable_state_savings, use_sparse_embedding_grad
+from llava_ln.training.quantized_base import check_quantized_run
+from llava_ln.training.recompute import resolve_recompute
 from llava_ln.training.reporting import (
     Reporter,
     configure_logging,
@@ -58,6 +63,7 @@ def main(argv=None) -> int:
         prog="llava-ln train", description="Stage 1 or stage 2 training of a LLaVA-style model.",
     )
     check_training_args(args)
+    quantization = check_quantized_run(model_args, tuning_args, args)  # --bits 4|8: refuse what cannot combine
     llava_flags.apply_cache_dir()
     data_seed = args.seed if args.data_seed is None else args.data_seed
     with distributed_session("cpu" if args.use_cpu else "auto", use_deepspeed=bool(args.deepspeed),
@@ -73,14 +79,22 @@ def main(argv=None) -> int:
         data = load_data_components(model_args, data_args)
         # Under ZeRO-3 created partitioned and filled shard by shard, each rank reading only its partitions.
         model, spec = build_training_model(model_args, data.tokenizer, args, context, precision)
+        quantize_llm_linears(model, quantization, device=context.device)  # no-op without --bits 4|8
 
         # 3. Tuning: what trains; stage 2 starts from the stage-1 connector (or the multimodal start's own).
         model, plan = apply_tune_mode(model, tuning_args,
                                       connector_pretrained=bool(args.pretrain_mm_mlp_adapter or start))
         llava_flags.warn_ineffective(plan, args)
         stage1_values = load_connector(model, args.pretrain_mm_mlp_adapter) if args.pretrain_mm_mlp_adapter else None
-        if args.gradient_checkpointing:
-            enable_gradient_checkpointing(model, args.gradient_checkpointing_ratio)
+        # Kernels sit below tuning: lean modules (and the fused loss) go into the tuned model; then what recomputes.
+        kernels = apply_kernels(model, args.kernels, context.device)
+        if args.sparse_embedding_grad:
+            logger.info(use_sparse_embedding_grad(model, context))
+        recompute = resolve_recompute(args, model, model_args, data_args, tuning_args, kernels_backend=kernels.backend,
+                                      precision=precision, context=context, tokenizer=data.tokenizer,
+                                      trainable_savings=trainable_state_savings(model, args))
+        checkpoint_first_blocks(model, recompute.checkpointed_blocks)
+        logger.info(recompute.summary())
         names_by_id = {id(p): n for n, p in unwrap(model).named_parameters()}
 
         # 4. Data: lazy dataset, a fixed order per (seed, epoch), THE batch contract.
@@ -122,6 +136,7 @@ def main(argv=None) -> int:
                                  spec=spec, strategy=strategy, total_steps=total_steps,
                                  steps_per_epoch=order.steps_per_epoch(), dataset_size=len(dataset))
         config["llava_flags"] = llava_flags.record()
+        config["resolved"].update(kernels=kernels.as_dict(), gradient_checkpointing=recompute.as_dict())
         if context.is_main:
             write_run_info(args.output_dir, config, plan.table(), strategy.optimizer, handed, names_by_id)
             logger.info("training %d steps (%d per epoch), %s, %s, %d rank(s)", total_steps,

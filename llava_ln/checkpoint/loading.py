@@ -3,7 +3,8 @@
 A run folder is rebuilt from its manifest: base LLM + vision tower, or the multimodal checkpoint the run
 started from (checkpoint.llava_sources; checked first, on the meta device,
 against every stored tensor's header, so a checkpoint from another model fails with one line naming
-the tensor), then the stage-1 connector, the LoRA adapter and the trained tensors. A folder that holds
+the tensor), then the stage-1 connector, the LoRA adapter and the trained tensors; the files are first
+checked against the manifest's checksums, and the manifest against them. A folder that holds
 only DeepSpeed ZeRO shards is consolidated on the way (zero_shards.py). A merged folder is
 self-contained. The base paths a run's manifest records can be overridden (BaseOverrides) when the run
 was trained on another machine. Evaluation, merge and export all open checkpoints here.
@@ -14,15 +15,23 @@ from typing import Optional
 
 import torch
 
+from llava_ln.checkpoint.integrity import verify_files
 from llava_ln.checkpoint.manifest import Manifest, read_manifest, tuning_arguments
-from llava_ln.checkpoint.merged_folder import SELF, load_merged_model, merged_image_token_check
-from llava_ln.checkpoint.run_folder import TRAINED_STEM, apply_run, check_run_against_base, load_run_connector
+from llava_ln.checkpoint.merged_folder import SELF, load_merged_model, merged_image_token_check, merged_weight_files
+from llava_ln.checkpoint.run_folder import (
+    TRAINED_STEM,
+    apply_run,
+    check_run_against_base,
+    load_run_connector,
+    verify_run_files,
+)
 from llava_ln.checkpoint.tensors import assign_tensors, tensor_files
 from llava_ln.core.constants import strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import flash_attention_available, load_tokenizer, resolve_attn_implementation
 from llava_ln.model.parts import unwrap
+from llava_ln.model.quantize import QuantSettings, quantize_llm_linears
 
 
 @dataclass
@@ -100,23 +109,31 @@ def effective_manifest(path: str, overrides: BaseOverrides | None = None) -> Man
 
 
 def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=torch.float32, device="cpu",
-                    attn_implementation: str | None = None) -> LoadedModel:
-    """Rebuild the model a checkpoint folder describes, in eval mode on device."""
+                    attn_implementation: str | None = None, quantization: QuantSettings | None = None) -> LoadedModel:
+    """Rebuild the model a checkpoint folder describes, in eval mode on device.
+
+    quantization: quantize the base's block linears (on device) before a run's tensors and LoRA adapter
+    are applied, as a --bits run trained; None (default) rebuilds the unquantized base, which is what
+    merge and export write.
+    """
     if not os.path.isdir(path):
         raise LlavaLnError(f"{path}: no such checkpoint folder")
     manifest = effective_manifest(path, overrides)
     tokenizer = load_tokenizer(manifest.tokenizer)
     if manifest.kind == "merged":
+        # Every weight file present and every one the manifest lists: an unlisted or a missing one is an error.
+        verify_files(path, manifest, merged_weight_files(path) + list(manifest.files))
         attn = resolve_attn_implementation(attn_implementation or "auto")
         model = load_merged_model(path, manifest.mm_projector_type, dtype=dtype, attn_implementation=attn)
         merged_image_token_check(path, model, tokenizer)
+        quantize_llm_linears(model, quantization, device)
     else:
-        model = _build_run_model(path, manifest, tokenizer, dtype, attn_implementation)
+        model = _build_run_model(path, manifest, tokenizer, dtype, attn_implementation, quantization, device)
     model.to(device).eval()
     return LoadedModel(path, manifest, model, tokenizer)
 
 
-def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation):
+def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation, quantization, device):
     from llava_ln.checkpoint.llava_sources import build_start_model
 
     args = model_arguments_from(manifest, attn_implementation)
@@ -125,10 +142,12 @@ def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_imple
         raise LlavaLnError(f"{path}: the tokenizer gives <image> id {spec.image_token_id}, the run used "
                            f"{manifest.image_token_id} (different tokenizer?)")
     has_tensors = bool(tensor_files(path, TRAINED_STEM))
+    verify_run_files(path, manifest)
     if has_tensors:
         check_run_against_base(path, manifest, meta_model)
     del meta_model
     model, _ = build_start_model(args, tokenizer, dtype)
+    quantize_llm_linears(model, quantization, device)
     if has_tensors:
         return apply_run(model, path, manifest)
     from llava_ln.checkpoint.zero_shards import zero_checkpoint_dir
@@ -144,7 +163,7 @@ def _apply_zero_checkpoint(model, path: str, manifest: Manifest):
     from llava_ln.checkpoint.zero_shards import consolidate_zero_checkpoint
     from llava_ln.tuning.plan import apply_tune_mode
 
-    print(f"{path}: consolidating DeepSpeed ZeRO shards with DeepSpeed's zero_to_fp32 utilities")
+    print(f"{path}: consolidating DeepSpeed ZeRO shards (read as plain tensors, never unpickled)")
     state = consolidate_zero_checkpoint(path)
     load_run_connector(model, path, manifest)
     model, plan = apply_tune_mode(model, tuning_arguments(manifest))

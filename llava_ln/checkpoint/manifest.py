@@ -3,18 +3,25 @@
 A training run writes one (run_manifest) from what was composed (the model spec), the data
 format and the TuningPlan; loading, merge and export rebuild the model from it and never guess
 from folder names.
+
+Format 2 adds `files`: the sha256 of every file the manifest covers (checkpoint.integrity).
+read_manifest checks every field's type, so a hand-edited or damaged manifest stops with one line
+naming the field instead of failing later, deep inside loading.
 """
 import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from llava_ln import __version__
+from llava_ln.checkpoint.integrity import check_digest_map
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.model.quantize import quant_settings
 from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.modes import TUNE_MODES
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `files` (checksums)
 KINDS = ("trained", "merged")
 
 
@@ -44,6 +51,10 @@ class Manifest:
     # The run started from a multimodal checkpoint, {"kind", "path"} (checkpoint.llava_sources); llm names it too.
     source: dict | None = None
     tune_connector: bool | None = None  # --tune_connector, when it overrode the mode
+    files: dict = field(default_factory=dict)  # relative path -> sha256 of every covered file
+    # {"bits", "quant_type", "double_quant"} when training saw the block linears quantized (--bits 4|8);
+    # the folder still holds trained tensors only, applied to the unquantized base when loaded.
+    quantization: dict | None = None
     format_version: int = FORMAT_VERSION
     llava_ln_version: str = __version__
 
@@ -66,16 +77,89 @@ def read_manifest(directory: str) -> Manifest:
     try:
         with open(path, encoding="utf-8") as handle:
             payload = json.load(handle)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise LlavaLnError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(payload, dict):
+        raise LlavaLnError(f"{path} holds a JSON {type(payload).__name__}, not an object")
     known = {f.name for f in fields(Manifest)}
     required = [f.name for f in fields(Manifest) if f.default is MISSING and f.default_factory is MISSING]
     absent = [name for name in required if name not in payload]
     if absent:
         raise LlavaLnError(f"{path} lacks required field(s): {', '.join(absent)}")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise LlavaLnError(f"{path} has format_version {payload['format_version']}; upgrade llava-ln to read it")
-    return Manifest(**{k: v for k, v in payload.items() if k in known})
+    version = payload.get("format_version", 1)
+    if not _is_int(version) or version < 1:
+        raise LlavaLnError(f"{path}: format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise LlavaLnError(f"{path} has format_version {version}; upgrade llava-ln to read it")
+    if version >= 2 and "files" not in payload:
+        raise LlavaLnError(f"{path} lacks required field(s): files")
+    values = {k: v for k, v in payload.items() if k in known}
+    values.setdefault("format_version", version)
+    check_field_types(values, path)
+    return Manifest(**values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _non_empty_str(value) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _lora(value) -> bool:
+    return isinstance(value, dict) and _is_int(value.get("r")) and value["r"] > 0 and all(
+        isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool) for k in ("alpha", "dropout"))
+
+
+def _tensor_entries(value) -> bool:
+    """trained_tensors: {name: [dim, ..., dtype name]}."""
+    return isinstance(value, dict) and all(
+        isinstance(name, str) and isinstance(entry, list) and entry and isinstance(entry[-1], str)
+        and all(_is_int(d) and d >= 0 for d in entry[:-1]) for name, entry in value.items())
+
+
+# field -> (check, what the field must be)
+_FIELD_CHECKS = {
+    "kind": (lambda v: v in KINDS, f"one of {', '.join(KINDS)}"),
+    "llm": (_non_empty_str, "a path or hub id"),
+    "tokenizer": (_non_empty_str, "a path or hub id"),
+    "vision_tower": (_non_empty_str, "a path or hub id"),
+    "mm_projector_type": (_non_empty_str, "a connector type"),
+    "mm_vision_select_layer": (_is_int, "an integer"),
+    "mm_vision_select_feature": (_non_empty_str, "a string"),
+    "tune_mode": (lambda v: v in TUNE_MODES, f"one of {', '.join(TUNE_MODES)}"),
+    "conv_template": (_non_empty_str, "a template name"),
+    "image_aspect_ratio": (_non_empty_str, "a string"),
+    "tune_embeddings": (lambda v: isinstance(v, bool), "true or false"),
+    "lora": (_optional(_lora), "null or {\"r\": int > 0, \"alpha\": number, \"dropout\": number}"),
+    "stage": (lambda v: v in (1, 2) and _is_int(v), "1 or 2"),
+    "pretrain_mm_mlp_adapter": (_optional(_non_empty_str), "null or a path"),
+    "attn_implementation": (_non_empty_str, "a string"),
+    "image_token_id": (_optional(lambda v: _is_int(v) and v >= 0), "null or a token id"),
+    "num_image_tokens": (_optional(lambda v: _is_int(v) and v > 0), "null or a positive integer"),
+    "global_step": (_optional(lambda v: _is_int(v) and v >= 0), "null or a step count"),
+    "trained_tensors": (_tensor_entries, "an object of tensor name -> [dims..., dtype]"),
+    "source": (_optional(lambda v: isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("kind", "path"))),
+               "null or {\"kind\": str, \"path\": str}"),
+    "tune_connector": (_optional(lambda v: isinstance(v, bool)), "null, true or false"),
+    "llava_ln_version": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def check_field_types(values: dict, where: str) -> None:
+    """One line naming the first field whose value has the wrong type."""
+    for name, (check, expected) in _FIELD_CHECKS.items():
+        if name in values and not check(values[name]):
+            shown = repr(values[name])
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise LlavaLnError(f"{where}: field {name!r} is {shown}, expected {expected}")
+    if "files" in values:
+        check_digest_map(values["files"], where)
 
 
 def _recorded(path: str | None) -> str | None:
@@ -105,7 +189,13 @@ def run_manifest(spec, model_args, data_args, plan, pretrain_adapter: str | None
         num_image_tokens=spec.num_image_tokens,
         source=spec.source,
         tune_connector=None if plan.trains_connector == ("connector" in plan.mode.groups) else plan.trains_connector,
+        quantization=_quantization(model_args),
     )
+
+
+def _quantization(model_args) -> dict | None:
+    settings = quant_settings(model_args.bits, model_args.quant_type, model_args.double_quant)
+    return settings.to_dict() if settings else None
 
 
 def tuning_arguments(manifest: Manifest) -> TuningArguments:

@@ -4,6 +4,7 @@
     manifest.json              kind "merged"; llm / tokenizer / vision_tower are "." (this folder)
     config.json                LlavaConfig (text + vision configs, image token, feature layer/strategy)
     model.safetensors          every weight, via save_pretrained (sharded with an index when large)
+                               (the manifest's `files` holds the sha256 of these weight files)
     non_native.safetensors     only when needed: tensors LlavaForConditionalGeneration cannot hold,
                                under llava-ln's names (see below)
     generation_config.json     eos = the tokenizer's eos plus the template's end-of-turn token
@@ -30,7 +31,8 @@ from transformers import LlavaForConditionalGeneration
 from llava_ln.checkpoint.tensors import assign_tensors, load_tensors, save_tensors, tensor_files
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.constants import CONNECTOR_PREFIX, IMAGE_TOKEN
-from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError, short_reason
+from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
 from llava_ln.model.parts import unwrap
 
@@ -46,6 +48,13 @@ def write_model_files(model, directory: str, projector_type: str) -> list:
     if extra:
         save_tensors(directory, NON_NATIVE_STEM, extra)
     return sorted(extra)
+
+
+def merged_weight_files(directory: str) -> list:
+    """Relative paths of a merged folder's weight files (and shard indexes): what its manifest's checksums cover."""
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    return [name for name in names if os.path.isfile(os.path.join(directory, name)) and (
+        name.startswith(("model", NON_NATIVE_STEM)) and name.endswith((".safetensors", ".safetensors.index.json")))]
 
 
 def write_provenance(directory: str, source_path: str, source_manifest) -> None:
@@ -82,11 +91,12 @@ def load_merged_model(path: str, projector_type: str, dtype=torch.float32, attn_
     """LlavaForConditionalGeneration with every merged tensor, including non-native ones."""
     with quiet_transformers():
         try:
+            # Our merged folders hold safetensors only: never let transformers fall back to a pickle.
             model = LlavaForConditionalGeneration.from_pretrained(
-                path, dtype=dtype, attn_implementation=attn_implementation
+                path, dtype=dtype, attn_implementation=attn_implementation, use_safetensors=True
             )
-        except (OSError, ValueError) as err:
-            raise LlavaLnError(f"{path}: cannot load the merged model ({err})") from None
+        except WEIGHT_LOAD_ERRORS as err:
+            raise LlavaLnError(f"{path}: cannot load the merged model ({short_reason(err)})") from None
     extra = load_tensors(os.path.join(path, NON_NATIVE_STEM)) if tensor_files(path, NON_NATIVE_STEM) else {}
     if projector_type != NATIVE_PROJECTOR_TYPE:
         connector = build_connector(projector_type, model.config)
@@ -114,8 +124,14 @@ def read_provenance(path: str) -> dict | None:
     file = os.path.join(path, MERGED_FROM)
     if not os.path.exists(file):
         return None
-    with open(file, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(file, encoding="utf-8") as handle:
+            provenance = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise LlavaLnError(f"{file} is not valid JSON ({err})") from None
+    if not isinstance(provenance, dict):
+        raise LlavaLnError(f"{file} holds a JSON {type(provenance).__name__}, not an object")
+    return provenance
 
 
 

@@ -14,26 +14,35 @@ fp32 masters (bf16 loading would otherwise round them).
 
 Before merge or export rebuild a run, every stored tensor is checked against the base model built
 on the meta device, reading only safetensors headers: the first mismatch is one line naming the
-file and the tensor, whichever file it sits in.
+file and the tensor, whichever file it sits in. The manifest must also agree with what it
+describes: its trained_tensors (names, shapes, dtypes) with the file headers, and its tune_mode
+with the set of tensors stored. The files about to be opened are first checked against the
+manifest's checksums (checkpoint.integrity).
 """
 import json
 import os
 import re
 
-from llava_ln.checkpoint.manifest import Manifest, write_manifest
+from llava_ln.checkpoint.integrity import digests_of, verify_files
+from llava_ln.checkpoint.manifest import MANIFEST_NAME, Manifest, tuning_arguments, write_manifest
 from llava_ln.checkpoint.partitions import gathered_value
 from llava_ln.checkpoint.tensors import (
+    TensorReader,
     assign_tensors,
+    is_pickle_name,
     load_tensors,
     load_torch_tensors_safely,
     save_tensors,
     stored_shapes,
+    tensor_file_names,
     tensor_files,
 )
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import CONNECTOR_PREFIX, strip_peft_prefix
-from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError, short_reason
+from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS
 from llava_ln.model.parts import unwrap
+from llava_ln.tuning.plan import saved_tensor_names
 
 TRAINED_STEM = "trained"
 STAGE1_CONNECTOR_STEM = "stage1_connector"
@@ -122,21 +131,26 @@ def trainable_tensors(model, plan) -> dict:
 
 
 def save_run(directory: str, model, manifest: Manifest, tensors: dict, lora_state_dict: dict | None = None,
-             stage1_connector: dict | None = None) -> None:
+             stage1_connector: dict | None = None, extra_files: dict | None = None) -> None:
     """Save a trained run into directory: tensors first (each file atomic), the manifest last.
 
     tensors: the trained non-LoRA tensors (gathered copies under ZeRO-3). lora_state_dict: PEFT adapter
     weights of a lora run. stage1_connector: the frozen stage-1 connector, stored when stage 2 did not
-    train it, so the folder alone rebuilds the model.
+    train it, so the folder alone rebuilds the model. extra_files: {relative path: sha256} of other
+    files already written into directory that the manifest covers too (a checkpoint's resume state).
     """
     os.makedirs(directory, exist_ok=True)
-    save_tensors(directory, TRAINED_STEM, tensors)
+    files = dict(extra_files or {})
+    files.update(save_tensors(directory, TRAINED_STEM, tensors))
     if stage1_connector:
-        save_tensors(directory, STAGE1_CONNECTOR_STEM, stage1_connector)
+        files.update(save_tensors(directory, STAGE1_CONNECTOR_STEM, stage1_connector))
     if manifest.lora is not None:
         with atomic_directory(os.path.join(directory, ADAPTER_DIR)) as tmp:
             model.save_pretrained(tmp, state_dict=lora_state_dict, safe_serialization=True)
+            written = [name for name in os.listdir(tmp) if os.path.isfile(os.path.join(tmp, name))]
+            files.update({f"{ADAPTER_DIR}/{name}": digest for name, digest in digests_of(tmp, written).items()})
     manifest.trained_tensors = {n: [*t.shape, str(t.dtype).replace("torch.", "")] for n, t in sorted(tensors.items())}
+    manifest.files = files
     write_manifest(directory, manifest)
 
 
@@ -168,10 +182,11 @@ def _attach_adapter(model, adapter_dir: str):
 
     if not os.path.exists(os.path.join(adapter_dir, "adapter_config.json")):
         raise LlavaLnError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json not found)")
+    _adapter_weights(adapter_dir)  # PEFT must find safetensors, never fall back to a pickle
     try:
         return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
-    except (RuntimeError, ValueError) as err:
-        raise LlavaLnError(f"{adapter_dir}: LoRA adapter does not fit this base model ({err})") from None
+    except WEIGHT_LOAD_ERRORS as err:
+        raise LlavaLnError(f"{adapter_dir}: LoRA adapter does not fit this base model ({short_reason(err)})") from None
 
 
 # ---- checking a run against its base (headers only) ----
@@ -196,10 +211,7 @@ def _check_adapter(adapter_dir: str, base_modules: dict) -> None:
             rank = int(json.load(handle).get("r", 0))
     except (OSError, ValueError, TypeError, AttributeError) as err:
         raise LlavaLnError(f"{config_path} is not a valid adapter config ({err})") from None
-    files = [os.path.join(adapter_dir, f) for f in sorted(os.listdir(adapter_dir)) if f.endswith(".safetensors")]
-    if not files:
-        raise LlavaLnError(f"{adapter_dir}: no adapter_model.safetensors")
-    for name, (shape, file) in sorted(stored_shapes(files).items()):
+    for name, (shape, file) in sorted(stored_shapes([_adapter_weights(adapter_dir)]).items()):
         # PEFT's file format: <module>.lora_A.weight / <module>.lora_B.weight
         module_name, _, factor = strip_peft_prefix(name).rpartition(".lora_")
         module = base_modules.get(module_name)
@@ -210,6 +222,54 @@ def _check_adapter(adapter_dir: str, base_modules: dict) -> None:
         if want is not None and shape != want:
             raise LlavaLnError(f"{file}: tensor {name} has shape {shape} but the base layer {module_name} "
                                f"needs {want} at rank {rank} {_HINT}")
+
+
+def _adapter_weights(adapter_dir: str) -> str:
+    """The adapter's weights file: adapter_model.safetensors (a pickled adapter_model.bin is refused)."""
+    path = os.path.join(adapter_dir, "adapter_model.safetensors")
+    if not os.path.isfile(path):
+        pickled = [f for f in sorted(os.listdir(adapter_dir)) if is_pickle_name(f)] if os.path.isdir(adapter_dir) else []
+        if pickled:
+            raise LlavaLnError(f"{os.path.join(adapter_dir, pickled[0])} is a PyTorch pickle file; llava-ln reads the "
+                               "LoRA adapter from adapter_model.safetensors only")
+        raise LlavaLnError(f"{adapter_dir}: no adapter_model.safetensors")
+    return path
+
+
+def verify_run_files(run_dir: str, manifest: Manifest) -> None:
+    """Check every file loading this run opens against the manifest's checksums.
+
+    A folder with only DeepSpeed shards (zero_shards) has no trained tensors or adapter to open:
+    its LoRA factors come from the shards, which DeepSpeed wrote and nothing here hashed.
+    """
+    trained = tensor_file_names(run_dir, TRAINED_STEM)
+    opened = trained + tensor_file_names(run_dir, STAGE1_CONNECTOR_STEM)
+    if manifest.lora is not None and trained:
+        opened += [f"{ADAPTER_DIR}/adapter_config.json", f"{ADAPTER_DIR}/adapter_model.safetensors"]
+    verify_files(run_dir, manifest, opened)
+
+
+def check_manifest_agrees(run_dir: str, manifest: Manifest, base_model) -> None:
+    """The manifest's trained_tensors and tune_mode must describe exactly what trained.safetensors holds."""
+    where = os.path.join(run_dir, MANIFEST_NAME)
+    reader = TensorReader(os.path.join(run_dir, TRAINED_STEM))
+    stored, recorded = reader.names(), manifest.trained_tensors
+    for name in sorted(stored ^ set(recorded)):
+        if name in stored:
+            raise LlavaLnError(f"{reader.location[name]} holds tensor {name}, which trained_tensors in {where} "
+                               "does not list (edited manifest or mixed files?)")
+        raise LlavaLnError(f"{where} lists tensor {name}, which {run_dir}/{TRAINED_STEM}.safetensors lacks "
+                           "(edited manifest or mixed files?)")
+    for name in sorted(stored):
+        *shape, dtype = recorded[name]
+        if tuple(shape) != reader.shape(name) or dtype != reader.dtype(name):
+            raise LlavaLnError(f"{where} gives tensor {name} as {tuple(shape)} {dtype}, but {reader.location[name]} "
+                               f"holds {reader.shape(name)} {reader.dtype(name)} (edited manifest?)")
+    expected = saved_tensor_names(base_model, tuning_arguments(manifest))
+    for name in sorted(stored ^ expected):
+        what = "does not train" if name in stored else "trains"
+        raise LlavaLnError(f"{where}: tune_mode {manifest.tune_mode} (tune_embeddings {manifest.tune_embeddings}) "
+                           f"{what} tensor {name}, but the run's trained tensors say otherwise (edited manifest?)")
 
 
 def check_run_against_base(run_dir: str, manifest: Manifest, base_model) -> None:
@@ -224,3 +284,4 @@ def check_run_against_base(run_dir: str, manifest: Manifest, base_model) -> None
     trained = tensor_files(run_dir, TRAINED_STEM)
     if trained:
         _check_named(stored_shapes(trained), params)
+        check_manifest_agrees(run_dir, manifest, base_model)

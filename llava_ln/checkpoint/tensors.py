@@ -5,27 +5,27 @@ non-native tensors): ShardedTensorWriter takes tensors one at a time, so rank 0 
 7B model's Adam state at once, and names its files like Hugging Face does:
 `<stem>.safetensors` when one shard is enough, else `<stem>-0000k-of-0000n.safetensors` plus
 `<stem>.safetensors.index.json` (written last, so an index never points at a missing shard).
-Every file is written atomically. Readers open shards lazily and check names and shapes before
-anything is copied into a model.
+Every file is written atomically, and its sha256 is computed from the bytes as they are written
+(write_safetensors streams each tensor's bytes to the file and the hash at once), so recording a
+13 GB file's checksum costs no second read. Readers open shards lazily and check names and shapes
+before anything is copied into a model.
 
-PyTorch `.bin` files (LLaVA's mm_projector.bin, non_lora_trainables.bin) are pickles; they are read
-by load_torch_tensors_safely alone: torch's weights-only unpickler (an allowlist of tensor storage
-and plain containers, no arbitrary code), and anything that is not a flat name -> tensor mapping is
-refused with one line.
+PyTorch pickle files (`.bin`, `.pt`) are never unpickled: load_torch_tensors_safely reads one
+with torch.load(weights_only=True), which builds tensors and plain containers only and refuses
+any other class or callable a file names, and accepts the result only as a dict of named tensors.
 """
 import json
 import math
 import os
-import pickle
 import struct
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from llava_ln.checkpoint.hashed_write import SAFETENSORS_DTYPES, write_bytes_atomic, write_safetensors
 from llava_ln.checkpoint.partitions import full_shape, set_full_value
-from llava_ln.core.atomic import atomic_path, write_json_atomic
-from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.atomic import atomic_path
+from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.model.parts import unwrap
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
@@ -36,7 +36,7 @@ def _index_name(stem: str) -> str:
 
 
 class ShardedTensorWriter:
-    """add(name, tensor) ... close() -> the file names written (relative to directory)."""
+    """add(name, tensor) ... close() -> {file name (relative to directory): sha256} of the files written."""
 
     def __init__(self, directory: str, stem: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
         os.makedirs(directory, exist_ok=True)
@@ -58,29 +58,33 @@ class ShardedTensorWriter:
         # Shards get their final names only at close(), when their count is known.
         name = f".{self.stem}-part{len(self.shards) + 1:05d}.safetensors"
         with atomic_path(os.path.join(self.directory, name), ".safetensors") as tmp:
-            save_file(self.pending, tmp, metadata={"format": "pt"})
-        self.shards.append((name, sorted(self.pending)))
+            digest = write_safetensors(tmp, self.pending, metadata={"format": "pt"})
+        self.shards.append((name, sorted(self.pending), digest))
         self.pending, self.pending_bytes = {}, 0
 
-    def close(self) -> list[str]:
+    def close(self) -> dict[str, str]:
         if self.pending or not self.shards:
             self._flush()
         count = len(self.shards)
         names = [f"{self.stem}.safetensors"] if count == 1 else [
             f"{self.stem}-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
-        for (part, _), final in zip(self.shards, names):
+        written = {}
+        for (part, _, digest), final in zip(self.shards, names):
             os.replace(os.path.join(self.directory, part), os.path.join(self.directory, final))
+            written[final] = digest
         if count > 1:
-            weight_map = {tensor: final for (_, tensors), final in zip(self.shards, names) for tensor in tensors}
+            weight_map = {tensor: final for (_, tensors, _), final in zip(self.shards, names) for tensor in tensors}
             # transformers' index layout, so a set named "model" is also a from_pretrained checkpoint.
-            write_json_atomic(os.path.join(self.directory, _index_name(self.stem)),
-                              {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map})
-            names.append(_index_name(self.stem))
-        return names
+            payload = (json.dumps({"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}, indent=2,
+                                  sort_keys=True) + "\n").encode("utf-8")
+            written[_index_name(self.stem)] = write_bytes_atomic(os.path.join(self.directory, _index_name(self.stem)),
+                                                                 payload)
+        return written
 
 
-def save_tensors(directory: str, stem: str, tensors: dict, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list:
-    """Write a dict of tensors (tied weights already deduplicated) as <stem>; returns the file names."""
+def save_tensors(directory: str, stem: str, tensors: dict,
+                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> dict[str, str]:
+    """Write a dict of tensors (tied weights already deduplicated) as <stem>; returns {file name: sha256}."""
     writer = ShardedTensorWriter(directory, stem, max_shard_bytes)
     for name in sorted(tensors):
         writer.add(name, tensors[name])
@@ -108,12 +112,28 @@ def tensor_files(directory: str, stem: str) -> list[str]:
     return [os.path.join(directory, name) for name in names]
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def is_pickle_name(path: str) -> bool:
+    """Whether a file name says PyTorch pickle (torch.save) rather than safetensors."""
+    return path.lower().endswith(PICKLE_SUFFIXES)
+
+
+def tensor_file_names(directory: str, stem: str) -> list[str]:
+    """Names of <stem>'s files in directory as a reader opens them: the shards, then the index when sharded."""
+    names = [os.path.basename(f) for f in tensor_files(directory, stem)]
+    return names if names in ([], [f"{stem}.safetensors"]) else names + [_index_name(stem)]
+
+
 class TensorReader:
     """Lazy, name-addressed access to <stem>'s tensors (all shards); errors name the file and tensor."""
 
     def __init__(self, path: str):
         """path: one .safetensors file, or directory/stem for a (possibly sharded) set."""
         self.path = path
+        if is_pickle_name(path) and os.path.isfile(path):
+            raise LlavaLnError(f"{path} is a PyTorch pickle file; llava-ln reads checkpoints as safetensors only")
         files = [path] if path.endswith(".safetensors") else tensor_files(os.path.dirname(path),
                                                                           os.path.basename(path))
         if not files:
@@ -141,6 +161,11 @@ class TensorReader:
 
     def shape(self, name: str) -> tuple:
         return tuple(self._handle(self._file_of(name)).get_slice(name).get_shape())
+
+    def dtype(self, name: str) -> str:
+        """The stored dtype as torch names it ("float32", "bfloat16", ...)."""
+        code = self._handle(self._file_of(name)).get_slice(name).get_dtype()
+        return {v: str(k).replace("torch.", "") for k, v in SAFETENSORS_DTYPES.items()}.get(code, code)
 
     def shapes(self) -> dict:
         """name -> (shape, file) for every tensor, from the headers alone."""
@@ -191,9 +216,7 @@ class TensorReader:
         return self.location[name]
 
 
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
+_SAFETENSORS_DTYPES = {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}  # header code -> dtype
 
 
 def _safetensors_layout(file: str) -> dict:
@@ -215,21 +238,36 @@ def load_tensors(path: str) -> dict[str, torch.Tensor]:
 
 
 def load_torch_tensors_safely(path: str) -> dict[str, torch.Tensor]:
-    """name -> tensor from a PyTorch `.bin` file, never unpickling anything but tensors and plain containers."""
+    """name -> tensor from a PyTorch pickle file (LLaVA's mm_projector.bin, pytorch_model.bin), never unpickled.
+
+    torch.load(weights_only=True) rebuilds tensors and plain containers only; a file that names any
+    other class or callable (code to run) fails before anything of it is built. The content must
+    be a dict of named tensors (LLaVA wraps none in `state_dict`; a `{"state_dict": {...}}` wrapper
+    is accepted). Every refusal is one line naming the file.
+    """
     if not os.path.isfile(path):
         raise LlavaLnError(f"checkpoint file {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LlavaLnError(f"{path}: not a tensor-only PyTorch file; refusing to unpickle it ({first})") from None
-    if not isinstance(payload, dict):
-        raise LlavaLnError(f"{path}: holds a {type(payload).__name__}, not a mapping of names to tensors")
-    for name, value in payload.items():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except Exception as err:  # noqa: BLE001 - whatever the reason, nothing of this file is used
+        raise LlavaLnError(f"{path}: not a tensor-only PyTorch file; refusing to unpickle it ({short_reason(err)})"
+                           ) from None
+    if isinstance(state, dict) and set(state) == {"state_dict"} and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise LlavaLnError(f"{path}: holds a {type(state).__name__}, not a mapping of names to tensors")
+    if not state:
+        raise LlavaLnError(f"{path}: holds no tensors")
+    for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise LlavaLnError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor (only tensor files "
-                               "are read)")
-    return dict(payload)
+            raise LlavaLnError(f"{path}: entry {name!r} is a {type(value).__name__}, not a named tensor")
+    # Copies, so no tensor keeps the memory-mapped file open.
+    return {name: value.detach().clone() for name, value in state.items()}
 
 
 def stored_shapes(files: list) -> dict:

@@ -4,7 +4,11 @@ describe: parameter counts per group and what a tuning mode trains, from config 
 --model_name_or_path, as training takes it, included). The model is
 built on the meta device, so a folder holding only config.json files (no weights) is enough to plan
 a 70B run on a laptop. The JSON also carries the static GPU memory per device (weights, gradients,
-optimizer states) for --strategy torch|zero2|zero3 and --num_gpus.
+optimizer states) for --strategy torch|zero2|zero3 and --num_gpus, and, given
+--per_device_train_batch_size (and --model_max_length, --memory_budget_gib, --gradient_checkpointing,
+--kernels), the recompute plan training would pick and its estimated peak (training.recompute). With
+--bits 4|8 (training's flags) the block linears count at their quantized size, statistics included,
+in both, and `quantization` gives the quantized parameters, their bytes and bytes per parameter.
 
 inspect-data: processed samples with their label masks, before spending GPU hours. Takes training's
 model, vision-tower, data and template flags (no LLM weights are loaded: tokenizer, vision config
@@ -19,6 +23,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
@@ -29,8 +34,12 @@ from llava_ln.core.flags import parse_flags
 from llava_ln.data.args import DataArguments
 from llava_ln.data.dataset import SkipSample, build_train_dataset, load_data_components
 from llava_ln.model.args import ModelArguments
-from llava_ln.training.memory import static_memory_per_gpu
+from llava_ln.model.quantize import quant_settings, quantized_footprint
+from llava_ln.training.args import gradient_checkpointing_choice
+from llava_ln.training.memory import GIB, static_memory_per_gpu
+from llava_ln.training.recompute import default_budget_gib, plan_for_model_args
 from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.modes import get_tune_mode, refuse_on_quantized_base
 from llava_ln.tuning.plan import apply_tune_mode
 
 
@@ -41,6 +50,14 @@ class DescribeArguments:
     strategy: str = field(default="torch", metadata={"help": "For the memory estimate: torch (plain / DDP), "
                                                               "zero2 or zero3."})
     bf16: bool = field(default=True, metadata={"help": "For the memory estimate: bf16 training (else fp32)."})
+    # --- The recompute plan (issue 11): shown when --per_device_train_batch_size is given ---
+    per_device_train_batch_size: Optional[int] = field(default=None, metadata={
+        "help": "Plan activations for this micro-batch: adds `recompute` (checkpointed blocks, estimated peak)."})
+    model_max_length: int = field(default=2048, metadata={"help": "For the recompute plan: tokens per sample."})
+    memory_budget_gib: Optional[float] = field(default=None, metadata={
+        "help": "For the recompute plan: GiB per device (default: this machine's free GPU memory minus a margin)."})
+    gradient_checkpointing: str = field(default="auto", metadata={"help": "For the recompute plan: true|false|auto."})
+    kernels: str = field(default="auto", metadata={"help": "For the recompute plan: auto|torch|liger|none."})
 
 
 def given_flags(argv) -> set:
@@ -61,7 +78,11 @@ def _optional_tokenizer(args: ModelArguments):
 
 def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_names: bool = False,
              memory: DescribeArguments | None = None) -> dict:
+    quantization = quant_settings(model_args.bits, model_args.quant_type, model_args.double_quant)
+    if quantization is not None:
+        refuse_on_quantized_base(get_tune_mode(tuning_args.tune_mode), quantization.bits)
     model, _ = build_start_model(model_args, _optional_tokenizer(model_args), torch.float32, on_meta=True)
+    footprint = quantized_footprint(model, quantization)  # before LoRA wraps the block linears
     model, plan = apply_tune_mode(model, tuning_args)
     counts = plan.counts()
     totals = {group: c["total"] for group, c in counts.items()}
@@ -75,15 +96,36 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
         "group_totals": totals,
         "tune_mode": tuning_args.tune_mode,
     }
+    if quantization is not None:
+        result["quantization"] = {**quantization.to_dict(), **footprint.to_dict()}
     memory = memory or DescribeArguments()
     try:
         result["memory_gib_per_gpu"] = static_memory_per_gpu(total - trainable, trainable, memory.strategy,
-                                                             memory.num_gpus, memory.bf16)
+                                                             memory.num_gpus, memory.bf16,
+                                                             quantized_params=footprint.params,
+                                                             quantized_bytes=footprint.bytes)
     except ValueError as err:
         raise LlavaLnError(f"memory estimate: {err}") from None
     if with_names:
         result["names"] = [n for n in plan.group_of if n in plan.trainable]
+    if memory.per_device_train_batch_size:
+        result["recompute"] = describe_recompute(model_args, tuning_args, memory)
     return result
+
+
+def describe_recompute(model_args: ModelArguments, tuning_args: TuningArguments, memory: DescribeArguments) -> dict:
+    """The --gradient_checkpointing plan and its estimated peak (training.recompute), with the peak per choice."""
+    requested = gradient_checkpointing_choice(memory.gradient_checkpointing)
+    backend = "none" if memory.kernels == "none" else "torch"  # liger's kernels save the same or less
+    budget = memory.memory_budget_gib if memory.memory_budget_gib is not None else default_budget_gib("cuda")
+    plan, step = plan_for_model_args(
+        requested, model_args, tuning_args, kernels_backend=backend,
+        dtype=torch.bfloat16 if memory.bf16 else torch.float32, batch_size=memory.per_device_train_batch_size,
+        seq=memory.model_max_length, budget_gib=budget, strategy=memory.strategy, num_gpus=memory.num_gpus,
+        tokenizer=_optional_tokenizer(model_args))
+    counts = sorted({0, step.blocks // 4, step.blocks // 2, 3 * step.blocks // 4, step.blocks})
+    return {**plan.as_dict(), "kernels": backend,
+            "estimated_peak_gib_by_checkpointed_blocks": {str(c): round(step.peak(c) / GIB, 4) for c in counts}}
 
 
 def describe_main(argv) -> int:

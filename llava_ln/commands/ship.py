@@ -7,7 +7,7 @@ loads it, and with the native connector it is also a plain LlavaForConditionalGe
 ZeRO shard-only checkpoints are consolidated on the way.
 
 export: the transformers-native LLaVA format, original LLaVA's layout, or a PEFT adapter for the base LLM
-    llava-ln export --checkpoint RUN_OR_CHECKPOINT --format hf --output_dir OUT
+    llava-ln export --checkpoint RUN_OR_CHECKPOINT --format hf --output_dir OUT [--bits 4]
     llava-ln export --checkpoint RUN_OR_CHECKPOINT --format llava --output_dir OUT
     llava-ln export --checkpoint LN_RUN --format peft-ln --output_dir OUT
     llava-ln export --checkpoint LORA_RUN --format peft-lora --output_dir OUT
@@ -67,6 +67,9 @@ class ExportArguments:
     atol: float = field(default=1e-4, metadata={"help": "Verification: absolute logit tolerance."})
     rtol: float = field(default=1e-4, metadata={"help": "Verification: logit tolerance relative to the largest logit."})
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir."})
+    bits: int = field(default=16, metadata={"help": "hf: 4 stores the LLM's block linears in 4 bits (transformers' "
+                                                   "bitsandbytes config; the run's 4-bit type, else nf4 + double "
+                                                   "quant); 16: unquantized, also for runs trained with --bits."})
 
 
 def export_main(argv) -> int:
@@ -81,7 +84,9 @@ def export_main(argv) -> int:
         raise LlavaLnError("llava-ln export: --checkpoint is required")
     settings = ExportSettings(dtype=args.dtype, device=args.device, verify=args.verify,
                               max_new_tokens=args.max_new_tokens, overwrite=args.overwrite,
-                              tolerance=Tolerance(atol=args.atol, rtol=args.rtol))
+                              tolerance=Tolerance(atol=args.atol, rtol=args.rtol), bits=args.bits)
+    if args.bits != 16 and args.format != "hf":
+        raise LlavaLnError(f"llava-ln export: --bits applies to --format hf only, not {args.format}")
     if args.format == "peft-lora":
         from llava_ln.export.peft_lora import export_peft_lora
 
@@ -107,6 +112,7 @@ def export_main(argv) -> int:
 
     result = export_hf(args.checkpoint, args.output_dir, overrides, settings)
     state = (f"verified with transformers {result.transformers_version}" if result.verified else "not verified")
+    quantized = f", block linears {result.quantization.describe()}" if result.quantization else ""
     print(f"exported {args.checkpoint} -> {result.output_dir} (LlavaForConditionalGeneration + LlavaProcessor, "
-          f"{str(result.dtype).replace('torch.', '')}, {state})")
+          f"{str(result.dtype).replace('torch.', '')}{quantized}, {state})")
     return 0

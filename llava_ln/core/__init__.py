@@ -3,6 +3,7 @@
   errors        LlavaLnError (one line naming the file, record, flag or tensor) and run_command
   flags         parse_flags: dataclasses from argv, unknown flags refused
   atomic        atomic file and folder writes (a crash leaves the previous version intact)
+  paths         whether a path from a file stays inside its folder; whether two folders overlap
   constants     IMAGE_TOKEN, IGNORE_INDEX, CONNECTOR_PREFIX, PEFT_PREFIX, DTYPES
   distributed   process groups for every launcher, and the few collectives we use
 """

@@ -27,6 +27,20 @@ def one_line(err: LlavaLnError) -> str:
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
+def short_reason(err: BaseException, limit: int = 300) -> str:
+    """One line saying why err happened, for messages that wrap a library's error.
+
+    Library errors often span lines; the line that names the cause is picked (torch.load's
+    weights-only refusal puts it after a generic first line that advises weights_only=False,
+    advice never passed on here).
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or line.startswith("WeightsUnpickler error")]
+    useful = named or [line for line in lines if not line.startswith("Weights only load failed")]
+    reason = (useful or [type(err).__name__])[0].removeprefix("WeightsUnpickler error: ")
+    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
+
+
 def run_command(main_fn, argv) -> int:
     """Run a command's main, turning LlavaLnError into a one-line message and exit code 2."""
     try:

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 ASPECT_RATIOS = ("pad", "resize", "crop", "square")
 
@@ -17,7 +18,8 @@ class DataArguments:
     )
     image_folder: Optional[str] = field(
         default=None,
-        metadata={"help": "Folder that relative image paths start from (default: the data file's folder)."},
+        metadata={"help": "Folder that image paths start from (default: the data file's folder); a path may not "
+                  "leave it, and absolute paths are accepted only without this flag."},
     )
     image_aspect_ratio: str = field(
         default="pad",
@@ -48,6 +50,13 @@ class DataArguments:
                   "turn, followed by a newline, as LLaVA's training does."},
     )
 
+    # ---- reliability: untrusted image files ----
+    max_image_pixels: int = field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metadata={"help": "Largest image (width x height) read; a larger one is refused before decoding, as a "
+                  "decompression bomb would be (0: no limit)."},
+    )
+
 
 def check_data_args(args: DataArguments) -> None:
     """Reject impossible values before anything is read."""
@@ -59,5 +68,7 @@ def check_data_args(args: DataArguments) -> None:
         )
     if args.model_max_length < 2:
         raise LlavaLnError(f"--model_max_length {args.model_max_length} is too small")
+    if args.max_image_pixels < 0:
+        raise LlavaLnError(f"--max_image_pixels {args.max_image_pixels} is negative (0 means no limit)")
     if args.image_folder is not None and not os.path.isdir(args.image_folder):
         raise LlavaLnError(f"--image_folder {args.image_folder!r} is not a folder")

@@ -2,9 +2,9 @@
 
 Indexing (index.py) validates every record up front without tokenizing; a sample is rendered,
 tokenized and its images decoded only when read. A sample that turns out unusable when read (all
-supervised tokens truncated away; an unreadable image under --skip_bad_samples) is flagged once
-and replaced by the next usable sample of the same modality, so every index still yields a real
-sample and none is trained with zero loss. The flags live in a shared-memory array (inherited by
+supervised tokens truncated away; under --skip_bad_samples also an unreadable image or a record the
+tokenizer rejects) is flagged once and replaced by the next usable sample of the same modality, so
+every index still yields a real sample and none is trained with zero loss. The flags live in a shared-memory array (inherited by
 forked or spawned DataLoader workers), so each such sample is logged once, never re-read in later
 epochs, and counted by the main process at the end.
 
@@ -41,6 +41,17 @@ class SkipSample(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def is_tokenizer_failure(err: BaseException) -> bool:
+    """An error a tokenizer raised on its input: any Exception, or a Rust panic surfacing through pyo3
+    (PanicException derives from BaseException); never an interrupt or an exit."""
+    return isinstance(err, Exception) or type(err).__name__ == "PanicException"
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class SkipLedger:
@@ -106,7 +117,15 @@ class LlavaDataset(Dataset):
             rendered = self.template.render(messages)
         except LlavaLnError as err:
             raise LlavaLnError(f"{where}: {err}") from None
-        encoded = encode(rendered, self.tokenizer, self.image_token_id, self.num_image_tokens, self._prefix_ids)
+        try:
+            encoded = encode(rendered, self.tokenizer, self.image_token_id, self.num_image_tokens, self._prefix_ids)
+        except BaseException as err:
+            if not is_tokenizer_failure(err):
+                raise
+            message = f"{where}: the tokenizer rejects this record ({type(err).__name__}: {first_line(err)})"
+            if self.skip_bad_samples:
+                raise SkipSample(BAD_RECORD, message) from None
+            raise LlavaLnError(message) from None
         if len(encoded.image_starts) != len(conversation.images):
             raise LlavaLnError(
                 f"{where}: {len(conversation.images)} image(s) but {len(encoded.image_starts)} <image> tokens after "
@@ -214,7 +233,8 @@ def build_train_dataset(data_args: DataArguments, tokenizer, image_processor, te
     check_data_args(data_args)
     index = build_index(parse_data_path(data_args.data_path), data_args.image_folder, seed,
                         data_args.skip_bad_samples)
-    return LlavaDataset(index, tokenizer, ImageLoader(image_processor, data_args.image_aspect_ratio), template,
+    loader = ImageLoader(image_processor, data_args.image_aspect_ratio, data_args.max_image_pixels)
+    return LlavaDataset(index, tokenizer, loader, template,
                         image_token_id, num_image_tokens, data_args.model_max_length, data_args.skip_bad_samples,
                         image_first=not data_args.keep_image_placement)
 

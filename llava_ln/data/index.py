@@ -1,10 +1,10 @@
 """Which samples there are and in which batches: the index of every `--data_path` file, and the sampler.
 
 Indexing is the dataset's cheap pre-validation: every record is parsed once (no tokenization, no
-image decoding), so a malformed record or a missing image file stops the run before training
-starts, with a one-line error naming the file and record id. With --skip_bad_samples such records
-are logged once, counted and left out instead. What remains is packed into a RecordStore and
-decoded again only when its sample is read.
+image decoding), so a malformed record, a missing image file or an image path that leaves the
+image folder stops the run before training starts, with a one-line error naming the file and
+record id. With --skip_bad_samples such records are logged once, counted and left out instead.
+What remains is packed into a RecordStore and decoded again only when its sample is read.
 
 --group_by_modality_length: batches that hold only image or only text-only samples, of similar
 length. Image and text-only samples are shuffled separately; each modality is cut into megabatches
@@ -24,6 +24,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.images import ImageError, resolve_image_path
 from llava_ln.data.records import Conversation, RecordError, RecordStore, iter_records, parse_record
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,9 @@ def describe_record(path: str, position: int, record_id=None) -> str:
     return f"{path}: record {record_id!r} (#{position})" if record_id is not None else f"{path}: record #{position}"
 
 
-def resolve_image(root: str, image: str) -> str:
-    return os.path.join(root, image)  # an absolute `image` path wins, as os.path.join does
+def resolve_image(root: str, image: str, allow_absolute: bool) -> str:
+    """The file an image path of a record names; ImageError when it would leave root."""
+    return resolve_image_path(root, image, allow_absolute)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class DatasetIndex:
     files: tuple
     image_roots: tuple
     rejected: int  # bad records left out while indexing (only with skip_bad_samples)
+    absolute_images: bool = True  # absolute image paths allowed (no --image_folder given)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -84,22 +87,26 @@ class DatasetIndex:
 
     def image_paths(self, index: int, conversation: Conversation) -> list:
         root = self.image_roots[self.source[index]]
-        return [resolve_image(root, image) for image in conversation.images]
+        return [resolve_image(root, image, self.absolute_images) for image in conversation.images]
 
 
 def _image_root(source: DataSource, image_folder: Optional[str]) -> str:
     return image_folder if image_folder is not None else os.path.dirname(os.path.abspath(source.path))
 
 
-def _scan_file(source: DataSource, root: str, skip_bad: bool):
+def _scan_file(source: DataSource, root: str, skip_bad: bool, absolute_images: bool):
     """Valid records of one file as (raw bytes, position, images, words); bad ones raise or are counted."""
     kept, rejected = [], 0
     for position, (record, text) in enumerate(iter_records(source.path)):
         try:
             conversation = parse_record(record)
             for image in conversation.images:
-                if not os.path.isfile(resolve_image(root, image)):
-                    raise RecordError(f"image file not found: {resolve_image(root, image)}", conversation.id)
+                try:
+                    path = resolve_image(root, image, absolute_images)
+                except ImageError as err:
+                    raise RecordError(str(err), conversation.id) from None
+                if not os.path.isfile(path):
+                    raise RecordError(f"image file not found: {path}", conversation.id)
         except RecordError as err:
             message = f"{describe_record(source.path, position, err.record_id)}: {err.problem}"
             if not skip_bad:
@@ -125,7 +132,7 @@ def build_index(sources: list, image_folder: Optional[str], seed: int, skip_bad:
     raws, columns, files, roots, rejected = [], [], [], [], 0
     for file_number, source in enumerate(sources):
         root = _image_root(source, image_folder)
-        kept, file_rejected = _scan_file(source, root, skip_bad)
+        kept, file_rejected = _scan_file(source, root, skip_bad, absolute_images=image_folder is None)
         kept = _subsample(kept, source, file_number, seed)
         logger.info("%s: %d records used%s", source.path, len(kept),
                     f", {file_rejected} bad ones skipped" if file_rejected else "")
@@ -141,7 +148,7 @@ def build_index(sources: list, image_folder: Optional[str], seed: int, skip_bad:
     return DatasetIndex(
         store=RecordStore(raws), source=table[:, 0].astype(np.int32), position=table[:, 1],
         n_images=table[:, 2].astype(np.int32), words=table[:, 3].astype(np.int32),
-        files=tuple(files), image_roots=tuple(roots), rejected=rejected,
+        files=tuple(files), image_roots=tuple(roots), rejected=rejected, absolute_images=image_folder is None,
     )
 
 

@@ -9,6 +9,12 @@ A valid record is `{"id", "conversations": [{"from": "human"|"gpt", "value": str
 "image"?: str | [str]}`: turns alternate human, gpt, ..., end with a gpt reply, no value is empty,
 and the human turns hold exactly one `<image>` tag per image (none in gpt turns). parse_record
 turns one into a Conversation or says exactly what is wrong with it.
+
+Every string of a record must also be text the tokenizer can take: JSON can spell a lone UTF-16
+surrogate ("\\ud800"), which Python decodes into a str that cannot be encoded as UTF-8, and which
+fast tokenizers reject with a TypeError mid-run. Such a record is refused while indexing, like any
+other malformed one (unencodable). Whatever else a tokenizer rejects when a sample is read is the
+dataset's to skip (--skip_bad_samples) or to report.
 """
 import json
 import re
@@ -135,12 +141,24 @@ class Conversation:
         return sum(len(text.split()) for _, text in self.messages)
 
 
+def unencodable(text: str) -> str | None:
+    """Why text cannot be tokenized (a character UTF-8 cannot encode), or None when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"holds {text[err.start]!r} at character {err.start}, which UTF-8 cannot encode (a lone surrogate)"
+    return None
+
+
 def _record_id(record: dict):
     if "id" not in record:
         raise RecordError("missing field 'id'")
     value = record["id"]
     if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
         raise RecordError(f"field 'id' must be a non-empty string or integer, got {value!r}")
+    problem = unencodable(str(value))
+    if problem:
+        raise RecordError(f"field 'id' {problem}")
     return str(value)
 
 
@@ -154,6 +172,9 @@ def _images(record: dict, record_id: str) -> tuple:
     for path in paths:
         if not isinstance(path, str) or not path.strip():
             raise RecordError(f"field 'image' holds an empty or non-string path: {path!r}", record_id)
+        problem = unencodable(path) or ("holds a NUL character" if "\0" in path else None)
+        if problem:
+            raise RecordError(f"field 'image' path {path!r} {problem}", record_id)
     return tuple(paths)
 
 
@@ -180,6 +201,9 @@ def _messages(record: dict, record_id: str) -> tuple:
                 "(turns alternate human, gpt, starting with human)", record_id)
         if not isinstance(value, str) or not value.strip():
             raise RecordError(f"turn {number} ({speaker}) has an empty or non-string 'value'", record_id)
+        problem = unencodable(value)
+        if problem:
+            raise RecordError(f"turn {number} ({speaker}) {problem}", record_id)
         messages.append((ROLES[speaker], value))
     if len(messages) % 2:
         raise RecordError(f"the last turn ({len(messages) - 1}) is from 'human' and has no 'gpt' reply", record_id)

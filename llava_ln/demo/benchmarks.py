@@ -26,11 +26,12 @@ HEADLINES = {
 
 
 def evaluate(model_path: str, world: str, output_dir: str, conv_template: str | None = None,
-             batch_size: int = 32) -> dict:
+             batch_size: int = 32, bits: int = 16) -> dict:
     """Run llava-ln eval --score for every benchmark; returns {benchmark: scorer JSON}.
 
     conv_template: None uses the checkpoint's own (its manifest); the demo asks the stage-1
-    model in the stage-2 template so that both models get the very same prompts.
+    model in the stage-2 template so that both models get the very same prompts. bits: eval --bits
+    (4: a --bits 4 run evaluated on the quantized base it trained on).
     """
     scores = {}
     for benchmark, folder in BENCHMARK_FOLDERS.items():
@@ -38,7 +39,7 @@ def evaluate(model_path: str, world: str, output_dir: str, conv_template: str | 
             benchmark=benchmark, model_path=model_path, data=os.path.join(world, "eval", folder),
             output_dir=os.path.join(output_dir, benchmark), score=True, batch_size=batch_size,
             conv_template=conv_template,
-            max_new_tokens=MAX_NEW_TOKENS[benchmark], dtype="float32", device="cpu", overwrite=True,
+            max_new_tokens=MAX_NEW_TOKENS[benchmark], dtype="float32", device="cpu", overwrite=True, bits=bits,
         ))
         scores[benchmark] = summary["scores"]
     return scores

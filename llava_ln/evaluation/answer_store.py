@@ -6,7 +6,9 @@ OUTPUT_DIR/answers/
   part-<rank>.jsonl    {"key", "answer", "prompt"} per line, appended and flushed batch by batch
 
 A run killed mid-write leaves at most a torn last line: readers ignore it (the question is
-asked again) and a writer cuts it off before appending. Every part file is read on restart,
+asked again) and a writer cuts it off before appending. Every reused line is type-checked (a
+string key, a string answer); a line of another shape is never copied into the official files,
+its question is asked again. Every part file is read on restart,
 whatever world size wrote it, so a run can resume on a different number of GPUs.
 """
 import glob
@@ -31,8 +33,30 @@ def part_path(output_dir: str, rank: int) -> str:
     return os.path.join(answers_dir(output_dir), f"part-{rank:05d}.jsonl")
 
 
+def answer_problem(record) -> str | None:
+    """Why a decoded line is not a usable answer record, or None when it is one."""
+    if not isinstance(record, dict):
+        return f"it is a JSON {type(record).__name__}, not an object"
+    key, answer, prompt = record.get("key"), record.get("answer"), record.get("prompt")
+    if not isinstance(key, str) or not key:
+        return f"its key is {key!r}, not a question key"
+    if not isinstance(answer, str):
+        return f"its answer is {'missing' if 'answer' not in record else type(answer).__name__}, not text"
+    if prompt is not None and not isinstance(prompt, str):
+        return f"its prompt is a {type(prompt).__name__}, not text"
+    try:
+        answer.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its answer holds a character UTF-8 cannot encode"
+    return None
+
+
 def _read_part(path: str, answers: dict) -> int:
-    """Add a part file's records to answers; returns how many lines were unusable."""
+    """Add a part file's usable records to answers; returns how many lines were unusable.
+
+    An unusable line (not JSON, or an answer record of the wrong shape: "answer": 42, null, a
+    list) is never reused: its question counts as unanswered and is asked again.
+    """
     with open(path, "rb") as handle:
         data = handle.read()
     lines = data.split(b"\n")
@@ -42,12 +66,19 @@ def _read_part(path: str, answers: dict) -> int:
             continue
         try:
             record = json.loads(line)
-            answers[str(record["key"])] = record["answer"]
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             torn_tail = number == len(lines) and not data.endswith(b"\n")
             if not torn_tail:
-                logger.warning("%s line %d is not an answer record; that question will be asked again", path, number)
+                logger.warning("%s line %d is not JSON; that question will be asked again", path, number)
             bad += 1
+            continue
+        problem = answer_problem(record)
+        if problem:
+            logger.warning("%s line %d is not a usable answer record (%s); that question will be asked again",
+                           path, number, problem)
+            bad += 1
+            continue
+        answers[record["key"]] = record["answer"]
     return bad
 
 
@@ -70,6 +101,9 @@ def check_settings(output_dir: str, settings: dict) -> None:
             recorded = json.load(handle)
     except (OSError, ValueError) as err:
         raise LlavaLnError(f"{path} is unreadable ({err}); remove it or use another --output_dir") from None
+    if not isinstance(recorded, dict):
+        raise LlavaLnError(f"{path} holds a JSON {type(recorded).__name__}, not the settings object; remove it or "
+                           "use another --output_dir")
     changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
     if changed:
         first = changed[0]

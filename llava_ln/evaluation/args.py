@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from llava_ln.evaluation.benchmarks.registry import BENCHMARKS
 
 
@@ -51,3 +52,12 @@ class EvalArguments:
     answers_format: str = field(default="official", metadata={
         "help": "official: the benchmark's own files; llava: also OUTPUT_DIR/llava_answers.jsonl as LLaVA's "
                 "model_vqa_loader writes it (generic always writes it).", "choices": ["official", "llava"]})
+
+    # ---- reliability: untrusted image files ----
+    max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={
+        "help": "Largest image (width x height) read; a larger one is refused before decoding (0: no limit)."})
+    # ---- quantized base (llava_ln/model/quantize.py) ----
+    bits: int = field(default=16, metadata={
+        "help": "4 or 8: quantize the LLM's block linears at load, as a --bits run was trained (its 4-bit type "
+                "and double quantization from the run's manifest, else nf4 + double quant); LoRA then stays "
+                "unmerged on top. 16: as stored (the unquantized base for a --bits run, as merge/export ship it)."})

@@ -21,6 +21,7 @@ from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.encode import check_tokenizer, encode, special_prefix_ids
 from llava_ln.data.images import ImageError
+from llava_ln.data.records import unencodable
 from llava_ln.data.templates import Rendered, end_of_turn_text, stop_token_ids
 from llava_ln.model.parts import vision_tower_of
 
@@ -41,6 +42,9 @@ class PromptEncoder:
     def encode(self, prompt: str, where: str = "prompt") -> list:
         if IMAGE_TOKEN in prompt:
             raise LlavaLnError(f"{where}: the question text itself contains {IMAGE_TOKEN}")
+        problem = unencodable(prompt)
+        if problem:
+            raise LlavaLnError(f"{where}: the question text {problem}")
         encoded = encode(Rendered(self.text(prompt), ()), self.tokenizer, self.image_token_id,
                          self.num_image_tokens, self._prefix_ids)
         if len(encoded.image_starts) != 1:

@@ -7,7 +7,9 @@
     --conv_template (default "auto": the tokenizer's own chat template) and squaring is "pad"
     unless --image_aspect_ratio says otherwise.
 Explicit --conv_template / --image_aspect_ratio flags override the manifest (e.g. to ask a
-stage-1 "plain" model questions in a chat format).
+stage-1 "plain" model questions in a chat format). --bits 4|8 quantizes the LLM's block linears at
+load (model/quantize.py), before a run's tensors and LoRA adapter are applied: a --bits run evaluated
+as it trained, where the default evaluates what merge and export ship (the unquantized base).
 """
 import json
 import os
@@ -16,11 +18,12 @@ from dataclasses import dataclass
 import torch
 
 from llava_ln.core.constants import DTYPES
-from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.data.args import ASPECT_RATIOS
-from llava_ln.data.images import ImageLoader, load_image_processor
+from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoader, load_image_processor
 from llava_ln.data.templates import get_template
 from llava_ln.model.parts import unwrap
+from llava_ln.model.quantize import quant_settings, quantize_llm_linears, settings_from_dict
 
 
 @dataclass
@@ -58,21 +61,22 @@ def _is_native_llava(path: str) -> bool:
         return False
     try:
         with open(config, encoding="utf-8") as handle:
-            return json.load(handle).get("model_type") == "llava"
-    except (OSError, json.JSONDecodeError):
+            payload = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError):
         return False
+    return isinstance(payload, dict) and payload.get("model_type") == "llava"
 
 
 def _load_native(path: str, dtype, device, attn_implementation):
     from transformers import LlavaForConditionalGeneration
 
-    from llava_ln.model.backbones import load_tokenizer
+    from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS, load_tokenizer
 
     try:
         model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype,
                                                               attn_implementation=attn_implementation or "sdpa")
-    except (OSError, ValueError) as err:
-        raise LlavaLnError(f"--model_path {path}: cannot load a LLaVA model ({err})") from None
+    except WEIGHT_LOAD_ERRORS as err:
+        raise LlavaLnError(f"--model_path {path}: cannot load a LLaVA model ({short_reason(err)})") from None
     tokenizer = load_tokenizer(path)
     if tokenizer.convert_tokens_to_ids("<image>") != model.config.image_token_id:
         raise LlavaLnError(f"--model_path {path}: the tokenizer's <image> id differs from config.json's image token")
@@ -101,22 +105,39 @@ def resolve_format(path: str, conv_template: str | None, image_aspect_ratio: str
 
 
 def load_eval_model(path: str, device, dtype=torch.float32, conv_template: str | None = None,
-                    image_aspect_ratio: str | None = None, attn_implementation: str | None = None) -> EvalModel:
+                    image_aspect_ratio: str | None = None, attn_implementation: str | None = None,
+                    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, bits: int = 16) -> EvalModel:
+    """bits 4|8: the LLM's block linears quantized at load (see EvalArguments.bits)."""
     conv_template, image_aspect_ratio = resolve_format(path, conv_template, image_aspect_ratio)
+    quantization = _eval_quantization(path, bits)
     manifest = None
     if os.path.isfile(os.path.join(path, "manifest.json")):
         from llava_ln.checkpoint.loading import load_checkpoint
 
-        loaded = load_checkpoint(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        loaded = load_checkpoint(path, dtype=dtype, device=device, attn_implementation=attn_implementation,
+                                 quantization=quantization)
         model, tokenizer, manifest = loaded.model, loaded.tokenizer, loaded.manifest
-        if model is not unwrap(model):
+        if model is not unwrap(model) and quantization is None:
             model = model.merge_and_unload()  # LoRA folded in once: faster generation, same function
     else:
         model, tokenizer = _load_native(path, dtype, device, attn_implementation)
+        quantize_llm_linears(model, quantization, device)
     processor = load_image_processor(_processor_path(path, manifest))
     return EvalModel(model=model, tokenizer=tokenizer, template=get_template(conv_template, tokenizer),
-                     image_loader=ImageLoader(processor, image_aspect_ratio), conv_template=conv_template,
+                     image_loader=ImageLoader(processor, image_aspect_ratio, max_image_pixels),
+                     conv_template=conv_template,
                      image_aspect_ratio=image_aspect_ratio)
+
+
+def _eval_quantization(path: str, bits: int):
+    """The QuantSettings --bits asks for: the run's own 4-bit flavour when it trained at these bits."""
+    settings = quant_settings(bits)
+    if settings is None or not os.path.isfile(os.path.join(path, "manifest.json")):
+        return settings
+    from llava_ln.checkpoint.manifest import read_manifest
+
+    trained = settings_from_dict(read_manifest(path).quantization)
+    return trained if trained is not None and trained.bits == bits else settings
 
 
 def _processor_path(path: str, manifest) -> str:

@@ -51,6 +51,7 @@ def run_settings(args, sources, prompt, conv_template, aspect, dtype, generation
         "max_new_tokens": generation.max_new_tokens, "temperature": generation.temperature,
         "top_p": generation.top_p, "num_beams": generation.num_beams,
         "seed": args.seed if generation.temperature > 0 else None,
+        **({"bits": args.bits} if args.bits != 16 else {}),  # absent at 16: earlier answer folders stay valid
     }
 
 
@@ -83,7 +84,8 @@ def _generate(args, world, items, generation, conv_template, aspect, dtype) -> d
         return {}
     if generation.temperature > 0:
         torch.manual_seed(args.seed + world.rank)
-    eval_model = load_eval_model(args.model_path, world.device, dtype, conv_template, aspect, args.attn_implementation)
+    eval_model = load_eval_model(args.model_path, world.device, dtype, conv_template, aspect, args.attn_implementation,
+                                 args.max_image_pixels, bits=args.bits)
     encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
                             eval_model.num_image_tokens)
     generator = AnswerGenerator(eval_model, generation, world.device)

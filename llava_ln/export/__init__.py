@@ -3,6 +3,7 @@
   merge           `llava-ln merge`: fold LoRA (checked) and write a merged folder
   chat_templates  our conversation templates as Jinja chat templates
   hf              `llava-ln export --format hf`: LlavaForConditionalGeneration + LlavaProcessor, verified
+  quantized       `export --format hf --bits 4`: the verified export stored with 4-bit block linears, verified again
   llava_layout    `llava-ln export --format llava`: original LLaVA's layout (LlavaLlamaForCausalLM), verified
   peft_ln         `llava-ln export --format peft-ln`: the norm deltas as a PEFT LN-tuning adapter, verified
   peft_lora       `llava-ln export --format peft-lora`: a lora run's factors as an adapter for the base LLM

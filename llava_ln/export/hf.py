@@ -41,6 +41,12 @@ from llava_ln.data.templates import get_template
 from llava_ln.export.chat_templates import chat_template_for
 from llava_ln.export.merge import cast_saved_tensors, check_output_dir, fold_lora, resolve_dtype, write_merged_folder
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images, hf_messages
+from llava_ln.export.quantized import (
+    export_quant_settings,
+    note_unquantized_export,
+    quantize_folder,
+    quantized_reference,
+)
 from llava_ln.export.verify import ExportSettings, VerificationError, compare_all, probe_results, run_child
 from llava_ln.model.backbones import vision_family_of
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE
@@ -53,6 +59,7 @@ class ExportResult:
     verified: bool
     transformers_version: str | None = None
     comparisons: list = field(default_factory=list)
+    quantization: object = None  # QuantSettings of a --bits 4 export
 
 
 def refuse_unexpressible(manifest) -> None:
@@ -73,11 +80,14 @@ def refuse_unexpressible(manifest) -> None:
 def export_hf(checkpoint: str, output_dir: str, overrides=None, settings: ExportSettings | None = None,
               log=print) -> ExportResult:
     settings = settings or ExportSettings()
-    check_output_dir(output_dir, settings.overwrite)
+    check_output_dir(output_dir, settings.overwrite, checkpoint, overrides)
     refuse_unexpressible(effective_manifest(checkpoint, overrides))
+    quantization = export_quant_settings(settings.bits, effective_manifest(checkpoint, overrides))  # --bits 4
     loaded = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device=settings.device,
                              attn_implementation=reference_attention())
     manifest, tokenizer = loaded.manifest, loaded.tokenizer
+    if quantization is None:
+        note_unquantized_export(manifest, log)
     chat_template = chat_template_for(get_template(manifest.conv_template, tokenizer))
     probes = default_probes(manifest.conv_template)
     target = resolve_dtype(settings.dtype, loaded)
@@ -101,8 +111,10 @@ def export_hf(checkpoint: str, output_dir: str, overrides=None, settings: Export
             write_processor(folder, tokenizer, load_image_processor(loaded.image_processor_path),
                             manifest.image_aspect_ratio, model.config, chat_template)
             if not settings.verify:
+                if quantization is not None:
+                    quantize_folder(folder, quantization, target)
                 log(f"wrote {output_dir} (verification skipped: --verify false)")
-                return ExportResult(output_dir, target, verified=False)
+                return ExportResult(output_dir, target, verified=False, quantization=quantization)
             if target != torch.float32:
                 rounded = ours(cast_saved_tensors(model, torch.float32))
                 _log_rounding(reference, rounded, target, log)
@@ -112,6 +124,13 @@ def export_hf(checkpoint: str, output_dir: str, overrides=None, settings: Export
             try:
                 result = _verify_in_fresh_process(folder, probes, image_dir, reference, manifest, tokenizer,
                                                   settings, work, log)
+                if quantization is not None:  # then the same folder with 4-bit block linears, verified again
+                    reference = quantized_reference(folder, quantization, target, ours)
+                    quantize_folder(folder, quantization, target)
+                    log(f"  stored the LLM's block linears as {quantization.describe()} (transformers' bitsandbytes)")
+                    result = _verify_in_fresh_process(folder, probes, image_dir, reference, manifest, tokenizer,
+                                                      settings, work, log)
+                    result.quantization = quantization
             except VerificationError:
                 _keep_unverified(folder, output_dir, log)
                 raise

@@ -118,7 +118,7 @@ def llava_config(model, manifest, tower: str, rows: int) -> dict:
 def export_llava(checkpoint: str, output_dir: str, overrides=None, settings: ExportSettings | None = None,
                  log=print) -> str:
     settings = settings or ExportSettings()
-    check_output_dir(output_dir, settings.overwrite)
+    check_output_dir(output_dir, settings.overwrite, checkpoint, overrides)
     loaded = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device=settings.device,
                              attn_implementation=reference_attention())
     manifest = loaded.manifest

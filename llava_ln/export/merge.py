@@ -1,5 +1,9 @@
 """Merge: base LLM + vision tower + stage-1 connector + stage-2 tensors -> one standalone folder.
 
+A run trained on a quantized base (--bits 4|8) is merged into the UNQUANTIZED base: the folder holds
+full-precision weights (training saw their quantized version; merged_from.json keeps the run's
+manifest, quantization included). `export --format hf --bits 4` writes a 4-bit folder instead.
+
 LoRA factors are folded into the weights with PEFT's merge_and_unload (fold_lora, which `export
 --format hf` uses too); norm, attention and full-model deltas were already written into the
 rebuilt model when the run was opened. The fold is checked in-process (unmerged vs merged logits
@@ -12,15 +16,24 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from llava_ln.checkpoint.loading import BaseOverrides, LoadedModel, load_checkpoint, reference_attention
-from llava_ln.checkpoint.manifest import write_manifest
-from llava_ln.checkpoint.merged_folder import SELF, write_model_files, write_provenance
+from llava_ln.checkpoint.integrity import digests_of
+from llava_ln.checkpoint.loading import (
+    BaseOverrides,
+    LoadedModel,
+    effective_manifest,
+    load_checkpoint,
+    reference_attention,
+)
+from llava_ln.checkpoint.manifest import FORMAT_VERSION, write_manifest
+from llava_ln.checkpoint.merged_folder import SELF, merged_weight_files, write_model_files, write_provenance
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.paths import overlap
 from llava_ln.data.templates import get_template, stop_token_ids
 from llava_ln.export.chat_templates import chat_template_for
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images
+from llava_ln.export.quantized import note_unquantized_export
 from llava_ln.export.verify import Tolerance, as_other_side, compare_all
 from llava_ln.model.parts import unwrap
 
@@ -67,9 +80,31 @@ def cast_saved_tensors(model, dtype: torch.dtype):
     return model
 
 
-def check_output_dir(output_dir: str, overwrite: bool) -> None:
+def input_folders(checkpoint: str, overrides: BaseOverrides | None = None) -> list:
+    """(flag or field, path) of every local input of an export: the checkpoint and the bases it is built on."""
+    inputs = [("the checkpoint", checkpoint)]
+    if os.path.isdir(checkpoint) and os.path.isfile(os.path.join(checkpoint, "manifest.json")):
+        manifest = effective_manifest(checkpoint, overrides)
+        for name in ("llm", "tokenizer", "vision_tower", "pretrain_mm_mlp_adapter"):
+            path = getattr(manifest, name)
+            if path and os.path.exists(path):
+                inputs.append((f"its {name}", path))
+    return inputs
+
+
+def check_output_dir(output_dir: str, overwrite: bool, checkpoint: str, overrides: BaseOverrides | None = None) -> None:
+    """Refuse an output folder that exists (unless overwrite), is a file, or overlaps any input.
+
+    Every export path calls this first: with --overwrite the output folder is replaced as a whole,
+    so an output that is, contains or lies inside the checkpoint or a base model would delete it.
+    """
     if not output_dir:
         raise LlavaLnError("--output_dir is required")
+    for what, path in input_folders(checkpoint, overrides):
+        relation = overlap(output_dir, path)
+        if relation:
+            raise LlavaLnError(f"--output_dir {output_dir} {relation} {what} ({path}); writing there would replace "
+                               "it: choose a folder outside it")
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
         raise LlavaLnError(f"--output_dir {output_dir} exists and is not empty; pass --overwrite true to replace it")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
@@ -106,7 +141,8 @@ def generation_config_for(loaded: LoadedModel):
 def merged_manifest(loaded: LoadedModel):
     """The source's manifest, now describing a self-contained folder."""
     return replace(loaded.manifest, kind="merged", llm=SELF, tokenizer=SELF, vision_tower=SELF, lora=None,
-                   pretrain_mm_mlp_adapter=None, trained_tensors={}, source=None)
+                   pretrain_mm_mlp_adapter=None, trained_tensors={}, files={}, format_version=FORMAT_VERSION,
+                   source=None, quantization=None)
 
 
 def write_merged_folder(model, loaded: LoadedModel, directory: str) -> list:
@@ -120,18 +156,20 @@ def write_merged_folder(model, loaded: LoadedModel, directory: str) -> list:
     loaded.tokenizer.save_pretrained(directory)
     load_image_processor(loaded.image_processor_path).save_pretrained(directory)
     write_provenance(directory, loaded.path, loaded.manifest)
-    write_manifest(directory, merged_manifest(loaded))
+    write_manifest(directory, replace(merged_manifest(loaded),
+                                      files=digests_of(directory, merged_weight_files(directory))))
     return non_native
 
 
 def merge_checkpoint(checkpoint: str, output_dir: str, overrides: BaseOverrides | None = None,
                      dtype: str = "auto", overwrite: bool = False, device: str = "cpu", log=print) -> MergeResult:
     """`llava-ln merge`: write a standalone merged folder at output_dir (atomically)."""
-    check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite, checkpoint, overrides)
     loaded = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device=device,
                              attn_implementation=reference_attention())
     if loaded.manifest.kind == "merged":
         raise LlavaLnError(f"{checkpoint} is already a merged checkpoint; nothing to merge")
+    note_unquantized_export(loaded.manifest, log)
     folded = unwrap(loaded.model) is not loaded.model
     with tempfile.TemporaryDirectory() as image_dir:
         draw_probe_images(image_dir)

@@ -65,7 +65,7 @@ def text_probes() -> list:
 
 def export_peft_ln(checkpoint: str, output_dir: str, overrides=None, settings=None, log=print) -> PeftLnResult:
     settings = settings or ExportSettings()
-    check_output_dir(output_dir, settings.overwrite)
+    check_output_dir(output_dir, settings.overwrite, checkpoint, overrides)
     manifest = effective_manifest(checkpoint, overrides)
     if manifest.kind == "merged" or not get_tune_mode(manifest.tune_mode).changes_llm_norms_only:
         what = "a merged checkpoint" if manifest.kind == "merged" else f"a --tune_mode {manifest.tune_mode} run"

@@ -63,7 +63,7 @@ def lora_factors(model) -> dict:
 def export_peft_lora(checkpoint: str, output_dir: str, overrides=None, settings=None, log=print) -> list:
     """Write the adapter; returns the causal LM's target module names."""
     settings = settings or ExportSettings()
-    check_output_dir(output_dir, settings.overwrite)
+    check_output_dir(output_dir, settings.overwrite, checkpoint, overrides)
     manifest = effective_manifest(checkpoint, overrides)
     _refuse(checkpoint, manifest)
     loaded = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device="cpu",

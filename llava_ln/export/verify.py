@@ -51,6 +51,7 @@ class ExportSettings:
     max_new_tokens: int = 8
     tolerance: Tolerance = field(default_factory=Tolerance)
     overwrite: bool = False
+    bits: int = 16  # hf: 4 stores the LLM's block linears in 4 bits (export/quantized.py)
 
 
 @dataclass

@@ -12,13 +12,21 @@ forward plus input gradients, and backward needs far less than transformers' mod
 
 Layer: imports core and model only.
 """
-from llava_ln.kernels.apply import KERNEL_CHOICES, KernelReport, apply_kernels, remove_kernels, resolve_kernel_backend
+from llava_ln.kernels.apply import (
+    KERNEL_CHOICES,
+    KernelReport,
+    apply_kernels,
+    kernel_backend_of,
+    remove_kernels,
+    resolve_kernel_backend,
+)
 from llava_ln.kernels.loss import multimodal_supervised_loss, supervised_lm_loss
 
 __all__ = [
     "KERNEL_CHOICES",
     "KernelReport",
     "apply_kernels",
+    "kernel_backend_of",
     "multimodal_supervised_loss",
     "remove_kernels",
     "resolve_kernel_backend",

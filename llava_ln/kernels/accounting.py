@@ -4,7 +4,9 @@
 bytes of every tensor an op saves for backward, parameters (and views of them) excluded, two
 ways: `packed` counts every save (what shared/bench/step_account.py reports, so the same tensor
 saved by two ops counts twice) and `unique` counts each underlying tensor once (the memory
-actually kept alive). It works on the meta device, so full-size shapes cost no memory.
+actually kept alive). It works on the meta device, so full-size shapes cost no memory. Set
+`.scope` (for example from module hooks) and both counts are also split by scope in `by_scope`:
+scope -> [packed, unique], a tensor's unique bytes going to the scope that saved it first.
 
 `flash_like_attention` runs attention through aten's flash-attention op, which saves what a
 GPU flash kernel saves (q, k, v, output, log-sum-exp); it runs on CUDA and on the meta device
@@ -25,6 +27,8 @@ class SavedTensorBytes:
         self.unique = 0  # set when the block exits
         self._unique = {}  # id(base tensor) -> (base tensor, bytes); the reference keeps ids stable
         self.records = []  # (shape, dtype, bytes) of every counted save, in order
+        self.scope = None  # set by the caller; saves are also counted per scope
+        self.by_scope = {}  # scope -> [packed, unique]
 
     def _pack(self, tensor):
         base = tensor if tensor._base is None else tensor._base
@@ -33,7 +37,11 @@ class SavedTensorBytes:
         size = tensor.numel() * tensor.element_size()
         self.packed += size
         self.records.append((tuple(tensor.shape), tensor.dtype, size))
-        self._unique.setdefault(id(base), (base, base.numel() * base.element_size()))
+        counts = self.by_scope.setdefault(self.scope, [0, 0])
+        counts[0] += size
+        if id(base) not in self._unique:
+            self._unique[id(base)] = (base, base.numel() * base.element_size())
+            counts[1] += self._unique[id(base)][1]
         return tensor
 
     def __enter__(self):
@@ -58,7 +66,8 @@ def flash_like_attention(module, query, key, value, attention_mask, scaling=None
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
-    output = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, dropout, True, False,
+    causal = getattr(module, "is_causal", True)
+    output = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, dropout, causal, False,
                                                                  scale=scaling)[0]
     return output.transpose(1, 2).contiguous(), None
 

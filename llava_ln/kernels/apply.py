@@ -6,6 +6,9 @@ state_dict names and hooks are unchanged, so checkpoints, PEFT, export and gradi
 checkpointing see the same module. A swapped MLP still calls its own projection submodules, so
 LoRA-wrapped projections keep working. The vision tower and the connector are not touched.
 
+The language model also records the backend (kernel_backend_of), which the training loss follows:
+the fused head + loss (loss.py) runs exactly when the lean modules do.
+
 Backends: "torch" = the autograd functions of this package; "liger" = liger-kernel's fused
 Triton kernels where they cover a module (CUDA only), the torch function elsewhere; "auto" =
 liger on CUDA when it imports, else torch; "none" = transformers' modules as they are.
@@ -28,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 KERNEL_CHOICES = ("auto", "torch", "liger", "none")
 _MARK = "_llava_ln_kernel"  # instance attribute naming the swapped-in implementation
+_BACKEND_MARK = "_llava_ln_kernel_backend"  # on the language model: the backend apply_kernels used
 
 
 def resolve_kernel_backend(choice: str, device=None) -> tuple[str, str]:
@@ -136,10 +140,22 @@ def _plan(module, backend: str):
     return None, None
 
 
+def kernel_backend_of(model) -> str:
+    """The backend apply_kernels swapped into `model` ("torch" or "liger"), or "none".
+
+    The training loss reads it (training.strategy.TrainingModule), so the fused head + loss runs
+    exactly when the lean modules do, whoever applied them.
+    """
+    return getattr(_llm_root(model), _BACKEND_MARK, "none")
+
+
 def remove_kernels(model) -> int:
     """Give every swapped module back its class's forward; returns how many were restored."""
     restored = 0
-    for module in _llm_root(model).modules():
+    root = _llm_root(model)
+    if hasattr(root, _BACKEND_MARK):
+        delattr(root, _BACKEND_MARK)
+    for module in root.modules():
         if hasattr(module, _MARK):
             del module.forward
             delattr(module, _MARK)
@@ -152,6 +168,8 @@ def apply_kernels(model, choice: str = "auto", device=None) -> KernelReport:
     backend, reason = resolve_kernel_backend(choice, device)
     report = KernelReport(requested=choice, backend=backend, reason=reason)
     if backend == "none":
+        remove_kernels(model)
+        logger.info(report.summary())
         return report
     remove_kernels(model)  # applying twice replaces, never stacks
     replaced = defaultdict(lambda: defaultdict(int))
@@ -163,5 +181,6 @@ def apply_kernels(model, choice: str = "auto", device=None) -> KernelReport:
         elif label is not None:
             report.untouched[type(module).__name__] = label
     report.replaced = {cls: dict(impls) for cls, impls in replaced.items()}
+    setattr(_llm_root(model), _BACKEND_MARK, backend)
     logger.info(report.summary())
     return report

@@ -8,9 +8,13 @@ logits; "none" is the unfused reference (logits for the supervised rows only, as
 
 `multimodal_supervised_loss(model, batch, backend)` is the whole training loss of a batch in
 the collator's contract: it runs model.forward.multimodal_forward with no head rows, catches the
-language model's final hidden states with a forward hook and calls supervised_lm_loss. Under
-DeepSpeed ZeRO-3 the head weight is partitioned outside its module's forward; the caller must
-gather it (deepspeed.zero.GatheredParameters) before a fused backend reads it.
+language model's final hidden states with a forward hook and calls supervised_lm_loss. The
+fused loss runs as a call of the head module itself (_call_as), so module hooks (DeepSpeed
+ZeRO-3's parameter gathering, forward and backward) treat it as the head's use.
+
+Labels may sit on the CPU while the model runs on the meta device (exact accounting of a step
+with no weights: training.step_account): rows are selected with the labels' values and the
+targets follow the hidden states' device.
 """
 import torch
 import torch.nn.functional as F
@@ -30,7 +34,7 @@ def supervised_rows(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     targets = labels[:, 1:]
     supervised = targets != IGNORE_INDEX
     positions = F.pad(supervised, (0, 1), value=False)  # the last position predicts nothing
-    return hidden[positions], targets[supervised]
+    return hidden[positions], targets[supervised].to(hidden.device)
 
 
 def _unfused(rows, lm_head, targets):
@@ -49,9 +53,33 @@ def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.T
     # A head that is not exactly nn.Linear (a PEFT wrapper, a quantised subclass) runs as the module it is.
     if backend == "none" or type(lm_head) is not nn.Linear:
         return _unfused(rows, lm_head, targets)
-    if backend == "liger" and rows.shape[0] > 0:
-        return liger.linear_cross_entropy(rows, lm_head.weight, lm_head.bias, targets)
-    return fused_linear_cross_entropy(rows, lm_head.weight, lm_head.bias, targets, chunk_rows=chunk_rows)
+
+    def fused(hidden_rows, row_targets):
+        if backend == "liger" and hidden_rows.shape[0] > 0:
+            return liger.linear_cross_entropy(hidden_rows, lm_head.weight, lm_head.bias, row_targets)
+        return fused_linear_cross_entropy(hidden_rows, lm_head.weight, lm_head.bias, row_targets,
+                                          chunk_rows=chunk_rows)
+
+    return _call_as(lm_head, fused, rows, targets)
+
+
+def _call_as(module: nn.Module, forward, *args):
+    """module(*args) with `forward` standing in for its forward during this one call.
+
+    The fused loss reads the head's weight directly; calling it through the head module keeps every
+    module hook in the loop. That is what DeepSpeed ZeRO-3 needs: it gathers a module's partitioned
+    parameters before the module's forward and again when the gradient reaches the module's outputs,
+    so the head weight is whole both when the loss reads it and when its gradient is accumulated.
+    """
+    own = vars(module).get("forward")
+    module.forward = forward
+    try:
+        return module(*args)
+    finally:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
 
 
 def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk_rows: int | None = None):

@@ -6,5 +6,6 @@
   sources     a multimodal --model_name_or_path (transformers LLaVA folder, original LLaVA): configs, backbones
   builder     build_mllm: compose the three into LlavaForConditionalGeneration (no subclassing)
   parts       named access to the parts (vision tower, connector, LLM, blocks), PEFT-wrapped or not
+  quantize    --bits 4|8: the LLM's block linears as bitsandbytes layers, and their bytes from shapes alone
   forward     the training forward: image features spliced into the embeddings, text-only batches too
 """

@@ -26,3 +26,13 @@ class ModelArguments:
     attn_implementation: str = field(
         default="auto", metadata={"help": "auto | flash_attention_2 | sdpa | eager."}
     )
+    # ---- quantized frozen base (LLaVA's flag names; llava_ln/model/quantize.py, docs/training.md) ----
+    bits: int = field(
+        default=16,
+        metadata={"help": "4 or 8: store the linear layers of the LLM's blocks quantized (bitsandbytes) and frozen; "
+                  "16: as loaded. Allowed with --tune_mode ln, ln_simple, lora (QLoRA) and connector."},
+    )
+    quant_type: str = field(default="nf4", metadata={"help": "--bits 4: nf4 | fp4."})
+    double_quant: bool = field(
+        default=True, metadata={"help": "--bits 4: also quantize the per-block statistics (about 0.4 bits per weight)."}
+    )

@@ -14,13 +14,15 @@ for example, has no SDPA path because of its logit soft-capping). An explicit re
 cannot be honoured is an error, never a silent downgrade.
 """
 import importlib.util
+import pickle
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
 from llava_ln.core.constants import IMAGE_TOKEN
-from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError, short_reason
 
 # ---- tokenizer ----
 
@@ -41,6 +43,12 @@ def prepare_tokenizer(tokenizer) -> int:
             raise LlavaLnError("the tokenizer has no pad, unk or eos token to pad batches with")
         tokenizer.pad_token = fallback
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
+# What from_pretrained raises on a damaged or hostile weight file, besides a missing one: a pickled
+# .bin that names code (transformers reads .bin with torch.load(weights_only=True), which refuses it),
+# a torn zip, a corrupt safetensors header.
+WEIGHT_LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 
 def load_tokenizer(path: str):
@@ -142,8 +150,8 @@ def load_vision_tower(path: str, dtype, attn_implementation: str):
     _, family = load_vision_config(path)
     try:
         return family.model_class.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
-    except (OSError, ValueError) as err:
-        raise LlavaLnError(f"--vision_tower {path!r}: cannot load weights ({err})") from None
+    except WEIGHT_LOAD_ERRORS as err:
+        raise LlavaLnError(f"--vision_tower {path!r}: cannot load weights ({short_reason(err)})") from None
 
 
 # ---- attention implementation ----

@@ -28,9 +28,10 @@ from transformers import (
 )
 
 from llava_ln.core.constants import IMAGE_TOKEN
-from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import (
+    WEIGHT_LOAD_ERRORS,
     check_select_layer,
     load_vision_config,
     load_vision_tower,
@@ -88,8 +89,8 @@ def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool, source=None,
         return source.load_llm(dtype, attn_implementation, vision_attn)
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
-    except (OSError, ValueError) as err:
-        raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({err})") from None
+    except WEIGHT_LOAD_ERRORS as err:
+        raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({short_reason(err)})") from None
 
 
 def _construct_llm(config, dtype, requested_attn: str, tokenizer, construct):

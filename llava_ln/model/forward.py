@@ -6,6 +6,12 @@ Why not just call model(input_ids, pixel_values)? Two reasons:
     image whose features enter the graph with weight zero;
   * error messages: a placeholder/feature count mismatch names the offending sample.
 Generation uses the native model directly; this module is only the training path.
+
+Under autocast the token embeddings enter the blocks in the autocast dtype. Trainable embeddings
+keep an fp32 master (`ln`, `full`), and an fp32 lookup would make the whole residual stream fp32:
+every norm would then save its input in fp32 for backward (8 KB more per token per norm at
+width 4096) although every matmul runs in the compute dtype anyway. The cast is differentiable,
+so the fp32 master still receives its gradient.
 """
 import torch
 
@@ -43,6 +49,18 @@ def check_image_tokens(image_mask, image_counts, tokens_per_image: int, sample_i
             )
 
 
+def in_autocast_dtype(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor in the active autocast dtype of its device (unchanged when autocast is off)."""
+    device_type = tensor.device.type
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return tensor
+        dtype = torch.get_autocast_dtype(device_type)
+    except (RuntimeError, ValueError):  # device types autocast does not know (meta)
+        return tensor
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+
 def dummy_pixel_values(model, device) -> torch.Tensor:
     size = vision_tower_of(model).config.image_size
     return torch.zeros(1, 3, size, size, device=device)
@@ -63,7 +81,7 @@ def multimodal_forward(
     image_mask = input_ids == llava.config.image_token_id
     if image_counts is not None:
         check_image_tokens(image_mask, image_counts, llava.config.image_seq_length, sample_ids)
-    embeddings = llava.get_input_embeddings()(input_ids)
+    embeddings = in_autocast_dtype(llava.get_input_embeddings()(input_ids))
     has_images = pixel_values is not None and pixel_values.shape[0] > 0
     features = image_features(model, pixel_values if has_images else dummy_pixel_values(model, input_ids.device))
     if has_images:
@@ -72,7 +90,9 @@ def multimodal_forward(
                 f"batch has {int(image_mask.sum())} image placeholder positions but its images yield "
                 f"{features.shape[0] * features.shape[1]} features"
             )
-        embeddings = embeddings.masked_scatter(image_mask.unsqueeze(-1), features.to(embeddings.dtype))
+        # .to(): a no-op in training; in meta-device accounting the ids (and so the mask) stay on the CPU.
+        embeddings = embeddings.masked_scatter(image_mask.unsqueeze(-1).to(embeddings.device),
+                                               features.to(embeddings.dtype))
     else:
         # Zero-weight use keeps the connector in the graph: same collectives, zero gradient.
         embeddings = embeddings + 0.0 * features.sum().to(embeddings.dtype)

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.kernels import KERNEL_CHOICES
 
 REPORT_TARGETS = ("none", "tensorboard", "wandb")
 SAVE_STRATEGIES = ("steps", "epoch", "no")
+OPTIM_STATE_DTYPES = ("fp32", "bf16")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 @dataclass
@@ -37,8 +40,11 @@ class TrainingArguments:
     bf16: bool = field(default=False, metadata={"help": "bf16 compute: frozen weights bf16, trainable fp32 master."})
     fp16: bool = field(default=False, metadata={"help": "fp16 compute with loss scaling."})
     tf32: Optional[bool] = field(default=None, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute block activations in "
-                                                                  "backward to save memory."})
+    # A string so that `auto` parses; __post_init__ turns true/false back into booleans (LLaVA passes True).
+    gradient_checkpointing: str = field(default=False, metadata={
+        "help": "Recompute LLM blocks in backward to save memory: true | false | auto (the fewest blocks "
+                "whose estimated peak fits --memory_budget_gib; see llava-ln describe).",
+        "nargs": "?", "const": "true"})
     gradient_checkpointing_ratio: float = field(
         default=1.0,
         metadata={"help": "Share of the LLM's blocks (the first ones) that recompute under "
@@ -72,6 +78,26 @@ class TrainingArguments:
     data_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the data order and of --data_path "
                                                              "subsets (default: --seed)."})
 
+    # --- Efficiency (issue 11): lean kernels, the recompute policy, trainable-state memory ---
+    kernels: str = field(default="auto", metadata={
+        "help": "Memory-lean norm/MLP modules and the fused head + loss: auto (liger-kernel on CUDA when "
+                "installed, else torch) | torch | liger | none (transformers' modules, unfused loss)."})
+    memory_budget_gib: Optional[float] = field(default=None, metadata={
+        "help": "GiB per device --gradient_checkpointing auto plans for (default: the GPU's free memory minus "
+                "10%, at least 2 GiB; on a CPU auto then checkpoints every block)."})
+    optim_state_dtype: str = field(default="fp32", metadata={
+        "help": "fp32 | bf16: Adam moments stored in bf16 with stochastic rounding (half their memory, "
+                "approximate; plain PyTorch strategy only). See docs/training.md."})
+    sparse_embedding_grad: bool = field(default=False, metadata={
+        "help": "Trainable input embeddings get a gradient for the rows a step uses only (exact AdamW; "
+                "one process, plain PyTorch strategy). See docs/training.md."})
+
+    def __post_init__(self):
+        if isinstance(self.gradient_checkpointing, str):
+            lowered = self.gradient_checkpointing.strip().lower()
+            if lowered in _TRUE + _FALSE:
+                self.gradient_checkpointing = lowered in _TRUE
+
 
 def check_training_args(args: TrainingArguments) -> None:
     """Reject impossible combinations before any model is loaded."""
@@ -94,6 +120,36 @@ def check_training_args(args: TrainingArguments) -> None:
         raise LlavaLnError(f"--report_to {','.join(unknown)} is not one of {', '.join(REPORT_TARGETS)}")
     if args.save_total_limit is not None and args.save_total_limit < 1:
         raise LlavaLnError("--save_total_limit must be >= 1")
+    check_efficiency_args(args)
+
+
+def gradient_checkpointing_choice(value) -> str:
+    """--gradient_checkpointing as "on", "off" or "auto" (True/False from code, LLaVA's True/False, auto)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return "on"
+    if text in _FALSE:
+        return "off"
+    if text == "auto":
+        return "auto"
+    raise LlavaLnError(f"--gradient_checkpointing {value!r} is not one of true, false, auto")
+
+
+def check_efficiency_args(args: TrainingArguments) -> None:
+    gradient_checkpointing_choice(args.gradient_checkpointing)
+    if args.kernels not in KERNEL_CHOICES:
+        raise LlavaLnError(f"--kernels {args.kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
+    if args.memory_budget_gib is not None and args.memory_budget_gib <= 0:
+        raise LlavaLnError(f"--memory_budget_gib {args.memory_budget_gib} must be > 0")
+    if args.optim_state_dtype not in OPTIM_STATE_DTYPES:
+        raise LlavaLnError(f"--optim_state_dtype {args.optim_state_dtype!r} is not one of "
+                           f"{', '.join(OPTIM_STATE_DTYPES)}")
+    lean_states = args.optim_state_dtype != "fp32" or args.sparse_embedding_grad
+    if lean_states and args.deepspeed:
+        raise LlavaLnError("--optim_state_dtype bf16 and --sparse_embedding_grad need the plain PyTorch strategy; "
+                           "drop --deepspeed (ZeRO partitions the optimizer states across ranks instead)")
 
 
 def report_targets(args: TrainingArguments) -> list[str]:

@@ -12,7 +12,6 @@ so a crash mid-save leaves the previous one usable.
 """
 import contextlib
 import glob
-import json
 import logging
 import os
 import random
@@ -23,12 +22,14 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from llava_ln.checkpoint.integrity import sha256_file
 from llava_ln.checkpoint.run_folder import connector_parameters, save_run
 from llava_ln.checkpoint.tensors import ShardedTensorWriter, TensorReader, load_tensors, save_tensors
 from llava_ln.core.atomic import atomic_directory, write_json_atomic
 from llava_ln.core.distributed import all_gather_objects, barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
+from llava_ln.training.resume_files import read_trainer_state, verify_resume_files
 from llava_ln.training.strategy import OPTIMIZER_STATE_KEYS
 
 logger = logging.getLogger(__name__)
@@ -121,10 +122,11 @@ class Checkpointer:
                 else:
                     tensors[name] = values["master"].to(self.final_dtype)
             if resume:
+                digests = {}  # resume/ file -> sha256, recorded in the checkpoint's manifest
                 for writer in writers.values():
-                    writer.close()
+                    digests.update(writer.close())
                 rng_tensors, rng_json = split_rng(rng_states)
-                save_tensors(resume, "rng", rng_tensors)
+                digests.update(save_tensors(resume, "rng", rng_tensors))
                 write_json_atomic(os.path.join(resume, STATE_FILE), {
                     "state": asdict(state),
                     "run": asdict(identity),
@@ -133,9 +135,11 @@ class Checkpointer:
                     "loss_scaler": self.strategy.loss_scaler_state(),
                     "rng": rng_json,
                 })
+                digests[STATE_FILE] = sha256_file(os.path.join(resume, STATE_FILE))
                 save_run(tmp, self.model, replace(self.manifest, global_step=state.global_step), tensors=tensors,
                          lora_state_dict=lora if self.manifest.lora is not None else None,
-                         stage1_connector=self.stage1_connector)
+                         stage1_connector=self.stage1_connector,
+                         extra_files={f"{RESUME_DIR}/{name}": digest for name, digest in digests.items()})
         if self.context.is_main:
             logger.info("saved %s", final)
             if save_total_limit:
@@ -150,8 +154,8 @@ class Checkpointer:
         if not os.path.exists(state_path):
             raise LlavaLnError(f"--resume_from_checkpoint {directory}: no {RESUME_DIR}/{STATE_FILE} (not a "
                                "checkpoint-<step> folder of llava-ln training, or an incomplete one)")
-        with open(state_path, encoding="utf-8") as handle:
-            saved = json.load(handle)
+        verify_resume_files(directory, RESUME_DIR, ("master", *OPTIMIZER_STATE_KEYS, "rng"), STATE_FILE)
+        saved = read_trainer_state(state_path, TrainState)
         same_ranks = _check_identity(directory, saved["run"], identity)
         readers = {key: TensorReader(os.path.join(resume, key)) for key in ("master", *OPTIMIZER_STATE_KEYS)}
         _check_names(directory, readers["master"], self.named)
@@ -167,7 +171,11 @@ class Checkpointer:
         self.strategy.load_loss_scaler_state(saved.get("loss_scaler"))
         if same_ranks:
             rng = join_rng(load_tensors(os.path.join(resume, "rng")), saved["rng"], self.context.rank)
-            restore_rng(rng)
+            try:
+                restore_rng(rng)
+            except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as err:
+                raise LlavaLnError(f"--resume_from_checkpoint {directory}: the RNG state of rank {self.context.rank} "
+                                   f"cannot be restored ({err}); the checkpoint is damaged") from None
         barrier(self.context)
         return TrainState(**saved["state"])
 

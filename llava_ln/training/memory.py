@@ -20,6 +20,9 @@ bench/results/ has measured peaks. Bytes per parameter (bf16 training):
   ZeRO-2: every weight 2 (bf16 module); trainable + 2 (bf16 grad) + 12 / N (fp32 master + Adam)
   ZeRO-3: like ZeRO-2 but the bf16 weights and gradients are partitioned too (/ N)
 fp32 training doubles the frozen bytes and drops the separate master copy.
+A quantized base (--bits 4|8) replaces the compute-dtype bytes of its block linears by their quantized
+bytes, statistics included (model/quantize.py: about 0.52 B per weight at 4 bits with double
+quantization); those are frozen and replicated on every rank (ZeRO-3 cannot hold them).
 """
 import logging
 from dataclasses import dataclass
@@ -74,16 +77,21 @@ logger = logging.getLogger(__name__)
 
 def enable_gradient_checkpointing(model, ratio: float = 1.0) -> int:
     """Checkpoint the first round(ratio * n_blocks) LLM blocks; returns how many."""
+    return checkpoint_first_blocks(model, round(ratio * len(decoder_layers_of(model))))
+
+
+def checkpoint_first_blocks(model, count: int) -> int:
+    """Checkpoint exactly the first `count` LLM blocks (0: none, and checkpointing stays off); returns count."""
     llava = unwrap(model)
-    llava.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    llava.config.use_cache = False
     blocks = decoder_layers_of(model)
-    keep = round(ratio * len(blocks))
+    if count > 0:
+        llava.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        llava.config.use_cache = False
     for index, block in enumerate(blocks):
-        if index >= keep and hasattr(block, "gradient_checkpointing"):
-            block.gradient_checkpointing = False
-    logger.info("gradient checkpointing on %d of %d LLM blocks", keep, len(blocks))
-    return keep
+        if hasattr(block, "gradient_checkpointing"):
+            block.gradient_checkpointing = index < count
+    logger.debug("gradient checkpointing on %d of %d LLM blocks", count, len(blocks))
+    return count
 
 
 GIB = 2**30
@@ -91,25 +99,36 @@ STRATEGIES = ("torch", "zero2", "zero3")
 
 
 def static_memory_per_gpu(frozen: int, trainable: int, strategy: str = "torch", num_gpus: int = 1,
-                          bf16: bool = True) -> dict:
-    """Bytes per device, in GiB, split into frozen weights and trainable weights + states."""
+                          bf16: bool = True, *, quantized_params: int = 0, quantized_bytes: float = 0.0) -> dict:
+    """Bytes per device, in GiB, split into frozen weights and trainable weights + states.
+
+    frozen: every frozen parameter; quantized_params of them (a --bits base's block linears) take
+    quantized_bytes in all instead of the compute dtype's bytes (model.quantize.QuantizedFootprint).
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if num_gpus < 1:
         raise ValueError("num_gpus must be at least 1")
+    if quantized_params and strategy == "zero3":
+        raise ValueError("a quantized base cannot be partitioned by ZeRO-3; use --strategy zero2 or torch")
     weight = 2 if bf16 else 4
+    plain_frozen = frozen - quantized_params
     if strategy == "torch":
-        frozen_bytes = frozen * weight
+        frozen_bytes = plain_frozen * weight
         trainable_bytes = trainable * (4 + 4 + 8)
     else:
         shard = num_gpus if strategy == "zero3" else 1
-        frozen_bytes = frozen * weight / shard
+        frozen_bytes = plain_frozen * weight / shard
         master = 4 if bf16 else 0  # fp32 training updates the fp32 weights in place
         trainable_bytes = trainable * ((weight + weight) / shard + (master + 8) / num_gpus)
-    return {
+    frozen_bytes += quantized_bytes
+    result = {
         "strategy": strategy, "num_gpus": num_gpus, "precision": "bf16" if bf16 else "fp32",
         "frozen_weights": round(frozen_bytes / GIB, 2),
         "trainable_weights_and_states": round(trainable_bytes / GIB, 2),
         "total_static": round((frozen_bytes + trainable_bytes) / GIB, 2),
         "excludes": "activations (batch, sequence length and gradient checkpointing dependent)",
     }
+    if quantized_params:
+        result["quantized_weights"] = round(quantized_bytes / GIB, 2)  # part of frozen_weights
+    return result

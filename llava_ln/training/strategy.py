@@ -23,8 +23,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from llava_ln.core.constants import IGNORE_INDEX
+from llava_ln.kernels import kernel_backend_of, multimodal_supervised_loss
 from llava_ln.model.forward import multimodal_forward
 from llava_ln.training.memory import make_trainable_fp32
+from llava_ln.training.optim import clip_grad_norm, make_lean_adamw, uses_lean_optimizer
 
 OPTIMIZER_STATE_KEYS = ("exp_avg", "exp_avg_sq")
 
@@ -35,7 +37,10 @@ class TrainingModule(nn.Module):
     The loss is the usual mean next-token cross-entropy over supervised tokens, but the LM head
     runs only at positions whose next token is supervised in some sample of the batch (image
     and prompt positions never are): the full [batch, length, vocab] fp32 logits that the
-    model's own loss would build are the largest single activation of a LLaVA step.
+    model's own loss would build are the largest single activation of a LLaVA step. When lean
+    kernels are applied to the model (llava_ln.kernels.apply_kernels, --kernels), the head and the
+    loss run fused and chunked over exactly the supervised rows (kernels.loss): no [rows, vocab]
+    fp32 logits at all.
     """
 
     def __init__(self, model):
@@ -43,6 +48,9 @@ class TrainingModule(nn.Module):
         self.model = model
 
     def forward(self, batch: dict):
+        backend = kernel_backend_of(self.model)
+        if backend != "none":
+            return multimodal_supervised_loss(self.model, batch, backend)
         labels = batch["labels"]
         targets = labels[:, 1:]
         # Positions t whose next token is supervised anywhere in the batch (same for every row:
@@ -52,7 +60,8 @@ class TrainingModule(nn.Module):
         logits = multimodal_forward(self.model, **inputs, logits_to_keep=keep).logits
         if keep.numel() == 0:  # no supervised token (the dataset never yields one): a zero loss in the graph
             return logits.sum() * 0.0
-        return F.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten(), ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten().to(logits.device),
+                               ignore_index=IGNORE_INDEX)
 
 
 class Strategy(ABC):
@@ -121,6 +130,8 @@ class Strategy(ABC):
 
 
 def make_adamw(param_groups: list[dict], args, device) -> torch.optim.Optimizer:
+    if uses_lean_optimizer(args):  # --optim_state_dtype bf16 / --sparse_embedding_grad (optim.py)
+        return make_lean_adamw(param_groups, args)
     return torch.optim.AdamW(
         param_groups,
         lr=args.learning_rate,
@@ -168,7 +179,7 @@ class TorchStrategy(Strategy):
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
+        grad_norm = clip_grad_norm(self.trainable, max_norm)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()

@@ -25,6 +25,7 @@ import torch
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.strategy import Strategy, TrainingModule, make_adamw
+from llava_ln.training.zero_config_types import check_zero_config_types
 
 
 def _is_partitioned(param) -> bool:
@@ -54,10 +55,18 @@ class DeepSpeedStrategy(Strategy):
         else:
             # fp32 masters live in ZeRO's partitions; the client optimizer only defines the update rule.
             client = make_adamw(param_groups, self.args, self.device)
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=self.module, optimizer=client, model_parameters=param_groups if client is None else None,
-            config=self.config,
-        )
+        from pydantic import ValidationError  # DeepSpeed validates its config with pydantic
+
+        try:
+            self.engine, self.optimizer, _, _ = deepspeed.initialize(
+                model=self.module, optimizer=client, model_parameters=param_groups if client is None else None,
+                config=self.config,
+            )
+        except ValidationError as err:
+            first = err.errors()[0] if err.errors() else {}
+            field_name = ".".join(str(part) for part in first.get("loc", ())) or "?"
+            raise LlavaLnError(f"--deepspeed {self.args.deepspeed}: DeepSpeed rejects field {field_name} "
+                               f"({first.get('msg', err)})") from None
         self.engine.train()
         self._state_views_linked = False
 
@@ -160,7 +169,7 @@ def load_zero_config(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise LlavaLnError(f"--deepspeed {path}: not valid JSON ({err})") from None
 
 
@@ -176,6 +185,7 @@ def _fill(section: dict, key: str, value, source: str, where: str) -> None:
 
 def fill_zero_config(config: dict, args, world_size: int, hidden_size: int, path: str = "--deepspeed") -> dict:
     """A copy of config with every "auto" resolved from the TrainingArguments."""
+    check_zero_config_types(config, path)
     config = copy.deepcopy(config)
     if "scheduler" in config:
         raise LlavaLnError(f"{path}: remove the `scheduler` block; the schedule comes from --lr_scheduler_type and "

@@ -69,3 +69,11 @@ def get_tune_mode(name: str) -> TuneMode:
 def resolve_tune_embeddings(mode: TuneMode, override: bool | None) -> bool:
     """Whether embeddings and head train: --tune_embeddings when given, else the mode's default."""
     return mode.trains_embeddings if override is None else override
+
+
+def refuse_on_quantized_base(mode: TuneMode, bits: int) -> None:
+    """A quantized base (--bits 4/8) keeps its block linears frozen: refuse a mode that trains them."""
+    if mode.trains_llm_linears:
+        allowed = ", ".join(m.name for m in TUNE_MODES.values() if not m.trains_llm_linears)
+        raise LlavaLnError(f"--tune_mode {mode.name} trains linear weights of the LLM's blocks, which --bits {bits} "
+                           f"stores quantized and frozen; use --tune_mode {allowed}, or --bits 16")

@@ -15,9 +15,10 @@ from torch import nn
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
+from llava_ln.model.quantize import logical_numel, quantization_of
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.groups import GROUPS, classify_parameters
-from llava_ln.tuning.modes import TuneMode, get_tune_mode, resolve_tune_embeddings
+from llava_ln.tuning.modes import TuneMode, get_tune_mode, refuse_on_quantized_base, resolve_tune_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,30 @@ def _optimizer_groups(group_of: dict, trainable: set, params: dict) -> tuple:
                  for (role, decay), names in buckets.items())
 
 
+def _trainable_names(model, mode: TuneMode, tune_embeddings: bool, group_of: dict,
+                     tune_connector: bool | None = None) -> set:
+    """The mode's trainable names; tune_connector (when not None) overrides whether the connector trains."""
+    train_groups = set(mode.groups) | ({"embeddings", "lm_head"} if tune_embeddings else set())
+    if tune_connector is not None:
+        train_groups = (train_groups | {"connector"}) if tune_connector else (train_groups - {"connector"})
+    trainable = {name for name, group in group_of.items() if group in train_groups}
+    if mode.block_part:
+        trainable |= _block_part_parameter_names(model, mode.block_part)
+    return trainable
+
+
+def saved_tensor_names(model, args: TuningArguments) -> frozenset:
+    """What a run with args stores in trained.safetensors (every trainable tensor but LoRA factors).
+
+    model: the unwrapped base model (the meta device is enough); nothing in it is changed.
+    """
+    mode = get_tune_mode(args.tune_mode)
+    group_of = classify_parameters(model)
+    names = _trainable_names(model, mode, resolve_tune_embeddings(mode, args.tune_embeddings), group_of,
+                             args.tune_connector)
+    return frozenset(name for name in names if group_of[name] != "lora")
+
+
 def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = False):
     """Make the model trainable as args.tune_mode says; return (model, TuningPlan).
 
@@ -184,6 +209,9 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
     from an earlier run or checkpoint (so a connector-only run is not stage 1).
     """
     mode = get_tune_mode(args.tune_mode)
+    quantized = quantization_of(model)
+    if quantized is not None:
+        refuse_on_quantized_base(mode, quantized.bits)
     tune_embeddings = resolve_tune_embeddings(mode, args.tune_embeddings)
     lora = None
     if mode.uses_lora:
@@ -194,12 +222,7 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
         lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout)
         model = _wrap_lora(model, lora)
     group_of = classify_parameters(model)
-    train_groups = set(mode.groups) | ({"embeddings", "lm_head"} if tune_embeddings else set())
-    if args.tune_connector is not None:
-        train_groups = (train_groups | {"connector"}) if args.tune_connector else (train_groups - {"connector"})
-    trainable = {name for name, group in group_of.items() if group in train_groups}
-    if mode.block_part:
-        trainable |= _block_part_parameter_names(model, mode.block_part)
+    trainable = _trainable_names(model, mode, tune_embeddings, group_of, args.tune_connector)
     params = dict(unwrap(model).named_parameters())
     for name, param in params.items():
         param.requires_grad_(name in trainable)
@@ -208,7 +231,7 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
     only_connector = all(group_of[n] == "connector" for n in trainable)
     plan = TuningPlan(
         mode=mode, stage=1 if only_connector and not connector_pretrained else 2, tune_embeddings=tune_embeddings,
-        lora=lora, group_of=dict(group_of), numel={n: getattr(p, "ds_numel", p.numel()) for n, p in params.items()},
+        lora=lora, group_of=dict(group_of), numel={n: logical_numel(p) for n, p in params.items()},
         trainable=frozenset(trainable), optimizer_groups=_optimizer_groups(group_of, trainable, params),
         mm_projector_lr=args.mm_projector_lr, norm_lr=args.norm_lr,
     )

@@ -12,6 +12,7 @@ from llava_ln.checkpoint.tensors import load_tensors, save_tensors
 from llava_ln.core.atomic import atomic_directory, write_json_atomic
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
+from llava_ln.tuning.modes import get_tune_mode, resolve_tune_embeddings
 
 
 def perturb_trainable(model, seed=0):
@@ -25,6 +26,7 @@ def perturb_trainable(model, seed=0):
 def manifest_for(llm, vision, spec, mode, lora=None):
     return Manifest(kind="trained", llm=llm, tokenizer=llm, vision_tower=vision, mm_projector_type="mlp2x_gelu",
                     mm_vision_select_layer=-2, mm_vision_select_feature="patch", tune_mode=mode,
+                    tune_embeddings=resolve_tune_embeddings(get_tune_mode(mode), None),
                     conv_template="vicuna_v1", image_aspect_ratio="pad", lora=lora,
                     image_token_id=spec.image_token_id, num_image_tokens=spec.num_image_tokens)
 
@@ -62,7 +64,7 @@ def test_tensor_from_another_model_is_named(tmp_path, tiny_llm, tiny_vision):
              trained_tensors(model))
     bad = load_trained_tensors(str(tmp_path))
     bad["model.language_model.norm.weight"] = torch.ones(64)
-    save_tensors(str(tmp_path), "trained", bad)
+    save_run(str(tmp_path), model, manifest_for(tiny_llm("llama"), tiny_vision("clip"), spec, "ln_simple"), bad)
     with pytest.raises(LlavaLnError, match=r"model\.language_model\.norm\.weight has shape \(64,\)"):
         load_checkpoint(str(tmp_path))
 

@@ -138,3 +138,21 @@ def test_memory_estimate_flags_reach_the_json(config_only_7b):
     assert payload["total_static"] < 16  # 7B full fine-tuning fits 8 x 80 GB under ZeRO-3 (static part)
     bad = _cli("--model_name_or_path", llm, "--vision_tower", vision, "--strategy", "zero9")
     assert bad.returncode == 2 and "strategy must be one of" in bad.stderr
+
+
+def test_recompute_plan_for_a_micro_batch(tiny_llm, tiny_vision):
+    """Given a micro-batch, describe shows what --gradient_checkpointing would pick and the estimated peak."""
+    from llava_ln.commands.prepare import DescribeArguments
+
+    args = ModelArguments(model_name_or_path=tiny_llm("llama"), vision_tower=tiny_vision("clip"))
+    plain = describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(bf16=False))
+    assert "recompute" not in plain  # only when a micro-batch is given
+    planned = describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(
+        bf16=False, per_device_train_batch_size=8, model_max_length=512, memory_budget_gib=1000.0))
+    recompute = planned["recompute"]
+    peaks = recompute["estimated_peak_gib_by_checkpointed_blocks"]
+    blocks = recompute["total_blocks"]
+    assert (recompute["requested"], recompute["checkpointed_blocks"], recompute["budget_gib"]) == ("auto", 0, 1000.0)
+    assert recompute["estimated_peak_gib"] == peaks["0"] > peaks[str(blocks)] > 0
+    assert recompute["estimated_peak_gib"] > planned["memory_gib_per_gpu"]["total_static"]
+    assert recompute["tokens_per_micro_batch"] == 8 * 512 and recompute["saved_bytes_per_token_per_block"] > 0

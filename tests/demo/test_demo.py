@@ -1,34 +1,21 @@
 """Issue 5 acceptance: a short stage-2 run on the toy world beats the untuned model; the report is written."""
-import os
 
 import pytest
+from demo_helpers import SHORT_RECIPE, short_stage1, vqa_accuracy
 
 from llava_ln.demo.benchmarks import headline_numbers
-from llava_ln.demo.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv, stage2_argv, stage2_data_path
+from llava_ln.demo.recipe import DemoRecipe, stage2_argv, stage2_data_path
 from llava_ln.demo.report import write_report
-from llava_ln.evaluation.args import EvalArguments
-from llava_ln.evaluation.runner import run_eval
-from llava_ln.toy.generate import write_toy_world
 from llava_ln.train import main as train_main
 
 
-def vqa_accuracy(model_path, world, output_dir, conv_template=None) -> float:
-    summary = run_eval(EvalArguments(
-        benchmark="vqav2", model_path=model_path, data=os.path.join(world, "eval", "vqav2"), output_dir=output_dir,
-        score=True, batch_size=32, max_new_tokens=8, dtype="float32", device="cpu", conv_template=conv_template))
-    return summary["scores"]["overall"]
-
-
 @pytest.mark.slow
-def test_short_stage2_ln_run_improves_toy_vqa_over_the_untuned_model(tmp_path):
-    world = str(tmp_path / "world")
-    write_toy_world(world, seed=0)
-    recipe = DemoRecipe(stage1_steps=100, stage2_steps=100)
-    stage1, stage2 = str(tmp_path / "stage1"), str(tmp_path / "stage2")
-    assert train_main(stage1_argv(world, recipe, stage1)) == 0
-    assert train_main(stage2_argv(world, recipe, stage2, stage1)) == 0
-    untuned = vqa_accuracy(stage1, world, str(tmp_path / "eval1"), conv_template=STAGE2_TEMPLATE)
-    tuned = vqa_accuracy(stage2, world, str(tmp_path / "eval2"))
+def test_short_stage2_ln_run_improves_toy_vqa_over_the_untuned_model(tmp_path, tmp_path_factory):
+    start = short_stage1(tmp_path_factory)  # toy world + 100 connector steps, shared with the 4-bit test
+    stage2 = str(tmp_path / "stage2")
+    assert train_main(stage2_argv(start["world"], SHORT_RECIPE, stage2, start["stage1"])) == 0
+    untuned = start["untuned_vqa"]
+    tuned = vqa_accuracy(stage2, start["world"], str(tmp_path / "eval2"))
     # measured on this recipe: about 49 -> 56; the margin leaves room for CPU numerics
     assert tuned > untuned + 3.0, (untuned, tuned)
 

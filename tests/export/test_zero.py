@@ -1,4 +1,7 @@
-"""ZeRO-3 checkpoints that hold only DeepSpeed shards are consolidated inside merge (no zero_to_fp32 by hand)."""
+"""ZeRO-3 checkpoints that hold only DeepSpeed shards are consolidated inside merge (no zero_to_fp32 by hand).
+
+tests/reliability/test_files.py checks the consolidation against DeepSpeed's own on 2-rank ZeRO-2/3 shards.
+"""
 import os
 import socket
 import subprocess
@@ -11,7 +14,7 @@ from safetensors.torch import load_file
 
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.tensors import assign_tensors
-from llava_ln.checkpoint.zero_shards import vet_shards, zero_checkpoint_dir
+from llava_ln.checkpoint.zero_shards import consolidate_zero_checkpoint, zero_checkpoint_dir
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.merge import merge_checkpoint
 from llava_ln.model.args import ModelArguments
@@ -66,7 +69,7 @@ def test_a_shard_with_foreign_pickled_objects_is_refused(tmp_path, zero_run):
     step_dir = zero_checkpoint_dir(copy)
     target = os.path.join(step_dir, "zero_pp_rank_0_mp_rank_00_model_states.pt")
     torch.save({"module": {}, "payload": socket.socket}, target)  # a global no DeepSpeed checkpoint holds
-    with pytest.raises(LlavaLnError, match=r"model_states\.pt: refusing to consolidate .* weights_only=True"):
-        vet_shards(step_dir)
-    with pytest.raises(LlavaLnError, match="refusing to consolidate"):
+    with pytest.raises(LlavaLnError, match=r"model_states\.pt: refusing a DeepSpeed shard .* GLOBAL _?socket"):
+        consolidate_zero_checkpoint(copy)
+    with pytest.raises(LlavaLnError, match="refusing a DeepSpeed shard"):
         merge_checkpoint(copy, str(tmp_path / "merged"))

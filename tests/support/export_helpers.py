@@ -39,7 +39,7 @@ def make_run(directory: str, llm: str, vision: str, mode: str, projector: str = 
     manifest = Manifest(kind="trained", llm=llm, tokenizer=llm, vision_tower=vision, mm_projector_type=projector,
                         mm_vision_select_layer=-2, mm_vision_select_feature="patch", tune_mode=mode,
                         conv_template=template, image_aspect_ratio=aspect_ratio,
-                        lora=dict(LORA) if mode == "lora" else None, tune_embeddings=mode in ("ln", "full"),
+                        lora=dict(LORA) if mode == "lora" else None, tune_embeddings=plan.tune_embeddings,
                         image_token_id=spec.image_token_id, num_image_tokens=spec.num_image_tokens)
     save_run(directory, model, manifest, trainable_tensors(model, plan), stage1_connector=stage1)
     return directory

@@ -123,10 +123,29 @@ def test_grouped_batches_stay_modality_pure_and_accumulation_matches_ranks():
     (dict(report_to="mlflow"), "report_to"),
     (dict(gradient_checkpointing_ratio=1.5), "gradient_checkpointing_ratio"),
     (dict(output_dir=None), "output_dir"),
+    (dict(kernels="triton"), "--kernels"),
+    (dict(gradient_checkpointing="sometimes"), "--gradient_checkpointing"),
+    (dict(memory_budget_gib=0.0), "--memory_budget_gib"),
+    (dict(optim_state_dtype="fp8"), "--optim_state_dtype"),
+    (dict(optim_state_dtype="bf16", deepspeed="zero_configs/zero2.json"), "plain PyTorch strategy"),
+    (dict(sparse_embedding_grad=True, deepspeed="zero_configs/zero3.json"), "plain PyTorch strategy"),
 ])
 def test_impossible_flags_are_refused_before_loading_anything(change, message):
     with pytest.raises(LlavaLnError, match=message):
         check_training_args(replace(ARGS, **change))
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([], False), (["--gradient_checkpointing"], True), (["--gradient_checkpointing", "True"], True),
+    (["--gradient_checkpointing", "false"], False), (["--gradient_checkpointing", "auto"], "auto"),
+])
+def test_gradient_checkpointing_takes_llava_booleans_and_auto(argv, expected):
+    from llava_ln.core.flags import parse_flags
+    from llava_ln.training.args import TrainingArguments
+
+    (args,) = parse_flags(["--output_dir", "x", *argv], (TrainingArguments,), prog="t")
+    assert args.gradient_checkpointing is expected if isinstance(expected, bool) else args.gradient_checkpointing == expected
+    check_training_args(args)
 
 
 def test_interval_flags_follow_hf_semantics():

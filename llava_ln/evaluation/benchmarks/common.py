@@ -5,12 +5,13 @@ VQAv2, MME and POPE questions get the short-answer suffix on a new line (LLaVA's
 already carry it; the official files do not, so it is added only when missing); captioning has no
 question, the prompt is a one-sentence caption request, as LLaVA-style harnesses use for COCO and
 Flickr30k. File lookups in a benchmark's official layout fail with one line naming the flag and
-the path.
+the path; an image name taken from a question or annotation file must stay inside the image folder.
 """
 import os
 from dataclasses import dataclass, field
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.images import ImageError, resolve_image_path
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,13 @@ def first_existing(root: str, candidates, kind: str = "file") -> str | None:
 
 
 def image_file(folder: str, name: str, where: str) -> str:
-    """folder/name, which must exist; `where` names the question that needs it."""
-    path = name if os.path.isabs(name) else os.path.join(folder, name)
+    """folder/name, which must exist and lie inside folder; `where` names the question that needs it."""
+    if not isinstance(name, str) or not name.strip():
+        raise LlavaLnError(f"{where}: the image name {name!r} is not a file name")
+    try:
+        path = resolve_image_path(folder, name)
+    except ImageError as err:
+        raise LlavaLnError(f"{where}: {err}") from None
     if not os.path.isfile(path):
         raise LlavaLnError(f"{where}: image file not found: {path}")
     return os.path.abspath(path)

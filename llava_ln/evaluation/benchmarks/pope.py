@@ -78,6 +78,8 @@ def read_items(sources: dict, prompt_suffix: str) -> list[EvalItem]:
             where = f"POPE label file {path}, record {index}"
             if not isinstance(record, dict) or any(k not in record for k in ("question_id", "image", "text")):
                 raise LlavaLnError(f"{where}: needs 'question_id', 'image' and 'text'")
+            if not isinstance(record["text"], str):
+                raise LlavaLnError(f"{where} (question_id {record['question_id']}): 'text' is not a string")
             if str(record["question_id"]) in seen:
                 raise LlavaLnError(f"{where}: question_id {record['question_id']} appears twice in split {split!r}")
             seen.add(str(record["question_id"]))

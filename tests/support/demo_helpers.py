@@ -1,0 +1,33 @@
+"""The toy world, a short stage-1 run and its VQA score, built once per test session for the demo tests."""
+import os
+
+from llava_ln.demo.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv
+from llava_ln.evaluation.args import EvalArguments
+from llava_ln.evaluation.runner import run_eval
+
+SHORT_RECIPE = DemoRecipe(stage1_steps=100, stage2_steps=100)
+_CACHE = {}
+
+
+def vqa_accuracy(model_path, world, output_dir, conv_template=None, bits=16) -> float:
+    summary = run_eval(EvalArguments(
+        benchmark="vqav2", model_path=model_path, data=os.path.join(world, "eval", "vqav2"), output_dir=output_dir,
+        score=True, batch_size=32, max_new_tokens=8, dtype="float32", device="cpu", conv_template=conv_template,
+        bits=bits))
+    return summary["scores"]["overall"]
+
+
+def short_stage1(tmp_path_factory) -> dict:
+    """{"world", "stage1", "untuned_vqa"}: the toy world (seed 0), 100 connector steps, and that model's VQA
+    accuracy asked in the stage-2 template (so it sees the prompts the stage-2 models see)."""
+    if "stage1" not in _CACHE:
+        from llava_ln.toy.generate import write_toy_world
+        from llava_ln.train import main as train_main
+
+        root = tmp_path_factory.mktemp("demo_short")
+        world, stage1 = str(root / "world"), str(root / "stage1")
+        write_toy_world(world, seed=0)
+        assert train_main(stage1_argv(world, SHORT_RECIPE, stage1)) == 0
+        untuned = vqa_accuracy(stage1, world, str(root / "eval_stage1"), conv_template=STAGE2_TEMPLATE)
+        _CACHE["stage1"] = {"world": world, "stage1": stage1, "untuned_vqa": untuned}
+    return _CACHE["stage1"]
