@@ -20,7 +20,7 @@ if __name__ == "__main__" and not __package__:
 
 from transformers import set_seed
 
-from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
+from llava_ln.checkpoint.llava_sources import resolve_start
 from llava_ln.checkpoint.manifest import run_manifest
 from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connector
 from llava_ln.core.distributed import distributed_session
@@ -52,6 +52,7 @@ from llava_ln.training.resume_check import check_resume_flags, run_defining_flag
 from llava_ln.training.run_ownership import run_inputs
 from llava_ln.training.stop_signals import StopSignals
 from llava_ln.training.strategy import TorchStrategy
+from llava_ln.training.zero_init import build_training_model
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
 
@@ -89,7 +90,8 @@ def main(argv=None) -> int:
 
         # 2. Model: LLM + vision tower + connector, frozen weights already in the compute dtype.
         data = load_data_components(model_args, data_args)
-        model, spec = build_start_model(model_args, data.tokenizer, dtype=precision.compute_dtype)
+        # Under ZeRO-3 created partitioned and filled shard by shard, each rank reading only its partitions.
+        model, spec = build_training_model(model_args, data.tokenizer, args, context, precision)
         quantize_llm_linears(model, quantization, device=context.device)  # no-op without --bits 4|8
 
         # 3. Tuning: what trains; stage 2 starts from the stage-1 connector (or the multimodal start's own).

@@ -135,13 +135,20 @@ def check_chat_template(path: str) -> None:
 
 # ---- the model a checkpoint computes ----
 
-def build_start_model(model_args, tokenizer, dtype, on_meta: bool = False):
+def build_start_model(model_args, tokenizer, dtype, on_meta: bool = False, construct=None):
     """(LlavaForConditionalGeneration, MultimodalSpec) as the start of a run: a plain LLM composed with a tower
-    and a new connector, or the multimodal checkpoint --model_name_or_path names, unchanged."""
+    and a new connector, or the multimodal checkpoint --model_name_or_path names, unchanged.
+
+    construct (ZeRO-3, training/zero_init.py): the model is created partitioned and filled shard by shard
+    (checkpoint.partitioned_start), the same values as loading gives."""
     path = model_args.model_name_or_path
     if is_llava_ln_folder(path):
-        return _from_llava_ln(path, model_args, tokenizer, dtype, on_meta)
-    model, spec = build_mllm(model_args, tokenizer, dtype=dtype, on_meta=on_meta)
+        return _from_llava_ln(path, model_args, tokenizer, dtype, on_meta, construct)
+    model, spec = build_mllm(model_args, tokenizer, dtype=dtype, on_meta=on_meta, construct=construct)
+    if construct is not None:
+        from llava_ln.checkpoint.partitioned_start import fill_start
+
+        fill_start(model, model_args, detect_source(path))
     if spec.source and spec.source["kind"] == HF_LLAVA:
         check_image_token(path, model, tokenizer)
     if spec.source and spec.source["kind"] == ORIGINAL_LLAVA and not on_meta:
@@ -157,7 +164,7 @@ def check_image_token(path: str, model, tokenizer) -> None:
                            f"gives <image> id {token_id}")
 
 
-def _from_llava_ln(path: str, model_args, tokenizer, dtype, on_meta: bool):
+def _from_llava_ln(path: str, model_args, tokenizer, dtype, on_meta: bool, construct=None):
     from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, model_arguments_from
 
     manifest = effective_manifest(path)
@@ -167,6 +174,18 @@ def _from_llava_ln(path: str, model_args, tokenizer, dtype, on_meta: bool):
     if on_meta:
         return meta_model, spec
     del meta_model
+    if construct is not None and manifest.kind == "merged":
+        from llava_ln.checkpoint.merged_folder import merged_image_token_check
+        from llava_ln.checkpoint.partitioned_start import build_merged_partitioned
+        from llava_ln.model.backbones import resolve_attn_implementation
+
+        attn = resolve_attn_implementation(model_args.attn_implementation)
+        model = build_merged_partitioned(path, manifest.mm_projector_type, dtype, attn, construct)
+        merged_image_token_check(path, model, tokenizer)
+        return model.train(), replace(spec, attn_implementation=model.config.text_config._attn_implementation)
+    if construct is not None:
+        logger.warning("%s is a run folder: under ZeRO-3 it is loaded whole on every rank, then partitioned; merge "
+                       "it (llava-ln merge) to start from it partitioned", path)
     loaded = load_checkpoint(path, dtype=dtype, attn_implementation=model_args.attn_implementation)
     model = loaded.model
     if unwrap(model) is not model:

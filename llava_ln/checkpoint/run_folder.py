@@ -25,6 +25,7 @@ import re
 
 from llava_ln.checkpoint.integrity import digests_of, verify_files
 from llava_ln.checkpoint.manifest import MANIFEST_NAME, Manifest, tuning_arguments, write_manifest
+from llava_ln.checkpoint.partitions import gathered_value
 from llava_ln.checkpoint.tensors import (
     TensorReader,
     assign_tensors,
@@ -118,7 +119,8 @@ def frozen_connector_values(model, plan, loaded: dict | None) -> dict | None:
         return None
     if loaded:
         return loaded
-    return {n: p.detach().float().cpu().clone() for n, p in connector_parameters(model).items()}
+    # Collective under ZeRO-3 (every rank calls this): the values are gathered from the partitions.
+    return {n: gathered_value(p).float() for n, p in connector_parameters(model).items()}
 
 
 # ---- writing and applying a run folder ----

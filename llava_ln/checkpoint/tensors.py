@@ -15,12 +15,15 @@ with torch.load(weights_only=True), which builds tensors and plain containers on
 any other class or callable a file names, and accepts the result only as a dict of named tensors.
 """
 import json
+import math
 import os
+import struct
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from llava_ln.checkpoint.hashed_write import SAFETENSORS_DTYPES, write_bytes_atomic, write_safetensors
+from llava_ln.checkpoint.partitions import full_shape, set_full_value
 from llava_ln.core.atomic import TMP_PREFIX, atomic_path
 from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.model.parts import unwrap
@@ -40,6 +43,7 @@ class ShardedTensorWriter:
         self.directory, self.stem, self.max_shard_bytes = directory, stem, max_shard_bytes
         self.pending, self.pending_bytes = {}, 0
         self.shards = []  # [(temporary file name, [tensor names])]
+        self.total_bytes = 0
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         tensor = tensor.detach().to("cpu").contiguous()
@@ -48,6 +52,7 @@ class ShardedTensorWriter:
             self._flush()
         self.pending[name] = tensor
         self.pending_bytes += size
+        self.total_bytes += size
 
     def _flush(self) -> None:
         # Shards get their final names only at close(), when their count is known; until then they carry the
@@ -70,7 +75,9 @@ class ShardedTensorWriter:
             written[final] = digest
         if count > 1:
             weight_map = {tensor: final for (_, tensors, _), final in zip(self.shards, names) for tensor in tensors}
-            payload = (json.dumps({"weight_map": weight_map}, indent=2, sort_keys=True) + "\n").encode("utf-8")
+            # transformers' index layout, so a set named "model" is also a from_pretrained checkpoint.
+            payload = (json.dumps({"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}, indent=2,
+                                  sort_keys=True) + "\n").encode("utf-8")
             written[_index_name(self.stem)] = write_bytes_atomic(os.path.join(self.directory, _index_name(self.stem)),
                                                                  payload)
         return written
@@ -135,6 +142,7 @@ class TensorReader:
         self.files = files
         self.location = {}
         self._handles = {}
+        self._layouts = {}
         for file in files:
             for name in self._handle(file).keys():
                 self.location[name] = file
@@ -171,6 +179,35 @@ class TensorReader:
         except (SafetensorError, OSError) as err:
             raise LlavaLnError(f"checkpoint file {file}: tensor {name} cannot be read ({err})") from None
 
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of a tensor (its first dimension), read with plain file reads of only those bytes.
+
+        Not through safetensors' memory map: pages of a mapped file count in the process's resident
+        memory for as long as the map is open, which is what the partitioned ZeRO-3 load must avoid.
+        """
+        file = self._file_of(name)
+        layout = self._layouts.get(file) or self._layouts.setdefault(file, _safetensors_layout(file))
+        entry = layout["tensors"][name]
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise LlavaLnError(f"checkpoint file {file}: tensor {name} has dtype {entry['dtype']}, which cannot be "
+                               "read row by row")
+        shape = entry["shape"]
+        row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        stop = min(stop, shape[0]) if shape else 1
+        begin, size = layout["data_start"] + entry["data_offsets"][0] + start * row_bytes, (stop - start) * row_bytes
+        buffer = bytearray(size)
+        with open(file, "rb") as handle:
+            handle.seek(begin)
+            if handle.readinto(buffer) != size:
+                raise LlavaLnError(f"checkpoint file {file}: tensor {name} is truncated")
+        values = torch.frombuffer(buffer, dtype=dtype) if size else torch.empty(0, dtype=dtype)
+        return values.reshape(stop - start, *shape[1:]) if shape else values.reshape(())
+
+    def close(self) -> None:
+        """Drop the open file handles (and their memory maps)."""
+        self._handles.clear()
+
     def all(self) -> dict:
         return {name: self.get(name) for name in sorted(self.location)}
 
@@ -178,6 +215,22 @@ class TensorReader:
         if name not in self.location:
             raise LlavaLnError(f"{self.path}: holds no tensor {name}")
         return self.location[name]
+
+
+_SAFETENSORS_DTYPES = {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}  # header code -> dtype
+
+
+def _safetensors_layout(file: str) -> dict:
+    """The header of a safetensors file (https://github.com/huggingface/safetensors: an 8-byte little-endian
+    length, then JSON: per tensor dtype, shape and byte offsets relative to the end of the header)."""
+    try:
+        with open(file, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, struct.error) as err:
+        raise LlavaLnError(f"checkpoint file {file} is not a readable safetensors file ({err})") from None
+    header.pop("__metadata__", None)
+    return {"data_start": 8 + length, "tensors": header}
 
 
 def load_tensors(path: str) -> dict[str, torch.Tensor]:
@@ -230,17 +283,18 @@ def assign_tensors(model, tensors: dict, source: str) -> None:
     """Overwrite named parameters of model (names relative to the Llava model) with tensors, in place.
 
     Every tensor must exist in the model with the same shape; otherwise the error names the first
-    offending tensor and the file it came from, and nothing has been modified.
+    offending tensor and the file it came from, and nothing has been modified. Parameters partitioned
+    by ZeRO-3 get this rank's slice (every rank passes the same full tensors).
     """
     params = dict(unwrap(model).named_parameters())
     for name in sorted(tensors):
         if name not in params:
             raise LlavaLnError(f"{source}: tensor {name} does not exist in this model (checkpoint from another model?)")
-        if tuple(params[name].shape) != tuple(tensors[name].shape):
+        if full_shape(params[name]) != tuple(tensors[name].shape):
             raise LlavaLnError(
                 f"{source}: tensor {name} has shape {tuple(tensors[name].shape)} but the model expects "
-                f"{tuple(params[name].shape)} (checkpoint from another model?)"
+                f"{full_shape(params[name])} (checkpoint from another model?)"
             )
     with torch.no_grad():
         for name, value in tensors.items():
-            params[name].copy_(value.to(dtype=params[name].dtype, device=params[name].device))
+            set_full_value(params[name], value, name)

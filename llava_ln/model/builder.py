@@ -7,6 +7,13 @@ save_pretrained and export all work as upstream intends).
 
 --model_name_or_path may also be a multimodal checkpoint (model.sources): its LLM, and for a
 transformers LLaVA folder its tower and connector, come from it instead.
+
+`construct` (ZeRO-3): the LLM and the tower (and a transformers LLaVA folder's connector) are created
+from their configs inside a context that partitions them as they are created (deepspeed.zero.Init),
+with no weight read; the caller then fills every tensor of theirs shard by shard
+(llava_ln.checkpoint.partitioned_start). The vocabulary is sized for `<image>` in the config, and the
+random draws that loading would have made for the grown rows are replayed, so whatever is initialised
+next (a new connector, LoRA factors) gets exactly the values of the loading path.
 """
 import os
 from dataclasses import asdict, dataclass
@@ -86,6 +93,35 @@ def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool, source=None,
         raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({short_reason(err)})") from None
 
 
+def _construct_llm(config, dtype, requested_attn: str, tokenizer, construct):
+    """The LLM from its config inside construct(), with rows for `<image>`; its weights are left to the caller."""
+    attn_implementation = resolve_attn_implementation(requested_attn, _llm_class(config))
+    image_token_id = _image_token_id(tokenizer, config.vocab_size)
+    if image_token_id >= config.vocab_size:
+        _replay_vocab_growth_draws(config, attn_implementation, dtype, image_token_id)
+        config.vocab_size = image_token_id + 1
+    with construct():
+        llm = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    llm.tie_weights()  # constructs that skip weight initialisation skip transformers' tying with it
+    return llm
+
+
+def _replay_vocab_growth_draws(config, attn_implementation: str, dtype, image_token_id: int) -> None:
+    """Make exactly the random draws that _grow_vocab_for's resize makes on the loading path (their values
+    are overwritten; the draws decide what is initialised after them), on a shadow model whose only real
+    tensors are the embedding matrices."""
+    with torch.device("meta"):
+        shadow = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    head = shadow.get_output_embeddings()
+    tied = head is not None and head.weight is shadow.get_input_embeddings().weight
+    shadow.get_input_embeddings().to_empty(device="cpu")
+    if tied:
+        shadow.tie_weights()  # to_empty gave the embedding a new tensor
+    elif head is not None:
+        head.to_empty(device="cpu")
+    shadow.resize_token_embeddings(image_token_id + 1, mean_resizing=False)
+
+
 def _image_token_id(tokenizer, llm_vocab_rows: int) -> int:
     """The id `<image>` has (or will have) in the vocabulary."""
     if tokenizer is None:
@@ -112,11 +148,14 @@ def _grow_vocab_for(llm, image_token_id: int, on_meta: bool) -> None:
             matrix[rows:] = matrix[:rows].mean(dim=0, keepdim=True)
 
 
-def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_meta: bool = False):
+def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_meta: bool = False,
+               construct=None):
     """Return (LlavaForConditionalGeneration, MultimodalSpec).
 
     tokenizer: a tokenizer already passed through prepare_tokenizer (None is allowed only on
     meta, for config-only parameter counting). dtype applies to every loaded weight.
+    construct: a context-manager factory; when given, the parts are created inside it from their
+    configs and NOT loaded (see the module docstring); a new connector is created as usual.
     """
     projector_depth(args.mm_projector_type)  # validate before any expensive load
     vision_config, family = load_vision_config(args.vision_tower)
@@ -127,9 +166,14 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
         raise LlavaLnError("a tokenizer is needed to build a model with weights")
 
     source = detect_source(args.model_name_or_path)
-    llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta, source, vision_attn)
-    image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
-    _grow_vocab_for(llm, image_token_id, on_meta)
+    if construct is not None:
+        llm_config = source.text_config() if source else _load_llm_config(args.model_name_or_path)
+        llm = _construct_llm(llm_config, dtype, args.attn_implementation, tokenizer, construct)
+        image_token_id = _image_token_id(tokenizer, llm.config.vocab_size)
+    else:
+        llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta, source, vision_attn)
+        image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
+        _grow_vocab_for(llm, image_token_id, on_meta)
     # A transformers LLaVA folder brings its own tower and connector (unless --vision_tower names another tower).
     own_parts = source is not None and source.kind == HF_LLAVA and not on_meta
     own_tower = own_parts and os.path.abspath(args.vision_tower) == os.path.abspath(source.vision_tower())
@@ -137,6 +181,9 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     if on_meta:
         with torch.device("meta"):
             vision = family.model_class._from_config(vision_config, attn_implementation=vision_attn)
+    elif construct is not None:
+        with construct():
+            vision = family.model_class._from_config(vision_config, attn_implementation=vision_attn, dtype=dtype)
     elif own_tower:
         vision = source.load_vision()
     else:
@@ -158,7 +205,10 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     model.model.vision_tower = vision
     model.model.language_model = llm.base_model
     model.lm_head = llm.get_output_embeddings()
-    if own_parts:
+    if own_parts and construct is not None:
+        with construct():  # filled from the folder like the rest; created without drawing random numbers
+            connector = build_connector(args.mm_projector_type, config)
+    elif own_parts:
         connector = source.load_projector()
     else:
         with torch.device("meta" if on_meta else "cpu"):

@@ -10,10 +10,12 @@
   strategy             the Strategy interface, the training module, plain PyTorch / DDP
   strategy_deepspeed   DeepSpeed ZeRO-1/2/3, and its JSON config filled from the flags
   zero_config_types    the JSON type of every DeepSpeed config field llava-ln fills or knows
+  zero_init            ZeRO-3 from the start: the model created partitioned, each rank loading its partitions
   loop                 the loop and its data order (a pure function of seed and epoch)
   checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy
   resume_files         reading resume state without trusting it: checksums, then every field's type
   grad_stats           per-group gradient norms per step and their variance over the log window
+  shared_storage       multi-node: every rank sees the same OUTPUT_DIR and resumes the same checkpoint
   reporting            output folder, logging, progress, log.jsonl, run_config.json
   run_ownership        one run per folder: run ids, --overwrite_output_dir moves aside, `latest`, pruning
   resume_check         the flags that define a run, compared on resume (--allow_changed_flags)

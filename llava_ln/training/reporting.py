@@ -26,6 +26,7 @@ from llava_ln.core.distributed import barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import report_targets
 from llava_ln.training.run_ownership import RunStart, start_run
+from llava_ln.training.shared_storage import check_shared_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def prepare_output_dir(args, context, inputs=()) -> RunStart:
         if os.path.exists(log):
             os.remove(log)
     barrier(context)
+    check_shared_output_dir(args.output_dir, start.resume_dir, context)  # multi-node: one OUTPUT_DIR, one checkpoint
     return start
 
 

@@ -247,6 +247,12 @@ def _fill_bucket_sizes(zero: dict, hidden_size: int) -> None:
         "reduce_bucket_size": hidden_size * hidden_size,
         "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
         "stage3_param_persistence_threshold": 10 * hidden_size,
+        # Gathered parameters ZeRO-3 may hold at once, prefetched ones included, and keeps for a reuse: about
+        # one decoder block (12 h^2), at most LLaVA's 1e9. Its fixed 1e9 would keep a model under 1B parameters
+        # whole on every rank through the step; one block still lets the prefetcher (whose bucket is 0.9 h^2)
+        # run ahead of the compute.
+        "stage3_max_live_parameters": min(10**9, 12 * hidden_size * hidden_size),
+        "stage3_max_reuse_distance": min(10**9, 12 * hidden_size * hidden_size),
     }
     for key, value in defaults.items():
         if zero.get(key) == AUTO:

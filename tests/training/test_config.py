@@ -39,6 +39,12 @@ def test_shipped_configs_fill_every_auto_from_the_flags(path):
     assert config["gradient_clipping"] == 0.7
     assert config["bf16"]["enabled"] is True and config["fp16"]["enabled"] is False
     assert config["zero_optimization"]["reduce_bucket_size"] == 4096 * 4096
+    if config["zero_optimization"]["stage"] == 3:
+        # About one decoder block gathered at a time (LLaVA's fixed 1e9 would hold a small model whole).
+        assert config["zero_optimization"]["stage3_max_live_parameters"] == 12 * 4096 * 4096
+        assert config["zero_optimization"]["stage3_max_reuse_distance"] == 12 * 4096 * 4096
+        big = fill_zero_config(load_zero_config(path), ARGS, world_size=8, hidden_size=10240)["zero_optimization"]
+        assert big["stage3_max_live_parameters"] == big["stage3_max_reuse_distance"] == 10**9
     assert "scheduler" not in config
     if "optimizer" in config:
         assert config["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1}

@@ -6,12 +6,10 @@ compared with a one-process run that takes the same samples per step (accumulati
 """
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
+from launch_helpers import PARTITIONED_LOG, deepspeed_launch, run_in_fresh_process
 from train_helpers import flags, read_log, stage1_run, train_world, trained
 
 from llava_ln.checkpoint.loading import load_checkpoint
@@ -25,7 +23,6 @@ from llava_ln.train import main
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TESTS = os.path.join(REPO, "tests", "support")
 CONFIGS = {stage: os.path.join(REPO, "zero_configs", f"zero{stage}.json") for stage in (2, 3)}
 CONNECTOR = "model.multi_modal_projector."
 # ln trains four kinds of tensors at three rates: connector, norms, embeddings + head.
@@ -38,26 +35,12 @@ def world(tmp_path_factory, tiny_llm, tiny_vision):
 
 
 def _run_in_fresh_process(runs: list[list[str]], workdir: str) -> None:
-    spec = os.path.join(workdir, "runs.json")
-    with open(spec, "w", encoding="utf-8") as handle:
-        json.dump(runs, handle)
-    done = subprocess.run([sys.executable, os.path.join(TESTS, "run_trainings.py"), spec], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    run_in_fresh_process(runs, workdir)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _deepspeed_launch(argv: list[str]) -> None:
+def _deepspeed_launch(argv: list[str]) -> str:
     """The real launcher, 2 ranks on this CPU machine."""
-    command = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "2",
-               "--master_port", str(_free_port()), "llava_ln/train.py", *argv]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-6000:]
+    return deepspeed_launch(argv)
 
 
 def _start_values(world) -> dict:
@@ -177,8 +160,9 @@ def _assert_some_step_mixes_text_only_and_image_ranks(world) -> None:
 @pytest.mark.parametrize("stage,mode", [(2, "ln"), (3, "lora")])
 def test_two_rank_deepspeed_matches_one_process_and_loads(world, reference, tmp_path, stage, mode):
     out = str(tmp_path / f"zero{stage}_{mode}")
-    _deepspeed_launch(flags(world, out, deepspeed=CONFIGS[stage], tune_mode=mode,
-                            pretrain_mm_mlp_adapter=stage1_run(world), **_mode_rates(mode)))
+    output = _deepspeed_launch(flags(world, out, deepspeed=CONFIGS[stage], tune_mode=mode,
+                                     pretrain_mm_mlp_adapter=stage1_run(world), **_mode_rates(mode)))
+    assert (PARTITIONED_LOG in output) == (stage == 3)  # ZeRO-3 builds the model partitioned from the start
     if mode == "lora":
         _assert_some_step_mixes_text_only_and_image_ranks(world)
     _assert_close_runs(out, reference[mode])
@@ -199,3 +183,11 @@ def test_two_rank_deepspeed_matches_one_process_and_loads(world, reference, tmp_
                                 pretrain_mm_mlp_adapter=stage1_run(world),
                                 resume_from_checkpoint=os.path.join(out, "checkpoint-2"), **_mode_rates(mode)))
         _assert_close_runs(resumed, out, steps=(3, 4), atol=1e-6)
+    else:
+        # And back: one process under ZeRO-2 (accumulation 2) continues the 2-rank ZeRO-3 run from step 2.
+        resumed = str(tmp_path / "zero2_one_process_resumed")
+        _run_in_fresh_process([flags(world, resumed, deepspeed=CONFIGS[2], tune_mode=mode, gradient_accumulation_steps=2,
+                                     pretrain_mm_mlp_adapter=stage1_run(world),
+                                     resume_from_checkpoint=os.path.join(out, "checkpoint-2"), **_mode_rates(mode))],
+                              str(tmp_path))
+        _assert_close_runs(resumed, out, steps=(3, 4))  # one process sums the two micro-batches in another order
