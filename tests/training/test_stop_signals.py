@@ -81,13 +81,13 @@ def test_repeated_signals_are_ignored_but_a_second_ctrl_c_stops_at_once(world, t
 
 def test_a_signal_while_setting_up_stops_at_once(world, tmp_path, monkeypatch, capsys):
     common = _common(world)  # the stage-1 run first, unpatched
-    real_build = train_module.build_start_model
+    real_build = train_module.build_training_model
 
     def build_then_get_signalled(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "build_start_model", build_then_get_signalled)
+    monkeypatch.setattr(train_module, "build_training_model", build_then_get_signalled)
     assert run_command(main, flags(world, str(tmp_path / "run"), **common)) == 143
     assert capsys.readouterr().err.splitlines()[-1] == ("llava-ln: stopped: SIGTERM while the run was being set up: "
                                                         "nothing to save")
