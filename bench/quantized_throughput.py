@@ -36,8 +36,8 @@ from llava_ln.model.builder import build_mllm  # noqa: E402
 from llava_ln.model.parts import unwrap  # noqa: E402
 from llava_ln.model.quantize import quant_settings, quantize_llm_linears, quantized_footprint  # noqa: E402
 from llava_ln.training.args import TrainingArguments  # noqa: E402
-from llava_ln.training.memory import enable_gradient_checkpointing, resolve_precision  # noqa: E402
-from llava_ln.training.memory import static_memory_per_gpu as static_memory  # noqa: E402
+from llava_ln.training.memory.policy import enable_gradient_checkpointing, resolve_precision  # noqa: E402
+from llava_ln.training.memory.policy import static_memory_per_gpu as static_memory  # noqa: E402
 from llava_ln.training.strategy import TorchStrategy  # noqa: E402
 from llava_ln.tuning.args import TuningArguments  # noqa: E402
 from llava_ln.tuning.plan import apply_tune_mode  # noqa: E402

@@ -6,7 +6,7 @@
 Runs on the meta device: no weights exist and nothing is computed, so a 13B step costs seconds on a CPU.
 llava-ln's side is the project's own training step: the model built as `llava-ln train` builds it
 (build_mllm, apply_tune_mode, apply_kernels), TrainingModule's loss (the fused head + loss when kernels
-are applied), the blocks checkpointed as --gradient_checkpointing decides (auto: training.recompute's
+are applied), the blocks checkpointed as --gradient_checkpointing decides (auto: training.memory.recompute's
 plan for --memory_budget_gib, plain PyTorch strategy on one GPU, bf16). The baseline is plain
 transformers' LlavaForConditionalGeneration (+ PEFT LoRA r128 for lora) with its own loss on full
 logits, trainable tensors chosen as ../shared/bench/hf_peft_baseline.py chooses them, no checkpointing:
@@ -16,7 +16,7 @@ flash kernel stores it (q, k, v, output, log-sum-exp) and run the module in bf16
 Prints ONE JSON object. Per token of the micro-batch (batch x seq): `saved_bytes_per_token_per_block`
 (every save of the block that saves most, when it keeps its activations: the figure step_account.py
 reports), `flops_per_token` executed (forward, recompute, backward), `recompute_flops_per_token`,
-`checkpointed_blocks`, `estimated_peak_gib` (training.recompute's estimate: static + kept + working),
+`checkpointed_blocks`, `estimated_peak_gib` (training.memory.recompute's estimate: static + kept + working),
 and a `baseline` object with the same keys. --shape tiny runs a toy-sized model (for tests).
 """
 import argparse
@@ -36,15 +36,15 @@ from train_throughput import write_configs  # noqa: E402
 
 from llava_ln.kernels.accounting import register_flash_like_attention  # noqa: E402
 from llava_ln.training.args import gradient_checkpointing_choice  # noqa: E402
-from llava_ln.training.memory import GIB  # noqa: E402
-from llava_ln.training.recompute import (  # noqa: E402
+from llava_ln.training.memory.policy import GIB  # noqa: E402
+from llava_ln.training.memory.recompute import (
     StepMemory,
     head_working_bytes,
     plan_from_memory,
     static_bytes_of,
     step_memory,
 )
-from llava_ln.training.step_account import BlockScopes, batch_for, measure_step, meta_training_model  # noqa: E402
+from llava_ln.training.memory.step_account import BlockScopes, batch_for, measure_step, meta_training_model  # noqa: E402
 from llava_ln.tuning.args import TuningArguments  # noqa: E402
 
 SHAPES = {"llava-7b": "7b", "llava-13b": "13b", "tiny": "tiny"}

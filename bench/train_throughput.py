@@ -9,7 +9,7 @@ in one GPU call and compare line by line:
 
 What runs is what `llava-ln train` runs, minus data loading: build_mllm (on the meta device from
 configs, then random bf16 weights on the GPU), apply_tune_mode, apply_kernels (--kernels, default
-auto), the recompute plan (--gradient_checkpointing, default auto: training.recompute picks the
+auto), the recompute plan (--gradient_checkpointing, default auto: training.memory.recompute picks the
 fewest checkpointed blocks whose estimated peak fits --memory_budget_gib, default the GPU's free
 memory minus a margin), TorchStrategy.setup (trainable fp32 masters, frozen bf16, autocast, fused
 AdamW, clipping) and strategy.forward_backward + optimizer_step on a batch in the collator's
@@ -41,8 +41,8 @@ from llava_ln.training.args import (
     TrainingArguments,  # noqa: E402
     gradient_checkpointing_choice,  # noqa: E402
 )
-from llava_ln.training.memory import checkpoint_first_blocks, resolve_precision  # noqa: E402
-from llava_ln.training.recompute import RecomputePlan, default_budget_gib, plan_for_model_args  # noqa: E402
+from llava_ln.training.memory.policy import checkpoint_first_blocks, resolve_precision  # noqa: E402
+from llava_ln.training.memory.recompute import RecomputePlan, default_budget_gib, plan_for_model_args  # noqa: E402
 from llava_ln.training.strategy import TorchStrategy  # noqa: E402
 from llava_ln.tuning.args import TuningArguments  # noqa: E402
 from llava_ln.tuning.groups import is_norm_module  # noqa: E402

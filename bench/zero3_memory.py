@@ -50,7 +50,7 @@ def run_child(out_dir: str, argv: list[str]) -> int:
     sys.path.insert(0, REPO)
     import llava_ln.train as train
     from llava_ln.training.strategy import TorchStrategy
-    from llava_ln.training.strategy_deepspeed import DeepSpeedStrategy
+    from llava_ln.training.zero.strategy import DeepSpeedStrategy
 
     peaks = {}
 

@@ -33,13 +33,16 @@ from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import quantize_llm_linears
 from llava_ln.training.args import TrainingArguments, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
-from llava_ln.training.flag_checks import check_numeric_flags
+from llava_ln.training.guards.flag_checks import check_numeric_flags
+from llava_ln.training.guards.quantized_base import check_quantized_run
+from llava_ln.training.guards.resume_check import check_resume_flags, run_defining_flags, run_record
+from llava_ln.training.guards.run_ownership import run_inputs
+from llava_ln.training.guards.stop_signals import StopSignals
 from llava_ln.training.llava_flags import translate_llava_flags
 from llava_ln.training.loop import EpochPlan, Loop, total_steps_for
-from llava_ln.training.memory import checkpoint_first_blocks, resolve_precision
+from llava_ln.training.memory.policy import checkpoint_first_blocks, resolve_precision
+from llava_ln.training.memory.recompute import resolve_recompute
 from llava_ln.training.optim import trainable_state_savings, use_sparse_embedding_grad
-from llava_ln.training.quantized_base import check_quantized_run
-from llava_ln.training.recompute import resolve_recompute
 from llava_ln.training.reporting import (
     Reporter,
     configure_logging,
@@ -48,11 +51,8 @@ from llava_ln.training.reporting import (
     resolved_config,
     write_run_info,
 )
-from llava_ln.training.resume_check import check_resume_flags, run_defining_flags, run_record
-from llava_ln.training.run_ownership import run_inputs
-from llava_ln.training.stop_signals import StopSignals
 from llava_ln.training.strategy import TorchStrategy
-from llava_ln.training.zero_init import build_training_model
+from llava_ln.training.zero.partitioned_init import build_training_model
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
 
         # 5. Strategy: plain PyTorch / DDP, or DeepSpeed ZeRO; the optimizer gets the per-group rates.
         if args.deepspeed:
-            from llava_ln.training.strategy_deepspeed import DeepSpeedStrategy
+            from llava_ln.training.zero.strategy import DeepSpeedStrategy
 
             strategy = DeepSpeedStrategy(args, context, precision, model.config.text_config.hidden_size)
         else:

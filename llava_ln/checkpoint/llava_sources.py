@@ -139,7 +139,7 @@ def build_start_model(model_args, tokenizer, dtype, on_meta: bool = False, const
     """(LlavaForConditionalGeneration, MultimodalSpec) as the start of a run: a plain LLM composed with a tower
     and a new connector, or the multimodal checkpoint --model_name_or_path names, unchanged.
 
-    construct (ZeRO-3, training/zero_init.py): the model is created partitioned and filled shard by shard
+    construct (ZeRO-3, training/zero/partitioned_init.py): the model is created partitioned and filled shard by shard
     (checkpoint.partitioned_start), the same values as loading gives."""
     path = model_args.model_name_or_path
     if is_llava_ln_folder(path):

@@ -1,7 +1,7 @@
 """The start of a run under ZeRO-3: which stored tensor fills each parameter, for every start layout.
 
 Under ZeRO-3 the start model is created empty and partitioned (model.builder's `construct`,
-training/zero_init.py) and then filled by sharded_load, each rank reading only its partitions. What
+training/zero/partitioned_init.py) and then filled by sharded_load, each rank reading only its partitions. What
 this module adds is the map from each parameter of the composed model (LlavaForConditionalGeneration
 names) to the stored tensor that holds it, per layout of --model_name_or_path
 (checkpoint.llava_sources decides the layout):

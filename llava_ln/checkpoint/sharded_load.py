@@ -1,6 +1,6 @@
 """Fill a model from safetensors files tensor by tensor, each rank reading only its own ZeRO-3 partition.
 
-ZeRO-3 builds the model empty and partitioned (deepspeed.zero.Init, see training/zero_init.py); this
+ZeRO-3 builds the model empty and partitioned (deepspeed.zero.Init, see training/zero/partitioned_init.py); this
 module then reads, for every parameter, only the rows of the stored tensor that cover this rank's
 slice of it (safetensors reads slices from disk), so no rank ever holds a whole checkpoint, a whole
 shard or a whole model: peak memory is the rank's partitions plus one tensor's rows. The same code

@@ -6,7 +6,7 @@ built on the meta device, so a folder holding only config.json files (no weights
 a 70B run on a laptop. The JSON also carries the static GPU memory per device (weights, gradients,
 optimizer states) for --strategy torch|zero2|zero3 and --num_gpus, and, given
 --per_device_train_batch_size (and --model_max_length, --memory_budget_gib, --gradient_checkpointing,
---kernels), the recompute plan training would pick and its estimated peak (training.recompute). With
+--kernels), the recompute plan training would pick and its estimated peak (training.memory.recompute). With
 --bits 4|8 (training's flags) the block linears count at their quantized size, statistics included,
 in both, and `quantization` gives the quantized parameters, their bytes and bytes per parameter.
 
@@ -36,8 +36,8 @@ from llava_ln.data.dataset import SkipSample, build_train_dataset, load_data_com
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.quantize import quant_settings, quantized_footprint
 from llava_ln.training.args import gradient_checkpointing_choice
-from llava_ln.training.memory import GIB, static_memory_per_gpu
-from llava_ln.training.recompute import default_budget_gib, plan_for_model_args
+from llava_ln.training.memory.policy import GIB, static_memory_per_gpu
+from llava_ln.training.memory.recompute import default_budget_gib, plan_for_model_args
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.modes import get_tune_mode, refuse_on_quantized_base
 from llava_ln.tuning.plan import apply_tune_mode
@@ -114,7 +114,7 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
 
 
 def describe_recompute(model_args: ModelArguments, tuning_args: TuningArguments, memory: DescribeArguments) -> dict:
-    """The --gradient_checkpointing plan and its estimated peak (training.recompute), with the peak per choice."""
+    """The --gradient_checkpointing plan and its estimated peak (training.memory.recompute), with the peak per choice."""
     requested = gradient_checkpointing_choice(memory.gradient_checkpointing)
     backend = "none" if memory.kernels == "none" else "torch"  # liger's kernels save the same or less
     budget = memory.memory_budget_gib if memory.memory_budget_gib is not None else default_budget_gib("cuda")

@@ -13,7 +13,7 @@ fused loss runs as a call of the head module itself (_call_as), so module hooks 
 ZeRO-3's parameter gathering, forward and backward) treat it as the head's use.
 
 Labels may sit on the CPU while the model runs on the meta device (exact accounting of a step
-with no weights: training.step_account): rows are selected with the labels' values and the
+with no weights: training.memory.step_account): rows are selected with the labels' values and the
 targets follow the hidden states' device.
 """
 import torch

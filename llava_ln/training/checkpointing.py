@@ -28,8 +28,8 @@ from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.distributed import all_gather_objects, barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
-from llava_ln.training.resume_files import read_trainer_state, verify_resume_files
-from llava_ln.training.save_guard import RankZeroWrites, kept_note
+from llava_ln.training.guards.resume_files import read_trainer_state, verify_resume_files
+from llava_ln.training.guards.save_guard import RankZeroWrites, kept_note
 from llava_ln.training.strategy import OPTIMIZER_STATE_KEYS
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class TrainState:
     global_step: int = 0
     epoch: int = 0
     step_in_epoch: int = 0  # optimizer steps done in `epoch` (the data position)
-    skipped_steps: int = 0  # steps skipped as non-finite: no optimizer update (training.step_guard)
+    skipped_steps: int = 0  # steps skipped as non-finite: no optimizer update (training.guards.step_guard)
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ class RunIdentity:
     dataset_size: int
     total_steps: int
     world_size: int
-    run_id: str = ""  # the run these checkpoints belong to (training.run_ownership)
-    flags: dict = field(default_factory=dict)  # the flags that define the run (training.resume_check)
+    run_id: str = ""  # the run these checkpoints belong to (training.guards.run_ownership)
+    flags: dict = field(default_factory=dict)  # the flags that define the run (training.guards.resume_check)
 
 
 def _shape(param) -> tuple:
@@ -243,7 +243,7 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 
 def prune_checkpoints(output_dir: str, keep: int, run_id: str) -> None:
     """Remove all but the newest `keep` checkpoints of run_id; another run's are never touched."""
-    from llava_ln.training.run_ownership import owned_checkpoints  # it reads this module's file layout
+    from llava_ln.training.guards.run_ownership import owned_checkpoints  # it reads this module's file layout
 
     for _, path in owned_checkpoints(output_dir, run_id)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)

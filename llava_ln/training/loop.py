@@ -30,9 +30,9 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import steps_from
 from llava_ln.training.checkpointing import RunIdentity, TrainState
 from llava_ln.training.grad_stats import GradStatsWindow
-from llava_ln.training.memory import peak_memory_gib
-from llava_ln.training.step_guard import StepGuard
-from llava_ln.training.stop_signals import Interrupted
+from llava_ln.training.guards.step_guard import StepGuard
+from llava_ln.training.guards.stop_signals import Interrupted
+from llava_ln.training.memory.policy import peak_memory_gib
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Loop:
     plan: EpochPlan
     total_steps: int
     identity: RunIdentity
-    stops: object = None  # training.stop_signals.StopSignals: SIGTERM/SIGINT end the run with a checkpoint
+    stops: object = None  # training.guards.stop_signals.StopSignals: SIGTERM/SIGINT end the run with a checkpoint
     # Objects with due(step, total_steps) -> bool, run(step) -> {metric: value} and a `name`, called on
     # every rank after an optimizer step (train.py passes the in-training evaluator, which lives above us).
     hooks: tuple = ()

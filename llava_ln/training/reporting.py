@@ -1,6 +1,6 @@
 """A run's bookkeeping: its output folder, logging, progress and metrics, and what it records up front.
 
-Output folder: one run per folder (training.run_ownership decides whether this run starts fresh,
+Output folder: one run per folder (training.guards.run_ownership decides whether this run starts fresh,
 moves an earlier run aside under --overwrite_output_dir, or resumes, and from which checkpoint).
 
 Progress and metrics, rank 0 only: a tqdm bar (loss, lr, grad norm, tokens/s), log.jsonl (one JSON
@@ -25,8 +25,8 @@ from llava_ln.core.atomic import atomic_path, write_json_atomic
 from llava_ln.core.distributed import barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import report_targets
-from llava_ln.training.run_ownership import RunStart, start_run
-from llava_ln.training.shared_storage import check_shared_output_dir
+from llava_ln.training.guards.run_ownership import RunStart, start_run
+from llava_ln.training.guards.shared_storage import check_shared_output_dir
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A strategy owns the wrapped model and the optimizer: it runs a micro-step (forwa
 backward), an optimizer step (clip, update, zero), and reads or writes the full fp32
 master value and optimizer moments of any trainable parameter by name. The loop and the
 checkpoint code speak only this interface, so plain PyTorch (one process or DDP, here) and
-DeepSpeed ZeRO-1/2/3 (strategy_deepspeed.py) share one loop and one world-size-independent
+DeepSpeed ZeRO-1/2/3 (zero/strategy.py) share one loop and one world-size-independent
 checkpoint format.
 
 TorchStrategy: frozen weights stay in the compute dtype and trainable ones in fp32
@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.kernels import kernel_backend_of, multimodal_supervised_loss
 from llava_ln.model.forward import multimodal_forward
-from llava_ln.training.memory import make_trainable_fp32
+from llava_ln.training.memory.policy import make_trainable_fp32
 from llava_ln.training.optim import clip_grad_norm, make_lean_adamw, uses_lean_optimizer
 
 OPTIMIZER_STATE_KEYS = ("exp_avg", "exp_avg_sq")
@@ -79,7 +79,7 @@ class Strategy(ABC):
         """One micro-step; returns the (unscaled, detached) loss of this rank's micro-batch."""
 
     # Set by optimizer_step: whether the update happened, and whether the strategy dropped it (or could not
-    # drop it) because the gradient norm was not finite (training.step_guard reads them).
+    # drop it) because the gradient norm was not finite (training.guards.step_guard reads them).
     step_applied = True
     dropped_nonfinite = False
     applied_nonfinite = False

@@ -113,7 +113,7 @@ def test_worker_error_is_reduced_to_its_own_line():
 
 
 def test_static_memory_estimate_by_hand(config_only_7b):
-    from llava_ln.training.memory import GIB, static_memory_per_gpu
+    from llava_ln.training.memory.policy import GIB, static_memory_per_gpu
 
     ln = run(config_only_7b, "ln")
     torch_plan = ln["memory_gib_per_gpu"]

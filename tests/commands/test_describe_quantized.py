@@ -7,7 +7,7 @@ from transformers import CLIPVisionConfig, LlamaConfig
 
 from llava_ln.commands.prepare import describe
 from llava_ln.model.args import ModelArguments
-from llava_ln.training.memory import GIB
+from llava_ln.training.memory.policy import GIB
 from llava_ln.tuning.args import TuningArguments
 
 H, FFN, L = 4096, 11008, 32  # LLaVA-1.5-7B's LLM

@@ -19,7 +19,7 @@ from llava_ln.evaluation.benchmarks import pope
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.model.backbones import load_tokenizer
 from llava_ln.training.args import TrainingArguments
-from llava_ln.training.strategy_deepspeed import fill_zero_config, load_zero_config
+from llava_ln.training.zero.strategy import fill_zero_config, load_zero_config
 
 GOOD = record("good-1", "Hello there?", "Hi.")
 

@@ -26,7 +26,7 @@ from llava_ln.checkpoint.manifest import Manifest, write_manifest
 from llava_ln.checkpoint.zero_shards import consolidate_zero_checkpoint, zero_checkpoint_dir
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.checkpointing import TrainState
-from llava_ln.training.resume_files import read_trainer_state, verify_resume_files
+from llava_ln.training.guards.resume_files import read_trainer_state, verify_resume_files
 
 RESUME_FILES = ["master.safetensors", "exp_avg.safetensors", "exp_avg_sq.safetensors", "rng.safetensors",
                 "trainer_state.json"]

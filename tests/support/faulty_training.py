@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch
 
 import llava_ln.core.atomic as atomic
-import llava_ln.training.save_guard as save_guard
+import llava_ln.training.guards.save_guard as save_guard
 import llava_ln.training.strategy as strategy_module
 from llava_ln.core.errors import run_command
 

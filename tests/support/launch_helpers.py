@@ -12,7 +12,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SUPPORT = os.path.join(REPO, "tests", "support")
-PARTITIONED_LOG = "ZeRO-3: model created partitioned"  # training/zero_init.py logs it after a partitioned build
+PARTITIONED_LOG = "ZeRO-3: model created partitioned"  # training/zero/partitioned_init.py logs it after a partitioned build
 
 
 def free_port() -> int:

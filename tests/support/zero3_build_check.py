@@ -20,8 +20,8 @@ from llava_ln.data import DataArguments
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.parts import unwrap
-from llava_ln.training.strategy_deepspeed import fill_zero_config, load_zero_config
-from llava_ln.training.zero_init import partitioned_construct
+from llava_ln.training.zero.partitioned_init import partitioned_construct
+from llava_ln.training.zero.strategy import fill_zero_config, load_zero_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -10,7 +10,7 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.index import ModalityLengthGroupedSampler
 from llava_ln.training.args import TrainingArguments, check_training_args, steps_from
 from llava_ln.training.loop import EpochPlan
-from llava_ln.training.strategy_deepspeed import fill_zero_config, load_zero_config
+from llava_ln.training.zero.strategy import fill_zero_config, load_zero_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED = [os.path.join(REPO, "zero_configs", f) for f in ("zero2.json", "zero3.json", "zero3_offload.json")]

@@ -25,8 +25,8 @@ from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import unwrap
 from llava_ln.toy.generate import write_toy_world
 from llava_ln.train import main as train_main
-from llava_ln.training.memory import GIB
-from llava_ln.training.recompute import plan_for_model_args, plan_from_memory
+from llava_ln.training.memory.policy import GIB
+from llava_ln.training.memory.recompute import plan_for_model_args, plan_from_memory
 from llava_ln.training.strategy import TrainingModule
 from llava_ln.tuning.args import TuningArguments
 

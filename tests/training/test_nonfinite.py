@@ -14,7 +14,7 @@ from train_helpers import flags, read_log, stage1_run, train_world, trained
 import llava_ln.training.strategy as strategy_module
 from llava_ln.core.distributed import DistContext
 from llava_ln.train import main
-from llava_ln.training.step_guard import StepGuard, StepVerdict, TrainingDiverged
+from llava_ln.training.guards.step_guard import StepGuard, StepVerdict, TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,11 @@ def test_a_nan_step_is_skipped_and_the_run_resumes_exactly_past_it(world, tmp_pa
     stage1_run(world)
     out = str(tmp_path / "run")
     _nan_losses_at(monkeypatch, {3})
-    logging.getLogger("llava_ln.training.step_guard").addHandler(caplog.handler)  # llava_ln does not propagate
+    logging.getLogger("llava_ln.training.guards.step_guard").addHandler(caplog.handler)  # llava_ln does not propagate
     try:
         assert main(flags(world, out, max_steps=5, **common)) == 0
     finally:
-        logging.getLogger("llava_ln.training.step_guard").removeHandler(caplog.handler)
+        logging.getLogger("llava_ln.training.guards.step_guard").removeHandler(caplog.handler)
     assert "step 3: the loss is not finite; step skipped, no update (1 in a row" in caplog.text
     # No update at step 3: the weights after it are those after step 2; then training goes on.
     before, after, later = (_masters(os.path.join(out, f"checkpoint-{s}")) for s in (2, 3, 4))

@@ -10,7 +10,7 @@ from llava_ln.core.distributed import DistContext
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.train import main
 from llava_ln.training.checkpointing import prune_checkpoints
-from llava_ln.training.run_ownership import folder_run_id, start_run
+from llava_ln.training.guards.run_ownership import folder_run_id, start_run
 
 
 def _checkpoint(run_dir: str, step: int, run_id: str | None) -> str:

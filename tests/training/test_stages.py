@@ -149,7 +149,7 @@ def test_crash_during_a_save_leaves_the_previous_checkpoint_usable(world, tmp_pa
 
 def test_partial_gradient_checkpointing_recomputes_the_first_blocks_only(world):
     from llava_ln.model.parts import decoder_layers_of
-    from llava_ln.training.memory import enable_gradient_checkpointing
+    from llava_ln.training.memory.policy import enable_gradient_checkpointing
     from llava_ln.training.strategy import TrainingModule
     from llava_ln.tuning.args import TuningArguments
     from llava_ln.tuning.plan import apply_tune_mode

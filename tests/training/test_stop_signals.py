@@ -13,7 +13,7 @@ import llava_ln.train as train_module
 import llava_ln.training.strategy as strategy_module
 from llava_ln.core.errors import run_command
 from llava_ln.train import main
-from llava_ln.training.stop_signals import Interrupted
+from llava_ln.training.guards.stop_signals import Interrupted
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def zero3_config(args, context, precision, model_args) -> dict | None:
     """The filled DeepSpeed config when --deepspeed asks for ZeRO stage 3, else None."""
     if not args.deepspeed:
         return None
-    from llava_ln.training.strategy_deepspeed import DeepSpeedStrategy
+    from llava_ln.training.zero.strategy import DeepSpeedStrategy
 
     config = DeepSpeedStrategy(args, context, precision, _text_hidden_size(model_args.model_name_or_path)).config
     return config if config["zero_optimization"]["stage"] == 3 else None

@@ -27,7 +27,7 @@ def check_quantized_run(model_args, tuning_args, args) -> QuantSettings | None:
         return None
     refuse_on_quantized_base(get_tune_mode(tuning_args.tune_mode), settings.bits)
     if args.deepspeed:
-        from llava_ln.training.strategy_deepspeed import load_zero_config
+        from llava_ln.training.zero.strategy import load_zero_config
 
         stage = load_zero_config(args.deepspeed).get("zero_optimization", {}).get("stage", 0)
         if stage == 3:

@@ -4,7 +4,7 @@ Cluster schedulers send SIGTERM some seconds before they kill a job; Ctrl-C send
 run is still being set up there is nothing to save, so either signal stops it at once with one
 line (exit 143 or 130). Once training runs, the handler only notes the signal (it is async: it must
 not touch a collective or a file); the loop sees it at the next optimizer-step boundary, where all
-ranks agree through the step's all-reduce (training.step_guard), finishes that step, writes a
+ranks agree through the step's all-reduce (training.guards.step_guard), finishes that step, writes a
 checkpoint collectively and raises Interrupted. Repeated signals are ignored (a launcher forwards
 the scheduler's SIGTERM to ranks that already got it), except a second SIGINT, which stops at once
 like any kill: the checkpoints already written stay intact. DataLoader workers are forked with

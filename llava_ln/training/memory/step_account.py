@@ -36,7 +36,7 @@ from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.kernels import apply_kernels
 from llava_ln.kernels.accounting import SavedTensorBytes, register_flash_like_attention
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
-from llava_ln.training.memory import checkpoint_first_blocks
+from llava_ln.training.memory.policy import checkpoint_first_blocks
 from llava_ln.training.strategy import TrainingModule
 from llava_ln.tuning.plan import apply_tune_mode
 

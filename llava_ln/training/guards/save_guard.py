@@ -17,7 +17,7 @@ import torch
 from llava_ln.core.atomic import abandon_directory, begin_directory, commit_directory
 from llava_ln.core.distributed import broadcast_object
 from llava_ln.core.errors import LlavaLnError, write_failure
-from llava_ln.training.step_guard import TrainingDiverged
+from llava_ln.training.guards.step_guard import TrainingDiverged
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

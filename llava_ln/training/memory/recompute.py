@@ -27,8 +27,8 @@ from llava_ln.kernels.fused_loss import default_chunk_rows
 from llava_ln.model.parts import decoder_layers_of, lm_head_of
 from llava_ln.model.quantize import QuantizedFootprint, quant_settings, quantized_footprint
 from llava_ln.training.args import gradient_checkpointing_choice
-from llava_ln.training.memory import GIB, checkpoint_first_blocks, static_memory_per_gpu
-from llava_ln.training.step_account import batch_for, measure_step, meta_training_model
+from llava_ln.training.memory.policy import GIB, checkpoint_first_blocks, static_memory_per_gpu
+from llava_ln.training.memory.step_account import batch_for, measure_step, meta_training_model
 
 MARGIN_SHARE, MARGIN_MIN_GIB = 0.10, 2.0
 
@@ -182,7 +182,7 @@ def strategy_kind(args) -> str:
     """torch, zero2 (ZeRO-1/2: weights whole on every rank) or zero3, from --deepspeed's config."""
     if not args.deepspeed:
         return "torch"
-    from llava_ln.training.strategy_deepspeed import load_zero_config
+    from llava_ln.training.zero.strategy import load_zero_config
 
     stage = load_zero_config(args.deepspeed).get("zero_optimization", {}).get("stage", 0)
     return "zero3" if stage == 3 else "zero2"

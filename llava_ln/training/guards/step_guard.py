@@ -1,7 +1,7 @@
 """What every optimizer step checks, agreed by all ranks: non-finite losses and gradients, and stop signals.
 
 Before the update, one all-reduce per step sums over ranks how many of this step's micro-batch
-losses were not finite and which stop signals arrived (training.stop_signals), so every rank takes
+losses were not finite and which stop signals arrived (training.guards.stop_signals), so every rank takes
 the same decision. The strategy then skips the update (gradients dropped, optimizer untouched) when
 a loss anywhere or the global gradient norm is not finite; under fp16 the loss scaler's own skip of
 an overflowing gradient is routine and is not counted. A skipped step still consumes its data and

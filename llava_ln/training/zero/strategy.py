@@ -26,7 +26,7 @@ import torch
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.strategy import Strategy, TrainingModule, group_norm, make_adamw
-from llava_ln.training.zero_config_types import check_zero_config_types
+from llava_ln.training.zero.config_types import check_zero_config_types
 
 
 def _is_partitioned(param) -> bool:
