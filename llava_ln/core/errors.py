@@ -86,9 +86,11 @@ def short_reason(err: BaseException, limit: int = 300) -> str:
     return reason if len(reason) <= limit else reason[:limit - 3] + "..."
 
 
-def run_command(main_fn, argv) -> int:
-    """Run a command's main, turning LlavaLnError into a one-line message and exit code 2."""
-    argv = list(argv)
+def run_command(main_fn, argv=None) -> int:
+    """Run a command's main, turning LlavaLnError into a one-line message and exit code 2.
+
+    argv: the command's arguments; None: this process's own (sys.argv[1:]), for `python -m` entry points."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     argv = [a for a in argv if a != DEBUG_FLAG]
     try:

@@ -79,3 +79,19 @@ def test_a_collective_that_lost_its_peer_is_one_line(capsys):
                                        "killed; its own output says why): [gloo/transport/tcp/pair.cc:553] Connection "
                                        "closed by peer [127.0.0.1]:61076. This is typically caused by a remote worker "
                                        "crashing.\n")
+
+
+def test_without_argv_the_process_arguments_are_used(monkeypatch):
+    """`python -m llava_ln.experiments.benchmarks ...` passes None: its own sys.argv[1:] (minus --debug)."""
+    seen = []
+    monkeypatch.setattr(sys, "argv", ["benchmarks.py", "--model_path", "m", "--debug"])
+    assert run_command(lambda argv: seen.append(argv) or 0) == 0
+    assert seen == [["--model_path", "m"]]
+
+
+@pytest.mark.parametrize("module", ["llava_ln.experiments.benchmarks", "llava_ln.experiments.claims"])
+def test_module_entry_points_start(module):
+    """The modules `llava-ln compare` runs as `python -m` in child processes parse their own flags."""
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
