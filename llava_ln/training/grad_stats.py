@@ -36,7 +36,12 @@ class GradStatsWindow:
         self.norms: dict[str, list] = {}
 
     def add(self, group_norms: dict) -> None:
-        for name, value in {**group_norms, ALL: combined_norm(group_norms)}.items():
+        """One optimizer step's norms. A step with a non-finite norm is left out: the step guard skips it
+        (no update), and one inf would make the window's variance meaningless."""
+        total = combined_norm(group_norms)
+        if not math.isfinite(total):
+            return
+        for name, value in {**group_norms, ALL: total}.items():
             self.norms.setdefault(name, []).append(float(value))
 
     def record(self) -> dict:

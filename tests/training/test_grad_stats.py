@@ -1,13 +1,17 @@
 """--log_grad_stats: per-group gradient norms before clipping in log.jsonl, the same under PyTorch and DeepSpeed."""
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 from train_helpers import flags, stage1_run, train_world
 
+import llava_ln.training.strategy as strategy_module
 from llava_ln.train import main
+from llava_ln.training.grad_stats import GradStatsWindow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ZERO = {stage: os.path.join(REPO, "zero_configs", f"zero{stage}.json") for stage in (2, 3)}
@@ -76,3 +80,37 @@ def test_deepspeed_grad_stats_match_plain_pytorch(world, tmp_path):
         assert set(got) == set(expected), stage
         for group in expected:
             assert got[group]["norms"][0] == pytest.approx(expected[group]["norms"][0], rel=1e-4), (stage, group)
+
+
+def test_a_step_with_a_non_finite_gradient_norm_is_left_out_of_the_window():
+    """The step guard skips such a step (no update); one inf would make the window's variance inf."""
+    window = GradStatsWindow()
+    window.add({"norms": 3.0, "connector": 4.0})
+    window.add({"norms": float("inf"), "connector": 1.0})
+    window.add({"norms": 0.0, "connector": 5.0})
+    stats = window.record()["grad_stats"]
+    assert stats["all"]["norms"] == [5.0, 5.0] and stats["all"]["var"] == 0.0
+    assert stats["norms"]["norms"] == [3.0, 0.0] and stats["norms"]["var"] == 2.25
+
+
+def test_a_skipped_nan_step_has_no_grad_stats_and_the_others_stay_finite(world, tmp_path, monkeypatch):
+    real_forward = strategy_module.TrainingModule.forward
+    calls = {"n": 0}
+
+    def nan_at_third_micro_step(self, batch):
+        loss = real_forward(self, batch)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(strategy_module.TrainingModule, "forward", nan_at_third_micro_step)
+    out = str(tmp_path / "run")
+    assert main(flags(world, out, tune_mode="ln_simple", pretrain_mm_mlp_adapter=stage1_run(world), max_steps=4,
+                      log_grad_stats=True)) == 0
+    with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as handle:
+        records = {r["step"]: r for r in map(json.loads, handle) if "loss" in r}
+    assert "grad_stats" not in records[3]
+    for step in (1, 2, 4):
+        assert all(math.isfinite(v) for group in records[step]["grad_stats"].values() for v in group["norms"]), step

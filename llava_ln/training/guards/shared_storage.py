@@ -15,6 +15,7 @@ import os
 import socket
 import uuid
 
+from llava_ln.core.atomic import TMP_PREFIX
 from llava_ln.core.distributed import all_gather_objects, barrier, broadcast_object
 from llava_ln.core.errors import LlavaLnError
 
@@ -34,7 +35,8 @@ def check_shared_output_dir(output_dir: str, resume_dir: str | None, context) ->
     """Collective; raises on every rank when some rank sees another OUTPUT_DIR or another checkpoint."""
     if not context.distributed or context.world_size == 1:
         return
-    marker = os.path.join(output_dir, f".shared-{broadcast_object(context, uuid.uuid4().hex)}")
+    # Named as a temporary: a launch killed before removing it leaves one that the next start cleans up.
+    marker = os.path.join(output_dir, f"{TMP_PREFIX}shared-{broadcast_object(context, uuid.uuid4().hex)}")
     if context.is_main:
         with open(marker, "w", encoding="utf-8") as handle:
             handle.write("rank 0 of this launch wrote this; every rank must see it\n")
