@@ -91,10 +91,10 @@ class Strategy(ABC):
         skip: drop this update (a non-finite loss on some rank); a non-finite gradient norm drops it too.
         """
 
+    @abstractmethod
     def grad_group_norms(self) -> dict:
         """{optimizer group name: L2 norm of its gradient} before clipping (unscaled): call after a step's
         last backward and before optimizer_step (collective). Only --log_grad_stats calls it."""
-        raise NotImplementedError(f"{type(self).__name__} does not measure gradient norms per group")
 
     @abstractmethod
     def scheduler_optimizer(self):

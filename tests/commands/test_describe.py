@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from transformers import CLIPVisionConfig, Gemma2Config, LlamaConfig
+from transformers import Gemma2Config
 
 from llava_ln.commands.prepare import describe
 from llava_ln.model.args import ModelArguments
@@ -23,16 +23,6 @@ VISION = (
 )
 CONNECTOR = (VISION_H * H + H) + (H * H + H)  # = 20,979,712
 TOTAL = L * LLM_BLOCK + H + 2 * EMBED + VISION + CONNECTOR
-
-
-@pytest.fixture(scope="module")
-def config_only_7b(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cfg7b")
-    LlamaConfig(vocab_size=32000, hidden_size=H, intermediate_size=FFN, num_hidden_layers=L, num_attention_heads=32,
-                max_position_embeddings=4096).save_pretrained(root / "llm")
-    CLIPVisionConfig(hidden_size=VISION_H, intermediate_size=VISION_I, num_hidden_layers=VISION_L,
-                     num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768).save_pretrained(root / "vision")
-    return str(root / "llm"), str(root / "vision")
 
 
 def run(config_only_7b, mode, **extra):

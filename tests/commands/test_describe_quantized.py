@@ -3,7 +3,6 @@ import json
 import math
 
 import pytest
-from transformers import CLIPVisionConfig, LlamaConfig
 
 from llava_ln.commands.prepare import describe
 from llava_ln.model.args import ModelArguments
@@ -13,16 +12,6 @@ from llava_ln.tuning.args import TuningArguments
 H, FFN, L = 4096, 11008, 32  # LLaVA-1.5-7B's LLM
 LINEAR_SHAPES = [(H, H)] * 4 + [(FFN, H), (FFN, H), (H, FFN)]  # q, k, v, o, gate, up, down
 QUANTIZED = L * sum(a * b for a, b in LINEAR_SHAPES)
-
-
-@pytest.fixture(scope="module")
-def config_only_7b(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cfg7b_quant")
-    LlamaConfig(vocab_size=32000, hidden_size=H, intermediate_size=FFN, num_hidden_layers=L, num_attention_heads=32,
-                max_position_embeddings=4096).save_pretrained(root / "llm")
-    CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                     image_size=336, patch_size=14, projection_dim=768).save_pretrained(root / "vision")
-    return str(root / "llm"), str(root / "vision")
 
 
 def run(config_only_7b, mode, bits=16, **extra):
