@@ -7,13 +7,13 @@ keeps it so):
   kernels/     memory-lean norm / MLP autograd functions and the fused LM head + loss
   tuning/      the --tune_mode switch: apply_tune_mode returns the TuningPlan everything else reads
   data/        LLaVA-format records, conversation templates, exact label masks, images, batches
-  checkpoint/  run, merged and ZeRO checkpoint folders; load_checkpoint
-  training/    the loop, strategies (PyTorch / DDP, DeepSpeed ZeRO), checkpoints and resume, reporting
+  checkpoint/  run, merged and ZeRO checkpoint folders, checksums, ZeRO-3 partitions; load_checkpoint
+  training/    the loop, strategies, checkpoints and resume, reporting; zero/ (DeepSpeed), memory/, guards/
   scoring/     the official scoring rules of VQAv2, MME, POPE and COCO / Flickr30k captioning
   evaluation/  benchmark readers and writers, batched generation, rank split, restartable answers
   export/      merge, transformers-native export with verification, PEFT LN-tuning adapter
   toy/         the embedded toy world and its tiny pretrained backbones
-  demo/        the whole pipeline on the toy world, with a report
+  experiments/ the demo (the whole pipeline on the toy world), compare, analyze and the paper's claims
 Entry points: train.py (stage 1 / stage 2 training under deepspeed, torchrun or python),
 commands/ (the `llava-ln` subcommands) and cli.py (the console script).
 """
