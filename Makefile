@@ -1,18 +1,20 @@
 # Two entry points, each working from a fresh clone: `make demo` and `make test`.
-# Everything installs into ./.venv; torch is pinned to the CPU build found on local disk
-# (a looser pin would pull a multi-GB CUDA wheel on a CPU-only box).
+# Everything installs into ./.venv (VENV=/path/to/env uses another environment). An environment that already
+# has torch keeps it; without one, scripts/install_torch.py installs TORCH_VERSION, the CPU build on a Linux
+# box without an NVIDIA driver (pip's default there is the multi-GB CUDA build).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.llava-ln-installed
-TORCH_PIN ?= torch==2.13.0
+TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-faults demo lint clean
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[train,eval,demo,dev,quant]"
+	$(PY) scripts/install_torch.py --version $(TORCH_VERSION)
+	@echo "[setup] installing llava-ln and its extras (train, eval, demo, dev, quant) into $(VENV)"
+	$(PY) -m pip install --progress-bar on -e ".[train,eval,demo,dev,quant]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -13,8 +13,8 @@ setup(
     # The committed toy backbones (`llava-ln toy` copies them), also for non-editable installs.
     package_data={"llava_ln.toy": ["assets/*.json", "assets/llm/*", "assets/vision/*"]},
     install_requires=[
-        # Upper bound keeps pip on the 2.x line the GPU machines (2.11) and CPU boxes (2.13) share.
-        "torch>=2.4,<2.14",
+        # No upper bound: an environment's newer torch is kept, never replaced (tested with pip's dry run).
+        "torch>=2.4",
         "transformers>=5.17,<6",
         "peft>=0.17",
         "safetensors>=0.4",
