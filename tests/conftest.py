@@ -9,6 +9,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "sup
 
 from tiny import make_llm_dir, make_vision_dir  # noqa: E402
 
+# Compiled torch extensions go to a folder of this session (children inherit it): a build that a
+# test's process kills cannot leave a lock in the user's ~/.cache that stalls later launches, and
+# a test can see whether anything was compiled at all.
+os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"llava-ln-tests-torch-extensions-{os.getpid()}")
+
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):

@@ -88,6 +88,8 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
         if use_deepspeed:
             import deepspeed
 
+            if chosen_device.type == "cpu":
+                _skip_deepspeed_shared_memory_op()
             deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
@@ -109,22 +111,23 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
     if tear_down and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-    if created and use_deepspeed and chosen_device.type == "cpu" and dist.is_initialized():
-        dist.barrier()  # every rank is past DeepSpeed's setup, which opens the other ranks' buffers
-        _remove_deepspeed_cpu_buffer(rank)
 
 
-def _remove_deepspeed_cpu_buffer(rank: int) -> None:
-    """DeepSpeed's CPU backend gives each rank a 69 MB shared-memory buffer (/dev/shm) and never removes it:
-    every CPU launch left its buffers behind (14 GB of RAM on the machine the tests ran on). Each rank removes
-    its own name once all ranks are done with the setup; the memory goes when the last process unmaps it.
-    Not on an error exit: a rank still in the setup would wait forever for a removed buffer."""
-    name = "_".join(("deepspeed_allreduce_buffer", str(os.getuid()), os.environ.get("MASTER_ADDR", ""),
-                     os.environ.get("MASTER_PORT", ""), str(rank)))
-    try:
-        os.remove(os.path.join("/dev/shm", name))
-    except OSError:
-        pass  # another DeepSpeed version, or no shared-memory backend in use
+def _skip_deepspeed_shared_memory_op() -> None:
+    """Keep DeepSpeed's CPU backend from JIT-compiling its shared-memory all-reduce op.
+
+    The op only serves DeepSpeed's inference all-reduce; training's collectives go through gloo
+    either way. Building it costs a minute of compiling on the first CPU launch, a 69 MB
+    /dev/shm buffer per rank that DeepSpeed never frees, and a build lock under
+    ~/.cache/torch_extensions that a process killed at the wrong moment leaves behind, after
+    which every later launch waits on it forever.
+    """
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 def barrier(context: DistContext) -> None:
