@@ -50,7 +50,8 @@ def zero3_config(args, context, precision, model_args) -> dict | None:
         return None
     from llava_ln.training.zero.strategy import DeepSpeedStrategy
 
-    config = DeepSpeedStrategy(args, context, precision, _text_hidden_size(model_args.model_name_or_path)).config
+    config = DeepSpeedStrategy(args, context, precision,
+                               hidden_size=_text_hidden_size(model_args.model_name_or_path)).config
     return config if config["zero_optimization"]["stage"] == 3 else None
 
 
