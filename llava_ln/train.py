@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         # 2. Model: LLM + vision tower + connector, frozen weights already in the compute dtype.
         data = load_data_components(model_args, data_args)
         # Under ZeRO-3 created partitioned and filled shard by shard, each rank reading only its partitions.
-        model, spec = build_training_model(model_args, data.tokenizer, args, context, precision)
+        model, spec = build_training_model(model_args, data.tokenizer, args=args, context=context, precision=precision)
         quantize_llm_linears(model, quantization, device=context.device)  # no-op without --bits 4|8
 
         # 3. Tuning: what trains; stage 2 starts from the stage-1 connector (or the multimodal start's own).
@@ -103,8 +103,9 @@ def main(argv=None) -> int:
         kernels = apply_kernels(model, args.kernels, context.device)
         if args.sparse_embedding_grad:
             logger.info(use_sparse_embedding_grad(model, context))
-        recompute = resolve_recompute(args, model, model_args, data_args, tuning_args, kernels_backend=kernels.backend,
-                                      precision=precision, context=context, tokenizer=data.tokenizer,
+        recompute = resolve_recompute(args, model, model_args, data_args=data_args, tuning_args=tuning_args,
+                                      kernels_backend=kernels.backend, precision=precision, context=context,
+                                      tokenizer=data.tokenizer,
                                       trainable_savings=trainable_state_savings(model, args))
         checkpoint_first_blocks(model, recompute.checkpointed_blocks)
         logger.info(recompute.summary())

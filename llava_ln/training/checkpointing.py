@@ -44,7 +44,7 @@ RESUME_SHARD_BYTES = 2 * 2**30  # bounded shards: rank 0 never holds a 7B model'
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainState:
     global_step: int = 0
     epoch: int = 0

@@ -55,7 +55,7 @@ class TrainingModule(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         backend = kernel_backend_of(self.model)
         if backend != "none":
-            return multimodal_supervised_loss(self.model, batch, backend)
+            return multimodal_supervised_loss(self.model, batch, backend=backend)
         labels = batch["labels"]
         targets = labels[:, 1:]
         # Positions t whose next token is supervised anywhere in the batch (same for every row:
@@ -69,7 +69,7 @@ class TrainingModule(nn.Module):
                                ignore_index=IGNORE_INDEX)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StepOutcome:
     """What one optimizer step did, as the strategy that took it saw it (Strategy.optimizer_step returns it).
 

@@ -220,7 +220,7 @@ def load_zero_config(path: str) -> dict:
         raise LlavaLnError(f"--deepspeed {path}: not valid JSON ({err})") from None
 
 
-def _fill(section: dict, key: str, value: object, *, source: str, where: str) -> None:
+def _fill(section: dict, key: str, value: int | float | bool | list[float], *, source: str, where: str) -> None:
     """Set section[key] to value when absent or "auto"; a different explicit value is an error."""
     current = section.get(key, AUTO)
     if current == AUTO:
