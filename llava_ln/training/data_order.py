@@ -9,6 +9,7 @@ position is just (epoch, steps done in that epoch).
 """
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,27 +19,17 @@ from llava_ln.data.index import ModalityLengthGroupedSampler
 from llava_ln.training.args import TrainingArguments
 
 
+@dataclass(kw_only=True)
 class DataOrder:
     """The per-device batches of every epoch and which of them each rank reads from a given step on."""
 
-    def __init__(self, *, dataset_size: int, batch_size: int, world_size: int, accumulation: int, seed: int,
-                 grouped_sampler: ModalityLengthGroupedSampler | None = None):
-        """
-        Args:
-            dataset_size: samples in the training set.
-            batch_size: samples per device per micro-step.
-            world_size: ranks.
-            accumulation: micro-steps per optimizer step.
-            seed: the data seed (--data_seed, else --seed).
-            grouped_sampler: the modality-length sampler (--group_by_modality_length), else None: shuffle.
-        """
-        self.dataset_size = dataset_size
-        self.batch_size = batch_size
-        self.world_size = world_size
-        self.accumulation = accumulation
-        self.seed = seed
-        self.grouped_sampler = grouped_sampler
-        self._steps_per_epoch: int | None = None
+    dataset_size: int  # samples in the training set
+    batch_size: int  # samples per device per micro-step
+    world_size: int  # ranks
+    accumulation: int  # micro-steps per optimizer step
+    seed: int  # the data seed (--data_seed, else --seed)
+    grouped_sampler: ModalityLengthGroupedSampler | None = None  # --group_by_modality_length; None: shuffle
+    _steps_per_epoch: int | None = field(default=None, init=False, repr=False)
 
     @property
     def batches_per_step(self) -> int:

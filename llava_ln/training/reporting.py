@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Protocol
 
 from llava_ln.core.atomic import atomic_path, write_json_atomic
 from llava_ln.core.distributed import DistContext, barrier
@@ -71,6 +72,16 @@ def prepare_output_dir(args: TrainingArguments, context: DistContext,
 LOG_FILE = "log.jsonl"
 
 
+class MetricsWriter(Protocol):
+    """A --report_to target: takes every log.jsonl record, then is closed once at the end."""
+
+    def __call__(self, step: int, record: dict) -> None:
+        """Write one record's numbers (scalars gives them as tags)."""
+
+    def close(self) -> None:
+        """Flush and release the target."""
+
+
 class Reporter:
     """Rank 0's progress bar, log.jsonl and --report_to writers; on the other ranks every method does nothing.
 
@@ -86,7 +97,7 @@ class Reporter:
         self.enabled = context.is_main
         self.output_dir = args.output_dir
         self.bar = None
-        self.writers = []
+        self.writers: list[MetricsWriter] = []
         if not self.enabled:
             return
         from tqdm.auto import tqdm
@@ -150,12 +161,10 @@ class Reporter:
         if self.bar is not None:
             self.bar.close()
         for writer in self.writers:
-            closer = getattr(writer, "close", None)
-            if closer:
-                closer()
+            writer.close()
 
 
-def _open_writer(target: str, args: TrainingArguments, config: dict):
+def _open_writer(target: str, args: TrainingArguments, config: dict) -> MetricsWriter:
     if target == "tensorboard":
         try:
             from torch.utils.tensorboard import SummaryWriter

@@ -149,7 +149,8 @@ class Strategy(ABC):
         1 / gradient_accumulation_steps, so a step's loss is the mean of per-micro-batch mean token losses,
         not the mean over all supervised tokens of the step (micro-batches with few supervised tokens count
         as much as long ones). LLaVA and transformers' Trainer train the same way. A token-weighted loss
-        passes its own weight per micro-batch instead.
+        passes its own weight per micro-batch instead: (the micro-batch's supervised tokens) * world_size /
+        (the step's supervised tokens over all micro-batches and ranks), counted before the first backward.
 
         Args:
             batch: the collator's batch, on self.device.
