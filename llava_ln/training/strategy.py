@@ -3,7 +3,7 @@
 A strategy owns the wrapped model and the optimizer: it runs a micro-step (forward +
 backward), an optimizer step (clip, update, zero) that returns a StepOutcome, and reads or
 writes the full fp32 master value and optimizer moments of any trainable parameter by name.
-The Strategy base class declares all of it, so the loop, the checkpointer, the step guard
+The Strategy base class declares all of it, so the loop, the checkpointer, reporting
 and train.py speak only that interface, and plain PyTorch (one process or DDP, here) and
 DeepSpeed ZeRO-1/2/3 (zero/strategy.py) share one loop and one world-size-independent
 checkpoint format.
@@ -95,7 +95,7 @@ class HoldsParamGroups(Protocol):
 
 
 class Strategy(ABC):
-    """Everything the loop, the checkpointer, the step guard and train.py ask of a distribution strategy.
+    """Everything the loop, the checkpointer, reporting and train.py ask of a distribution strategy.
 
     Life cycle: construct, then setup(model, param_groups) once; every other method needs setup first.
     Methods marked collective must be called on every rank, in the same order.

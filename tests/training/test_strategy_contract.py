@@ -13,7 +13,7 @@ from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
 from llava_ln.training.args import TrainingArguments
-from llava_ln.training.memory.policy import resolve_precision
+from llava_ln.training.memory.policy import Precision, resolve_precision
 from llava_ln.training.strategy import StepOutcome, Strategy, TorchStrategy
 from llava_ln.training.zero.strategy import DeepSpeedStrategy
 from llava_ln.tuning.args import TuningArguments
@@ -71,10 +71,10 @@ def tiny_ln(tiny_llm, tiny_vision):
     return model, plan, mixed_batch(spec)
 
 
-def _strategy(tiny_ln, **flags) -> TorchStrategy:
+def _strategy(tiny_ln, precision: Precision | None = None) -> TorchStrategy:
     model, plan, _ = tiny_ln
-    args = TrainingArguments(output_dir="unused", learning_rate=1e-2, gradient_accumulation_steps=2, **flags)
-    strategy = TorchStrategy(args, DistContext(), resolve_precision(args, torch.device("cpu")))
+    args = TrainingArguments(output_dir="unused", learning_rate=1e-2, gradient_accumulation_steps=2)
+    strategy = TorchStrategy(args, DistContext(), precision or resolve_precision(args, torch.device("cpu")))
     strategy.setup(model, plan.param_groups(model, args.learning_rate, args.weight_decay))
     return strategy
 
@@ -111,6 +111,20 @@ def test_optimizer_step_returns_what_the_step_did(tiny_ln):
     assert math.isnan(dropped.grad_norm) and dropped.nonfinite_gradient
     assert all(torch.equal(a, b) for a, b in zip(before, _weights(strategy)))
     assert all(p.grad is None for p in strategy.trainable)  # a dropped step's gradients do not leak into the next
+
+
+def test_an_fp16_loss_scale_overflow_is_a_routine_skip(tiny_ln):
+    # fp16's GradScaler without autocast: the scaler's own bookkeeping runs on a CPU too.
+    strategy, batch = _strategy(tiny_ln, Precision(compute_dtype=torch.float32, bf16=False, fp16=True)), tiny_ln[2]
+    before, scale = _weights(strategy), strategy.scaler.get_scale()
+    strategy.forward_backward(batch, last_micro_step=True)
+    strategy.trainable[0].grad.fill_(float("inf"))
+    overflow = strategy.optimizer_step()
+    assert (overflow.applied, overflow.nonfinite_gradient) == (False, False)  # the scaler's skip is not counted
+    assert strategy.scaler.get_scale() < scale
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(strategy)))
+    strategy.forward_backward(batch, last_micro_step=True)
+    assert strategy.optimizer_step().applied
 
 
 def test_an_explicit_loss_weight_is_what_the_default_applies(tiny_ln):

@@ -3,7 +3,8 @@
 Before the update, one all-reduce per step sums over ranks how many of this step's micro-batch
 losses were not finite and which stop signals arrived (training.guards.stop_signals), so every rank takes
 the same decision. The strategy then skips the update (gradients dropped, optimizer untouched) when
-a loss anywhere or the global gradient norm is not finite; under fp16 the loss scaler's own skip of
+a loss anywhere or the global gradient norm is not finite, and its optimizer_step returns a
+StepOutcome saying what it did, which after_step judges; under fp16 the loss scaler's own skip of
 an overflowing gradient is routine and is not counted. A skipped step still consumes its data and
 advances the schedule, so positions stay those of an uninterrupted run; the optimizer's own step
 count does not advance (TrainState.skipped_steps remembers the difference for resume).
