@@ -71,7 +71,7 @@ def measure_head(mode: str, kernels: str, rows: int):
             if kernels == "none":
                 loss = torch.nn.functional.cross_entropy(head(hidden).float(), targets)
             else:
-                loss = fused_linear_cross_entropy(hidden, head.weight, None, targets)
+                loss = fused_linear_cross_entropy(hidden, head.weight, None, targets=targets)
         loss.backward()
     return saved, counter.get_total_flops()
 

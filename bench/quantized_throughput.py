@@ -96,7 +96,7 @@ def run(mode: str, micro: int, opts, model_args, device) -> dict:
     counts = plan.counts()
     trainable = sum(c["trainable"] for c in counts.values())
     total = sum(c["total"] for c in counts.values())
-    estimate = static_memory(total - trainable, trainable, "torch", 1, precision.bf16,
+    estimate = static_memory(total - trainable, trainable, "torch", num_gpus=1, bf16=precision.bf16,
                              quantized_params=footprint.params, quantized_bytes=footprint.bytes)
     config = unwrap(model).config
     batch = synthetic_batch(spec, config.text_config.vocab_size, config.vision_config.image_size, micro, opts.seq,

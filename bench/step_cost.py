@@ -88,15 +88,17 @@ def _summary(memory: StepMemory, checkpointed: int, total_flops: int) -> dict:
 def llava_ln_step(model_args, opts) -> dict:
     requested = gradient_checkpointing_choice(opts.gradient_checkpointing)
     backend = "none" if opts.kernels == "none" else "torch"
-    model, spec, _ = meta_training_model(model_args, TuningArguments(tune_mode=opts.mode), backend, torch.bfloat16)
+    model, spec, _ = meta_training_model(model_args, TuningArguments(tune_mode=opts.mode), backend,
+                                         dtype=torch.bfloat16)
     static = static_bytes_of(model, "torch", 1, bf16=True)
-    memory = step_memory(model, spec, opts.batch, opts.seq, static, backend, torch.bfloat16, fp32_masters=True)
+    memory = step_memory(model, spec, batch_size=opts.batch, seq=opts.seq, static_bytes=static, loss_backend=backend,
+                         dtype=torch.bfloat16, fp32_masters=True)
     plan = plan_from_memory(requested, memory, opts.memory_budget_gib)
     count = plan.checkpointed_blocks
     if count == 0:
         total = memory.flops_without_recompute
     else:
-        total = measure_step(model, batch_for(model, spec, opts.batch, opts.seq), count).total_flops
+        total = measure_step(model, batch_for(model, spec, batch=opts.batch, seq=opts.seq), count).total_flops
     return {**_summary(memory, count, total), "kernels": backend, "gradient_checkpointing": requested,
             "plan": plan.reason}, spec
 
@@ -134,7 +136,7 @@ def baseline_step(model_args, opts, spec) -> dict:
             param.requires_grad_(param.requires_grad or "multi_modal_projector" in name)
         model.to(torch.bfloat16)  # PEFT makes adapters fp32; the count runs in the compute dtype throughout
     model.train()
-    batch = batch_for(model, spec, opts.batch, opts.seq)
+    batch = batch_for(model, spec, batch=opts.batch, seq=opts.seq)
     layers = model.get_base_model().model.language_model.layers if opts.mode == "lora" else \
         model.model.language_model.layers
     from torch.utils.flop_counter import FlopCounterMode
@@ -158,7 +160,8 @@ def baseline_step(model_args, opts, spec) -> dict:
     tokens = batch["input_ids"].numel()
     memory = StepMemory(tokens=tokens, kept=kept, kept_checkpointed=kept, other=other[1],
                         static=static_bytes_of(model, "torch", 1, bf16=True),
-                        head_working=head_working_bytes(model, tokens, "none", torch.bfloat16, True),
+                        head_working=head_working_bytes(model, tokens, loss_backend="none", dtype=torch.bfloat16,
+                                                        fp32_masters=True),
                         block_packed=tuple(p for p, _ in per_block), forward_flops=forward,
                         flops_without_recompute=flops.get_total_flops(), recompute_flops_per_block=0.0)
     return {**_summary(memory, 0, memory.flops_without_recompute), "checkpointed_block_bytes_per_token": None,

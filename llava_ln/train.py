@@ -33,20 +33,20 @@ from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import quantize_llm_linears
 from llava_ln.training.args import TrainingArguments, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
+from llava_ln.training.data_order import DataOrder, total_steps_for
 from llava_ln.training.guards.flag_checks import check_numeric_flags
 from llava_ln.training.guards.quantized_base import check_quantized_run
 from llava_ln.training.guards.resume_check import check_resume_flags, run_defining_flags, run_record
 from llava_ln.training.guards.run_ownership import run_inputs
 from llava_ln.training.guards.stop_signals import StopSignals
 from llava_ln.training.llava_flags import translate_llava_flags
-from llava_ln.training.loop import EpochPlan, Loop, total_steps_for
+from llava_ln.training.loop import Loop
 from llava_ln.training.memory.policy import checkpoint_first_blocks, resolve_precision
 from llava_ln.training.memory.recompute import resolve_recompute
 from llava_ln.training.optim import trainable_state_savings, use_sparse_embedding_grad
 from llava_ln.training.reporting import (
     Reporter,
     configure_logging,
-    log_data_skips,
     prepare_output_dir,
     resolved_config,
     write_run_info,
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         # 2. Model: LLM + vision tower + connector, frozen weights already in the compute dtype.
         data = load_data_components(model_args, data_args)
         # Under ZeRO-3 created partitioned and filled shard by shard, each rank reading only its partitions.
-        model, spec = build_training_model(model_args, data.tokenizer, args, context, precision)
+        model, spec = build_training_model(model_args, data.tokenizer, args=args, context=context, precision=precision)
         quantize_llm_linears(model, quantization, device=context.device)  # no-op without --bits 4|8
 
         # 3. Tuning: what trains; stage 2 starts from the stage-1 connector (or the multimodal start's own).
@@ -103,8 +103,9 @@ def main(argv=None) -> int:
         kernels = apply_kernels(model, args.kernels, context.device)
         if args.sparse_embedding_grad:
             logger.info(use_sparse_embedding_grad(model, context))
-        recompute = resolve_recompute(args, model, model_args, data_args, tuning_args, kernels_backend=kernels.backend,
-                                      precision=precision, context=context, tokenizer=data.tokenizer,
+        recompute = resolve_recompute(args, model, model_args, data_args=data_args, tuning_args=tuning_args,
+                                      kernels_backend=kernels.backend, precision=precision, context=context,
+                                      tokenizer=data.tokenizer,
                                       trainable_savings=trainable_state_savings(model, args))
         checkpoint_first_blocks(model, recompute.checkpointed_blocks)
         logger.info(recompute.summary())
@@ -116,17 +117,17 @@ def main(argv=None) -> int:
         # The grouped sampler sorts by length across all micro-batches of one optimizer step, so a
         # process with accumulation k reads what k ranks read.
         micro_batches_per_step = context.world_size * args.gradient_accumulation_steps
-        order = EpochPlan(len(dataset), args.per_device_train_batch_size, context.world_size,
-                          args.gradient_accumulation_steps, data_seed,
-                          build_train_sampler(dataset, data_args, args.per_device_train_batch_size,
-                                              micro_batches_per_step, data_seed))
+        order = DataOrder(dataset_size=len(dataset), batch_size=args.per_device_train_batch_size,
+                          world_size=context.world_size, accumulation=args.gradient_accumulation_steps,
+                          seed=data_seed, grouped_sampler=build_train_sampler(
+                              dataset, data_args, args.per_device_train_batch_size, micro_batches_per_step, data_seed))
         total_steps = total_steps_for(args, order)
 
         # 5. Strategy: plain PyTorch / DDP, or DeepSpeed ZeRO; the optimizer gets the per-group rates.
         if args.deepspeed:
             from llava_ln.training.zero.strategy import DeepSpeedStrategy
 
-            strategy = DeepSpeedStrategy(args, context, precision, model.config.text_config.hidden_size)
+            strategy = DeepSpeedStrategy(args, context, precision, hidden_size=model.config.text_config.hidden_size)
         else:
             strategy = TorchStrategy(args, context, precision)
         groups = plan.param_groups(model, args.learning_rate, args.weight_decay)
@@ -136,30 +137,34 @@ def main(argv=None) -> int:
         restore_exact_connector(strategy, model, stage1_values)
 
         # 6. Train (resuming exactly when asked).
-        identity = RunIdentity(plan.mode.name, order.batch_size * order.batches_per_step, len(dataset),
-                               total_steps, context.world_size, run_start.run_id, run_flags)
+        identity = RunIdentity(tune_mode=plan.mode.name, global_batch_size=order.batch_size * order.batches_per_step,
+                               dataset_size=len(dataset), total_steps=total_steps, world_size=context.world_size,
+                               run_id=run_start.run_id, flags=run_flags)
         manifest = run_manifest(spec, model_args, data_args, plan, args.pretrain_mm_mlp_adapter)
-        checkpointer = Checkpointer(context, strategy, model, plan, manifest,
-                                    plan.saved_dtype(precision.compute_dtype), stage1_frozen)
-        hooks = in_training_hooks(args, context, model, data, data_args.image_aspect_ratio, precision, total_steps,
-                                  getattr(strategy, "zero_stage", 0))  # --eval_benchmarks
-        loop = Loop(args, context, strategy, checkpointer, dataset, DataCollator(data.tokenizer), order,
-                    total_steps, identity, stops, hooks)
-        if resume_dir:
-            loop.resume(resume_dir)
-        config = resolved_config(model_args, data_args, tuning_args, args, context=context, precision=precision,
+        checkpointer = Checkpointer(context=context, strategy=strategy, model=model, plan=plan, manifest=manifest,
+                                    final_dtype=plan.saved_dtype(precision.compute_dtype),
+                                    stage1_connector=stage1_frozen)
+        hooks = in_training_hooks(args, context, model, data=data, image_aspect_ratio=data_args.image_aspect_ratio,
+                                  precision=precision, total_steps=total_steps,
+                                  zero_stage=strategy.zero_stage)  # --eval_benchmarks
+        loop = Loop(args=args, context=context, strategy=strategy, checkpointer=checkpointer, dataset=dataset,
+                    collate_fn=DataCollator(data.tokenizer), data_order=order, total_steps=total_steps,
+                    identity=identity, stops=stops, hooks=hooks)
+        start_step = loop.resume(resume_dir).global_step if resume_dir else 0
+        config = resolved_config(model_args, data_args, tuning_args, args=args, context=context, precision=precision,
                                  spec=spec, strategy=strategy, total_steps=total_steps,
                                  steps_per_epoch=order.steps_per_epoch(), dataset_size=len(dataset))
         config["llava_flags"] = llava_flags.record()
         config["resolved"].update(kernels=kernels.as_dict(), gradient_checkpointing=recompute.as_dict())
         config["resolved"].update(run_record(run_start, changed))
         if context.is_main:
-            write_run_info(args.output_dir, config, plan.table(), strategy.optimizer, handed, names_by_id)
+            write_run_info(args.output_dir, config, trainable_table=plan.table(), optimizer=strategy.optimizer,
+                           handed_groups=handed, names_by_id=names_by_id)
             logger.info("training %d steps (%d per epoch), %s, %s, %d rank(s)", total_steps,
                         order.steps_per_epoch(), precision.name, type(strategy).__name__, context.world_size)
-        reporter = Reporter(args, context, total_steps, loop.state.global_step, config)
+        reporter = Reporter(args, context, total_steps=total_steps, start_step=start_step, config=config)
         if resume_dir:
-            reporter.event(loop.state.global_step, {"event": "resume", **run_record(run_start, changed)})
+            reporter.event(start_step, {"event": "resume", **run_record(run_start, changed)})
         stops.start_training()
         try:
             state = loop.run(reporter)
@@ -168,7 +173,7 @@ def main(argv=None) -> int:
 
         # 7. Save: the mode's trained tensors + manifest (the stage-1 connector too when it stayed frozen).
         checkpointer.save_run_folder(args.output_dir, state.global_step)
-        log_data_skips(dataset)
+        dataset.log_skip_summary()
         if context.is_main:
             logger.info("saved the run folder %s", args.output_dir)
     return 0

@@ -20,12 +20,16 @@ import logging
 import os
 from dataclasses import dataclass, replace
 
+import torch
+from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerBase
+
 from llava_ln.checkpoint.manifest import MANIFEST_NAME
 from llava_ln.checkpoint.run_folder import connector_name, connector_parameters
 from llava_ln.checkpoint.tensors import TensorReader, assign_tensors, load_torch_tensors_safely
 from llava_ln.core.constants import CONNECTOR_PREFIX, IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.model.builder import build_mllm
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.builder import ModuleConstruct, MultimodalSpec, build_mllm
 from llava_ln.model.parts import unwrap
 from llava_ln.model.sources import HF_LLAVA, ORIGINAL_LLAVA, detect_source
 
@@ -75,7 +79,7 @@ def resolve_start(model_args, data_args, explicit: set) -> StartSource | None:
         template, aspect = None, source.image_aspect_ratio()
     decided = {}
     for name, value in model_values.items():
-        _take(model_args, name, value, explicit, path, decided)
+        _take(model_args, name, value, explicit=explicit, path=path, decided=decided)
     if "vision_tower" in explicit and model_args.vision_tower != tower:
         if kind == LLAVA_LN:
             raise LlavaLnError(f"--vision_tower {model_args.vision_tower}: {path} is a llava-ln checkpoint with its own "
@@ -95,7 +99,7 @@ def resolve_start(model_args, data_args, explicit: set) -> StartSource | None:
     return start
 
 
-def _take(model_args, name: str, value, explicit: set, path: str, decided: dict) -> None:
+def _take(model_args: ModelArguments, name: str, value: str | int, *, explicit: set, path: str, decided: dict) -> None:
     given = getattr(model_args, name)
     if name in explicit and given != value:
         raise LlavaLnError(f"--{name} {given}: {path} was built with {name} {value}; a different value would discard "
@@ -135,7 +139,9 @@ def check_chat_template(path: str) -> None:
 
 # ---- the model a checkpoint computes ----
 
-def build_start_model(model_args, tokenizer, dtype, on_meta: bool = False, construct=None):
+def build_start_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase | None, dtype: torch.dtype, *,
+                      on_meta: bool = False, construct: ModuleConstruct | None = None,
+                      ) -> tuple[LlavaForConditionalGeneration, MultimodalSpec]:
     """(LlavaForConditionalGeneration, MultimodalSpec) as the start of a run: a plain LLM composed with a tower
     and a new connector, or the multimodal checkpoint --model_name_or_path names, unchanged.
 
@@ -143,7 +149,7 @@ def build_start_model(model_args, tokenizer, dtype, on_meta: bool = False, const
     (checkpoint.partitioned_start), the same values as loading gives."""
     path = model_args.model_name_or_path
     if is_llava_ln_folder(path):
-        return _from_llava_ln(path, model_args, tokenizer, dtype, on_meta, construct)
+        return _from_llava_ln(path, model_args, tokenizer, dtype=dtype, on_meta=on_meta, construct=construct)
     model, spec = build_mllm(model_args, tokenizer, dtype=dtype, on_meta=on_meta, construct=construct)
     if construct is not None:
         from llava_ln.checkpoint.partitioned_start import fill_start
@@ -164,7 +170,9 @@ def check_image_token(path: str, model, tokenizer) -> None:
                            f"gives <image> id {token_id}")
 
 
-def _from_llava_ln(path: str, model_args, tokenizer, dtype, on_meta: bool, construct=None):
+def _from_llava_ln(path: str, model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase | None, *,
+                   dtype: torch.dtype, on_meta: bool, construct: ModuleConstruct | None,
+                   ) -> tuple[LlavaForConditionalGeneration, MultimodalSpec]:
     from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, model_arguments_from
 
     manifest = effective_manifest(path)
@@ -180,7 +188,8 @@ def _from_llava_ln(path: str, model_args, tokenizer, dtype, on_meta: bool, const
         from llava_ln.model.backbones import resolve_attn_implementation
 
         attn = resolve_attn_implementation(model_args.attn_implementation)
-        model = build_merged_partitioned(path, manifest.mm_projector_type, dtype, attn, construct)
+        model = build_merged_partitioned(path, manifest.mm_projector_type, dtype=dtype, attn_implementation=attn,
+                                         construct=construct)
         merged_image_token_check(path, model, tokenizer)
         return model.train(), replace(spec, attn_implementation=model.config.text_config._attn_implementation)
     if construct is not None:

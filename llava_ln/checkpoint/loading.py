@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from llava_ln.checkpoint.integrity import verify_files
 from llava_ln.checkpoint.manifest import Manifest, read_manifest, tuning_arguments
@@ -52,12 +54,12 @@ class BaseOverrides:
         return any((self.model_name_or_path, self.tokenizer_name_or_path, self.vision_tower))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoadedModel:
     path: str
     manifest: Manifest  # overrides applied; a merged folder's "." paths made absolute
-    model: object  # LlavaForConditionalGeneration, or a PeftModel around it for unmerged lora runs
-    tokenizer: object
+    model: nn.Module  # LlavaForConditionalGeneration, or a PeftModel around it for unmerged lora runs
+    tokenizer: PreTrainedTokenizerBase
 
     @property
     def image_processor_path(self) -> str:
@@ -108,8 +110,9 @@ def effective_manifest(path: str, overrides: BaseOverrides | None = None) -> Man
     return replace(manifest, **changes)
 
 
-def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=torch.float32, device="cpu",
-                    attn_implementation: str | None = None, quantization: QuantSettings | None = None) -> LoadedModel:
+def load_checkpoint(path: str, overrides: BaseOverrides | None = None, *, dtype: torch.dtype = torch.float32,
+                    device: str | torch.device = "cpu", attn_implementation: str | None = None,
+                    quantization: QuantSettings | None = None) -> LoadedModel:
     """Rebuild the model a checkpoint folder describes, in eval mode on device.
 
     quantization: quantize the base's block linears (on device) before a run's tensors and LoRA adapter
@@ -128,12 +131,15 @@ def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=tor
         merged_image_token_check(path, model, tokenizer)
         quantize_llm_linears(model, quantization, device)
     else:
-        model = _build_run_model(path, manifest, tokenizer, dtype, attn_implementation, quantization, device)
+        model = _build_run_model(path, manifest, tokenizer, dtype=dtype, attn_implementation=attn_implementation,
+                                 quantization=quantization, device=device)
     model.to(device).eval()
-    return LoadedModel(path, manifest, model, tokenizer)
+    return LoadedModel(path=path, manifest=manifest, model=model, tokenizer=tokenizer)
 
 
-def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation, quantization, device):
+def _build_run_model(path: str, manifest: Manifest, tokenizer: PreTrainedTokenizerBase, *, dtype: torch.dtype,
+                     attn_implementation: str | None, quantization: QuantSettings | None,
+                     device: str | torch.device) -> nn.Module:
     from llava_ln.checkpoint.llava_sources import build_start_model
 
     args = model_arguments_from(manifest, attn_implementation)

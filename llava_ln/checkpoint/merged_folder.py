@@ -87,7 +87,8 @@ def _make_room_for(model, tensors: dict) -> None:
             module.bias = nn.Parameter(torch.zeros(module.out_features, dtype=module.weight.dtype))
 
 
-def load_merged_model(path: str, projector_type: str, dtype=torch.float32, attn_implementation: str = "sdpa"):
+def load_merged_model(path: str, projector_type: str, *, dtype: torch.dtype = torch.float32,
+                      attn_implementation: str = "sdpa") -> LlavaForConditionalGeneration:
     """LlavaForConditionalGeneration with every merged tensor, including non-native ones."""
     with quiet_transformers():
         try:

@@ -23,6 +23,7 @@ tensors, LoRA included, are applied to a whole model): it is loaded whole, with 
 first to start from it partitioned.
 """
 import os
+from collections.abc import Iterable
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
@@ -33,6 +34,7 @@ from llava_ln.checkpoint.tensors import TensorReader, tensor_files
 from llava_ln.core.constants import CONNECTOR_PREFIX
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.backbones import load_vision_config
+from llava_ln.model.builder import ModuleConstruct
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
 from llava_ln.model.parts import connector_of, language_model_of, unwrap, vision_tower_of
 from llava_ln.model.sources import HF_LLAVA, ORIGINAL_LLAVA
@@ -60,7 +62,7 @@ def _names(module) -> list:
     return [n for n, _ in module.named_parameters()] + [n for n, _ in module.named_buffers()]
 
 
-def _prefixed(sources: dict, ours: str, theirs: str, names) -> dict:
+def _prefixed(sources: dict, *, ours: str, theirs: str, names: Iterable[str]) -> dict:
     """Our name (ours + X) -> the source of theirs + X, for every X in names that the source has."""
     return {f"{ours}{name}": sources[f"{theirs}{name}"] for name in names if f"{theirs}{name}" in sources}
 
@@ -78,8 +80,10 @@ def causal_lm_sources(model, llm_config, path: str) -> dict:
         if id(param) in vocabulary and name in stored:
             stored[name] = StoredTensor(stored[name].reader, stored[name].key, grows=True,
                                         converted=stored[name].converted)
-    sources = _prefixed(stored, "model.language_model.", f"{body}." if body else "", _names(language_model_of(model)))
-    sources.update(_prefixed(stored, "lm_head.", f"{head}.", [n for n, _ in unwrap(model).lm_head.named_parameters()]))
+    sources = _prefixed(stored, ours="model.language_model.", theirs=f"{body}." if body else "",
+                        names=_names(language_model_of(model)))
+    sources.update(_prefixed(stored, ours="lm_head.", theirs=f"{head}.",
+                             names=[n for n, _ in unwrap(model).lm_head.named_parameters()]))
     return sources
 
 
@@ -88,7 +92,7 @@ def tower_sources(model, tower_path: str) -> dict:
     with torch.device("meta"):
         meta_tower = family.model_class._from_config(vision_config)
     stored = stored_keys(meta_tower, safetensors_reader(tower_path, "--vision_tower"))
-    return _prefixed(stored, "model.vision_tower.", "", _names(vision_tower_of(model)))
+    return _prefixed(stored, ours="model.vision_tower.", theirs="", names=_names(vision_tower_of(model)))
 
 
 def llava_folder_sources(path: str, llava_config) -> dict:
@@ -121,7 +125,8 @@ def fill_start(model, model_args, source) -> None:
     fill_from_sources(model, sources, skip=connector)
 
 
-def build_merged_partitioned(path: str, projector_type: str, dtype, attn_implementation: str, construct):
+def build_merged_partitioned(path: str, projector_type: str, *, dtype: torch.dtype, attn_implementation: str,
+                             construct: ModuleConstruct) -> LlavaForConditionalGeneration:
     """A merged llava-ln folder, created partitioned and filled shard by shard (what load_merged_model loads)."""
     with quiet_transformers():
         config = LlavaConfig.from_pretrained(path)

@@ -23,6 +23,8 @@ import json
 import os
 import re
 
+from torch import nn
+
 from llava_ln.checkpoint.integrity import digests_of, verify_files
 from llava_ln.checkpoint.manifest import MANIFEST_NAME, Manifest, tuning_arguments, write_manifest
 from llava_ln.checkpoint.partitions import gathered_value
@@ -130,8 +132,9 @@ def trainable_tensors(model, plan) -> dict:
     return {n: p for n, p in unwrap(model).named_parameters() if n in plan.trainable and n not in plan.lora_names}
 
 
-def save_run(directory: str, model, manifest: Manifest, tensors: dict, lora_state_dict: dict | None = None,
-             stage1_connector: dict | None = None, extra_files: dict | None = None) -> None:
+def save_run(directory: str, model: nn.Module, manifest: Manifest, *, tensors: dict,
+             lora_state_dict: dict | None = None, stage1_connector: dict | None = None,
+             extra_files: dict | None = None) -> None:
     """Save a trained run into directory: tensors first (each file atomic), the manifest last.
 
     tensors: the trained non-LoRA tensors (gathered copies under ZeRO-3). lora_state_dict: PEFT adapter

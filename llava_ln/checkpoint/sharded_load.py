@@ -24,7 +24,7 @@ the stored rows (matrices; computed exactly as the builder computes it, on the w
 only on the rank whose slice holds those rows) or zeros (a head's bias).
 """
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 
@@ -40,6 +40,7 @@ class StoredTensor:
 
     reader: TensorReader
     key: str
+    _: KW_ONLY
     grows: bool = False  # the model may have more rows than stored (vocabulary grown for <image>)
     converted: bool = False  # transformers transforms it on load: no row-wise reading possible
 
@@ -76,14 +77,14 @@ def _weight_mapping(meta_model):
             [m for m in mapping if isinstance(m, WeightConverter)])
 
 
-def _grown_rows(stored: StoredTensor, shape: tuple, dtype, count: int) -> torch.Tensor:
+def _grown_rows(stored: StoredTensor, shape: tuple, dtype: torch.dtype, *, count: int) -> torch.Tensor:
     if len(shape) == 1:
         return torch.zeros(count, dtype=dtype)  # a head bias: the loading path's _init_weights zeroes new entries
     whole = stored.reader.rows(stored.key, 0, stored.reader.shape(stored.key)[0]).to(dtype)
     return whole.mean(dim=0, keepdim=True).expand(count, *shape[1:])
 
 
-def read_flat_range(stored: StoredTensor, shape: tuple, start: int, end: int, dtype) -> torch.Tensor:
+def read_flat_range(stored: StoredTensor, shape: tuple, *, start: int, end: int, dtype: torch.dtype) -> torch.Tensor:
     """Elements [start, end) of the flattened tensor of `shape` that `stored` holds, in dtype."""
     where = f"{stored.reader.path}: tensor {stored.key}"
     if stored.converted:
@@ -103,7 +104,7 @@ def read_flat_range(stored: StoredTensor, shape: tuple, start: int, end: int, dt
     if first < stored_shape[0]:
         pieces.append(stored.reader.rows(stored.key, first, min(last, stored_shape[0])).to(dtype))
     if last > stored_shape[0]:
-        pieces.append(_grown_rows(stored, shape, dtype, last - max(first, stored_shape[0])))
+        pieces.append(_grown_rows(stored, shape, dtype, count=last - max(first, stored_shape[0])))
     flat = torch.cat([p.reshape(-1) for p in pieces]) if len(pieces) > 1 else pieces[0].reshape(-1)
     offset = start - first * row
     return flat[offset: offset + end - start]
@@ -127,15 +128,15 @@ def fill_from_sources(model, sources: dict, skip: frozenset = frozenset()) -> in
                                "(different model, or an incomplete checkpoint?)")
         shape = full_shape(param)
         target = param.ds_tensor.dtype if is_partitioned(param) else param.dtype
-        write_local(param, lambda start, end, s=stored, shp=shape: read_flat_range(s, shp, start, end, target),
-                    name)
+        write_local(param, lambda start, end, s=stored, shp=shape: read_flat_range(s, shp, start=start, end=end,
+                                                                                   dtype=target), name)
         filled += 1
     with torch.no_grad():
         for name, buffer in llava.named_buffers():
             stored = sources.get(name)
             if stored is not None and name not in skip:
-                buffer.copy_(read_flat_range(stored, tuple(buffer.shape), 0, buffer.numel(), buffer.dtype)
-                             .reshape(buffer.shape))
+                buffer.copy_(read_flat_range(stored, tuple(buffer.shape), start=0, end=buffer.numel(),
+                                             dtype=buffer.dtype).reshape(buffer.shape))
     for reader in {id(s.reader): s.reader for s in sources.values()}.values():
         reader.close()
     return filled

@@ -83,7 +83,7 @@ class ShardedTensorWriter:
         return written
 
 
-def save_tensors(directory: str, stem: str, tensors: dict,
+def save_tensors(directory: str, stem: str, tensors: dict, *,
                  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> dict[str, str]:
     """Write a dict of tensors (tied weights already deduplicated) as <stem>; returns {file name: sha256}."""
     writer = ShardedTensorWriter(directory, stem, max_shard_bytes)

@@ -93,7 +93,7 @@ def read_shard(path: str) -> dict:
     return state
 
 
-def _field(state: dict, key: str, kind, path: str):
+def _field(state: dict, key: str, kind: type, *, path: str):
     value = state.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise LlavaLnError(f"{path}: not a DeepSpeed ZeRO shard ({key!r} missing or not a {getattr(kind, '__name__', kind)})")
@@ -131,7 +131,7 @@ def _model_states_file(step_dir: str, stage: int) -> str:
 
 def _param_shapes(path: str) -> list:
     """[{name: shape}] per optimizer parameter group, in the order DeepSpeed flattened them."""
-    groups = _field(read_shard(path), "param_shapes", list, path)
+    groups = _field(read_shard(path), "param_shapes", list, path=path)
     shapes = []
     for group in groups:
         if not isinstance(group, dict):
@@ -147,11 +147,11 @@ def _param_shapes(path: str) -> list:
 
 
 def _optimizer_state(path: str) -> dict:
-    return _field(read_shard(path), "optimizer_state_dict", dict, path)
+    return _field(read_shard(path), "optimizer_state_dict", dict, path=path)
 
 
 def _flat_groups(optimizer: dict, key: str, path: str) -> list:
-    groups = _field(optimizer, key, list, path)
+    groups = _field(optimizer, key, list, path=path)
     for tensor in groups:
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1 or not tensor.is_floating_point():
             raise LlavaLnError(f"{path}: {key} must hold flat floating-point tensors")
@@ -184,7 +184,7 @@ def _stitch(parts: list, shape: torch.Size) -> torch.Tensor:
     return joined[:shape.numel()].float().clone().view(shape)
 
 
-def _consolidate_stage12(step_dir: str, files: list, states: list, shapes: list, paddings) -> dict:
+def _consolidate_stage12(step_dir: str, files: list, states: list, *, shapes: list, paddings: list | None) -> dict:
     per_rank = [_flat_groups(state, "single_partition_of_fp32_groups", file) for file, state in zip(files, states)]
     if any(len(groups) != len(shapes) for groups in per_rank):
         raise LlavaLnError(f"{step_dir}: the optimizer shards hold another number of parameter groups than "
@@ -205,7 +205,7 @@ def _consolidate_stage12(step_dir: str, files: list, states: list, shapes: list,
     return tensors
 
 
-def _consolidate_stage3(step_dir: str, files: list, states: list, shapes: list) -> dict:
+def _consolidate_stage3(step_dir: str, files: list, states: list, *, shapes: list) -> dict:
     ranks = len(files)
     flats = [_Flat(_flat_groups(state, "fp32_flat_groups", file)) for file, state in zip(files, states)]
     if len({len(flat) for flat in flats}) != 1:
@@ -244,9 +244,9 @@ def consolidate_zero_checkpoint(folder: str) -> dict:
                            "shard(s) are here (an incomplete save or copy?)")
     shapes = _param_shapes(_model_states_file(step_dir, stage))
     if stage == 3:
-        return _consolidate_stage3(step_dir, files, states, shapes)
+        return _consolidate_stage3(step_dir, files, states, shapes=shapes)
     paddings = first.get("param_alignment_paddings")
     if paddings is not None and (not isinstance(paddings, list) or len(paddings) != len(shapes) or any(
             not isinstance(p, list) or len(p) != len(s) for p, s in zip(paddings, shapes))):
         raise LlavaLnError(f"{files[0]}: param_alignment_paddings does not match the parameter groups")
-    return _consolidate_stage12(step_dir, files, states, shapes, paddings)
+    return _consolidate_stage12(step_dir, files, states, shapes=shapes, paddings=paddings)

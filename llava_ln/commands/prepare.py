@@ -101,7 +101,7 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
     memory = memory or DescribeArguments()
     try:
         result["memory_gib_per_gpu"] = static_memory_per_gpu(total - trainable, trainable, memory.strategy,
-                                                             memory.num_gpus, memory.bf16,
+                                                             num_gpus=memory.num_gpus, bf16=memory.bf16,
                                                              quantized_params=footprint.params,
                                                              quantized_bytes=footprint.bytes)
     except ValueError as err:

@@ -19,9 +19,11 @@ import contextlib
 import os
 
 import torch
+from torch import nn
 
-from llava_ln.core.distributed import broadcast_object, gather_objects
+from llava_ln.core.distributed import DistContext, broadcast_object, gather_objects
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.dataset import DataComponents
 from llava_ln.data.images import ImageLoader
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
@@ -29,6 +31,8 @@ from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, 
 from llava_ln.evaluation.model_loading import EvalModel
 from llava_ln.evaluation.subset_scores import evenly_spaced, headline, score_subset
 from llava_ln.model.parts import unwrap
+from llava_ln.training.args import TrainingArguments, steps_from
+from llava_ln.training.memory.policy import Precision
 
 # Where each benchmark lives under an evaluation root: LLaVA's playground/data/eval layout (the toy
 # world's eval/ folder has the same).
@@ -38,10 +42,26 @@ SHORT_ANSWER_TOKENS, CAPTION_TOKENS = 16, 64
 
 
 class TrainingEvaluator:
-    name = "eval"
+    """The loop's evaluation hook (it implements training.loop.StepHook: name, due, run)."""
 
-    def __init__(self, benchmarks: list, data_root: str, limit: int, every: int, context, eval_model: EvalModel,
-                 autocast_dtype=None, batch_size: int = 16, max_new_tokens: int = 0, synced_gpus: bool = False):
+    name: str = "eval"  # its scores go to log.jsonl under "eval"
+
+    def __init__(self, benchmarks: list[str], *, data_root: str, limit: int, every: int, context: DistContext,
+                 eval_model: EvalModel, autocast_dtype: torch.dtype | None = None, batch_size: int = 16,
+                 max_new_tokens: int = 0, synced_gpus: bool = False):
+        """
+        Args:
+            benchmarks: the benchmark names (--eval_benchmarks), each under its folder of data_root.
+            data_root: the evaluation root (--eval_data).
+            limit: questions per benchmark, an evenly spaced fixed subset (--eval_limit).
+            every: evaluate every this many optimizer steps (0: only after the last).
+            context: this process's rank and world size; every rank answers a share.
+            eval_model: the model being trained, with its tokenizer, template and image loader.
+            autocast_dtype: the training precision's autocast dtype, or None (fp32).
+            batch_size: questions per generate() call.
+            max_new_tokens: 0: the benchmark's own (short answers or captions).
+            synced_gpus: ZeRO-3 on several ranks: every rank runs the same batches, in step.
+        """
         self.every = every
         self.context = context
         self.eval_model = eval_model
@@ -116,8 +136,9 @@ class TrainingEvaluator:
         return scores
 
 
-def in_training_hooks(args, context, model, data, image_aspect_ratio: str, precision, total_steps: int,
-                      zero_stage: int = 0) -> tuple:
+def in_training_hooks(args: TrainingArguments, context: DistContext, model: nn.Module, *, data: DataComponents,
+                      image_aspect_ratio: str, precision: Precision, total_steps: int,
+                      zero_stage: int = 0) -> tuple[TrainingEvaluator, ...]:
     """The loop's hooks for these training flags: the evaluator, or nothing without --eval_benchmarks.
 
     data: the training data components (tokenizer, template, image processor, image token), so the
@@ -126,13 +147,12 @@ def in_training_hooks(args, context, model, data, image_aspect_ratio: str, preci
     names = [name.strip() for name in (args.eval_benchmarks or "").split(",") if name.strip()]
     if not names:
         return ()
-    from llava_ln.training.args import steps_from
 
     eval_model = EvalModel(model=unwrap(model), tokenizer=data.tokenizer, template=data.template,
                            image_loader=ImageLoader(data.image_processor, image_aspect_ratio),
                            conv_template=getattr(data.template, "name", ""), image_aspect_ratio=image_aspect_ratio)
-    return (TrainingEvaluator(names, args.eval_data, args.eval_limit, steps_from(args.eval_steps, total_steps),
-                              context, eval_model,
+    return (TrainingEvaluator(names, data_root=args.eval_data, limit=args.eval_limit,
+                              every=steps_from(args.eval_steps, total_steps), context=context, eval_model=eval_model,
                               autocast_dtype=precision.compute_dtype if precision.autocast else None,
                               batch_size=args.eval_batch_size, max_new_tokens=args.eval_max_new_tokens,
                               synced_gpus=zero_stage == 3 and context.world_size > 1),)

@@ -53,7 +53,7 @@ def resolve_kernel_backend(choice: str, device=None) -> tuple[str, str]:
     return ("liger", "auto: CUDA and liger-kernel available") if usable else ("torch", f"auto: {reason}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class KernelReport:
     """What apply_kernels did: for the log and the run's config."""
 
@@ -86,8 +86,8 @@ def _norm_forward(spec, use_liger: bool):
     impl = liger.norm if use_liger else lean_norm
 
     def forward(self, hidden_states):
-        return impl(hidden_states, self.weight, getattr(self, "bias", None), getattr(self, spec.eps_attribute),
-                    spec.style)
+        return impl(hidden_states, self.weight, getattr(self, "bias", None), eps=getattr(self, spec.eps_attribute),
+                    style=spec.style)
 
     return forward
 

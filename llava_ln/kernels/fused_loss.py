@@ -104,7 +104,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return scaled[0], scaled[1], scaled[2], None, None, None
 
 
-def fused_linear_cross_entropy(hidden, weight, bias=None, targets=None, ignore_index: int = IGNORE_INDEX,
+def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                               targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
                                chunk_rows: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of rows hidden [N, H] through a head (weight [V, H], bias [V] or None)."""
     if hidden.dim() != 2 or targets is None or targets.shape != hidden.shape[:1]:

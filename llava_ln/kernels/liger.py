@@ -47,7 +47,8 @@ def covers_norm(style: str, weight, bias) -> bool:
     return weight is not None and bias is not None
 
 
-def norm(x, weight, bias, eps: float, style: str):
+def norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, eps: float,
+         style: str) -> torch.Tensor:
     from liger_kernel.transformers.functional import liger_layer_norm, liger_rms_norm
 
     if style == "layer":
@@ -67,7 +68,8 @@ def gated_activation(gate, up, kind: str):
     return liger_swiglu(gate, up) if kind == "silu" else liger_geglu(gate, up)
 
 
-def linear_cross_entropy(hidden, weight, bias, targets, ignore_index: int = IGNORE_INDEX):
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
+                         targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
     return liger_fused_linear_cross_entropy(hidden, weight, targets, bias=bias, ignore_index=ignore_index,

@@ -1,12 +1,12 @@
 """The training loss through the fused head: what the training step calls instead of logits + F.cross_entropy.
 
-`supervised_lm_loss(hidden, lm_head, labels, backend)` takes the LLM's final (normed) hidden
+`supervised_lm_loss(hidden, lm_head, labels, backend=...)` takes the LLM's final (normed) hidden
 states [B, T, H], keeps the rows whose next token is supervised, and returns the mean
 next-token cross-entropy over them, the same value as F.cross_entropy on the model's logits
 with ignore_index -100. backend "torch" (fused_loss.py) and "liger" never build [rows, vocab]
 logits; "none" is the unfused reference (logits for the supervised rows only, as today).
 
-`multimodal_supervised_loss(model, batch, backend)` is the whole training loss of a batch in
+`multimodal_supervised_loss(model, batch, backend=...)` is the whole training loss of a batch in
 the collator's contract: it runs model.forward.multimodal_forward with no head rows, catches the
 language model's final hidden states with a forward hook and calls supervised_lm_loss. The
 fused loss runs as a call of the head module itself (_call_as), so module hooks (DeepSpeed
@@ -44,7 +44,7 @@ def _unfused(rows, lm_head, targets):
     return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
 
 
-def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor, backend: str = "torch",
+def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor, *, backend: str = "torch",
                        chunk_rows: int | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy of `labels` [B, T] given final hidden states [B, T, H]."""
     if backend not in LOSS_BACKENDS:
@@ -56,8 +56,8 @@ def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.T
 
     def fused(hidden_rows, row_targets):
         if backend == "liger" and hidden_rows.shape[0] > 0:
-            return liger.linear_cross_entropy(hidden_rows, lm_head.weight, lm_head.bias, row_targets)
-        return fused_linear_cross_entropy(hidden_rows, lm_head.weight, lm_head.bias, row_targets,
+            return liger.linear_cross_entropy(hidden_rows, lm_head.weight, lm_head.bias, targets=row_targets)
+        return fused_linear_cross_entropy(hidden_rows, lm_head.weight, lm_head.bias, targets=row_targets,
                                           chunk_rows=chunk_rows)
 
     return _call_as(lm_head, fused, rows, targets)
@@ -82,7 +82,8 @@ def _call_as(module: nn.Module, forward, *args):
             module.forward = own
 
 
-def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk_rows: int | None = None):
+def multimodal_supervised_loss(model: nn.Module, batch: dict, *, backend: str = "torch",
+                               chunk_rows: int | None = None) -> torch.Tensor:
     """The training loss of a batch (input_ids, labels, pixel_values, ...) through the fused head."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -97,4 +98,4 @@ def multimodal_supervised_loss(model, batch: dict, backend: str = "torch", chunk
         multimodal_forward(model, **inputs, logits_to_keep=no_rows)
     finally:
         handle.remove()
-    return supervised_lm_loss(captured[-1], lm_head_of(model), labels, backend, chunk_rows)
+    return supervised_lm_loss(captured[-1], lm_head_of(model), labels, backend=backend, chunk_rows=chunk_rows)

@@ -94,7 +94,8 @@ class LeanNormFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def lean_norm(x: torch.Tensor, weight, bias, eps: float, style: str) -> torch.Tensor:
+def lean_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float,
+              style: str) -> torch.Tensor:
     """Normalise the last dimension of x in `style` (see the module docstring), memory-lean in backward."""
     if style not in NORM_STYLES:
         raise ValueError(f"norm style {style!r} is not one of {NORM_STYLES}")

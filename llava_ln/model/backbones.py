@@ -15,7 +15,7 @@ cannot be honoured is an error, never a silent downgrade.
 """
 import importlib.util
 import pickle
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 from safetensors import SafetensorError
@@ -73,6 +73,7 @@ class VisionFamily:
     name: str
     config_class: type
     model_class: type
+    _: KW_ONLY
     has_cls_token: bool
 
 

@@ -16,6 +16,8 @@ random draws that loading would have made for the grown rows are replayed, so wh
 next (a new connector, LoRA factors) gets exactly the values of the loading path.
 """
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -25,6 +27,9 @@ from transformers import (
     AutoModelForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from llava_ln.core.constants import IMAGE_TOKEN
@@ -40,10 +45,14 @@ from llava_ln.model.backbones import (
     select_strategy,
 )
 from llava_ln.model.connector import build_connector, projector_depth
-from llava_ln.model.sources import HF_LLAVA, detect_source
+from llava_ln.model.sources import HF_LLAVA, Source, detect_source
+
+# A context-manager factory whose context creates modules partitioned, with no weight read (ZeRO-3's
+# deepspeed.zero.Init): see the module docstring.
+ModuleConstruct = Callable[[], AbstractContextManager]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MultimodalSpec:
     """What was composed; written into every manifest so loading never guesses."""
 
@@ -79,7 +88,8 @@ def _llm_class(config):
         raise LlavaLnError(f"{type(config).__name__} has no causal-LM class in transformers") from None
 
 
-def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool, source=None, vision_attn: str = "sdpa"):
+def _load_llm(path: str, dtype: torch.dtype, requested_attn: str, *, on_meta: bool, source: Source | None = None,
+              vision_attn: str = "sdpa") -> PreTrainedModel:
     config = source.text_config() if source else _load_llm_config(path)
     attn_implementation = resolve_attn_implementation(requested_attn, _llm_class(config))
     if on_meta:
@@ -93,12 +103,13 @@ def _load_llm(path: str, dtype, requested_attn: str, on_meta: bool, source=None,
         raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({short_reason(err)})") from None
 
 
-def _construct_llm(config, dtype, requested_attn: str, tokenizer, construct):
+def _construct_llm(config: PretrainedConfig, dtype: torch.dtype, requested_attn: str, *,
+                   tokenizer: PreTrainedTokenizerBase | None, construct: ModuleConstruct) -> PreTrainedModel:
     """The LLM from its config inside construct(), with rows for `<image>`; its weights are left to the caller."""
     attn_implementation = resolve_attn_implementation(requested_attn, _llm_class(config))
     image_token_id = _image_token_id(tokenizer, config.vocab_size)
     if image_token_id >= config.vocab_size:
-        _replay_vocab_growth_draws(config, attn_implementation, dtype, image_token_id)
+        _replay_vocab_growth_draws(config, attn_implementation, dtype, image_token_id=image_token_id)
         config.vocab_size = image_token_id + 1
     with construct():
         llm = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation, dtype=dtype)
@@ -106,7 +117,8 @@ def _construct_llm(config, dtype, requested_attn: str, tokenizer, construct):
     return llm
 
 
-def _replay_vocab_growth_draws(config, attn_implementation: str, dtype, image_token_id: int) -> None:
+def _replay_vocab_growth_draws(config: PretrainedConfig, attn_implementation: str, dtype: torch.dtype, *,
+                               image_token_id: int) -> None:
     """Make exactly the random draws that _grow_vocab_for's resize makes on the loading path (their values
     are overwritten; the draws decide what is initialised after them), on a shadow model whose only real
     tensors are the embedding matrices."""
@@ -148,8 +160,9 @@ def _grow_vocab_for(llm, image_token_id: int, on_meta: bool) -> None:
             matrix[rows:] = matrix[:rows].mean(dim=0, keepdim=True)
 
 
-def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_meta: bool = False,
-               construct=None):
+def build_mllm(args: ModelArguments, tokenizer: PreTrainedTokenizerBase | None = None, *,
+               dtype: torch.dtype = torch.float32, on_meta: bool = False,
+               construct: ModuleConstruct | None = None) -> tuple[LlavaForConditionalGeneration, MultimodalSpec]:
     """Return (LlavaForConditionalGeneration, MultimodalSpec).
 
     tokenizer: a tokenizer already passed through prepare_tokenizer (None is allowed only on
@@ -168,10 +181,11 @@ def build_mllm(args: ModelArguments, tokenizer=None, *, dtype=torch.float32, on_
     source = detect_source(args.model_name_or_path)
     if construct is not None:
         llm_config = source.text_config() if source else _load_llm_config(args.model_name_or_path)
-        llm = _construct_llm(llm_config, dtype, args.attn_implementation, tokenizer, construct)
+        llm = _construct_llm(llm_config, dtype, args.attn_implementation, tokenizer=tokenizer, construct=construct)
         image_token_id = _image_token_id(tokenizer, llm.config.vocab_size)
     else:
-        llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta, source, vision_attn)
+        llm = _load_llm(args.model_name_or_path, dtype, args.attn_implementation, on_meta=on_meta, source=source,
+                        vision_attn=vision_attn)
         image_token_id = _image_token_id(tokenizer, llm.get_input_embeddings().weight.shape[0])
         _grow_vocab_for(llm, image_token_id, on_meta)
     # A transformers LLaVA folder brings its own tower and connector (unless --vision_tower names another tower).

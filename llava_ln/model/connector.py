@@ -31,7 +31,7 @@ def projector_depth(projector_type: str) -> int:
 class MLPConnector(nn.Module):
     """Linear layers with exact GELU between them, named linear_1..linear_N like the native projector."""
 
-    def __init__(self, in_features: int, out_features: int, depth: int, bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, depth: int, *, bias: bool = True):
         super().__init__()
         self.depth = depth
         for index in range(1, depth + 1):

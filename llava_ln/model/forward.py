@@ -14,6 +14,8 @@ width 4096) although every matmul runs in the compute dtype anyway. The cast is 
 so the fp32 master still receives its gradient.
 """
 import torch
+from torch import nn
+from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import connector_of, unwrap, vision_tower_of
@@ -36,7 +38,8 @@ def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return connector(selected.to(connector_dtype))
 
 
-def check_image_tokens(image_mask, image_counts, tokens_per_image: int, sample_ids=None) -> None:
+def check_image_tokens(image_mask: torch.Tensor, image_counts: torch.Tensor, tokens_per_image: int, *,
+                       sample_ids: list[str] | None = None) -> None:
     """Each sample must hold exactly tokens_per_image placeholders per image it carries."""
     found = image_mask.sum(dim=1).tolist()
     expected = [int(c) * tokens_per_image for c in image_counts.tolist()]
@@ -67,20 +70,21 @@ def dummy_pixel_values(model, device) -> torch.Tensor:
 
 
 def multimodal_forward(
-    model,
+    model: nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
+    *,
     labels: torch.Tensor | None = None,
     pixel_values: torch.Tensor | None = None,
     image_counts: torch.Tensor | None = None,
-    sample_ids=None,
+    sample_ids: list[str] | None = None,
     **kwargs,
-):
+) -> LlavaCausalLMOutputWithPast:
     """Run the model on a (possibly mixed text-only / image) batch; returns the model output."""
     llava = unwrap(model)
     image_mask = input_ids == llava.config.image_token_id
     if image_counts is not None:
-        check_image_tokens(image_mask, image_counts, llava.config.image_seq_length, sample_ids)
+        check_image_tokens(image_mask, image_counts, llava.config.image_seq_length, sample_ids=sample_ids)
     embeddings = in_autocast_dtype(llava.get_input_embeddings()(input_ids))
     has_images = pixel_values is not None and pixel_values.shape[0] > 0
     features = image_features(model, pixel_values if has_images else dummy_pixel_values(model, input_ids.device))

@@ -23,6 +23,7 @@ Bytes of a quantized weight of n elements (what `describe --bits` counts), bitsa
 import logging
 import math
 from dataclasses import asdict, dataclass
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -113,7 +114,8 @@ def quantization_of(model) -> QuantSettings | None:
     return getattr(unwrap(model), MARK, None)
 
 
-def quantize_llm_linears(model, settings: QuantSettings | None, device=None, cpu_inference_layout: bool = False) -> int:
+def quantize_llm_linears(model: nn.Module, settings: QuantSettings | None, device: str | torch.device | None = None, *,
+                         cpu_inference_layout: bool = False) -> int:
     """Replace the LLM's block linears by bitsandbytes layers, quantized on `device`; returns how many.
 
     device: where the quantized weights live (default: where each weight is now). The layers compute
@@ -134,7 +136,7 @@ def quantize_llm_linears(model, settings: QuantSettings | None, device=None, cpu
         if linear.weight.device.type == "meta":
             raise ValueError(f"{name} is on the meta device; quantize a model with weights")
         where = torch.device(device) if device is not None else linear.weight.device
-        quantized = _quantized_copy(bnb, linear, settings, cpu_inference_layout).to(where)
+        quantized = _quantized_copy(bnb, linear, settings, cpu_inference_layout=cpu_inference_layout).to(where)
         parent_name, _, child = name.rpartition(".")
         setattr(llava.get_submodule(parent_name), child, quantized)
     setattr(llava, MARK, settings)
@@ -145,7 +147,8 @@ def quantize_llm_linears(model, settings: QuantSettings | None, device=None, cpu
     return len(targets)
 
 
-def _quantized_copy(bnb, linear: nn.Linear, settings: QuantSettings, cpu_inference_layout: bool) -> nn.Module:
+def _quantized_copy(bnb: ModuleType, linear: nn.Linear, settings: QuantSettings, *,
+                    cpu_inference_layout: bool) -> nn.Module:
     """A bitsandbytes layer holding linear's weight (not yet quantized: that happens on .to(device))."""
     dtype = linear.weight.dtype
     has_bias = linear.bias is not None

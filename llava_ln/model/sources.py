@@ -21,7 +21,7 @@ refused with one line instead of being approximated.
 """
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import torch
 from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, PretrainedConfig
@@ -69,6 +69,7 @@ class Source:
     kind: str
     path: str
     config: dict  # config.json as written
+    _: KW_ONLY
     _loaded: dict = field(default_factory=dict, repr=False)  # hf_llava: the model, loaded once
 
     # ---- what the config says ----

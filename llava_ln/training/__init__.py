@@ -3,8 +3,9 @@
   args                 the training flags (Hugging Face TrainingArguments names)
   llava_flags          LLaVA's flags: aliases, no-ops and one-line refusals; the default tune mode
   optim                AdamW with bf16 moments and/or row-sparse embedding gradients (trainable-state memory)
-  strategy             the Strategy interface, the training module, plain PyTorch / DDP
-  loop                 the loop and its data order (a pure function of seed and epoch)
+  strategy             the Strategy interface and the StepOutcome it returns, the training module, plain PyTorch / DDP
+  data_order           which samples each rank reads at each micro-step (a pure function of seed and epoch)
+  loop                 the loop, and the protocols of its hooks and its reporter
   grad_stats           per-group gradient norms per step and their variance over the log window
   checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy
   reporting            output folder, logging, progress, log.jsonl, run_config.json

@@ -20,17 +20,21 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from llava_ln.checkpoint.integrity import sha256_file
+from llava_ln.checkpoint.manifest import Manifest
 from llava_ln.checkpoint.run_folder import connector_parameters, save_run
 from llava_ln.checkpoint.tensors import ShardedTensorWriter, TensorReader, load_tensors, save_tensors
 from llava_ln.core.atomic import write_json_atomic
-from llava_ln.core.distributed import all_gather_objects, barrier
+from llava_ln.core.distributed import DistContext, all_gather_objects, barrier
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import unwrap
 from llava_ln.training.guards.resume_files import read_trainer_state, verify_resume_files
 from llava_ln.training.guards.save_guard import RankZeroWrites, kept_note
-from llava_ln.training.strategy import OPTIMIZER_STATE_KEYS
+from llava_ln.training.strategy import OPTIMIZER_STATE_KEYS, Strategy
+from llava_ln.tuning.plan import TuningPlan
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +44,7 @@ RESUME_SHARD_BYTES = 2 * 2**30  # bounded shards: rank 0 never holds a 7B model'
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainState:
     global_step: int = 0
     epoch: int = 0
@@ -48,7 +52,7 @@ class TrainState:
     skipped_steps: int = 0  # steps skipped as non-finite: no optimizer update (training.guards.step_guard)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunIdentity:
     """What must not change across a resume (global batch and data decide the data position)."""
 
@@ -66,13 +70,25 @@ def _shape(param) -> tuple:
 
 
 class Checkpointer:
-    def __init__(self, context, strategy, model, plan, manifest, final_dtype: torch.dtype,
-                 stage1_connector: dict | None):
+    """Saves run folders and checkpoints of one run, and restores a checkpoint into its strategy (all collective)."""
+
+    def __init__(self, *, context: DistContext, strategy: Strategy, model: nn.Module, plan: TuningPlan,
+                 manifest: Manifest, final_dtype: torch.dtype, stage1_connector: dict | None):
+        """
+        Args:
+            context: this process's rank and world size.
+            strategy: the set-up strategy that holds the fp32 masters and optimizer moments.
+            model: the tuned model (the PeftModel under LoRA), for the run folder's config files and names.
+            plan: what trains; its trainable tensors (and LoRA factors) are what is saved.
+            manifest: the run's manifest; each save writes it with its own global_step.
+            final_dtype: the dtype of trained.safetensors (the plan's saved_dtype).
+            stage1_connector: the stage-1 connector's file values when the connector stays frozen, else None.
+        """
         self.context = context
         self.strategy = strategy
         self.model = model
         self.manifest = manifest
-        self.final_dtype = final_dtype  # dtype of trained.safetensors (the plan's saved_dtype)
+        self.final_dtype = final_dtype
         self.stage1_connector = stage1_connector
         self.named = [(n, p) for n, p in unwrap(model).named_parameters() if n in plan.trainable]
         # LoRA factors go to the PEFT adapter under PEFT's own names (relative to the PeftModel).
@@ -103,7 +119,7 @@ class Checkpointer:
                        stage1_connector=self.stage1_connector)
 
     # ---- resumable checkpoints ----
-    def save_checkpoint(self, output_dir: str, state: TrainState, scheduler, identity: RunIdentity,
+    def save_checkpoint(self, output_dir: str, state: TrainState, scheduler: LambdaLR, *, identity: RunIdentity,
                         save_total_limit: int | None = None) -> str:
         """Collective; rank 0 writes into a temporary folder that replaces checkpoint-<step> when complete."""
         final = os.path.join(output_dir, f"checkpoint-{state.global_step}")
@@ -155,7 +171,8 @@ class Checkpointer:
         barrier(self.context)
         return final
 
-    def load_checkpoint(self, directory: str, scheduler, identity: RunIdentity, first_batch: dict) -> TrainState:
+    def load_checkpoint(self, directory: str, scheduler: LambdaLR, identity: RunIdentity, *,
+                        first_batch: dict) -> TrainState:
         """Collective: restore masters, moments, step count, schedule, RNG; return the data position."""
         resume = os.path.join(directory, RESUME_DIR)
         state_path = os.path.join(resume, STATE_FILE)
@@ -177,6 +194,9 @@ class Checkpointer:
         for group, lr in zip(self.strategy.scheduler_optimizer().param_groups, scheduler.get_last_lr()):
             group["lr"] = lr
         self.strategy.load_loss_scaler_state(saved.get("loss_scaler"))
+        # [IMPORTANT] Deliberate approximation: on another number of ranks the per-rank RNG states (dropout) cannot
+        # be matched to ranks, so they start afresh and the run continues close to, not exactly like, the
+        # uninterrupted one. Weights, optimizer state, schedule and data position still carry over exactly.
         if same_ranks:
             rng = join_rng(load_tensors(os.path.join(resume, "rng")), saved["rng"], self.context.rank)
             try:
@@ -194,7 +214,7 @@ def _jsonable_scheduler_state(state: dict) -> dict:
         "lr_lambdas", []))}
 
 
-def _resume_schedule(scheduler, saved: dict) -> None:
+def _resume_schedule(scheduler: LambdaLR, saved: dict) -> None:
     """The saved position on this run's schedule: base rates and shape come from the flags (the saved ones
     unless --allow_changed_flags changed them), as LambdaLR.step would compute them."""
     base_lrs = list(scheduler.base_lrs)
@@ -293,7 +313,7 @@ def join_rng(tensors: dict, json_part: dict, rank: int) -> dict | None:
     return state
 
 
-def restore_exact_connector(strategy, model, values: dict | None) -> None:
+def restore_exact_connector(strategy: Strategy, model: nn.Module, values: dict | None) -> None:
     """After the strategy set up its masters: put the fp32 file values into trainable connector masters."""
     if not values:
         return

@@ -16,12 +16,12 @@ import math
 ALL = "all"
 
 
-def combined_norm(norms: dict) -> float:
+def combined_norm(norms: dict[str, float]) -> float:
     """The norm of all groups' gradients together, from the groups' norms."""
     return math.sqrt(sum(value * value for value in norms.values()))
 
 
-def mean_and_variance(values: list) -> tuple[float, float]:
+def mean_and_variance(values: list[float]) -> tuple[float, float]:
     """Mean and population variance (the window is the whole population we describe)."""
     if not values:
         return math.nan, math.nan
@@ -33,9 +33,9 @@ class GradStatsWindow:
     """Per-group gradient norms of the optimizer steps since the last log line."""
 
     def __init__(self):
-        self.norms: dict[str, list] = {}
+        self.norms: dict[str, list[float]] = {}
 
-    def add(self, group_norms: dict) -> None:
+    def add(self, group_norms: dict[str, float]) -> None:
         """One optimizer step's norms. A step with a non-finite norm is left out: the step guard skips it
         (no update), and one inf would make the window's variance meaningless."""
         total = combined_norm(group_norms)

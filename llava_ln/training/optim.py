@@ -26,11 +26,15 @@ across ranks instead):
 Large tensors are processed in chunks of rows, so the step's fp32 temporaries stay small.
 """
 import math
+from collections.abc import Iterable
 
 import torch
+from torch import nn
 
+from llava_ln.core.distributed import DistContext
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.parts import input_embeddings_of, lm_head_of
+from llava_ln.training.args import TrainingArguments
 
 CHUNK_ELEMENTS = 2**24  # fp32 temporaries of at most 64 MB per chunk
 STATE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -48,7 +52,8 @@ class LeanAdamW(torch.optim.Optimizer):
     """AdamW (torch's formula, decoupled weight decay, no amsgrad) with moments in `state_dtype`
     and sparse gradients allowed (see the module docstring)."""
 
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], *, lr: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  state_dtype: torch.dtype = torch.float32, seed: int = 0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.state_dtype = state_dtype
@@ -77,10 +82,10 @@ class LeanAdamW(torch.optim.Optimizer):
                     continue
                 state = self._init_state(param)
                 state["step"] += 1
-                self._update(param, param.grad, state, group, index)
+                self._update(param, param.grad, state, group=group, index=index)
         return loss
 
-    def _update(self, param, grad, state, group, index: int) -> None:
+    def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, *, group: dict, index: int) -> None:
         beta1, beta2 = group["betas"]
         lr, eps = group["lr"], group["eps"]
         step = int(state["step"])
@@ -112,17 +117,20 @@ class LeanAdamW(torch.optim.Optimizer):
             denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
             p.addcdiv_(m, denom, value=-step_size)
             if not fp32_state:
+                # [IMPORTANT] Deliberate approximation (--optim_state_dtype bf16): the moments are computed in fp32
+                # and stored rounded to bf16, stochastically so the rounding is unbiased; the update therefore
+                # differs from fp32 AdamW by that rounding noise (docs/training.md measures the effect).
                 generator = torch.Generator(device=p.device)
                 generator.manual_seed(self.seed * 1_000_003 + step * 10_007 + index * 101 + chunk)
                 m_stored.copy_(stochastic_round_to_bf16(m, generator))
                 v_stored.copy_(stochastic_round_to_bf16(v, generator))
 
 
-def uses_lean_optimizer(args) -> bool:
-    return getattr(args, "optim_state_dtype", "fp32") != "fp32" or bool(getattr(args, "sparse_embedding_grad", False))
+def uses_lean_optimizer(args: TrainingArguments) -> bool:
+    return args.optim_state_dtype != "fp32" or args.sparse_embedding_grad
 
 
-def make_lean_adamw(param_groups: list[dict], args) -> LeanAdamW:
+def make_lean_adamw(param_groups: list[dict], args: TrainingArguments) -> LeanAdamW:
     return LeanAdamW(param_groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                      eps=args.adam_epsilon, weight_decay=args.weight_decay,
                      state_dtype=STATE_DTYPES[args.optim_state_dtype], seed=args.seed)
@@ -132,7 +140,7 @@ def _coalesce_grad(param) -> None:
     param.grad = param.grad.coalesce()
 
 
-def use_sparse_embedding_grad(model, context) -> str:
+def use_sparse_embedding_grad(model: nn.Module, context: DistContext) -> str:
     """Make the trainable input embedding produce row-sparse gradients (--sparse_embedding_grad); returns a note."""
     embedding = input_embeddings_of(model)
     if not embedding.weight.requires_grad:
@@ -153,7 +161,7 @@ def use_sparse_embedding_grad(model, context) -> str:
             "gradients for the rows each step uses")
 
 
-def clip_grad_norm(params, max_norm: float) -> torch.Tensor:
+def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """torch.nn.utils.clip_grad_norm_ (the pre-clip norm), also for sparse gradients."""
     params = [p for p in params if p.grad is not None]
     if not any(p.grad.is_sparse for p in params):
@@ -173,12 +181,12 @@ def clip_grad_norm(params, max_norm: float) -> torch.Tensor:
     return total
 
 
-def trainable_state_savings(model, args) -> int:
+def trainable_state_savings(model: nn.Module, args: TrainingArguments) -> int:
     """Bytes per device the two options save against 16 bytes per trainable parameter (for the recompute plan)."""
     saved = 0
-    if getattr(args, "optim_state_dtype", "fp32") == "bf16":
+    if args.optim_state_dtype == "bf16":
         saved += 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if getattr(args, "sparse_embedding_grad", False):
+    if args.sparse_embedding_grad:
         weight = input_embeddings_of(model).weight
         if weight.requires_grad and weight is not lm_head_of(model).weight:
             saved += 4 * weight.numel()

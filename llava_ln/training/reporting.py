@@ -19,19 +19,27 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Protocol
 
 from llava_ln.core.atomic import atomic_path, write_json_atomic
-from llava_ln.core.distributed import barrier
+from llava_ln.core.distributed import DistContext, barrier
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.training.args import report_targets
+from llava_ln.data.args import DataArguments
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.builder import MultimodalSpec
+from llava_ln.training.args import TrainingArguments, report_targets
 from llava_ln.training.guards.run_ownership import RunStart, start_run
 from llava_ln.training.guards.shared_storage import check_shared_output_dir
+from llava_ln.training.memory.policy import Precision
+from llava_ln.training.strategy import HoldsParamGroups, Strategy
+from llava_ln.tuning.args import TuningArguments
 
 logger = logging.getLogger(__name__)
 
 
-def configure_logging(context) -> None:
+def configure_logging(context: DistContext) -> None:
     """INFO from rank 0, warnings from the others, each line tagged with its rank."""
     level = logging.INFO if context.is_main else logging.WARNING
     root = logging.getLogger("llava_ln")
@@ -45,7 +53,8 @@ def configure_logging(context) -> None:
         root.propagate = False
 
 
-def prepare_output_dir(args, context, inputs=()) -> RunStart:
+def prepare_output_dir(args: TrainingArguments, context: DistContext,
+                       inputs: Sequence[tuple[str, str]] = ()) -> RunStart:
     """Create OUTPUT_DIR for this run and say how it starts (fresh, or from which checkpoint).
 
     inputs: (flag, path) of what the run reads, which --overwrite_output_dir must not move aside.
@@ -60,23 +69,35 @@ def prepare_output_dir(args, context, inputs=()) -> RunStart:
     return start
 
 
-def log_data_skips(dataset) -> None:
-    report = getattr(dataset, "log_skip_summary", None)
-    if callable(report):
-        report()
-
-
-logger = logging.getLogger(__name__)
-
 LOG_FILE = "log.jsonl"
 
 
+class MetricsWriter(Protocol):
+    """A --report_to target: takes every log.jsonl record, then is closed once at the end."""
+
+    def __call__(self, step: int, record: dict) -> None:
+        """Write one record's numbers (scalars gives them as tags)."""
+
+    def close(self) -> None:
+        """Flush and release the target."""
+
+
 class Reporter:
-    def __init__(self, args, context, total_steps: int, start_step: int, config: dict):
+    """Rank 0's progress bar, log.jsonl and --report_to writers; on the other ranks every method does nothing.
+
+    Implements the loop's ProgressReporter (training.loop)."""
+
+    def __init__(self, args: TrainingArguments, context: DistContext, *, total_steps: int, start_step: int,
+                 config: dict):
+        """
+        Args:
+            total_steps, start_step: the progress bar's length and where it starts (a resumed run's step).
+            config: the resolved config (resolved_config), shown by TensorBoard and W&B.
+        """
         self.enabled = context.is_main
         self.output_dir = args.output_dir
         self.bar = None
-        self.writers = []
+        self.writers: list[MetricsWriter] = []
         if not self.enabled:
             return
         from tqdm.auto import tqdm
@@ -116,7 +137,7 @@ class Reporter:
             with open(os.path.join(self.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"step": step, **record}) + "\n")
 
-    def log_section(self, step: int, name: str, metrics: dict, seconds: float = 0.0) -> None:
+    def log_section(self, step: int, name: str, metrics: dict, *, seconds: float = 0.0) -> None:
         """A record of its own (e.g. name "eval": benchmark scores) in log.jsonl and the writers, plus a line.
 
         seconds: how long producing it took; left out of the training throughput (tokens_per_s)."""
@@ -140,12 +161,10 @@ class Reporter:
         if self.bar is not None:
             self.bar.close()
         for writer in self.writers:
-            closer = getattr(writer, "close", None)
-            if closer:
-                closer()
+            writer.close()
 
 
-def _open_writer(target: str, args, config: dict):
+def _open_writer(target: str, args: TrainingArguments, config: dict) -> MetricsWriter:
     if target == "tensorboard":
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -207,8 +226,9 @@ TRAINABLE_TABLE = "trainable_parameters.txt"
 OPTIMIZER_GROUPS = "optimizer_groups.json"
 
 
-def resolved_config(model_args, data_args, tuning_args, args, *, context, precision, spec, strategy,
-                    total_steps: int, steps_per_epoch: int, dataset_size: int) -> dict:
+def resolved_config(model_args: ModelArguments, data_args: DataArguments, tuning_args: TuningArguments, *,
+                    args: TrainingArguments, context: DistContext, precision: Precision, spec: MultimodalSpec,
+                    strategy: Strategy, total_steps: int, steps_per_epoch: int, dataset_size: int) -> dict:
     return {
         "model": asdict(model_args),
         "data": asdict(data_args),
@@ -220,7 +240,7 @@ def resolved_config(model_args, data_args, tuning_args, args, *, context, precis
             "backend": context.backend,
             "precision": precision.name,
             "strategy": type(strategy).__name__,
-            "deepspeed_config": getattr(strategy, "config", None),
+            "deepspeed_config": strategy.deepspeed_config,
             "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
             * context.world_size,
             "dataset_size": dataset_size,
@@ -231,8 +251,8 @@ def resolved_config(model_args, data_args, tuning_args, args, *, context, precis
     }
 
 
-def write_run_info(output_dir: str, config: dict, trainable_table: str, optimizer, handed_groups: list[dict],
-                   names_by_id: dict) -> None:
+def write_run_info(output_dir: str, config: dict, *, trainable_table: str, optimizer: HoldsParamGroups,
+                   handed_groups: list[dict], names_by_id: dict) -> None:
     """Rank 0 only. trainable_table: format_trainable_table(model), taken before ZeRO-3 partitions it."""
     write_json_atomic(os.path.join(output_dir, RUN_CONFIG), config)
     with atomic_path(os.path.join(output_dir, TRAINABLE_TABLE), ".txt") as tmp:
@@ -242,7 +262,7 @@ def write_run_info(output_dir: str, config: dict, trainable_table: str, optimize
                       describe_param_groups(optimizer, handed_groups, names_by_id))
 
 
-def describe_param_groups(optimizer, handed_groups: list[dict], names_by_id: dict) -> list[dict]:
+def describe_param_groups(optimizer: HoldsParamGroups, handed_groups: list[dict], names_by_id: dict) -> list[dict]:
     """What the optimizer really holds, per group: lr, weight decay, betas, plus its tensors.
 
     lr/weight_decay/betas are read back from the (possibly DeepSpeed-wrapped) optimizer; the

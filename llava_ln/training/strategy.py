@@ -1,9 +1,10 @@
 """What the training loop needs from a distribution strategy, and the plain PyTorch one.
 
 A strategy owns the wrapped model and the optimizer: it runs a micro-step (forward +
-backward), an optimizer step (clip, update, zero), and reads or writes the full fp32
-master value and optimizer moments of any trainable parameter by name. The loop and the
-checkpoint code speak only this interface, so plain PyTorch (one process or DDP, here) and
+backward), an optimizer step (clip, update, zero) that returns a StepOutcome, and reads or
+writes the full fp32 master value and optimizer moments of any trainable parameter by name.
+The Strategy base class declares all of it, so the loop, the checkpointer, reporting
+and train.py speak only that interface, and plain PyTorch (one process or DDP, here) and
 DeepSpeed ZeRO-1/2/3 (zero/strategy.py) share one loop and one world-size-independent
 checkpoint format.
 
@@ -16,6 +17,8 @@ own "lr" and "weight_decay", so --mm_projector_lr and --norm_lr survive any wrap
 import contextlib
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +26,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from llava_ln.core.constants import IGNORE_INDEX
+from llava_ln.core.distributed import DistContext
 from llava_ln.kernels import kernel_backend_of, multimodal_supervised_loss
 from llava_ln.model.forward import multimodal_forward
-from llava_ln.training.memory.policy import make_trainable_fp32
+from llava_ln.training.args import TrainingArguments
+from llava_ln.training.memory.policy import Precision, make_trainable_fp32
 from llava_ln.training.optim import clip_grad_norm, make_lean_adamw, uses_lean_optimizer
 
 OPTIMIZER_STATE_KEYS = ("exp_avg", "exp_avg_sq")
@@ -43,14 +48,14 @@ class TrainingModule(nn.Module):
     fp32 logits at all.
     """
 
-    def __init__(self, model):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict):
+    def forward(self, batch: dict) -> torch.Tensor:
         backend = kernel_backend_of(self.model)
         if backend != "none":
-            return multimodal_supervised_loss(self.model, batch, backend)
+            return multimodal_supervised_loss(self.model, batch, backend=backend)
         labels = batch["labels"]
         targets = labels[:, 1:]
         # Positions t whose next token is supervised anywhere in the batch (same for every row:
@@ -64,57 +69,146 @@ class TrainingModule(nn.Module):
                                ignore_index=IGNORE_INDEX)
 
 
+@dataclass(frozen=True, kw_only=True)
+class StepOutcome:
+    """What one optimizer step did, as the strategy that took it saw it (Strategy.optimizer_step returns it).
+
+    The step guard decides from it whether the run goes on (training.guards.step_guard), and the loop logs
+    its grad_norm; nothing about a step is left behind in the strategy for others to read later.
+    """
+
+    grad_norm: float  # the global gradient norm before clipping (unscaled); NaN when the backend reports none
+    applied: bool  # the optimizer updated the weights (False: skipped on request, dropped, or an fp16 overflow)
+    dropped_nonfinite: bool = False  # the strategy dropped the update because the gradient norm was not finite
+    applied_nonfinite: bool = False  # the update went in although the gradient norm was not finite
+
+    @property
+    def nonfinite_gradient(self) -> bool:
+        """The gradient norm was not finite in a way the step guard must count (an fp16 overflow is not)."""
+        return self.dropped_nonfinite or self.applied_nonfinite
+
+
+class HoldsParamGroups(Protocol):
+    """An optimizer, or a wrapper of one (DeepSpeed's ZeRO optimizers), that exposes its parameter groups."""
+
+    param_groups: list[dict]
+
+
 class Strategy(ABC):
-    """Interface (see the module docstring). Collective methods must be called on every rank."""
+    """Everything the loop, the checkpointer, reporting and train.py ask of a distribution strategy.
 
-    device = None
-    optimizer = None  # the object whose param_groups carry the learning rates actually used
+    Life cycle: construct, then setup(model, param_groups) once; every other method needs setup first.
+    Methods marked collective must be called on every rank, in the same order.
+
+    Attributes:
+        args: the training flags.
+        context: this process's rank, world size and device.
+        precision: the precision actually used on this device.
+        device: where batches go (context.device).
+        optimizer: set by setup; whose param_groups hold the learning rates and hyper-parameters actually used
+            (under ZeRO DeepSpeed's wrapper, whose groups are those of the optimizer it wraps).
+    """
+
+    optimizer: HoldsParamGroups
+
+    def __init__(self, args: TrainingArguments, context: DistContext, precision: Precision):
+        self.args = args
+        self.context = context
+        self.precision = precision
+        self.device: torch.device = context.device
+
+    @property
+    def zero_stage(self) -> int:
+        """The DeepSpeed ZeRO stage (1, 2 or 3), or 0 when DeepSpeed is not used."""
+        return 0
+
+    @property
+    def deepspeed_config(self) -> dict | None:
+        """The DeepSpeed JSON config with every "auto" filled from the flags (run_config.json records it), or None."""
+        return None
 
     @abstractmethod
-    def setup(self, model, param_groups: list[dict]) -> None:
-        """Move/wrap the model and build the optimizer over param_groups."""
+    def setup(self, model: nn.Module, param_groups: list[dict]) -> None:
+        """Move or wrap the model and build the optimizer.
 
-    @abstractmethod
-    def forward_backward(self, batch: dict, last_micro_step: bool, loss_scale: float = 1.0):
-        """One micro-step; returns the (unscaled, detached) loss of this rank's micro-batch."""
-
-    # Set by optimizer_step: whether the update happened, and whether the strategy dropped it (or could not
-    # drop it) because the gradient norm was not finite (training.guards.step_guard reads them).
-    step_applied = True
-    dropped_nonfinite = False
-    applied_nonfinite = False
-
-    @abstractmethod
-    def optimizer_step(self, skip: bool = False) -> float:
-        """Clip, update, zero the gradients; returns the global gradient norm before clipping.
-
-        skip: drop this update (a non-finite loss on some rank); a non-finite gradient norm drops it too.
+        Args:
+            model: the tuned model (frozen and trainable parameters already decided).
+            param_groups: the optimizer's groups (TuningPlan.param_groups), each with its own "lr",
+                "weight_decay" and "name".
         """
 
     @abstractmethod
-    def grad_group_norms(self) -> dict:
-        """{optimizer group name: L2 norm of its gradient} before clipping (unscaled): call after a step's
-        last backward and before optimizer_step (collective). Only --log_grad_stats calls it."""
+    def forward_backward(self, batch: dict, *, last_micro_step: bool, loss_weight: float | None = None) -> torch.Tensor:
+        """One micro-step: the forward of this rank's micro-batch and the backward of its weighted loss.
+
+        The gradient this rank contributes to the optimizer step is the sum over its micro-steps of
+        loss_weight * d(micro-batch loss); the ranks' contributions are then averaged (DDP's and ZeRO's
+        all-reduce mean).
+
+        [IMPORTANT] Deliberate approximation: with loss_weight left at None, every micro-batch weighs
+        1 / gradient_accumulation_steps, so a step's loss is the mean of per-micro-batch mean token losses,
+        not the mean over all supervised tokens of the step (micro-batches with few supervised tokens count
+        as much as long ones). LLaVA and transformers' Trainer train the same way. A token-weighted loss
+        passes its own weight per micro-batch instead: (the micro-batch's supervised tokens) * world_size /
+        (the step's supervised tokens over all micro-batches and ranks), counted before the first backward.
+
+        Args:
+            batch: the collator's batch, on self.device.
+            last_micro_step: whether this micro-step ends the optimizer step (the gradient all-reduce runs then).
+            loss_weight: this micro-batch loss's weight in the step's gradient; None: 1 / accumulation, applied
+                the way each backend applies its own averaging (bit for bit what runs have always done).
+
+        Returns:
+            The micro-batch's loss as the model computes it (unweighted, detached).
+        """
 
     @abstractmethod
-    def scheduler_optimizer(self):
-        """The torch optimizer an LR scheduler should drive."""
+    def optimizer_step(self, *, skip: bool = False) -> StepOutcome:
+        """Clip, update and zero the gradients (collective).
+
+        Args:
+            skip: drop this update (some rank saw a non-finite loss); a non-finite gradient norm drops it too
+                where the backend can.
+
+        Returns:
+            What the step did: its pre-clip gradient norm and whether the update was applied or dropped.
+        """
 
     @abstractmethod
-    def get_master(self, param):
-        """Full fp32 master value of a trainable parameter, on CPU (collective)."""
+    def grad_group_norms(self) -> dict[str, float]:
+        """{optimizer group name: L2 norm of its gradient} before clipping (unscaled); collective.
+
+        Call after a step's last backward and before optimizer_step. Only --log_grad_stats calls it.
+        """
 
     @abstractmethod
-    def get_optimizer_state(self, param, key: str):
-        """Full fp32 optimizer moment `key` of a trainable parameter, on CPU (collective)."""
+    def scheduler_optimizer(self) -> torch.optim.Optimizer:
+        """The torch optimizer an LR scheduler drives (the one whose step() reads param_groups' "lr")."""
 
     @abstractmethod
-    def set_master(self, param, value) -> None:
-        """Set a trainable parameter's master and working copies from a full fp32 value (collective)."""
+    def get_master(self, param: nn.Parameter) -> torch.Tensor:
+        """The full fp32 master value of a trainable parameter, on CPU (collective)."""
 
     @abstractmethod
-    def set_optimizer_state(self, param, key: str, value) -> None:
+    def get_optimizer_state(self, param: nn.Parameter, key: str) -> torch.Tensor:
+        """The full fp32 optimizer moment `key` (one of OPTIMIZER_STATE_KEYS) of a trainable parameter, on CPU
+        (collective)."""
+
+    @abstractmethod
+    def set_master(self, param: nn.Parameter, value: torch.Tensor) -> None:
+        """Set a trainable parameter's master and working copies from its full fp32 value (collective)."""
+
+    @abstractmethod
+    def set_optimizer_state(self, param: nn.Parameter, key: str, value: torch.Tensor) -> None:
         """Set a trainable parameter's optimizer moment `key` from its full value (collective)."""
+
+    @abstractmethod
+    def loss_scaler_state(self) -> dict | None:
+        """The fp16 loss scaler's state for a checkpoint (JSON-serialisable), or None when there is none to keep."""
+
+    @abstractmethod
+    def load_loss_scaler_state(self, state: dict | None) -> None:
+        """Restore what loss_scaler_state returned (None, or a strategy without a scaler: nothing to do)."""
 
     def set_optimizer_step(self, step: int) -> None:
         """Set the optimizer's own step counter (Adam's bias correction) on every state."""
@@ -123,21 +217,21 @@ class Strategy(ABC):
                 group["step"] = step
         for state in self.scheduler_optimizer().state.values():
             if "step" in state:
-                if hasattr(state["step"], "fill_"):
+                if isinstance(state["step"], torch.Tensor):
                     state["step"].fill_(step)
                 else:
                     state["step"] = step
 
     def materialise_optimizer_state(self, batch: dict) -> None:
         """Make the optimizer create its (lazy) state without changing any weight: one step at lr 0
-        on a zero-loss micro-batch. Resume then overwrites that state with the saved one."""
+        on a zero-weighted micro-batch. Resume then overwrites that state with the saved one (collective)."""
         optimizer = self.scheduler_optimizer()
         if len(optimizer.state):
             return
         saved = [group["lr"] for group in optimizer.param_groups]
         for group in optimizer.param_groups:
             group["lr"] = 0.0
-        self.forward_backward(batch, last_micro_step=True, loss_scale=0.0)
+        self.forward_backward(batch, last_micro_step=True, loss_weight=0.0)
         self.optimizer_step()
         for group, lr in zip(optimizer.param_groups, saved):
             group["lr"] = lr
@@ -149,7 +243,7 @@ def group_norm(grads) -> float:
     return math.sqrt(float(sum(squares))) if squares else 0.0
 
 
-def make_adamw(param_groups: list[dict], args, device) -> torch.optim.Optimizer:
+def make_adamw(param_groups: list[dict], args: TrainingArguments, device: torch.device) -> torch.optim.Optimizer:
     if uses_lean_optimizer(args):  # --optim_state_dtype bf16 / --sparse_embedding_grad (optim.py)
         return make_lean_adamw(param_groups, args)
     return torch.optim.AdamW(
@@ -163,13 +257,9 @@ def make_adamw(param_groups: list[dict], args, device) -> torch.optim.Optimizer:
 
 
 class TorchStrategy(Strategy):
-    def __init__(self, args, context, precision):
-        self.args = args
-        self.context = context
-        self.precision = precision
-        self.device = context.device
+    """Plain PyTorch in one process or under DDP (see the module docstring)."""
 
-    def setup(self, model, param_groups: list[dict]) -> None:
+    def setup(self, model: nn.Module, param_groups: list[dict]) -> None:
         make_trainable_fp32(model)
         model.to(self.device)
         self.module = TrainingModule(model)
@@ -187,52 +277,54 @@ class TorchStrategy(Strategy):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.compute_dtype)
 
-    def forward_backward(self, batch: dict, last_micro_step: bool, loss_scale: float = 1.0):
+    def forward_backward(self, batch: dict, *, last_micro_step: bool, loss_weight: float | None = None) -> torch.Tensor:
+        if loss_weight is None:
+            loss_weight = 1.0 / self.args.gradient_accumulation_steps
         no_sync = self.context.distributed and not last_micro_step
         with self.wrapped.no_sync() if no_sync else contextlib.nullcontext():
             with self._autocast():
                 loss = self.wrapped(batch)
-            scaled = loss * (loss_scale / self.args.gradient_accumulation_steps)
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            weighted = loss * loss_weight
+            (self.scaler.scale(weighted) if self.scaler else weighted).backward()
         return loss.detach()
 
-    def optimizer_step(self, skip: bool = False) -> float:
+    def optimizer_step(self, *, skip: bool = False) -> StepOutcome:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else math.inf
         grad_norm = float(clip_grad_norm(self.trainable, max_norm))
         # Under fp16 the scaler drops an overflowing step itself (routine); otherwise a non-finite norm is ours to drop.
-        self.dropped_nonfinite = not self.scaler and not math.isfinite(grad_norm)
-        self.step_applied = not (skip or self.dropped_nonfinite)
+        dropped_nonfinite = not self.scaler and not math.isfinite(grad_norm)
+        applied = not (skip or dropped_nonfinite)
         if self.scaler:
             scale = self.scaler.get_scale()
-            if self.step_applied:
+            if applied:
                 self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.step_applied = self.step_applied and self.scaler.get_scale() >= scale
-        elif self.step_applied:
+            applied = applied and self.scaler.get_scale() >= scale  # a lowered scale: the scaler skipped the step
+        elif applied:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+        return StepOutcome(grad_norm=grad_norm, applied=applied, dropped_nonfinite=dropped_nonfinite)
 
-    def grad_group_norms(self) -> dict:
+    def grad_group_norms(self) -> dict[str, float]:
         scale = float(self.scaler.get_scale()) if self.scaler else 1.0  # fp16 grads are still scaled here
         return {name: group_norm(p.grad for p in params) / scale for name, params in self.named_groups}
 
-    def scheduler_optimizer(self):
+    def scheduler_optimizer(self) -> torch.optim.Optimizer:
         return self.optimizer
 
-    def get_master(self, param):
+    def get_master(self, param: nn.Parameter) -> torch.Tensor:
         return param.detach().float().cpu()
 
-    def get_optimizer_state(self, param, key: str):
+    def get_optimizer_state(self, param: nn.Parameter, key: str) -> torch.Tensor:
         return self.optimizer.state[param][key].detach().float().cpu()
 
-    def set_master(self, param, value) -> None:
+    def set_master(self, param: nn.Parameter, value: torch.Tensor) -> None:
         with torch.no_grad():
             param.copy_(value.to(device=param.device, dtype=param.dtype))
 
-    def set_optimizer_state(self, param, key: str, value) -> None:
+    def set_optimizer_state(self, param: nn.Parameter, key: str, value: torch.Tensor) -> None:
         state = self.optimizer.state[param][key]
         state.copy_(value.to(device=state.device, dtype=state.dtype))
 

@@ -50,7 +50,7 @@ def test_run_folder_holds_only_trained_tensors_and_reloads_identically(tmp_path,
         connector = {n: p.detach().clone() for n, p in unwrap(model).named_parameters() if "multi_modal_projector" in n}
     lora = {"r": 4, "alpha": 8, "dropout": 0.05} if mode == "lora" else None
     save_run(str(tmp_path), model, manifest_for(tiny_llm("llama"), tiny_vision("clip"), spec, mode, lora),
-             trained_tensors(model), stage1_connector=connector)
+             tensors=trained_tensors(model), stage1_connector=connector)
     assert set(load_trained_tensors(str(tmp_path))) == trainable
     assert set(read_manifest(str(tmp_path)).trained_tensors) == trainable
     assert os.path.isdir(tmp_path / "adapter") is (mode == "lora")
@@ -61,10 +61,11 @@ def test_run_folder_holds_only_trained_tensors_and_reloads_identically(tmp_path,
 def test_tensor_from_another_model_is_named(tmp_path, tiny_llm, tiny_vision):
     model, spec = build(tiny_llm, tiny_vision, "llama", "ln_simple")
     save_run(str(tmp_path), model, manifest_for(tiny_llm("llama"), tiny_vision("clip"), spec, "ln_simple"),
-             trained_tensors(model))
+             tensors=trained_tensors(model))
     bad = load_trained_tensors(str(tmp_path))
     bad["model.language_model.norm.weight"] = torch.ones(64)
-    save_run(str(tmp_path), model, manifest_for(tiny_llm("llama"), tiny_vision("clip"), spec, "ln_simple"), bad)
+    save_run(str(tmp_path), model, manifest_for(tiny_llm("llama"), tiny_vision("clip"), spec, "ln_simple"),
+             tensors=bad)
     with pytest.raises(LlavaLnError, match=r"model\.language_model\.norm\.weight has shape \(64,\)"):
         load_checkpoint(str(tmp_path))
 

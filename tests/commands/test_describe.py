@@ -111,9 +111,9 @@ def test_static_memory_estimate_by_hand(config_only_7b):
     assert torch_plan["frozen_weights"] == round(frozen * 2 / GIB, 2)
     assert torch_plan["trainable_weights_and_states"] == round(trainable * 16 / GIB, 2)
     # ZeRO-3 on 8 GPUs: everything sharded; ZeRO-2 keeps the bf16 weights whole on every GPU
-    zero3 = static_memory_per_gpu(frozen, trainable, "zero3", 8)
+    zero3 = static_memory_per_gpu(frozen, trainable, "zero3", num_gpus=8)
     assert zero3["total_static"] == round((frozen * 2 / 8 + trainable * (4 / 8 + 12 / 8)) / GIB, 2)
-    zero2 = static_memory_per_gpu(frozen, trainable, "zero2", 8)
+    zero2 = static_memory_per_gpu(frozen, trainable, "zero2", num_gpus=8)
     assert zero2["frozen_weights"] == torch_plan["frozen_weights"] > zero3["frozen_weights"]
     # measured on an H200 (bench/results): ln peaked at 29.0 GiB with activations; static part is below
     assert 12 < torch_plan["total_static"] < 29.0

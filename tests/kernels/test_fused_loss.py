@@ -42,7 +42,7 @@ def _unfused(hidden, head, targets):
 
 
 def _fused(chunk):
-    return lambda hidden, head, targets: fused_linear_cross_entropy(hidden, head.weight, head.bias, targets,
+    return lambda hidden, head, targets: fused_linear_cross_entropy(hidden, head.weight, head.bias, targets=targets,
                                                                     chunk_rows=chunk)
 
 

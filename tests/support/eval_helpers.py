@@ -39,7 +39,7 @@ def make_run_folder(directory: str, llm: str, vision: str, seed: int = 0, tune_m
                         mm_vision_select_layer=-2, mm_vision_select_feature="patch", tune_mode=tune_mode,
                         conv_template="vicuna_v1", image_aspect_ratio="pad", image_token_id=spec.image_token_id,
                         num_image_tokens=spec.num_image_tokens, lora=lora, tune_embeddings=plan.tune_embeddings)
-    save_run(directory, model, manifest, trainable_tensors(model, plan))
+    save_run(directory, model, manifest, tensors=trainable_tensors(model, plan))
     return directory
 
 

@@ -41,7 +41,7 @@ def make_run(directory: str, llm: str, vision: str, mode: str, projector: str = 
                         conv_template=template, image_aspect_ratio=aspect_ratio,
                         lora=dict(LORA) if mode == "lora" else None, tune_embeddings=plan.tune_embeddings,
                         image_token_id=spec.image_token_id, num_image_tokens=spec.num_image_tokens)
-    save_run(directory, model, manifest, trainable_tensors(model, plan), stage1_connector=stage1)
+    save_run(directory, model, manifest, tensors=trainable_tensors(model, plan), stage1_connector=stage1)
     return directory
 
 

@@ -38,7 +38,7 @@ def check(case: dict, world_size: int) -> dict:
     resolve_start(args, DataArguments(), explicit=set())  # a multimodal start fixes the tower, connector, ...
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)
     config = fill_zero_config(load_zero_config(os.path.join(REPO, "zero_configs", "zero3.json")), _Flags,
-                              world_size, 32)
+                              world_size=world_size, hidden_size=32)
     torch.manual_seed(11)
     partitioned, _ = build_start_model(args, tokenizer, torch.float32, construct=partitioned_construct(config))
     torch.manual_seed(11)

@@ -9,7 +9,7 @@ from llava_ln.cli import main as cli_main
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.index import ModalityLengthGroupedSampler
 from llava_ln.training.args import TrainingArguments, check_training_args, steps_from
-from llava_ln.training.loop import EpochPlan
+from llava_ln.training.data_order import DataOrder
 from llava_ln.training.zero.strategy import fill_zero_config, load_zero_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,12 +80,12 @@ def test_unreadable_config_is_a_one_line_error(tmp_path):
 
 
 def test_one_process_with_accumulation_sees_what_several_ranks_see_per_step():
-    single = EpochPlan(21, batch_size=2, world_size=1, accumulation=4, seed=3)
-    ranks = [EpochPlan(21, batch_size=2, world_size=4, accumulation=1, seed=3) for _ in range(4)]
+    single = DataOrder(dataset_size=21, batch_size=2, world_size=1, accumulation=4, seed=3)
+    ranks = [DataOrder(dataset_size=21, batch_size=2, world_size=4, accumulation=1, seed=3) for _ in range(4)]
     assert single.steps_per_epoch() == ranks[0].steps_per_epoch() == 3  # 11 batches topped up to 12
     for epoch in range(2):
         mine = single.rank_batches(epoch, 0, 0)
-        per_rank = [plan.rank_batches(epoch, rank, 0) for rank, plan in enumerate(ranks)]
+        per_rank = [order.rank_batches(epoch, rank, 0) for rank, order in enumerate(ranks)]
         for step in range(3):
             assert mine[step * 4:(step + 1) * 4] == [per_rank[r][step] for r in range(4)]
         assert set(sum(mine, [])) == set(range(21))  # every sample every epoch
@@ -93,23 +93,23 @@ def test_one_process_with_accumulation_sees_what_several_ranks_see_per_step():
 
 
 def test_the_data_position_is_a_step_count():
-    plan = EpochPlan(40, batch_size=2, world_size=2, accumulation=2, seed=0)
+    order = DataOrder(dataset_size=40, batch_size=2, world_size=2, accumulation=2, seed=0)
     for rank in range(2):
-        full = plan.rank_batches(1, rank, 0)
-        assert plan.rank_batches(1, rank, 3) == full[3 * 2:]
+        full = order.rank_batches(1, rank, 0)
+        assert order.rank_batches(1, rank, 3) == full[3 * 2:]
 
 
 def test_grouped_batches_stay_modality_pure_and_accumulation_matches_ranks():
     has_image = [i % 3 != 0 for i in range(30)]
 
-    def plan(world_size, accumulation):
+    def data_order(world_size, accumulation):
         # As train.py builds it: the sampler groups across all micro-batches of an optimizer step.
         sampler = ModalityLengthGroupedSampler(list(range(30)), has_image, batch_size=2,
                                                world_size=world_size * accumulation, seed=1)
-        return EpochPlan(30, batch_size=2, world_size=world_size, accumulation=accumulation, seed=1,
+        return DataOrder(dataset_size=30, batch_size=2, world_size=world_size, accumulation=accumulation, seed=1,
                          grouped_sampler=sampler)
 
-    single, ranks = plan(1, 2), plan(2, 1)
+    single, ranks = data_order(1, 2), data_order(2, 1)
     mine = single.rank_batches(0, 0, 0)
     theirs = [ranks.rank_batches(0, r, 0) for r in range(2)]
     assert mine == [b for step in zip(*theirs) for b in step]

@@ -151,15 +151,16 @@ def _assert_close_runs(run: str, ref: str, steps=(1, 2, 3, 4), atol: float = 2e-
 
 def _assert_some_step_mixes_text_only_and_image_ranks(world) -> None:
     from llava_ln.data import DataArguments, build_train_dataset, build_train_sampler, load_data_components
-    from llava_ln.training.loop import EpochPlan
+    from llava_ln.training.data_order import DataOrder
 
     data_args = DataArguments(data_path=world["instruct"], conv_template="vicuna_v1", group_by_modality_length=True)
     parts = load_data_components(ModelArguments(model_name_or_path=world["llm"], vision_tower=world["vision"]),
                                  data_args)
     dataset = build_train_dataset(data_args, parts.tokenizer, parts.image_processor, parts.template,
                                   parts.image_token_id, parts.num_image_tokens, seed=7)
-    plan = EpochPlan(len(dataset), 2, 2, 1, 7, build_train_sampler(dataset, data_args, 2, 2, 7))
-    steps = [zip(*[plan.rank_batches(epoch, r, 0) for r in range(2)]) for epoch in range(2)]
+    order = DataOrder(dataset_size=len(dataset), batch_size=2, world_size=2, accumulation=1, seed=7,
+                      grouped_sampler=build_train_sampler(dataset, data_args, 2, 2, 7))
+    steps = [zip(*[order.rank_batches(epoch, r, 0) for r in range(2)]) for epoch in range(2)]
     kinds = [tuple(bool(dataset.has_image[b[0]]) for b in step) for epoch_steps in steps for step in epoch_steps]
     assert (True, False) in kinds or (False, True) in kinds
 

@@ -4,7 +4,7 @@ import json
 import logging
 import math
 import os
-from types import SimpleNamespace
+import signal
 
 import pytest
 import torch
@@ -15,6 +15,7 @@ import llava_ln.training.strategy as strategy_module
 from llava_ln.core.distributed import DistContext
 from llava_ln.train import main
 from llava_ln.training.guards.step_guard import StepGuard, StepVerdict, TrainingDiverged
+from llava_ln.training.strategy import StepOutcome
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +98,13 @@ def test_non_finite_weights_are_never_written(world, tmp_path, monkeypatch):
     real_step = strategy_module.TorchStrategy.optimizer_step
     calls = {"n": 0}
 
-    def step_that_corrupts_the_third_update(self, skip=False):
-        norm = real_step(self, skip)
+    def step_that_corrupts_the_third_update(self, *, skip=False):
+        outcome = real_step(self, skip=skip)
         calls["n"] += 1
         if calls["n"] == 3:
             with torch.no_grad():
                 self.trainable[0].fill_(float("inf"))
-        return norm
+        return outcome
 
     monkeypatch.setattr(strategy_module.TorchStrategy, "optimizer_step", step_that_corrupts_the_third_update)
     with pytest.raises(TrainingDiverged, match=r"refusing to write .*checkpoint-3: tensor .* holds non-finite values.*"
@@ -113,27 +114,40 @@ def test_non_finite_weights_are_never_written(world, tmp_path, monkeypatch):
                                        "run_config.json", "trainable_parameters.txt"]  # no checkpoint-3, no .tmp-*
 
 
-def _strategy(applied: bool, dropped: bool = False, applied_nonfinite: bool = False):
-    return SimpleNamespace(step_applied=applied, dropped_nonfinite=dropped, applied_nonfinite=applied_nonfinite)
+def _judge(guard: StepGuard, step: int, verdict: StepVerdict, outcome: StepOutcome) -> bool:
+    return guard.after_step(step, verdict, outcome, last_checkpoint=None)
 
 
 def test_an_update_applied_with_a_non_finite_gradient_stops_at_once():
     guard = StepGuard(DistContext(), max_nonfinite_steps=3)
     verdict = StepVerdict(nonfinite_loss=False, stop_signal=None)
-    assert guard.after_step(7, verdict, _strategy(applied=True), 1.0, None) is False
-    assert guard.after_step(8, verdict, _strategy(applied=False, dropped=True), float("nan"), None) is True
-    with pytest.raises(TrainingDiverged, match="step 9: the gradient norm .* applied the update anyway"):
-        guard.after_step(9, verdict, _strategy(applied=True, applied_nonfinite=True), float("inf"), None)
+    assert _judge(guard, 7, verdict, StepOutcome(grad_norm=1.0, applied=True)) is False
+    dropped = StepOutcome(grad_norm=float("nan"), applied=False, dropped_nonfinite=True)
+    assert _judge(guard, 8, verdict, dropped) is True
+    with pytest.raises(TrainingDiverged, match=r"step 9: the gradient norm \(inf\) .* applied the update anyway"):
+        _judge(guard, 9, verdict, StepOutcome(grad_norm=float("inf"), applied=True, applied_nonfinite=True))
 
 
 def test_fp16_overflow_skips_are_routine_and_a_good_step_resets_the_count():
     guard = StepGuard(DistContext(), max_nonfinite_steps=1)
     finite = StepVerdict(nonfinite_loss=False, stop_signal=None)
-    for step in range(5):  # the loss scaler dropped these (finite loss): not counted
-        assert guard.after_step(step, finite, _strategy(applied=False), float("inf"), None) is False
+    overflow = StepOutcome(grad_norm=float("inf"), applied=False)  # the loss scaler dropped it (finite loss)
+    for step in range(5):  # not counted
+        assert _judge(guard, step, finite, overflow) is False
     bad = StepVerdict(nonfinite_loss=True, stop_signal=None)
-    assert guard.after_step(10, bad, _strategy(applied=False), float("nan"), None) is True
-    assert guard.after_step(11, finite, _strategy(applied=True), 1.0, None) is False
-    assert guard.after_step(12, bad, _strategy(applied=False), float("nan"), None) is True
+    skipped = StepOutcome(grad_norm=float("nan"), applied=False)
+    assert _judge(guard, 10, bad, skipped) is True
+    assert _judge(guard, 11, finite, StepOutcome(grad_norm=1.0, applied=True)) is False
+    assert _judge(guard, 12, bad, skipped) is True
     with pytest.raises(TrainingDiverged, match="step 13"):
-        guard.after_step(13, bad, _strategy(applied=False), float("nan"), None)
+        _judge(guard, 13, bad, skipped)
+
+
+def test_the_verdict_counts_non_finite_micro_losses_and_pending_stop_signals():
+    class Pending:
+        def pending(self, signum: int) -> int:
+            return int(signum == signal.SIGTERM)
+
+    assert StepGuard(DistContext(), max_nonfinite_steps=0).before_step([0.5, 1.0]) == StepVerdict(False, None)
+    verdict = StepGuard(DistContext(), max_nonfinite_steps=0, stops=Pending()).before_step([0.5, float("nan")])
+    assert verdict == StepVerdict(nonfinite_loss=True, stop_signal=signal.SIGTERM)

@@ -3,7 +3,8 @@
 Before the update, one all-reduce per step sums over ranks how many of this step's micro-batch
 losses were not finite and which stop signals arrived (training.guards.stop_signals), so every rank takes
 the same decision. The strategy then skips the update (gradients dropped, optimizer untouched) when
-a loss anywhere or the global gradient norm is not finite; under fp16 the loss scaler's own skip of
+a loss anywhere or the global gradient norm is not finite, and its optimizer_step returns a
+StepOutcome saying what it did, which after_step judges; under fp16 the loss scaler's own skip of
 an overflowing gradient is routine and is not counted. A skipped step still consumes its data and
 advances the schedule, so positions stay those of an uninterrupted run; the optimizer's own step
 count does not advance (TrainState.skipped_steps remembers the difference for resume).
@@ -17,9 +18,11 @@ import logging
 import math
 import signal
 from dataclasses import dataclass
+from typing import Protocol
 
-from llava_ln.core.distributed import all_reduce_sum
+from llava_ln.core.distributed import DistContext, all_reduce_sum
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.training.strategy import StepOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -32,43 +35,67 @@ class TrainingDiverged(LlavaLnError):
 
 @dataclass(frozen=True)
 class StepVerdict:
+    """What every rank agreed on before the update (StepGuard.before_step returns it)."""
+
     nonfinite_loss: bool  # some rank saw a non-finite micro-batch loss in this step
     stop_signal: int | None  # SIGTERM or SIGINT when any rank received one
 
 
+class PendingSignals(Protocol):
+    """Where the stop signals that arrived are noted (training.guards.stop_signals.StopSignals)."""
+
+    def pending(self, signum: int) -> int:
+        """1 when signal signum arrived and is waiting to be acted on, else 0."""
+
+
 class StepGuard:
-    def __init__(self, context, max_nonfinite_steps: int, stops=None):
+    """The checks around one optimizer step; the only state it keeps is how many steps in a row were skipped."""
+
+    def __init__(self, context: DistContext, max_nonfinite_steps: int, stops: PendingSignals | None = None):
         self.context = context
         self.max_nonfinite_steps = max_nonfinite_steps
         self.stops = stops
-        self.local_nonfinite = 0
         self.in_a_row = 0
 
-    def add_loss(self, loss: float) -> None:
-        if not math.isfinite(loss):
-            self.local_nonfinite += 1
+    def before_step(self, micro_losses: list[float]) -> StepVerdict:
+        """Collective: what every rank must know before the update.
 
-    def before_step(self) -> StepVerdict:
-        """Collective: what every rank must know before the update."""
+        Args:
+            micro_losses: this rank's micro-batch losses of the step.
+
+        Returns:
+            Whether any rank saw a non-finite loss, and the stop signal any rank received.
+        """
         stops = self.stops
         term, interrupt = (stops.pending(signal.SIGTERM), stops.pending(signal.SIGINT)) if stops else (0, 0)
-        nonfinite, term, interrupt = all_reduce_sum(self.context, [self.local_nonfinite, term, interrupt])
-        self.local_nonfinite = 0
+        local_nonfinite = sum(not math.isfinite(loss) for loss in micro_losses)
+        nonfinite, term, interrupt = all_reduce_sum(self.context, [local_nonfinite, term, interrupt])
         stop = signal.SIGTERM if term else (signal.SIGINT if interrupt else None)
         return StepVerdict(nonfinite_loss=nonfinite > 0, stop_signal=stop)
 
-    def after_step(self, step: int, verdict: StepVerdict, strategy, grad_norm: float, last_checkpoint) -> bool:
-        """True when the step was skipped as non-finite; raises TrainingDiverged when the run must stop.
+    def after_step(self, step: int, verdict: StepVerdict, outcome: StepOutcome, *,
+                   last_checkpoint: str | None) -> bool:
+        """Judge the step just taken.
 
-        strategy: its step_applied / dropped_nonfinite / applied_nonfinite describe the step just taken.
+        Args:
+            step: its number (1-based), for the messages.
+            verdict: what before_step agreed on.
+            outcome: what Strategy.optimizer_step returned.
+            last_checkpoint: the newest checkpoint folder, named in the message when the run stops.
+
+        Returns:
+            True when the step was skipped as non-finite (no update).
+
+        Raises:
+            TrainingDiverged: an update went in with a non-finite loss or gradient, or too many steps in a row
+                were skipped.
         """
-        bad_gradient = strategy.dropped_nonfinite or strategy.applied_nonfinite
-        if not (verdict.nonfinite_loss or bad_gradient):
+        if not (verdict.nonfinite_loss or outcome.nonfinite_gradient):
             self.in_a_row = 0
             return False
-        what = "loss" if verdict.nonfinite_loss else f"gradient norm ({grad_norm})"
+        what = "loss" if verdict.nonfinite_loss else f"gradient norm ({outcome.grad_norm})"
         kept = f"the last checkpoint, {last_checkpoint}, is intact" if last_checkpoint else "no checkpoint was written"
-        if strategy.step_applied:
+        if outcome.applied:
             raise TrainingDiverged(f"step {step}: the {what} is not finite and the optimizer applied the update anyway; "
                                    f"stopped before saving anything non-finite ({kept}); lower the learning rate(s)")
         self.in_a_row += 1

@@ -101,8 +101,8 @@ GIB = 2**30
 STRATEGIES = ("torch", "zero2", "zero3")
 
 
-def static_memory_per_gpu(frozen: int, trainable: int, strategy: str = "torch", num_gpus: int = 1,
-                          bf16: bool = True, *, quantized_params: int = 0, quantized_bytes: float = 0.0) -> dict:
+def static_memory_per_gpu(frozen: int, trainable: int, strategy: str = "torch", *, num_gpus: int = 1,
+                          bf16: bool = True, quantized_params: int = 0, quantized_bytes: float = 0.0) -> dict:
     """Bytes per device, in GiB, split into frozen weights and trainable weights + states.
 
     frozen: every frozen parameter; quantized_params of them (a --bits base's block linears) take

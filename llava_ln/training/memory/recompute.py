@@ -22,18 +22,25 @@ there `auto` without a budget checkpoints every block. The figure is an estimate
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
+from llava_ln.core.distributed import DistContext
+from llava_ln.data.args import DataArguments
 from llava_ln.kernels.fused_loss import default_chunk_rows
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.builder import MultimodalSpec
 from llava_ln.model.parts import decoder_layers_of, lm_head_of
 from llava_ln.model.quantize import QuantizedFootprint, quant_settings, quantized_footprint
-from llava_ln.training.args import gradient_checkpointing_choice
-from llava_ln.training.memory.policy import GIB, checkpoint_first_blocks, static_memory_per_gpu
+from llava_ln.training.args import TrainingArguments, gradient_checkpointing_choice
+from llava_ln.training.memory.policy import GIB, Precision, checkpoint_first_blocks, static_memory_per_gpu
 from llava_ln.training.memory.step_account import batch_for, measure_step, meta_training_model
+from llava_ln.tuning.args import TuningArguments
 
 MARGIN_SHARE, MARGIN_MIN_GIB = 0.10, 2.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StepMemory:
     """Everything the estimate needs, in bytes per device, for one micro-batch shape."""
 
@@ -64,7 +71,7 @@ class StepMemory:
         return None
 
 
-def head_working_bytes(model, rows: int, loss_backend: str, dtype: torch.dtype, fp32_masters: bool) -> int:
+def head_working_bytes(model: nn.Module, rows: int, *, loss_backend: str, dtype: torch.dtype, fp32_masters: bool) -> int:
     """The head + loss working set at the end of the forward (see the module docstring)."""
     weight = lm_head_of(model).weight
     vocab, hidden = weight.shape
@@ -80,10 +87,10 @@ def head_working_bytes(model, rows: int, loss_backend: str, dtype: torch.dtype, 
     return working
 
 
-def step_memory(model, spec, batch_size: int, seq: int, static_bytes: int, loss_backend: str, dtype: torch.dtype,
-                fp32_masters: bool) -> StepMemory:
+def step_memory(model: nn.Module, spec: MultimodalSpec, *, batch_size: int, seq: int, static_bytes: int,
+                loss_backend: str, dtype: torch.dtype, fp32_masters: bool) -> StepMemory:
     """Measure a meta model (step_account.meta_training_model) with no block and with every block checkpointed."""
-    batch = batch_for(model, spec, batch_size, seq)
+    batch = batch_for(model, spec, batch=batch_size, seq=seq)
     blocks = len(decoder_layers_of(model))
     plain = measure_step(model, batch, 0)
     recomputing = measure_step(model, batch, blocks)
@@ -91,20 +98,21 @@ def step_memory(model, spec, batch_size: int, seq: int, static_bytes: int, loss_
     rows = int((batch["labels"][:, 1:] != -100).sum())
     return StepMemory(tokens=plain.tokens, kept=plain.block_unique, kept_checkpointed=recomputing.block_unique,
                       other=plain.other_unique, static=static_bytes,
-                      head_working=head_working_bytes(model, rows, loss_backend, dtype, fp32_masters),
+                      head_working=head_working_bytes(model, rows, loss_backend=loss_backend, dtype=dtype,
+                                                      fp32_masters=fp32_masters),
                       block_packed=plain.block_packed, forward_flops=plain.forward_flops,
                       flops_without_recompute=plain.total_flops,
                       recompute_flops_per_block=(recomputing.total_flops - plain.total_flops) / max(blocks, 1))
 
 
-def static_bytes_of(model, strategy: str, num_gpus: int, bf16: bool, trainable_savings: int = 0,
+def static_bytes_of(model: nn.Module, strategy: str, num_gpus: int, *, bf16: bool, trainable_savings: int = 0,
                     quantized: QuantizedFootprint | None = None) -> int:
     """quantized: the block linears a --bits run stores quantized (model.quantize.quantized_footprint)."""
     params = list(model.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
     frozen = sum(p.numel() for p in params) - trainable
     quantized = quantized or QuantizedFootprint(0, 0.0)
-    static = static_memory_per_gpu(frozen, trainable, strategy=strategy, num_gpus=num_gpus, bf16=bf16,
+    static = static_memory_per_gpu(frozen, trainable, strategy, num_gpus=num_gpus, bf16=bf16,
                                    quantized_params=quantized.params, quantized_bytes=quantized.bytes)
     return int(static["total_static"] * GIB) - trainable_savings
 
@@ -117,7 +125,7 @@ def default_budget_gib(device) -> float | None:
     return (free - max(MARGIN_SHARE * total, MARGIN_MIN_GIB * GIB)) / GIB
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RecomputePlan:
     """What --gradient_checkpointing decided: for the log, run_config.json and describe."""
 
@@ -139,7 +147,8 @@ class RecomputePlan:
                 f"blocks recompute{peak} ({self.reason})")
 
 
-def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | None, ratio: float = 1.0) -> RecomputePlan:
+def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | None, *,
+                     ratio: float = 1.0) -> RecomputePlan:
     """The decision for `requested` given a measured StepMemory (auto: the fewest blocks within the budget)."""
     blocks = memory.blocks
     if requested == "off":
@@ -160,22 +169,25 @@ def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | Non
         else:
             count, reason = fewest, f"auto: the fewest blocks whose estimate fits {budget_gib:.1f} GiB"
     per_block = max(memory.block_packed, default=0) / max(memory.tokens, 1)
-    return RecomputePlan(requested, count, blocks, reason, None if budget_gib is None else round(budget_gib, 2),
-                         round(memory.peak(count) / GIB, 4), memory.tokens, round(per_block, 1))
+    return RecomputePlan(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason,
+                         budget_gib=None if budget_gib is None else round(budget_gib, 2),
+                         estimated_peak_gib=round(memory.peak(count) / GIB, 4), tokens_per_micro_batch=memory.tokens,
+                         saved_bytes_per_token_per_block=round(per_block, 1))
 
 
 def plan_for_model_args(requested: str, model_args, tuning_args, *, kernels_backend: str, dtype: torch.dtype,
                         batch_size: int, seq: int, budget_gib: float | None, strategy: str = "torch",
                         num_gpus: int = 1, ratio: float = 1.0, tokenizer=None, trainable_savings: int = 0):
     """(RecomputePlan, StepMemory) for a run described by its flags, measured on a meta copy of its model."""
-    model, spec, _ = meta_training_model(model_args, tuning_args, kernels_backend, dtype, tokenizer)
+    model, spec, _ = meta_training_model(model_args, tuning_args, kernels_backend, dtype=dtype, tokenizer=tokenizer)
     bf16 = dtype != torch.float32
     quantized = quantized_footprint(model, quant_settings(model_args.bits, model_args.quant_type,
                                                           model_args.double_quant))  # --bits 4|8
-    static = static_bytes_of(model, strategy, num_gpus, bf16, trainable_savings, quantized)
-    memory = step_memory(model, spec, batch_size, seq, static, kernels_backend, dtype,
-                         fp32_masters=strategy == "torch")
-    return plan_from_memory(requested, memory, budget_gib, ratio), memory
+    static = static_bytes_of(model, strategy, num_gpus, bf16=bf16, trainable_savings=trainable_savings,
+                             quantized=quantized)
+    memory = step_memory(model, spec, batch_size=batch_size, seq=seq, static_bytes=static, loss_backend=kernels_backend,
+                         dtype=dtype, fp32_masters=strategy == "torch")
+    return plan_from_memory(requested, memory, budget_gib, ratio=ratio), memory
 
 
 def strategy_kind(args) -> str:
@@ -188,8 +200,10 @@ def strategy_kind(args) -> str:
     return "zero3" if stage == 3 else "zero2"
 
 
-def resolve_recompute(args, model, model_args, data_args, tuning_args, *, kernels_backend: str, precision, context,
-                      tokenizer=None, trainable_savings: int = 0) -> RecomputePlan:
+def resolve_recompute(args: TrainingArguments, model: nn.Module, model_args: ModelArguments, *,
+                      data_args: DataArguments, tuning_args: TuningArguments, kernels_backend: str,
+                      precision: Precision, context: DistContext, tokenizer: PreTrainedTokenizerBase | None = None,
+                      trainable_savings: int = 0) -> RecomputePlan:
     """The training run's plan; only `auto` with a budget measures (a meta copy of the model, seconds at 7B)."""
     requested = gradient_checkpointing_choice(args.gradient_checkpointing)
     blocks = len(decoder_layers_of(model))
@@ -198,7 +212,7 @@ def resolve_recompute(args, model, model_args, data_args, tuning_args, *, kernel
         count = {"off": 0, "on": round(args.gradient_checkpointing_ratio * blocks)}.get(requested, blocks)
         reason = ("auto without a memory budget (no CUDA device, no --memory_budget_gib): every block"
                   if requested == "auto" else "requested")
-        return RecomputePlan(requested, count, blocks, reason)
+        return RecomputePlan(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason)
     plan, _ = plan_for_model_args(
         requested, model_args, tuning_args, kernels_backend=kernels_backend, dtype=precision.compute_dtype,
         batch_size=args.per_device_train_batch_size, seq=data_args.model_max_length, budget_gib=budget,

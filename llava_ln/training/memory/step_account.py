@@ -29,21 +29,28 @@ Choices that make the count the GPU's:
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import PreTrainedTokenizerBase
 
 from llava_ln.checkpoint.llava_sources import build_start_model
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.kernels import apply_kernels
 from llava_ln.kernels.accounting import SavedTensorBytes, register_flash_like_attention
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.builder import MultimodalSpec
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
 from llava_ln.training.memory.policy import checkpoint_first_blocks
 from llava_ln.training.strategy import TrainingModule
-from llava_ln.tuning.plan import apply_tune_mode
+from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.plan import TuningPlan, apply_tune_mode
 
 _FLASH_FAMILY = ("sdpa", "flash_attention_2")
 
 
-def meta_training_model(model_args, tuning_args, kernels_backend: str, dtype: torch.dtype, tokenizer=None):
+def meta_training_model(model_args: ModelArguments, tuning_args: TuningArguments, kernels_backend: str, *,
+                        dtype: torch.dtype, tokenizer: PreTrainedTokenizerBase | None = None,
+                        ) -> tuple[nn.Module, MultimodalSpec, TuningPlan]:
     """(model, spec, plan) on the meta device, tuned and with kernels as training applies them."""
     model, spec = build_start_model(model_args, tokenizer, torch.float32, on_meta=True)
     model, plan = apply_tune_mode(model, tuning_args)
@@ -56,8 +63,8 @@ def meta_training_model(model_args, tuning_args, kernels_backend: str, dtype: to
     return model, spec, plan
 
 
-def synthetic_batch(spec, image_size: int, vocab_size: int, batch: int, seq: int, pixel_device="meta",
-                    pixel_dtype=torch.float32) -> dict:
+def synthetic_batch(spec: MultimodalSpec, *, image_size: int, vocab_size: int, batch: int, seq: int,
+                    pixel_device: str | torch.device = "meta", pixel_dtype: torch.dtype = torch.float32) -> dict:
     """One image per sample (when it fits in `seq`), its placeholders after BOS, loss on every later token."""
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(3, vocab_size - 1, (batch, seq), generator=generator)
@@ -79,14 +86,15 @@ def synthetic_batch(spec, image_size: int, vocab_size: int, batch: int, seq: int
             "image_counts": torch.full((batch,), int(with_image)), "sample_ids": [f"synthetic{i}" for i in range(batch)]}
 
 
-def batch_for(model, spec, batch: int, seq: int) -> dict:
+def batch_for(model: nn.Module, spec: MultimodalSpec, *, batch: int, seq: int) -> dict:
+    """synthetic_batch shaped for `model` (its image size, vocabulary and vision tower's dtype)."""
     llava = unwrap(model)
     dtype = next(llava.model.vision_tower.parameters()).dtype
-    return synthetic_batch(spec, llava.config.vision_config.image_size, llava.config.text_config.vocab_size,
-                           batch, seq, pixel_dtype=dtype)
+    return synthetic_batch(spec, image_size=llava.config.vision_config.image_size,
+                           vocab_size=llava.config.text_config.vocab_size, batch=batch, seq=seq, pixel_dtype=dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StepMeasure:
     """One meta-device step: bytes saved (per LLM block and outside them) and FLOPs executed."""
 

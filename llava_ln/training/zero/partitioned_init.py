@@ -23,10 +23,17 @@ import logging
 import os
 
 import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from llava_ln.checkpoint.llava_sources import build_start_model, is_llava_ln_folder
+from llava_ln.core.distributed import DistContext
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.builder import MultimodalSpec
 from llava_ln.model.sources import detect_source
+from llava_ln.training.args import TrainingArguments
+from llava_ln.training.memory.policy import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +51,15 @@ def _text_hidden_size(path: str) -> int:
     return config.hidden_size
 
 
-def zero3_config(args, context, precision, model_args) -> dict | None:
+def zero3_config(args: TrainingArguments, context: DistContext, precision: Precision, *,
+                 model_args: ModelArguments) -> dict | None:
     """The filled DeepSpeed config when --deepspeed asks for ZeRO stage 3, else None."""
     if not args.deepspeed:
         return None
     from llava_ln.training.zero.strategy import DeepSpeedStrategy
 
-    config = DeepSpeedStrategy(args, context, precision, _text_hidden_size(model_args.model_name_or_path)).config
+    config = DeepSpeedStrategy(args, context, precision,
+                               hidden_size=_text_hidden_size(model_args.model_name_or_path)).config
     return config if config["zero_optimization"]["stage"] == 3 else None
 
 
@@ -100,9 +109,10 @@ def return_freed_memory_to_the_os() -> bool:
         return False  # not glibc
 
 
-def build_training_model(model_args, tokenizer, args, context, precision):
+def build_training_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, *, args: TrainingArguments,
+                         context: DistContext, precision: Precision) -> tuple[nn.Module, MultimodalSpec]:
     """(model, spec) to train: partitioned from the start under ZeRO-3, loaded whole otherwise."""
-    config = zero3_config(args, context, precision, model_args)
+    config = zero3_config(args, context, precision, model_args=model_args)
     construct = partitioned_construct(config) if config else None
     if construct is not None:
         return_freed_memory_to_the_os()

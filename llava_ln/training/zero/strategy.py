@@ -21,11 +21,16 @@ import copy
 import json
 import math
 import os
+from typing import Protocol
 
 import torch
+from torch import nn
 
+from llava_ln.core.distributed import DistContext
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.training.strategy import Strategy, TrainingModule, group_norm, make_adamw
+from llava_ln.training.args import TrainingArguments
+from llava_ln.training.memory.policy import Precision
+from llava_ln.training.strategy import StepOutcome, Strategy, TrainingModule, group_norm, make_adamw
 from llava_ln.training.zero.config_types import check_zero_config_types
 
 
@@ -34,20 +39,24 @@ def _is_partitioned(param) -> bool:
 
 
 class DeepSpeedStrategy(Strategy):
-    def __init__(self, args, context, precision, hidden_size: int):
-        self.args = args
-        self.context = context
-        self.precision = precision
-        self.device = context.device
+    """DeepSpeed ZeRO-1/2/3 behind the Strategy interface (see the module docstring)."""
+
+    def __init__(self, args: TrainingArguments, context: DistContext, precision: Precision, *, hidden_size: int):
+        """hidden_size: the LLM's, which sizes the config's "auto" communication buckets."""
+        super().__init__(args, context, precision)
         flags = _EffectivePrecision(args, precision)
-        self.config = fill_zero_config(load_zero_config(args.deepspeed), flags, context.world_size, hidden_size,
-                                       path=f"--deepspeed {args.deepspeed}")
+        self.config = fill_zero_config(load_zero_config(args.deepspeed), flags, world_size=context.world_size,
+                                       hidden_size=hidden_size, path=f"--deepspeed {args.deepspeed}")
 
     @property
     def zero_stage(self) -> int:
         return self.config["zero_optimization"]["stage"]
 
-    def setup(self, model, param_groups: list[dict]) -> None:
+    @property
+    def deepspeed_config(self) -> dict | None:
+        return self.config
+
+    def setup(self, model: nn.Module, param_groups: list[dict]) -> None:
         import deepspeed
 
         self.module = TrainingModule(model)
@@ -72,27 +81,30 @@ class DeepSpeedStrategy(Strategy):
         self.engine.train()
         self._state_views_linked = False
 
-    def forward_backward(self, batch: dict, last_micro_step: bool, loss_scale: float = 1.0):
+    def forward_backward(self, batch: dict, *, last_micro_step: bool, loss_weight: float | None = None) -> torch.Tensor:
         self.engine.set_gradient_accumulation_boundary(last_micro_step)
         loss = self.engine(batch)
-        self.engine.backward(loss * loss_scale if loss_scale != 1.0 else loss)
+        if loss_weight is None:
+            self.engine.backward(loss)  # DeepSpeed divides by gradient_accumulation_steps itself
+        else:
+            self.engine.backward(loss * loss_weight, scale_wrt_gas=False)
         if not last_micro_step:
             self.engine.step()  # only advances DeepSpeed's micro-step bookkeeping off the boundary
         return loss.detach()
 
-    def optimizer_step(self, skip: bool = False) -> float:
+    def optimizer_step(self, *, skip: bool = False) -> StepOutcome:
         # The gradients live inside the engine, so `skip` cannot drop them before engine.step(); DeepSpeed's ZeRO
         # optimizers drop a step whose global gradient norm is not finite themselves (which a non-finite loss
         # gives), and was_step_applied() says so. An update applied with a non-finite norm is reported.
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         value = float(norm) if norm is not None else float("nan")
-        self.step_applied = bool(self.engine.was_step_applied())
-        self.dropped_nonfinite = not self.step_applied and not self.precision.fp16  # fp16: loss-scale overflow
-        self.applied_nonfinite = self.step_applied and norm is not None and not math.isfinite(value)
-        return value
+        applied = bool(self.engine.was_step_applied())
+        return StepOutcome(grad_norm=value, applied=applied,
+                           dropped_nonfinite=not applied and not self.precision.fp16,  # fp16: loss-scale overflow
+                           applied_nonfinite=applied and norm is not None and not math.isfinite(value))
 
-    def grad_group_norms(self) -> dict:
+    def grad_group_norms(self) -> dict[str, float]:
         # ZeRO partitions (and under stage 3 also flattens) gradients; safe_get_full_grad assembles each
         # parameter's whole fp32 gradient (collective), so this is only done when asked for.
         from deepspeed.utils import safe_get_full_grad
@@ -100,12 +112,12 @@ class DeepSpeedStrategy(Strategy):
         scale = float(getattr(self.optimizer, "loss_scale", 1.0) or 1.0) if self.precision.fp16 else 1.0
         return {name: group_norm(safe_get_full_grad(p) for p in params) / scale for name, params in self.named_groups}
 
-    def scheduler_optimizer(self):
+    def scheduler_optimizer(self) -> torch.optim.Optimizer:
         # ZeRO wraps the torch optimizer; the wrapped one owns the param_groups that step() reads.
         return getattr(self.optimizer, "optimizer", self.optimizer)
 
     # --- full values by parameter (collective) ---
-    def get_master(self, param):
+    def get_master(self, param: nn.Parameter) -> torch.Tensor:
         from deepspeed.utils import safe_get_full_fp32_param
 
         return safe_get_full_fp32_param(param).detach().float().cpu()
@@ -128,25 +140,25 @@ class DeepSpeedStrategy(Strategy):
             lazy_init_hp_params_optimizer_state(lp_params, flat, inner.state)
         self._state_views_linked = True
 
-    def get_optimizer_state(self, param, key: str):
+    def get_optimizer_state(self, param: nn.Parameter, key: str) -> torch.Tensor:
         from deepspeed.utils import safe_get_full_optimizer_state
 
         self._link_optimizer_state_views()
         return safe_get_full_optimizer_state(param, key).detach().float().cpu()
 
-    def set_master(self, param, value) -> None:
+    def set_master(self, param: nn.Parameter, value: torch.Tensor) -> None:
         from deepspeed.utils import safe_set_full_fp32_param
 
         safe_set_full_fp32_param(param, value.to(device=self.device, dtype=torch.float32))
         self._set_module_value(param, value)
 
-    def set_optimizer_state(self, param, key: str, value) -> None:
+    def set_optimizer_state(self, param: nn.Parameter, key: str, value: torch.Tensor) -> None:
         from deepspeed.utils import safe_set_full_optimizer_state
 
         self._link_optimizer_state_views()
         safe_set_full_optimizer_state(param, value.to(device=self.device, dtype=torch.float32), key)
 
-    def _set_module_value(self, param, value) -> None:
+    def _set_module_value(self, param: nn.Parameter, value: torch.Tensor) -> None:
         """The working (bf16/fp32) copy the forward reads; under ZeRO-3 gathered, set on rank 0, re-partitioned."""
         import deepspeed
 
@@ -159,16 +171,34 @@ class DeepSpeedStrategy(Strategy):
                     param.copy_(value.to(device=param.device, dtype=param.dtype))
 
     def loss_scaler_state(self) -> dict | None:
-        return None  # fp16 under DeepSpeed restarts from the config's initial loss scale on resume
+        # [IMPORTANT] Deliberate approximation: DeepSpeed's fp16 loss scaler is not saved, so an fp16 run under
+        # DeepSpeed restarts from the config's initial loss scale on resume and its first steps after a resume may
+        # be dropped as overflows where the uninterrupted run's were not. bf16 and fp32 (no scaler) resume exactly.
+        return None
 
     def load_loss_scaler_state(self, state: dict | None) -> None:
         return None
 
 
+class ZeroConfigFlags(Protocol):
+    """The flags fill_zero_config reads (TrainingArguments has them; a test may pass any object with them)."""
+
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    max_grad_norm: float
+    bf16: bool
+    fp16: bool
+    learning_rate: float
+    adam_beta1: float
+    adam_beta2: float
+    adam_epsilon: float
+    weight_decay: float
+
+
 class _EffectivePrecision:
     """The flags as the config filler should see them: bf16/fp16 as actually used on this device."""
 
-    def __init__(self, args, precision):
+    def __init__(self, args: TrainingArguments, precision: Precision):
         self._args = args
         self.bf16 = precision.bf16
         self.fp16 = precision.fp16
@@ -190,7 +220,7 @@ def load_zero_config(path: str) -> dict:
         raise LlavaLnError(f"--deepspeed {path}: not valid JSON ({err})") from None
 
 
-def _fill(section: dict, key: str, value, source: str, where: str) -> None:
+def _fill(section: dict, key: str, value: int | float | bool | list[float], *, source: str, where: str) -> None:
     """Set section[key] to value when absent or "auto"; a different explicit value is an error."""
     current = section.get(key, AUTO)
     if current == AUTO:
@@ -200,7 +230,8 @@ def _fill(section: dict, key: str, value, source: str, where: str) -> None:
         raise LlavaLnError(f"{where}: {key} is {current!r} but {source} gives {value!r}; set it to \"auto\"")
 
 
-def fill_zero_config(config: dict, args, world_size: int, hidden_size: int, path: str = "--deepspeed") -> dict:
+def fill_zero_config(config: dict, args: ZeroConfigFlags, *, world_size: int, hidden_size: int,
+                     path: str = "--deepspeed") -> dict:
     """A copy of config with every "auto" resolved from the TrainingArguments."""
     check_zero_config_types(config, path)
     config = copy.deepcopy(config)
@@ -208,14 +239,14 @@ def fill_zero_config(config: dict, args, world_size: int, hidden_size: int, path
         raise LlavaLnError(f"{path}: remove the `scheduler` block; the schedule comes from --lr_scheduler_type and "
                            "--warmup_ratio so that per-group learning rates survive")
     micro, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
-    _fill(config, "train_micro_batch_size_per_gpu", micro, "--per_device_train_batch_size", path)
-    _fill(config, "gradient_accumulation_steps", accumulation, "--gradient_accumulation_steps", path)
+    _fill(config, "train_micro_batch_size_per_gpu", micro, source="--per_device_train_batch_size", where=path)
+    _fill(config, "gradient_accumulation_steps", accumulation, source="--gradient_accumulation_steps", where=path)
     _fill(config, "train_batch_size", micro * accumulation * world_size,
-          "per-device batch x accumulation x world size", path)
-    _fill(config, "gradient_clipping", float(args.max_grad_norm), "--max_grad_norm", path)
+          source="per-device batch x accumulation x world size", where=path)
+    _fill(config, "gradient_clipping", float(args.max_grad_norm), source="--max_grad_norm", where=path)
     for name, flag in (("bf16", args.bf16), ("fp16", args.fp16)):
         section = config.setdefault(name, {})
-        _fill(section, "enabled", bool(flag), f"--{name}", f"{path} [{name}]")
+        _fill(section, "enabled", bool(flag), source=f"--{name}", where=f"{path} [{name}]")
     zero = config.setdefault("zero_optimization", {})
     stage = zero.get("stage", 0)
     if stage not in (1, 2, 3):
@@ -226,10 +257,10 @@ def fill_zero_config(config: dict, args, world_size: int, hidden_size: int, path
     if optimizer is not None:
         params = optimizer.setdefault("params", {})
         where = f"{path} [optimizer.params]"
-        _fill(params, "lr", float(args.learning_rate), "--learning_rate", where)
-        _fill(params, "betas", [float(args.adam_beta1), float(args.adam_beta2)], "--adam_beta1/2", where)
-        _fill(params, "eps", float(args.adam_epsilon), "--adam_epsilon", where)
-        _fill(params, "weight_decay", float(args.weight_decay), "--weight_decay", where)
+        _fill(params, "lr", float(args.learning_rate), source="--learning_rate", where=where)
+        _fill(params, "betas", [float(args.adam_beta1), float(args.adam_beta2)], source="--adam_beta1/2", where=where)
+        _fill(params, "eps", float(args.adam_epsilon), source="--adam_epsilon", where=where)
+        _fill(params, "weight_decay", float(args.weight_decay), source="--weight_decay", where=where)
     else:
         # Our own torch AdamW carries the parameter groups; DeepSpeed must accept it as is.
         config["zero_allow_untested_optimizer"] = True
