@@ -7,7 +7,7 @@ forward plus input gradients, and backward needs far less than transformers' mod
   loss            the training loss through the fused head (supervised rows only)
   registry        which transformers classes are replaced, matched by exact class
   apply           apply_kernels(model, "auto"|"torch"|"liger"|"none") -> KernelReport
-  liger           liger-kernel's Triton kernels where they cover a module (CUDA only, untested on CPU)
+  liger           liger-kernel's Triton kernels where they cover a module (CUDA only)
   accounting      bytes saved for backward, and a flash-like attention for meta-device accounting
 
 Layer: imports core and model only.
