@@ -1,21 +1,22 @@
 """llava-ln: build LLaVA-style multimodal LLMs from any Hugging Face LLM and tune only what matters.
 
-Packages, bottom to top (a package imports only from those above it in this list; tests/test_layering.py
-keeps it so):
-  core/        errors, flag parsing, atomic writes, shared constants, process groups
-  model/       compose LLM + vision tower + connector into a native LlavaForConditionalGeneration
-  kernels/     memory-lean norm / MLP autograd functions and the fused LM head + loss
-  tuning/      the --tune_mode switch: apply_tune_mode returns the TuningPlan everything else reads
-  data/        LLaVA-format records, conversation templates, exact label masks, images, batches
-  checkpoint/  run, merged and ZeRO checkpoint folders, checksums, ZeRO-3 partitions; load_checkpoint
-  training/    the loop, strategies, checkpoints and resume, reporting; zero/ (DeepSpeed), memory/, guards/
-  scoring/     the official scoring rules of VQAv2, MME, POPE and COCO / Flickr30k captioning
-  evaluation/  benchmark readers and writers, batched generation, rank split, restartable answers
-  export/      merge, transformers-native export with verification, PEFT LN-tuning adapter
-  toy/         the embedded toy world and its tiny pretrained backbones
-  experiments/ the demo (the whole pipeline on the toy world), compare, analyze and the paper's claims
-Entry points: train.py (stage 1 / stage 2 training under deepspeed, torchrun or python),
-commands/ (the `llava-ln` subcommands) and cli.py (the console script).
+Packages and top-level modules, bottom to top (each imports only from those above it in this list;
+tests/test_layering.py keeps it so):
+  core/         errors, flag parsing, atomic writes, shared constants, process groups
+  model/        compose LLM + vision tower + connector into a native LlavaForConditionalGeneration
+  kernels/      memory-lean norm / MLP autograd functions and the fused LM head + loss
+  tuning/       the --tune_mode switch: apply_tune_mode returns the TuningPlan everything else reads
+  data/         LLaVA-format records, conversation templates, exact label masks, images, batches
+  checkpoint/   run, merged and ZeRO checkpoint folders, checksums, ZeRO-3 partitions; load_checkpoint
+  training/     the loop, strategies, checkpoints and resume, reporting; zero/ (DeepSpeed), memory/, guards/
+  scoring/      the official scoring rules of VQAv2, MME, POPE and COCO / Flickr30k captioning
+  evaluation/   benchmark readers and writers, batched generation, rank split, restartable answers
+  export/       merge, transformers-native export with verification, PEFT LN-tuning adapter
+  toy/          the embedded toy world and its tiny pretrained backbones
+  experiments/  the demo (the whole pipeline on the toy world), compare, analyze and the paper's claims
+  train         training's entry point: stage 1 / stage 2 under deepspeed, torchrun or python
+  commands/     the `llava-ln` subcommands
+  cli           the console script `llava-ln`
 """
 
 __version__ = "0.1.0"

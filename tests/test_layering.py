@@ -1,10 +1,12 @@
-"""The package layers point down only: a package imports from itself and from packages below it.
+"""The package layers point down only, and every package docstring lists exactly its modules.
 
-The order is written here, once. Every import counts, function-local ones included (a lazy import
-that points up is still a dependency that points up).
+A package imports from itself and from packages below it. The order is LAYERS below; llava_ln's own
+docstring lists the same order for readers, and a test keeps the two equal. Every import counts,
+function-local ones included (a lazy import that points up is still a dependency that points up).
 """
 import ast
 import os
+import re
 
 import pytest
 
@@ -59,21 +61,54 @@ def test_imports_point_down_only():
     assert not upward, "imports that point up:\n" + "\n".join(upward)
 
 
+# A package docstring's module list: one entry per line, indented exactly two spaces, the module's name
+# (`loop` for loop.py) or a subpackage's name with a slash (`zero/`), then at least two spaces and what it
+# does. Deeper-indented lines continue an entry's description; every other line is prose and lists nothing.
+ENTRY = re.compile(r"^  ([A-Za-z_][A-Za-z0-9_]*/?) {2,}\S")
+
+
 def _packages():
-    """Every package and subpackage, as a path under llava_ln/ ("training", "training/zero", ...)."""
+    """The package root ("") and every package and subpackage under it ("training", "training/zero", ...)."""
     for root, dirs, files in os.walk(PACKAGE):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        if root != PACKAGE and "__init__.py" in files:
-            yield os.path.relpath(root, PACKAGE).replace(os.sep, "/")
+        if "__init__.py" in files:
+            yield os.path.relpath(root, PACKAGE).replace(os.sep, "/").removeprefix(".")
+
+
+def listed_entries(docstring: str) -> list[str]:
+    """The entries of a package docstring's module list, in order ("loop", "zero/", ...)."""
+    return [match.group(1) for match in map(ENTRY.match, docstring.splitlines()) if match]
+
+
+def package_contents(folder: str) -> set[str]:
+    """What a package's docstring must list: its modules ("loop") and its subpackages ("zero/")."""
+    names = set()
+    for name in os.listdir(folder):
+        if name.endswith(".py") and name != "__init__.py":
+            names.add(name[:-3])
+        elif os.path.isfile(os.path.join(folder, name, "__init__.py")):
+            names.add(name + "/")
+    return names
+
+
+def _docstring(package: str) -> str:
+    init = os.path.join(PACKAGE, package, "__init__.py")
+    return ast.get_docstring(ast.parse(open(init, encoding="utf-8").read()), clean=False) or ""
 
 
 @pytest.mark.parametrize("package", list(_packages()))
-def test_package_docstring_names_its_modules(package):
-    """A newcomer reads a package in order: its docstring names every module in it."""
-    init = os.path.join(PACKAGE, package, "__init__.py")
-    doc = ast.get_docstring(ast.parse(open(init, encoding="utf-8").read())) or ""
-    folder = os.path.join(PACKAGE, package)
-    modules = [n[:-3] for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py"]
-    modules += [n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, "__init__.py"))]
-    missing = [m for m in modules if m not in doc]
-    assert not missing, f"llava_ln/{package}/__init__.py does not mention {missing}"
+def test_package_docstring_lists_exactly_its_modules(package):
+    """A newcomer reads a package in order: its docstring lists every module and subpackage in it, once each,
+    and nothing that is not there (an entry left behind by a deleted or renamed module fails too)."""
+    where = f"llava_ln/{package}/__init__.py".replace("//", "/")
+    listed = listed_entries(_docstring(package))
+    expected = package_contents(os.path.join(PACKAGE, package))
+    duplicates = sorted({name for name in listed if listed.count(name) > 1})
+    missing, stale = sorted(expected - set(listed)), sorted(set(listed) - expected)
+    assert not (missing or stale or duplicates), (
+        f"{where}: not listed {missing}, listed but absent {stale}, listed twice {duplicates} (an entry is a line "
+        "'  name  what it does' for name.py, '  name/  ...' for a subpackage)")
+
+
+def test_the_package_docstring_lists_the_layers_bottom_to_top():
+    assert [name.rstrip("/") for name in listed_entries(_docstring(""))] == list(LAYERS)

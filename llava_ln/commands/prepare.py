@@ -50,7 +50,7 @@ class DescribeArguments:
     strategy: str = field(default="torch", metadata={"help": "For the memory estimate: torch (plain / DDP), "
                                                               "zero2 or zero3."})
     bf16: bool = field(default=True, metadata={"help": "For the memory estimate: bf16 training (else fp32)."})
-    # --- The recompute plan (issue 11): shown when --per_device_train_batch_size is given ---
+    # --- The recompute plan (what training's --gradient_checkpointing would do): with --per_device_train_batch_size ---
     per_device_train_batch_size: Optional[int] = field(default=None, metadata={
         "help": "Plan activations for this micro-batch: adds `recompute` (checkpointed blocks, estimated peak)."})
     model_max_length: int = field(default=2048, metadata={"help": "For the recompute plan: tokens per sample."})

@@ -1,10 +1,14 @@
 """LLaVA-format data: records -> index -> conversation templates -> exact labels -> batches.
 
-Modules, in reading order: args (flags), records (read and validate records), index (which
-samples, in which batches), image_placement (<image> to the front of its turn, as LLaVA trains),
-templates (messages -> text + reply spans; where generation stops), images (read, square, process),
-encode (tokens and labels; the batch contract), dataset (lazy samples and the factories the
-training script calls).
+Modules, in reading order:
+  args             the data flags
+  records          read and validate records
+  index            which samples, in which batches
+  image_placement  <image> to the front of its turn, as LLaVA trains
+  templates        messages -> text + reply spans; where generation stops
+  images           read, square, process
+  encode           tokens and labels; the batch contract
+  dataset          lazy samples and the factories the training script calls
 """
 from llava_ln.data.args import DataArguments
 from llava_ln.data.dataset import DataComponents, build_train_dataset, build_train_sampler, load_data_components

@@ -1,9 +1,11 @@
 """Fused Triton kernels from liger-kernel (`pip install 'llava-ln[kernels]'`), CUDA only.
 
-UNTESTED ON CPU: liger-kernel needs Triton and a CUDA device, so none of the calls below can
-run where this project's tests run; they follow liger-kernel's public functional API
-(liger_kernel.transformers.functional, stable since 0.5) and are kept to thin adapters.
-The torch backend (norms.py, activations.py, fused_loss.py) is the tested reference.
+liger-kernel needs Triton and a CUDA device, so its kernels never run in this project's tests.
+The calls below follow liger-kernel's public functional API (liger_kernel.transformers.functional,
+stable since 0.5) and are kept to thin adapters. tests/kernels/test_liger.py checks llava-ln's side on a
+CPU, with a plain-torch stand-in for the package that takes liger-kernel's parameter names: the choice,
+which modules call which function with which arguments, the fused loss, the values against the torch
+backend (norms.py, activations.py, fused_loss.py, the reference), and the one-line errors.
 
 Coverage, per kernel kind (anything else falls back to the torch backend, module by module):
   * norm "llama": liger_rms_norm, casting mode "llama", offset 0

@@ -87,7 +87,7 @@ class TrainingArguments:
                                  "...) differ from the checkpoint's; the change is recorded in run_config.json and "
                                  "log.jsonl."})
 
-    # --- Efficiency (issue 11): lean kernels, the recompute policy, trainable-state memory ---
+    # --- Efficiency (memory and speed, not what is learned): lean kernels, recompute policy, trainable-state memory ---
     kernels: str = field(default="auto", metadata={
         "help": "Memory-lean norm/MLP modules and the fused head + loss: auto (liger-kernel on CUDA when "
                 "installed, else torch) | torch | liger | none (transformers' modules, unfused loss)."})

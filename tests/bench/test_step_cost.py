@@ -1,4 +1,4 @@
-"""bench/step_cost.py: one JSON object with the issue's keys for llava-ln's step and the plain transformers baseline,
+"""bench/step_cost.py: one JSON object with the KEYS below for llava-ln's step and the plain transformers baseline,
 and figures that hang together (checkpointing adds FLOPs and saves memory; auto stays within its budget)."""
 import json
 import os

@@ -1,7 +1,7 @@
 """bench/zero3_memory.py at CI size: under 2-rank ZeRO-3 each rank holds about half the model, not all of it.
 
 A 100M-parameter LLaMA (hidden 512, so 32 blocks: one block, which ZeRO-3 keeps gathered, is a
-similar share of the model as in the 600M run docs/training.md reports). The ratio the issue targets
+similar share of the model as in the 600M run docs/training.md reports). The ratio that matters
 (what the model adds to a rank's peak, over what it adds to one process) is asserted loosely: a whole
 model per rank gives about 1, an exact half 0.5; the 600M measurement is in docs/training.md.
 """

@@ -1,4 +1,4 @@
-"""Issue 2 acceptance: `llava-ln describe` from config alone, checked against hand-computed counts."""
+"""`llava-ln describe` from config alone (no weights read), checked against hand-computed counts."""
 import json
 import subprocess
 import sys

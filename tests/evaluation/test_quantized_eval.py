@@ -1,4 +1,4 @@
-"""Issue 16: `llava-ln eval --bits 4` evaluates a run on the quantized base it trained on.
+"""`llava-ln eval --bits 4` evaluates a run on the quantized base it trained on.
 
 The run's tensors (and a LoRA adapter, kept unmerged: QLoRA as trained) go onto the base whose block
 linears were quantized first; without --bits the same folder is evaluated on the unquantized base.

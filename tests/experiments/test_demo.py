@@ -1,4 +1,4 @@
-"""Issue 5 acceptance: a short stage-2 run on the toy world beats the untuned model; the report is written."""
+"""The demo's promise at small scale: a short stage-2 run on the toy world beats the untuned model; the report is written."""
 
 import pytest
 from demo_helpers import SHORT_RECIPE, short_stage1, vqa_accuracy

@@ -1,4 +1,4 @@
-"""Issue 16, loosely and at small scale: a short 4-bit `ln` stage 2 on the toy world beats the untuned model.
+"""Tuning on a 4-bit base still learns, at small scale: a short 4-bit `ln` stage 2 on the toy world beats the untuned model.
 
 The full-scale comparison with the unquantized run (the share of its VQA gain kept) is
 bench/toy_quantized.py; its numbers are in the README.

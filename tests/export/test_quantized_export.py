@@ -1,4 +1,4 @@
-"""Issue 16: merge and export of runs trained on a 4-bit base.
+"""Merge and export of runs trained on a 4-bit base.
 
 merge and `export --format hf` write the UNQUANTIZED base plus the trained tensors (plain transformers
 loads full-precision weights, no quantization config); `export --format hf --bits 4` writes a folder

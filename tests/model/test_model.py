@@ -1,4 +1,4 @@
-"""Issue 2 acceptance: composition, connectors, vision features, attention choice, mixed batches."""
+"""The composed model: composition, connectors, vision features, attention choice, mixed batches."""
 import pytest
 import torch
 from model_helpers import build, mixed_batch

@@ -139,7 +139,7 @@ def test_a_real_full_disk_on_a_small_tmpfs(world, reference, tmp_path):
 
 
 def test_a_diverging_run_stops_in_one_line_and_writes_nothing_non_finite(world, reference, tmp_path):
-    """The issue's case: a huge learning rate. Here `ln` at 1e4 gives NaN gradients from step 2 on."""
+    """A run that diverges: a huge learning rate. Here `ln` at 1e4 gives NaN gradients from step 2 on."""
     out = str(tmp_path / "run")
     done = train(toy_flags(world, out, tune_mode="ln", learning_rate=1e4, lr_scheduler_type="constant",
                            warmup_steps=0, pretrain_mm_mlp_adapter=reference["dir"], save_steps=1, max_steps=8,

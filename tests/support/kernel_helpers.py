@@ -19,10 +19,15 @@ KERNEL_CONFIGS = {
 KERNEL_FAMILIES = tuple(KERNEL_CONFIGS)
 
 
-def tiny_lm(family: str, seed: int = 0):
-    """A tiny random causal LM of `family` whose norm weights and biases are far from their init."""
+def tiny_lm(family: str, seed: int = 0, **config_overrides):
+    """A tiny random causal LM of `family` whose norm weights and biases are far from their init; config_overrides
+    set config attributes that `family` has (others are ignored, so one set of overrides serves every family)."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(KERNEL_CONFIGS[family]())
+    config = KERNEL_CONFIGS[family]()
+    for key, value in config_overrides.items():
+        if hasattr(config, key):
+            setattr(config, key, value)
+    model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for module in model.modules():
             for name, param in module.named_parameters(recurse=False):

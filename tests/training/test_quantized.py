@@ -1,4 +1,4 @@
-"""Issue 16: stage 2 on a 4-bit (and 8-bit) frozen base, in-process on CPU with bitsandbytes.
+"""Stage 2 on a 4-bit (and 8-bit) frozen base, in-process on CPU with bitsandbytes.
 
 Each mode that leaves the block linears frozen trains on the quantized base, its loss falls, and the
 run folder holds exactly the tensors the mode trains on an unquantized base (nothing quantized is

@@ -148,6 +148,11 @@ def test_crash_during_a_save_leaves_the_previous_checkpoint_usable(world, tmp_pa
 
 
 def test_partial_gradient_checkpointing_recomputes_the_first_blocks_only(world):
+    """With half the blocks checkpointed, backward runs the first block a second time and not the second; the
+    first then keeps only its input for backward, the second what it kept before; the gradients are the same."""
+    from block_runs import count_block_runs, saves_by_block
+
+    from llava_ln.kernels.accounting import SavedTensorBytes
     from llava_ln.model.parts import decoder_layers_of
     from llava_ln.training.memory.policy import enable_gradient_checkpointing
     from llava_ln.training.strategy import TrainingModule
@@ -155,17 +160,26 @@ def test_partial_gradient_checkpointing_recomputes_the_first_blocks_only(world):
     from llava_ln.tuning.plan import apply_tune_mode
 
     batch = _first_batch(world)
-    grads = []
+    runs, kept, grads = {}, {}, {}
     for ratio in (None, 0.5):
         model, _ = apply_tune_mode(_start_model(world, stage1_run(world)), TuningArguments(tune_mode="ln"))
         if ratio is not None:
             assert enable_gradient_checkpointing(model, ratio) == 1
             assert [b.gradient_checkpointing for b in decoder_layers_of(model)] == [True, False]
         model.train()
-        TrainingModule(model)(batch).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
-    for name in grads[0]:  # recomputation changes memory, not the gradients
-        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
+        counted = count_block_runs(model)
+        with SavedTensorBytes(model) as saved, saves_by_block(model, saved):
+            loss = TrainingModule(model)(batch)
+        forward_runs = list(counted)
+        loss.backward()
+        runs[ratio] = (forward_runs, list(counted))
+        kept[ratio] = [saved.by_scope[index][0] for index in range(len(counted))]
+        grads[ratio] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert runs[None] == ([1, 1], [1, 1])
+    assert runs[0.5] == ([1, 1], [2, 1])  # forward once each; backward recomputes the checkpointed block only
+    assert kept[0.5][1] == kept[None][1] and 0 < kept[0.5][0] < kept[None][0] / 4
+    for name in grads[None]:  # recomputation changes memory, not the gradients
+        torch.testing.assert_close(grads[0.5][name], grads[None][name], rtol=1e-5, atol=1e-7, msg=name)
 
 
 def _first_batch(world) -> dict:

@@ -1,4 +1,4 @@
-"""Issue 2 acceptance: every tune mode on every LLM family trains exactly the table's tensors."""
+"""Every tune mode on every LLM family trains exactly the table's tensors."""
 import re
 
 import pytest

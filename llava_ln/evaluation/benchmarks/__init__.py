@@ -2,6 +2,9 @@
 
   registry   name -> Benchmark (how to find, read and write it, and its default prompt)
   common     EvalItem, LLaVA-1.5's prompt suffixes, finding files in an official layout
-  mme, pope, vqav2, captions   read the official layout as questions; write the official output files
+  mme        MME: read the official layout as questions; write the official output files
+  pope       POPE: the same
+  vqav2      VQAv2: the same
+  captions   COCO / Flickr30k captions: the same
   generic    any LLaVA question file ({question_id, image, text} JSON lines); answers as LLaVA writes them
 """

@@ -11,9 +11,11 @@ Strategies:
   * DeepSpeed ZeRO-3: refused. It partitions every parameter, frozen ones too, by flattening it; a
     bitsandbytes weight is packed integer data whose quantization state (block scales, shape) lives
     beside the tensor and would not follow the pieces. (Partitioning QLoRA under ZeRO-3 needs the
-    weights quantized into a 16-bit storage dtype while zero.Init loads them, which llava-ln's
-    load-then-partition ZeRO-3 path does not do.) The quantized base is small enough to replicate:
-    LLaVA-1.5-13B's block linears take about 6.1 GiB at 4 bits with double quantization.
+    weights quantized into a 16-bit storage dtype as each rank fills its partitions; llava-ln's ZeRO-3
+    build creates the model partitioned inside zero.Init and fills each rank's partitions with the
+    stored values as they are (training/zero/partitioned_init.py, checkpoint/sharded_load.py), quantizing
+    nothing.) The quantized base is small enough to replicate: LLaVA-1.5-13B's block linears take about
+    6.1 GiB at 4 bits with double quantization.
 """
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.quantize import QuantSettings, quant_settings
