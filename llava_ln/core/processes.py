@@ -15,7 +15,7 @@ way that is: a normal end, an exception, Ctrl-C, SIGTERM or a timeout.
                         child group and become SystemExit(143) / KeyboardInterrupt here, once, so that
                         `finally` blocks run (groups ended, temporary folders removed)
   scratch_folder        a temporary folder removed on every way out (or a kept folder, when asked)
-  free_port             a TCP port on 127.0.0.1 that binds now, for a launcher's --master_port
+  free_port             a TCP port on 127.0.0.1 that is free now, for a launcher's --master_port
 
 A SIGKILL cannot be caught: what sends one to a tool should end the tool's group with end_group
 instead (SIGTERM first, so the tool removes its children and folders within the grace period).
@@ -41,18 +41,12 @@ _live: set = set()
 _forwarding = {"depth": 0, "raised": False}
 
 
-def free_port(preferred: int | None = None) -> int:
-    """A port that binds on 127.0.0.1 now: any free one, or the first free one of preferred..preferred+99
-    (launchers started side by side each get a range of their own, so two never pick the same port)."""
-    candidates = [0] if preferred is None else range(preferred, preferred + 100)
-    for port in candidates:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise OSError(f"no free port in {preferred}..{preferred + 99}")
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, as the kernel picks one (from a random offset of its ephemeral range, so
+    launchers started side by side, also from other checkouts on the same machine, rarely meet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def start_in_group(argv: list, **popen_kwargs) -> subprocess.Popen:
