@@ -162,7 +162,8 @@ def forward_stop_signals():
         for process in list(_live - earlier):
             end_group(process)
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            # None: a handler set outside Python, which Python cannot put back; the default is the nearest.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         _forwarding.update(depth=0, raised=False)
 
 
