@@ -31,7 +31,7 @@ demo: setup
 	$(VENV)/bin/llava-ln demo
 
 lint: setup
-	$(VENV)/bin/ruff check llava_ln tests eval scripts
+	$(VENV)/bin/ruff check llava_ln tests eval scripts bench
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

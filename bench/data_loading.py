@@ -4,33 +4,34 @@ Writes a few hundred toy-like images (coloured shapes on a plain background, var
 ratios) and LLaVA-format records to a temp folder, or uses an existing toy world with
 --toy_dir, then times full passes of DataLoader(LlavaDataset) + DataCollator with a
 CLIP-336 image processor (576 image tokens, as in LLaVA-1.5) and a sentencepiece tokenizer
-trained on the spot. Also times indexing (validation of every record) of a large JSON file.
+trained on the spot on the records' text (the toy LLM's tokenizer recipe). Also times indexing
+(validation of every record) of a large JSON file.
 
-    python bench/data_loading.py [--images 300] [--batch_size 8] [--workers 0,2]
+    python -m bench.data_loading [--images 300] [--batch_size 8] [--workers 0,2]
 """
 import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "support"))
-
-import torch  # noqa: E402
-from data_helpers import make_sentencepiece_dir  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from transformers import CLIPImageProcessor  # noqa: E402
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader
+from transformers import CLIPImageProcessor
 
 from llava_ln.core.constants import IMAGE_TOKEN
-from llava_ln.data.args import DataArguments  # noqa: E402
-from llava_ln.data.dataset import build_train_dataset  # noqa: E402
-from llava_ln.data.encode import DataCollator  # noqa: E402
-from llava_ln.data.templates import get_template  # noqa: E402
+from llava_ln.core.processes import forward_stop_signals
+from llava_ln.data.args import DataArguments
+from llava_ln.data.dataset import build_train_dataset
+from llava_ln.data.encode import DataCollator
+from llava_ln.data.templates import get_template
 from llava_ln.model.backbones import load_tokenizer
+from llava_ln.toy.backbones.pretrain_llm import train_tokenizer
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+TOKENIZER_VOCAB = 420
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
@@ -77,6 +78,15 @@ def write_world(root: str, n_images: int, seed: int = 0) -> str:
     return path
 
 
+def write_tokenizer(data_path: str, folder: str) -> str:
+    """A sentencepiece tokenizer trained on the records' text, as the toy LLM's is trained on its corpus."""
+    with open(data_path, encoding="utf-8") as handle:
+        records = json.load(handle)
+    texts = [turn["value"].replace(IMAGE_TOKEN, "") for record in records for turn in record["conversations"]]
+    train_tokenizer(texts, folder, vocab_size=TOKENIZER_VOCAB)
+    return folder
+
+
 def time_passes(dataset, collator, batch_size: int, workers: int, passes: int) -> float:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collator,
                         generator=torch.Generator().manual_seed(0), persistent_workers=workers > 0)
@@ -110,10 +120,10 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--index_records", type=int, default=50000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as root:
+    with forward_stop_signals(), tempfile.TemporaryDirectory() as root:
         os.makedirs(os.path.join(root, "images"))
         data_path = args.toy_dir or write_world(root, args.images)
-        tokenizer = load_tokenizer(make_sentencepiece_dir(root))
+        tokenizer = load_tokenizer(write_tokenizer(data_path, os.path.join(root, "tokenizer")))
         processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
         template = get_template("vicuna_v1", tokenizer)
         dataset = build_train_dataset(DataArguments(data_path=data_path), tokenizer, processor, template,

@@ -7,7 +7,7 @@
 #
 # First installs what the GPU image lacks (DeepSpeed and its helpers into /tmp/site, liger-kernel and
 # bitsandbytes into /tmp/site-extra) from WHEELS (default .wheels/, ignored by git), offline and without
-# dependency resolution, then runs bench/gpu_suite_run.py: toy world -> stage 1 -> stage 2 (ln) under
+# dependency resolution, then runs `python -m bench.gpu_suite_run`: toy world -> stage 1 -> stage 2 (ln) under
 # DeepSpeed ZeRO-2 and ZeRO-3 with a mid-run checkpoint and a resume compared with the straight run ->
 # batched eval (POPE, VQAv2) -> export to transformers (verified) -> 7B-shape throughput of every tune
 # mode next to the plain transformers+PEFT baseline. Each step is timed and checked, and the suite goes
@@ -37,7 +37,6 @@ WHEELS="${WHEELS:-$REPO/.wheels}"
 WORK="${SUITE_WORK:-$(mktemp -d /tmp/gpu_suite.XXXXXX)}"
 mkdir -p "$WORK/logs"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export HF_PEFT_BASELINE="${HF_PEFT_BASELINE:-$REPO/bench/baseline/hf_peft_baseline.py}"
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
 run_args=(--work "$WORK")
@@ -71,9 +70,9 @@ else
   fi
   export PYTHONPATH="/tmp/site:$PYTHONPATH" PATH="/tmp/site/bin:$PATH"
   names=$(for w in "${core[@]}" "${extra[@]}"; do basename "$w"; done | sed 's/-py3.*\|-cp3.*//' | paste -sd, -)
-  "$PYTHON" bench/gpu_suite_install.py "$WORK/install.json" "$status" "$started" "$names" /tmp/site-extra \
+  "$PYTHON" -m bench.gpu_suite_install "$WORK/install.json" "$status" "$started" "$names" /tmp/site-extra \
     2>>"$WORK/logs/install.log"
   run_args+=(--install "$WORK/install.json")
 fi
 
-exec "$PYTHON" bench/gpu_suite_run.py "${run_args[@]}"
+exec "$PYTHON" -m bench.gpu_suite_run "${run_args[@]}"

@@ -1,6 +1,6 @@
 """Record how gpu_suite.sh's wheel install went (WORK/install.json) and whether the installed packages import.
 
-    python bench/gpu_suite_install.py WORK/install.json PIP_STATUS START_EPOCH WHEEL,NAMES,... EXTRA_DIR
+    python -m bench.gpu_suite_install WORK/install.json PIP_STATUS START_EPOCH WHEEL,NAMES,... EXTRA_DIR
 
 PIP_STATUS is "0", pip's exit code, or "missing" when WHEELS held no wheel. The import tries
 are reported, never fatal: the suite's steps say what works. liger-kernel and bitsandbytes are

@@ -1,4 +1,4 @@
-"""The GPU suite's optional quantized-base steps (issue 16): `bash bench/gpu_suite.sh --quant`.
+"""The GPU suite's optional quantized-base steps: `bash bench/gpu_suite.sh --quant`.
 
 They run INSTEAD of the usual steps, in a device call of their own (the usual suite fills its budget),
 after toy_world:
@@ -9,9 +9,9 @@ after toy_world:
   quant_export_hf4    `llava-ln export --format hf --bits 4` on the GPU, verified in a fresh transformers process
   quant_13b_ln        bench/quantized_throughput.py, 13B shape, `ln` at 4 bits, batch 16 x 2048 per optimizer
                       step through accumulation (micro-batches 4 and 2); passes when some micro-batch peaks at
-                      or below 24 GiB (the issue's target)
+                      or below 24 GiB (the target: a 24 GB card)
   quant_13b_qlora     the same for QLoRA (`lora` r=128 on the 4-bit base), micro-batch 4
-  quant_13b_baseline  ../shared/bench/hf_peft_baseline.py --size 13b --modes lora --batch 4 (bf16 LoRA, no
+  quant_13b_baseline  bench/baseline/hf_peft_baseline.py --size 13b --modes lora --batch 4 (bf16 LoRA, no
                       quantization): the tokens/s and peak that quant_table puts ours next to
 bitsandbytes comes from the suite's /tmp/site-extra (the usual steps never see it); these steps put it on
 their PYTHONPATH. Expected: about 5 minutes on an H200 after the install.
@@ -20,13 +20,13 @@ import math
 import os
 import sys
 
-import gpu_suite_checks as checks
-from gpu_suite_runner import Step
+from bench import gpu_suite_checks as checks
+from bench.gpu_suite_runner import Step
 
 SITE_EXTRA = "/tmp/site-extra"
 EVAL_BATCH = 16
 TARGET_PEAK_GIB = 24.0
-SHAPES = {  # bench/quantized_throughput.py flags per profile device
+THROUGHPUT_FLAGS = {  # bench/quantized_throughput.py flags per profile device
     "cuda": ["--size", "13b", "--batch", "16", "--seq", "2048", "--steps", "2", "--warmup", "1"],
     "cpu": ["--size", "tiny", "--batch", "4", "--seq", "128", "--steps", "1", "--warmup", "1"],
 }
@@ -43,10 +43,10 @@ def quant_steps(world: str, runs: str, logs: str, p, baseline: str, train_argv, 
     evaluated, exported = os.path.join(runs, "quant_eval_vqav2"), os.path.join(runs, "quant_export_hf4")
     ln_log, qlora_log, base_log = (os.path.join(logs, f"{n}.out") for n in ("quant_13b_ln", "quant_13b_qlora",
                                                                             "quant_13b_baseline"))
-    shapes, (ln_micro, qlora_micro, base_micro) = SHAPES[p.device], MICRO[p.device]
-    bench = [sys.executable, "bench/quantized_throughput.py", "--bits", "4", *shapes]
+    shapes, (ln_micro, qlora_micro, base_micro) = THROUGHPUT_FLAGS[p.device], MICRO[p.device]
+    bench = [sys.executable, "-m", "bench.quantized_throughput", "--bits", "4", *shapes]
     return [
-        Step("quant_zero2_ln", lambda: train_argv(world, p, 2, 2, run, bits=4), p.train_timeout_s,
+        Step("quant_zero2_ln", lambda: train_argv(world, p, 2, run, "", bits=4), p.train_timeout_s,
              needs=("toy_world",), env=_env(),
              facts=lambda: checks.train_facts(run, 2, p.precision, p.device, checkpoint_step=p.stage2_steps // 2)),
         Step("quant_eval_vqav2", lambda: cli("eval", "--benchmark", "vqav2", "--model_path", run,

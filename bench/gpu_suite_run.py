@@ -1,6 +1,6 @@
 """The GPU suite's steps and its summary (bench/gpu_suite.sh installs the wheels, then runs this).
 
-    python bench/gpu_suite_run.py --work DIR [--dry_run] [--quant] [--install DIR/install.json]
+    python -m bench.gpu_suite_run --work DIR [--dry_run] [--quant] [--install DIR/install.json]
 
 Steps, each timed, checked and continued past when it fails:
   toy_world                      `llava-ln toy`
@@ -9,8 +9,11 @@ Steps, each timed, checked and continued past when it fails:
   zero{2,3}_resume               stage 2 again from that checkpoint: final weights vs the straight run
   eval_pope, eval_vqav2          `llava-ln eval --score`, batch 16, of the ZeRO-3 stage-2 run
   export_hf                      `llava-ln export --format hf` (verified in a fresh transformers process)
-  throughput_llava_ln            bench/train_throughput.py, every tune mode, 7B shape
-  throughput_baseline            the plain transformers+PEFT loop (hf_peft_baseline.py), same shapes, same call
+  throughput_llava_ln            bench.train_throughput, every tune mode, 7B shape
+  throughput_baseline            the plain transformers+PEFT loop (bench/baseline/hf_peft_baseline.py), same
+                                 shapes, same call
+The trainings are the demo's recipe (llava_ln.experiments.recipe: the same flags `llava-ln demo` trains
+with) at the profile's size, with the suite's logging, checkpoint and precision flags after them.
 With --quant, toy_world and then only the quantized-base steps of bench/gpu_suite_quant.py run (a
 4-bit ZeRO-2 run, its eval and 4-bit export, the 13B-shape 4-bit throughput next to the baseline's LoRA).
 The ZeRO-2 and ZeRO-3 chains run side by side, and so do the two evaluations and the export
@@ -23,19 +26,22 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpu_suite_checks as checks  # noqa: E402
-from gpu_suite_runner import Runner, Step, print_summary, write_outputs  # noqa: E402
+from bench import gpu_suite_checks as checks
+from bench import hf_baseline
+from bench.gpu_suite_runner import Runner, Step, print_summary, write_outputs
+from llava_ln.core.processes import forward_stop_signals, free_port, run_in_group
+from llava_ln.experiments.recipe import DemoRecipe, stage1_argv, stage2_argv
+from llava_ln.tuning.modes import TUNE_MODES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALL_MODES = "ln_simple,connector,ln,lora,full,attn_qv,attn_mlp"
-BASELINE_MODES = "ln_simple,connector,ln,lora,full"  # what hf_peft_baseline.py implements
+# Every tune mode, the baseline's first and in its order, so the two throughput runs go mode for mode.
+BASELINE_MODES = ",".join(hf_baseline.MODES)
+ALL_MODES = ",".join([*hf_baseline.MODES, *(mode for mode in TUNE_MODES if mode not in hf_baseline.MODES)])
 EVAL_BATCH = 16
 
 
@@ -72,46 +78,38 @@ PROFILES = {
 }
 
 
-def _free_port(preferred: int) -> int:
-    """The first port from `preferred` that binds now: each chain has its own range, so the ZeRO-2 and
-    ZeRO-3 chains that start side by side never pick the same one."""
-    for port in range(preferred, preferred + 100):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {preferred}..{preferred + 99}")
-
-
 def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "llava_ln.cli", *map(str, args)]
 
 
-def _train_argv(world: str, p: Profile, stage: int, zero: int, out: str, **extra) -> list[str]:
-    """One rank under the real `deepspeed` launcher (python -m deepspeed.launcher.runner is that script)."""
-    port = _free_port(29400 + 100 * zero)
-    argv = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "1", "--master_port", port,
-            "llava_ln/train.py", "--deepspeed", f"zero_configs/zero{zero}.json",
-            "--model_name_or_path", f"{world}/llm", "--vision_tower", f"{world}/vision",
-            "--image_folder", f"{world}/images", "--image_aspect_ratio", "pad", "--model_max_length", "512",
-            "--per_device_train_batch_size", p.batch, "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.1",
-            "--logging_steps", "1", "--report_to", "none", "--seed", "0", "--disable_tqdm", "true",
-            "--output_dir", out]
-    if p.precision == "bf16":
-        argv.append("--bf16")
-    if stage == 1:
-        argv += ["--data_path", f"{world}/data/pretrain.json", "--conv_template", "plain", "--tune_mode", "connector",
-                 "--max_steps", p.stage1_steps, "--learning_rate", "2e-3", "--save_strategy", "no"]
+def recipe_of(p: Profile) -> DemoRecipe:
+    """The demo's recipe at the profile's size (batch, steps, captions mixed into stage 2)."""
+    return DemoRecipe(batch_size=p.batch, stage1_steps=p.stage1_steps, stage2_steps=p.stage2_steps,
+                      stage2_data=f"conversation,captions:{p.stage2_captions}")
+
+
+def _train_argv(world: str, p: Profile, zero: int, out: str, stage1: str | None = None, **extra) -> list[str]:
+    """One rank under the real `deepspeed` launcher (python -m deepspeed.launcher.runner is that script): the
+    recipe's stage 1 (stage1 None) or stage 2 from the stage-1 run `stage1` ("" for a fresh connector), then the
+    suite's own flags and `extra` (later flags win)."""
+    recipe = recipe_of(p)
+    if stage1 is None:
+        argv = stage1_argv(world, recipe, out)
     else:
-        argv += ["--data_path", f"{world}/data/instruct_conversation.json,{world}/data/pretrain.json:{p.stage2_captions}",
-                 "--conv_template", "vicuna_v1", "--tune_mode", "ln", "--max_steps", p.stage2_steps,
-                 "--learning_rate", "2e-3", "--norm_lr", "1e-2", "--mm_projector_lr", "1e-3",
-                 "--save_strategy", "steps", "--save_steps", p.stage2_steps // 2]
+        argv = stage2_argv(world, recipe, out, stage1)
+        if not stage1:
+            at = argv.index("--pretrain_mm_mlp_adapter")
+            del argv[at:at + 2]
+        argv += ["--save_strategy", "steps", "--save_steps", p.stage2_steps // 2]
+    argv += ["--logging_steps", "1", "--disable_tqdm", "true"] + (["--bf16"] if p.precision == "bf16" else [])
     for key, value in extra.items():
         argv += [f"--{key}", value]
-    return [str(a) for a in argv]
+    # A port the kernel picks (at a random offset of its range), not a fixed range: suites of other checkouts
+    # may run on the same machine at the same time.
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "1",
+                "--master_port", free_port(), "llava_ln/train.py",
+                "--deepspeed", f"zero_configs/zero{zero}.json"]
+    return [str(a) for a in launcher + argv]
 
 
 def zero_chain(world: str, runs: str, p: Profile, zero: int) -> list[Step]:
@@ -119,12 +117,12 @@ def zero_chain(world: str, runs: str, p: Profile, zero: int) -> list[Step]:
     middle = p.stage2_steps // 2
     # argv are built when each step starts, so that the master port is free at that moment
     return [
-        Step(f"zero{zero}_stage1", lambda: _train_argv(world, p, 1, zero, stage1), p.train_timeout_s,
+        Step(f"zero{zero}_stage1", lambda: _train_argv(world, p, zero, stage1), p.train_timeout_s,
              facts=lambda: checks.train_facts(stage1, zero, p.precision, p.device)),
-        Step(f"zero{zero}_stage2", lambda: _train_argv(world, p, 2, zero, straight, pretrain_mm_mlp_adapter=stage1),
+        Step(f"zero{zero}_stage2", lambda: _train_argv(world, p, zero, straight, stage1),
              p.train_timeout_s, needs=(f"zero{zero}_stage1",),
              facts=lambda: checks.train_facts(straight, zero, p.precision, p.device, checkpoint_step=middle)),
-        Step(f"zero{zero}_resume", lambda: _train_argv(world, p, 2, zero, resumed, pretrain_mm_mlp_adapter=stage1,
+        Step(f"zero{zero}_resume", lambda: _train_argv(world, p, zero, resumed, stage1,
                                                        resume_from_checkpoint=f"{straight}/checkpoint-{middle}"),
              p.train_timeout_s, needs=(f"zero{zero}_stage2",),
              facts=lambda: checks.resume_facts(straight, resumed, middle, p.resume_tolerance)),
@@ -153,7 +151,7 @@ def later_steps(world: str, runs: str, logs: str, p: Profile, baseline: str, mod
         facts=lambda: checks.export_facts(export_dir, os.path.join(logs, "export_hf.out"))))
     ours, theirs = os.path.join(logs, "throughput_llava_ln.out"), os.path.join(logs, "throughput_baseline.out")
     throughput = [
-        Step("throughput_llava_ln", [sys.executable, "bench/train_throughput.py", "--modes", ALL_MODES, *p.throughput],
+        Step("throughput_llava_ln", [sys.executable, "-m", "bench.train_throughput", "--modes", ALL_MODES, *p.throughput],
              p.throughput_timeout_s, facts=lambda: checks.throughput_facts(ours, ALL_MODES.split(","))),
         Step("throughput_baseline", [sys.executable, baseline, "--modes", BASELINE_MODES, *p.throughput],
              p.throughput_timeout_s, facts=lambda: checks.throughput_facts(theirs, BASELINE_MODES.split(","))),
@@ -162,10 +160,8 @@ def later_steps(world: str, runs: str, logs: str, p: Profile, baseline: str, mod
 
 
 def find_baseline() -> str:
-    """$HF_PEFT_BASELINE, else the repository's copy (bench/baseline/), else the copy beside the wheels."""
-    candidates = [os.environ.get("HF_PEFT_BASELINE", ""), os.path.join(REPO, "bench", "baseline", "hf_peft_baseline.py"),
-                  os.path.join(REPO, ".wheels", "hf_peft_baseline.py")]
-    return next((c for c in candidates if c and os.path.exists(c)), candidates[0] or candidates[1])
+    """$HF_PEFT_BASELINE, else the repository's copy (bench/baseline/)."""
+    return os.environ.get("HF_PEFT_BASELINE") or hf_baseline.SCRIPT
 
 
 def environment() -> dict:
@@ -181,12 +177,12 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             env[package] = None
     try:
-        env["gpu"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                                     "--format=csv,noheader"], capture_output=True, text=True, timeout=30
-                                    ).stdout.strip() or None
+        env["gpu"] = run_in_group(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                   "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+                                  ).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         env["gpu"] = None
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    commit = run_in_group(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     env["commit"] = commit.stdout.strip() or None
     return env
 
@@ -200,6 +196,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quant", action="store_true", help="run the quantized-base steps (gpu_suite_quant.py) "
                         "instead of the usual ones")
     args = parser.parse_args(argv)
+    with forward_stop_signals():  # Ctrl-C or SIGTERM reach the running steps, and no further step starts
+        return run_suite(args)
+
+
+def run_suite(args) -> int:
     name = "dry_run" if args.dry_run else "gpu"
     profile = PROFILES[name]
     if args.budget_s:
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
     runner.run(Step("toy_world", _cli("toy", "--out", world, "--scale", profile.toy_scale), profile.eval_timeout_s))
     ours, theirs = os.path.join(logs, "throughput_llava_ln.out"), os.path.join(logs, "throughput_baseline.out")
     if args.quant:  # the quantized-base steps alone (bench/gpu_suite_quant.py)
-        from gpu_suite_quant import quant_steps, quant_table
+        from bench.gpu_suite_quant import quant_steps, quant_table
 
         quant = quant_steps(world, runs, logs, profile, find_baseline(), _train_argv, _cli)
         runner.run_chains([quant])

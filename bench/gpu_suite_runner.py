@@ -1,15 +1,15 @@
 """Runs the GPU suite's steps: each a command with its own log, time limit, prerequisites and fact check.
 
-A step's command runs in its own process group, so a timeout ends the launcher and every rank it
-started; what the step wrote stays for its fact check (a throughput run cut short still reports
-the modes it finished). A step whose prerequisite did not pass, or that would start after the
-suite's deadline, is recorded as skipped, so a hang costs one step's time limit and the summary
-is always written. Chains of steps can run side by side (one thread each, for the tiny toy runs);
-the steps of one chain run in order.
+A step's command runs in its own process group (core.processes.run_in_group), so a timeout ends the
+launcher and every rank it started, and so does the suite's own end, whichever way it ends; what the
+step wrote stays for its fact check (a throughput run cut short still reports the modes it finished).
+A step whose prerequisite did not pass, or that would start after the suite's deadline or once the suite
+is stopping, is recorded as skipped, so a hang costs one step's time limit and the summary is always
+written. Chains of steps can run side by side (one thread each, for the tiny toy runs); the steps of one
+chain run in order.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -18,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
+
+from llava_ln.core.processes import run_in_group
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Runner:
         self.started = time.time()
         self.deadline = self.started + budget_s
         self.results: dict[str, dict] = {}
+        self.stopping = False  # set when the suite itself is interrupted: no further step starts
         self._lock = threading.Lock()
         os.makedirs(logs, exist_ok=True)
 
@@ -61,6 +64,8 @@ class Runner:
             return f"needs one of {', '.join(step.needs_any)}"
         if self.deadline - time.time() < 5:
             return "suite budget spent"
+        if self.stopping:
+            return "suite interrupted"
         return None
 
     def run(self, step: Step) -> dict:
@@ -74,14 +79,12 @@ class Runner:
         with open(out_path, "w") as out, open(err_path, "w") as err:
             err.write("$ " + " ".join(argv) + "\n")  # in .err, so .out is exactly what the command printed
             err.flush()
-            process = subprocess.Popen(argv, cwd=self.repo, stdout=out, stderr=err, start_new_session=True,
-                                       env={**os.environ, "PYTHONUNBUFFERED": "1", **step.env})
             try:
-                rc = process.wait(timeout=timeout)
+                rc = run_in_group(argv, timeout=timeout, cwd=self.repo, stdout=out, stderr=err,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **step.env}).returncode
                 timed_out = False
             except subprocess.TimeoutExpired:
                 rc, timed_out = None, True
-                _end_group(process)
         result = {"seconds": round(time.time() - tick, 1), "rc": rc, "timeout_s": round(timeout)}
         facts = _safe_facts(step)
         problems = facts.pop("problems", [])
@@ -99,22 +102,13 @@ class Runner:
     def run_chains(self, chains: list[list[Step]]) -> None:
         """Each chain in its own thread; the steps of a chain in order."""
         with ThreadPoolExecutor(max_workers=max(len(chains), 1)) as pool:
-            for future in [pool.submit(lambda c=chain: [self.run(s) for s in c]) for chain in chains]:
-                future.result()
-
-
-def _end_group(process: subprocess.Popen) -> None:
-    """Terminate the step's process group (launcher and ranks), then kill what is left."""
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            futures = [pool.submit(lambda c=chain: [self.run(s) for s in c]) for chain in chains]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # Ctrl-C or SIGTERM (forward_stop_signals): the running steps got it too
+                self.stopping = True
+                raise
 
 
 def _safe_facts(step: Step) -> dict:

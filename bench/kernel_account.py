@@ -1,12 +1,12 @@
 """Exact per-token cost of a LLaMA step with and without llava-ln's lean kernels, on the meta device.
 
-Counterpart of ../shared/bench/step_account.py (same shapes, same counting): a plain
+Counterpart of bench/baseline/step_account.py (same shapes, same counting): a plain
 transformers LLaMA in bf16 with attention as a flash kernel stores it, tuned in ln_simple or
 ln (linear layers frozen), and `--kernels none` (transformers' modules) or `torch` (the
 lean autograd functions swapped in by llava_ln.kernels.apply_kernels). No weights exist and
 nothing is computed, so the 7B shape runs in seconds on a CPU. Per block = (3 layers - 1 layer) / 2.
 
-    python bench/kernel_account.py --modes ln_simple,ln --kernels none,torch
+    python -m bench.kernel_account --modes ln_simple,ln --kernels none,torch
 
 One JSON line per (mode, kernels): saved bytes per token per block (`packed` counts every
 save, as step_account.py does; `unique` counts each tensor kept alive once), FLOPs per token
@@ -16,25 +16,19 @@ unfused (bf16 logits, fp32 cross-entropy) with kernels none, the chunked fused l
 """
 import argparse
 import json
-import os
-import sys
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from llava_ln.kernels.accounting import SavedTensorBytes, register_flash_like_attention  # noqa: E402
-from llava_ln.kernels.apply import apply_kernels  # noqa: E402
-from llava_ln.kernels.fused_loss import fused_linear_cross_entropy  # noqa: E402
-
-SHAPE_7B = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
-                vocab_size=32000, max_position_embeddings=4096)
+from llava_ln.kernels.accounting import SavedTensorBytes, register_flash_like_attention
+from llava_ln.kernels.apply import apply_kernels
+from llava_ln.kernels.fused_loss import fused_linear_cross_entropy
+from llava_ln.model.shapes import llm_config
 
 
 def build(layers: int, mode: str, kernels: str, attention: str):
-    config = LlamaConfig(**SHAPE_7B, num_hidden_layers=layers, attn_implementation=attention)
+    config = llm_config("7b", num_hidden_layers=layers, attn_implementation=attention)
     with torch.device("meta"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     for name, param in model.named_parameters():  # the tuning rule of step_account.py
@@ -59,7 +53,7 @@ def measure_blocks(layers: int, mode: str, kernels: str, seq: int, attention: st
 
 def measure_head(mode: str, kernels: str, rows: int):
     """Saved bytes and FLOPs of the LM head + cross-entropy over `rows` supervised tokens."""
-    config = LlamaConfig(**SHAPE_7B, num_hidden_layers=1)
+    config = llm_config("7b", num_hidden_layers=1)
     with torch.device("meta"):
         head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=torch.bfloat16)
         hidden = torch.zeros(rows, config.hidden_size, dtype=torch.bfloat16, requires_grad=True)

@@ -20,7 +20,6 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHEELS="${WHEELS:-$REPO/.wheels}"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
-[ -x "$PYTHON" ] || PYTHON=/work/main/.venv/bin/python
 [ -x "$PYTHON" ] || PYTHON=python3
 WITH_BNB="${WITH_BNB:-1}"
 

@@ -1,14 +1,14 @@
-"""Training throughput and peak memory on a 4-bit (or 8-bit) base, with gradient accumulation (issue 16).
+"""Training throughput and peak memory on a 4-bit (or 8-bit) base, with gradient accumulation.
 
 The GPU target: LLaVA-1.5-13B shape, `ln` at 4 bits, a batch of 16 x 2048 tokens per optimizer step
 reached through gradient accumulation, peak memory at most 24 GiB (a 24 GB card), and tokens/s next
 to the plain transformers + PEFT LoRA baseline at the same micro-batch (the GPU suite runs
-../shared/bench/hf_peft_baseline.py --size 13b --modes lora beside it):
+bench/baseline/hf_peft_baseline.py --size 13b --modes lora beside it):
 
-    python bench/quantized_throughput.py --size 13b --modes ln,ln_simple,lora --bits 4 --batch 16 --micro_batches 4,2
+    python -m bench.quantized_throughput --size 13b --modes ln,ln_simple,lora --bits 4 --batch 16 --micro_batches 4,2
 
 What runs is `llava-ln train --bits 4`'s step minus data loading: build_mllm on the meta device,
-random bf16 weights on the GPU (train_throughput.materialise), quantize_llm_linears on the GPU (as
+random bf16 weights on the GPU (training_step.materialise), quantize_llm_linears on the GPU (as
 train.py does), apply_tune_mode (LoRA on the quantized layers is QLoRA), gradient checkpointing,
 TorchStrategy (fp32 masters of what trains, autocast bf16, fused AdamW), then per optimizer step
 batch/micro forward_backward calls and one optimizer_step on batches in the collator's contract.
@@ -18,36 +18,32 @@ memory held before the first step, and `llava-ln describe`'s static estimate for
 """
 import argparse
 import gc
-import json
-import os
 import sys
 import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from train_throughput import SIZES, materialise, synthetic_batch, write_configs  # noqa: E402
-
-from llava_ln.core.distributed import DistContext  # noqa: E402
-from llava_ln.model.builder import build_mllm  # noqa: E402
-from llava_ln.model.parts import unwrap  # noqa: E402
-from llava_ln.model.quantize import quant_settings, quantize_llm_linears, quantized_footprint  # noqa: E402
-from llava_ln.training.args import TrainingArguments  # noqa: E402
-from llava_ln.training.memory.policy import enable_gradient_checkpointing, resolve_precision  # noqa: E402
-from llava_ln.training.memory.policy import static_memory_per_gpu as static_memory  # noqa: E402
-from llava_ln.training.strategy import TorchStrategy  # noqa: E402
-from llava_ln.tuning.args import TuningArguments  # noqa: E402
-from llava_ln.tuning.plan import apply_tune_mode  # noqa: E402
+from bench import training_step
+from llava_ln.core.distributed import DistContext
+from llava_ln.core.processes import forward_stop_signals
+from llava_ln.model.builder import build_mllm
+from llava_ln.model.parts import unwrap
+from llava_ln.model.quantize import quant_settings, quantize_llm_linears, quantized_footprint
+from llava_ln.model.shapes import SHAPES
+from llava_ln.training.args import TrainingArguments
+from llava_ln.training.memory.policy import enable_gradient_checkpointing, resolve_precision
+from llava_ln.training.memory.policy import static_memory_per_gpu as static_memory
+from llava_ln.training.strategy import TorchStrategy
+from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.plan import apply_tune_mode
 
 TARGET_PEAK_GIB = 24.0
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", default="13b", choices=sorted(SIZES))
+    parser.add_argument("--size", default="13b", choices=sorted(SHAPES))
     parser.add_argument("--modes", default="ln")
     parser.add_argument("--bits", type=int, default=4, choices=(4, 8))
     parser.add_argument("--quant_type", default="nf4", choices=("nf4", "fp4"))
@@ -73,7 +69,7 @@ def build(mode: str, opts, model_args, device, precision):
         torch.set_default_dtype(previous)
     settings = quant_settings(opts.bits, opts.quant_type, bool(opts.double_quant))
     footprint = quantized_footprint(model, settings)
-    materialise(model, device, precision.compute_dtype)
+    training_step.materialise(model, device, precision.compute_dtype)
     quantize_llm_linears(model, settings, device=device)
     model, plan = apply_tune_mode(model, TuningArguments(tune_mode=mode))
     return model, spec, plan, settings, footprint
@@ -98,27 +94,22 @@ def run(mode: str, micro: int, opts, model_args, device) -> dict:
     total = sum(c["total"] for c in counts.values())
     estimate = static_memory(total - trainable, trainable, "torch", num_gpus=1, bf16=precision.bf16,
                              quantized_params=footprint.params, quantized_bytes=footprint.bytes)
-    config = unwrap(model).config
-    batch = synthetic_batch(spec, config.text_config.vocab_size, config.vision_config.image_size, micro, opts.seq,
-                            device)
+    batch = training_step.device_batch(model, spec, micro, opts.seq, device)
     if device.type == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.synchronize()
         held_gib = torch.cuda.memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
-    times, losses = [], []
-    for step in range(opts.warmup + opts.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        tick = time.perf_counter()
-        for index in range(accumulation):
-            losses.append(float(strategy.forward_backward(batch, last_micro_step=index == accumulation - 1)))
+
+    def step() -> list:
+        losses = [float(strategy.forward_backward(batch, last_micro_step=index == accumulation - 1))
+                  for index in range(accumulation)]
         strategy.optimizer_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= opts.warmup:
-            times.append(time.perf_counter() - tick)
+        return losses
+
+    times, per_step = training_step.timed_steps(step, opts.warmup, opts.steps, device)
+    losses = [loss for step_losses in per_step for loss in step_losses]
     step_s = sorted(times)[len(times) // 2]
     result = dict(mode=mode, size=opts.size, impl="llava-ln", quantization=settings.describe(), bits=opts.bits,
                   batch=opts.batch, micro_batch=micro, accumulation=accumulation, seq=opts.seq,
@@ -130,32 +121,20 @@ def run(mode: str, micro: int, opts, model_args, device) -> dict:
     if device.type == "cuda":
         result.update(peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2), held_gib=round(held_gib, 2),
                       gpu=torch.cuda.get_device_name(), target_peak_gib=TARGET_PEAK_GIB)
-    del model, strategy, batch
     return result
 
 
 def main(argv=None) -> int:
     opts = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    import bitsandbytes
-    import peft
-    import transformers
-
-    print(json.dumps(dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
-                          bitsandbytes=bitsandbytes.__version__, impl="llava-ln")), flush=True)
-    with tempfile.TemporaryDirectory() as root:
-        model_args = write_configs(root, opts.size)
-        model_args.attn_implementation = opts.attn
-        for mode in opts.modes.split(","):
-            for micro in (int(m) for m in opts.micro_batches.split(",")):
-                try:
-                    print(json.dumps(run(mode, micro, opts, model_args, device)), flush=True)
-                except torch.OutOfMemoryError as err:
-                    print(json.dumps(dict(mode=mode, size=opts.size, micro_batch=micro, impl="llava-ln",
-                                          error="OOM", detail=str(err)[:200])), flush=True)
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+    print(training_step.versions_line("bitsandbytes"), flush=True)
+    with forward_stop_signals(), tempfile.TemporaryDirectory() as root:
+        model_args = training_step.shape_model_args(root, opts.size, opts.attn)
+        micro_batches = [int(m) for m in opts.micro_batches.split(",")]
+        runs = [(dict(mode=mode, size=opts.size, micro_batch=micro),
+                 lambda mode=mode, micro=micro: run(mode, micro, opts, model_args, device))
+                for mode in opts.modes.split(",") for micro in micro_batches]
+        training_step.print_results(runs, device)
     return 0
 
 

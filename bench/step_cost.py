@@ -1,6 +1,6 @@
 """Exact, machine-independent cost of one training step at the LLaVA-1.5 shape: llava-ln's real step vs plain transformers.
 
-    python bench/step_cost.py --shape llava-7b --mode ln --batch 8 --seq 2048 \
+    python -m bench.step_cost --shape llava-7b --mode ln --batch 8 --seq 2048 \
         [--gradient_checkpointing on|off|auto] [--memory_budget_gib G] [--kernels auto|torch|none] --json
 
 Runs on the meta device: no weights exist and nothing is computed, so a 13B step costs seconds on a CPU.
@@ -9,8 +9,8 @@ llava-ln's side is the project's own training step: the model built as `llava-ln
 are applied), the blocks checkpointed as --gradient_checkpointing decides (auto: training.memory.recompute's
 plan for --memory_budget_gib, plain PyTorch strategy on one GPU, bf16). The baseline is plain
 transformers' LlavaForConditionalGeneration (+ PEFT LoRA r128 for lora) with its own loss on full
-logits, trainable tensors chosen as ../shared/bench/hf_peft_baseline.py chooses them, no checkpointing:
-the counting method of ../shared/bench/step_account.py, re-implemented. Both sides count attention as a
+logits, trainable tensors chosen as bench/baseline/hf_peft_baseline.py chooses them, no checkpointing:
+the counting method of bench/baseline/step_account.py, re-implemented. Both sides count attention as a
 flash kernel stores it (q, k, v, output, log-sum-exp) and run the module in bf16.
 
 Prints ONE JSON object. Per token of the micro-batch (batch x seq): `saved_bytes_per_token_per_block`
@@ -21,7 +21,6 @@ and a `baseline` object with the same keys. --shape tiny runs a toy-sized model 
 """
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -29,14 +28,12 @@ import time
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from train_throughput import write_configs  # noqa: E402
-
-from llava_ln.kernels.accounting import register_flash_like_attention  # noqa: E402
-from llava_ln.training.args import gradient_checkpointing_choice  # noqa: E402
-from llava_ln.training.memory.policy import GIB  # noqa: E402
+from bench import hf_baseline
+from bench.training_step import shape_model_args
+from llava_ln.core.processes import forward_stop_signals
+from llava_ln.kernels.accounting import register_flash_like_attention
+from llava_ln.training.args import gradient_checkpointing_choice
+from llava_ln.training.memory.policy import GIB
 from llava_ln.training.memory.recompute import (
     StepMemory,
     head_working_bytes,
@@ -44,17 +41,16 @@ from llava_ln.training.memory.recompute import (
     static_bytes_of,
     step_memory,
 )
-from llava_ln.training.memory.step_account import BlockScopes, batch_for, measure_step, meta_training_model  # noqa: E402
-from llava_ln.tuning.args import TuningArguments  # noqa: E402
+from llava_ln.training.memory.step_account import BlockScopes, batch_for, measure_step, meta_training_model
+from llava_ln.tuning.args import TuningArguments
 
-SHAPES = {"llava-7b": "7b", "llava-13b": "13b", "tiny": "tiny"}
-MODES = ("ln_simple", "ln", "lora", "full", "connector")
+SHAPES = {"llava-7b": "7b", "llava-13b": "13b", "tiny": "tiny"}  # --shape -> llava_ln.model.shapes
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", default="llava-7b", choices=sorted(SHAPES))
-    parser.add_argument("--mode", default="ln", choices=MODES)
+    parser.add_argument("--mode", default="ln", choices=hf_baseline.MODES)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--gradient_checkpointing", default="auto", help="on | off | auto")
@@ -103,21 +99,12 @@ def llava_ln_step(model_args, opts) -> dict:
             "plan": plan.reason}, spec
 
 
-def _baseline_trainable(name: str, mode: str) -> bool:
-    """hf_peft_baseline.py's choice of trainable tensors, by name."""
-    llm, connector, head = ".language_model." in name, "multi_modal_projector" in name, name.startswith("lm_head")
-    norm = llm and (".input_layernorm." in name or ".post_attention_layernorm." in name
-                    or name.endswith("language_model.norm.weight"))
-    return {"full": llm or connector or head, "ln": norm or connector or "embed_tokens" in name or head,
-            "ln_simple": norm, "connector": connector, "lora": connector}[mode]
-
-
 def baseline_step(model_args, opts, spec) -> dict:
     """Plain transformers (+ PEFT), its own loss on full logits, no checkpointing, on the meta device."""
     from transformers import AutoConfig, CLIPVisionConfig
 
     text = AutoConfig.from_pretrained(model_args.model_name_or_path)
-    text.vocab_size += 1  # the <image> token, appended as hf_peft_baseline.py does
+    text.vocab_size += 1  # the <image> token, appended as the baseline does
     config = LlavaConfig(vision_config=CLIPVisionConfig.from_pretrained(model_args.vision_tower), text_config=text,
                          image_token_index=text.vocab_size - 1, vision_feature_layer=-2,
                          vision_feature_select_strategy="default")
@@ -125,7 +112,7 @@ def baseline_step(model_args, opts, spec) -> dict:
         model = LlavaForConditionalGeneration._from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
     model.model.language_model.config._attn_implementation = register_flash_like_attention()
     for name, param in model.named_parameters():
-        param.requires_grad_(_baseline_trainable(name, opts.mode))
+        param.requires_grad_(hf_baseline.trains(name, opts.mode))
     if opts.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -173,9 +160,8 @@ def main(argv=None) -> int:
     started = time.time()
     import transformers
 
-    with tempfile.TemporaryDirectory() as root:
-        model_args = write_configs(root, SHAPES[opts.shape])
-        model_args.attn_implementation = "sdpa"
+    with forward_stop_signals(), tempfile.TemporaryDirectory() as root:
+        model_args = shape_model_args(root, SHAPES[opts.shape], "sdpa")
         ours, spec = llava_ln_step(model_args, opts)
         baseline = baseline_step(model_args, opts, spec)
     result = {"shape": opts.shape, "mode": opts.mode, "batch": opts.batch, "seq": opts.seq,

@@ -8,7 +8,7 @@ the toy VQAv2 questions and the POPE splits greedily (the evaluation code's prom
 and batched generator); VQA is scored with the official soft accuracy, POPE with the
 official answer rule. Prints the scores and the training time of each stage.
 
-    python bench/toy_learnability.py [--world DIR] [--stage1_steps 300] [--stage2_steps 600] [--modes ln,full]
+    python -m bench.toy_learnability [--world DIR] [--stage1_steps 300] [--stage2_steps 600] [--modes ln,full]
 
 Defaults are the demo-sized recipe: 300 connector steps on captions, then 600 steps of batch
 16 on instruct_conversation.json (about 2.5 minutes of training on an idle 2-core CPU).
@@ -19,36 +19,31 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
+import torch
+from torch.utils.data import DataLoader
+
+from llava_ln.core.processes import forward_stop_signals, scratch_folder
+from llava_ln.data.args import DataArguments
+from llava_ln.data.dataset import build_train_dataset, load_data_components
+from llava_ln.data.encode import DataCollator
+from llava_ln.data.images import ImageLoader
+from llava_ln.data.templates import get_template
+from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, PromptEncoder
+from llava_ln.evaluation.model_loading import EvalModel
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.builder import build_mllm
+from llava_ln.model.forward import multimodal_forward
+from llava_ln.scoring.mme import score_mme_subtask
+from llava_ln.scoring.pope import parse_pope_answer, pope_metrics
+from llava_ln.scoring.vqa import question_accuracy
+from llava_ln.toy import layout
+from llava_ln.toy.generate import write_toy_world
+from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.plan import apply_tune_mode
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from llava_ln.data.args import DataArguments  # noqa: E402
-from llava_ln.data.dataset import build_train_dataset, load_data_components  # noqa: E402
-from llava_ln.data.encode import DataCollator  # noqa: E402
-from llava_ln.data.images import ImageLoader  # noqa: E402
-from llava_ln.data.templates import get_template  # noqa: E402
-from llava_ln.evaluation.generation import (  # noqa: E402
-    AnswerGenerator,
-    GenerationSettings,
-    PromptEncoder,  # noqa: E402
-)
-from llava_ln.evaluation.model_loading import EvalModel  # noqa: E402
-from llava_ln.model.args import ModelArguments  # noqa: E402
-from llava_ln.model.builder import build_mllm  # noqa: E402
-from llava_ln.model.forward import multimodal_forward  # noqa: E402
-from llava_ln.scoring.mme import score_mme_subtask  # noqa: E402
-from llava_ln.scoring.pope import parse_pope_answer, pope_metrics  # noqa: E402
-from llava_ln.scoring.vqa import question_accuracy  # noqa: E402
-from llava_ln.toy import layout  # noqa: E402
-from llava_ln.toy.generate import write_toy_world  # noqa: E402
-from llava_ln.tuning.args import TuningArguments  # noqa: E402
-from llava_ln.tuning.plan import apply_tune_mode  # noqa: E402
 
 
 def parse_args():
@@ -187,10 +182,16 @@ def main() -> int:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    world = args.world
-    if world is None:
-        world = os.path.join(tempfile.mkdtemp(prefix="toy_learnability_"), "world")
-        write_toy_world(world, seed=args.seed)
+    with forward_stop_signals(), scratch_folder("toy_learnability_") as scratch:
+        world = args.world
+        if world is None:
+            world = os.path.join(scratch, "world")
+            write_toy_world(world, seed=args.seed)
+        return learn(args, world)
+
+
+def learn(args, world: str) -> int:
+    """Stage 1, then stage 2 per mode, each model evaluated; prints the report."""
     model_args = ModelArguments(model_name_or_path=os.path.join(world, "llm"),
                                 vision_tower=os.path.join(world, "vision"), mm_projector_type="mlp2x_gelu")
     images = os.path.join(world, layout.IMAGES)

@@ -8,9 +8,9 @@ benchmarks through `llava-ln eval --score` for
   ln 4-bit, as shipped      the 4-bit run on the UNQUANTIZED base (what merge and export write)
   ln 4-bit, as trained      the 4-bit run on the base quantized again (eval --bits 4)
 and prints one JSON object: every headline number, and per 4-bit evaluation the share of the
-unquantized run's VQA gain over the connector-only model that it keeps (the issue's target: 90%).
+unquantized run's VQA gain over the connector-only model that it keeps (the target: 90%).
 
-    python bench/toy_quantized.py [--out DIR] [--stage2_steps 600] [--threads 0] [--bits 4]
+    python -m bench.toy_quantized [--out DIR] [--stage2_steps 600] [--threads 0] [--bits 4]
 
 On a 2-core CPU with the demo's default recipe this takes roughly 10 minutes.
 """
@@ -20,13 +20,12 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from llava_ln.experiments.benchmarks import evaluate, headline_numbers
+from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv, stage2_argv
+from llava_ln.toy.generate import write_toy_world
+from llava_ln.train import main as train_main
 
-from llava_ln.experiments.benchmarks import evaluate, headline_numbers  # noqa: E402
-from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv, stage2_argv  # noqa: E402
-from llava_ln.toy.generate import write_toy_world  # noqa: E402
-from llava_ln.train import main as train_main  # noqa: E402
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 VQA = "VQA accuracy (%)"
 

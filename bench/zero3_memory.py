@@ -1,6 +1,6 @@
 """Per-rank peak CPU memory of ZeRO-3 stage 2 on 2 ranks against one process: what the model adds.
 
-    python bench/zero3_memory.py [--params 600e6] [--hidden 1536] [--steps 2] [--world_size 2] [--keep DIR]
+    python -m bench.zero3_memory [--params 600e6] [--hidden 1536] [--steps 2] [--world_size 2] [--keep DIR]
 
 Builds a LLaMA-shaped LLM of about --params parameters from a config (random weights, written
 tensor by tensor as safetensors shards into a temporary folder, with the toy world's tokenizer),
@@ -19,20 +19,22 @@ ranks; a whole model per rank gives about 1) and, per rank, the peak right after
 (`after_build_gb`: the loading itself) and after the strategy's setup (`after_setup_gb`: deepspeed.initialize).
 The runs use the recipe's gradient checkpointing, so activations stay small next to the weights. fp32 on a
 CPU: the model is 4 bytes per parameter. tests/bench/test_zero3_memory.py runs it at a smaller size and
-asserts the ratio loosely.
+asserts the ratio loosely. Every run is a child process group of its own, ended (and the temporary folder
+removed) however the benchmark ends: a normal end, an error, Ctrl-C or SIGTERM (what a timeout of
+core.processes.run_in_group sends first).
 """
 import argparse
 import json
 import math
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
+from llava_ln.core.processes import forward_stop_signals, free_port, run_in_group, scratch_folder
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULE = "bench.zero3_memory"  # each rank runs this module again, with --child
 GB = 1e9
 TARGET_RATIO = 0.6
 
@@ -47,7 +49,6 @@ def vm_hwm_bytes() -> int:
 
 def run_child(out_dir: str, argv: list[str]) -> int:
     """One rank of a measured run: train, then write this rank's peaks (also the peak after the build)."""
-    sys.path.insert(0, REPO)
     import llava_ln.train as train
     from llava_ln.training.strategy import TorchStrategy
     from llava_ln.training.zero.strategy import DeepSpeedStrategy
@@ -104,7 +105,6 @@ def write_llm(folder: str, params: float, toy_llm: str, hidden: int = 1536) -> i
     import torch
     from transformers import AutoConfig
 
-    sys.path.insert(0, REPO)
     from llava_ln.checkpoint.tensors import ShardedTensorWriter
 
     config = llama_config_for(params, AutoConfig.from_pretrained(toy_llm).vocab_size, hidden)
@@ -123,12 +123,6 @@ def write_llm(folder: str, params: float, toy_llm: str, hidden: int = 1536) -> i
     return count_parameters(folder)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def train_flags(world: str, llm: str, output_dir: str, steps: int, zero3: bool) -> list[str]:
     flags = ["--model_name_or_path", llm, "--vision_tower", f"{world}/vision",
              "--data_path", f"{world}/data/instruct_conversation.json", "--image_folder", f"{world}/images",
@@ -144,16 +138,14 @@ def measure(name: str, root: str, world: str, llm: str, steps: int, world_size: 
     out = os.path.join(root, f"rss_{name}")
     os.makedirs(out)
     zero3 = name.startswith("zero3")
-    child = [os.path.abspath(__file__), "--child", out, "--",
-             *train_flags(world, llm, os.path.join(root, f"run_{name}"), steps, zero3)]
+    child = ["--child", out, "--", *train_flags(world, llm, os.path.join(root, f"run_{name}"), steps, zero3)]
     if zero3:
         command = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", str(world_size),
-                   "--master_port", str(_free_port()), *child]
+                   "--master_port", str(free_port()), "--module", MODULE, *child]
     else:
-        command = [sys.executable, *child]
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        command = [sys.executable, "-m", MODULE, *child]
     start = time.time()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    done = run_in_group(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
     ranks = []
@@ -175,29 +167,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--keep", default=None, help="Work in this folder and keep it (default: a temp folder); "
                         "a toy world and an LLM already there are reused.")
     args = parser.parse_args(argv)
-    root = args.keep or tempfile.mkdtemp(prefix="zero3_memory_")
-    try:
+    with forward_stop_signals(), scratch_folder("zero3_memory_", keep=args.keep) as root:
         world = os.path.join(root, "world")
         if not os.path.exists(world):
-            subprocess.run([sys.executable, "-m", "llava_ln.cli", "toy", "--out", world, "--scale", "0.05"], cwd=REPO,
-                           check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=REPO))
+            run_in_group([sys.executable, "-m", "llava_ln.cli", "toy", "--out", world, "--scale", "0.05"], cwd=REPO,
+                         check=True, capture_output=True)
         llm = os.path.join(root, "llm")
         params = count_parameters(llm) if os.path.exists(llm) else write_llm(llm, args.params, os.path.join(world, "llm"), args.hidden)
         runs = {}
         for name in ("zero3_toy", "zero3", "single_toy", "single"):
             model = os.path.join(world, "llm") if name.endswith("toy") else llm
             runs[name] = measure(name, root, world, model, args.steps, args.world_size)
-        zero3_added = max(runs["zero3"]["peak_gb"]) - max(runs["zero3_toy"]["peak_gb"])
-        single_added = runs["single"]["peak_gb"][0] - runs["single_toy"]["peak_gb"][0]
-        result = {
-            "bench": "zero3_memory", "llm_parameters": params, "model_gb_fp32": round(4 * params / GB, 3),
-            "world_size": args.world_size, "steps": args.steps, "runs": runs,
-            "zero3_added_gb": round(zero3_added, 3), "single_added_gb": round(single_added, 3),
-            "ratio": round(zero3_added / single_added, 3), "target_ratio": TARGET_RATIO,
-        }
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+    zero3_added = max(runs["zero3"]["peak_gb"]) - max(runs["zero3_toy"]["peak_gb"])
+    single_added = runs["single"]["peak_gb"][0] - runs["single_toy"]["peak_gb"][0]
+    result = {
+        "bench": "zero3_memory", "llm_parameters": params, "model_gb_fp32": round(4 * params / GB, 3),
+        "world_size": args.world_size, "steps": args.steps, "runs": runs,
+        "zero3_added_gb": round(zero3_added, 3), "single_added_gb": round(single_added, 3),
+        "ratio": round(zero3_added / single_added, 3), "target_ratio": TARGET_RATIO,
+    }
     print(json.dumps(result))
     return result
 

@@ -2,7 +2,7 @@
 
 Packages and top-level modules, bottom to top (each imports only from those above it in this list;
 tests/test_layering.py keeps it so):
-  core/         errors, flag parsing, atomic writes, shared constants, process groups
+  core/         errors, flag parsing, atomic writes, shared constants, process groups, child processes
   model/        compose LLM + vision tower + connector into a native LlavaForConditionalGeneration
   kernels/      memory-lean norm / MLP autograd functions and the fused LM head + loss
   tuning/       the --tune_mode switch: apply_tune_mode returns the TuningPlan everything else reads

@@ -11,7 +11,6 @@ stays up, since DeepSpeed keeps references to it.
 import datetime
 import logging
 import os
-import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.processes import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,6 @@ class DistContext:
     def share(self, items: list) -> list:
         """This rank's items: every world_size-th, starting at rank (balanced to within one)."""
         return items[self.rank::self.world_size]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pick_device(requested: str, local_rank: int) -> torch.device:
@@ -82,7 +76,7 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
         if "RANK" not in os.environ:
             # Plain `python` with --deepspeed: a group of one. The variables stay set, as the group does.
             for key, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                                   MASTER_PORT=str(_free_port())).items():
+                                   MASTER_PORT=str(free_port())).items():
                 os.environ.setdefault(key, value)
         timeout = datetime.timedelta(minutes=30)
         if use_deepspeed:

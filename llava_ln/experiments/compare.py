@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
+from llava_ln.core.processes import forward_stop_signals
 from llava_ln.experiments import launcher
 from llava_ln.experiments.compare_settings import (
     CompareArguments,
@@ -44,6 +45,11 @@ STAGE1 = "stage1"
 
 
 def run_compare(args: CompareArguments) -> dict:
+    with forward_stop_signals():  # each run leads a process group of its own: Ctrl-C and SIGTERM go on to it
+        return _compare(args)
+
+
+def _compare(args: CompareArguments) -> dict:
     setup = resolve(args)
     out = args.output_dir
     os.makedirs(out, exist_ok=True)

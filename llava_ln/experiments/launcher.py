@@ -3,27 +3,27 @@
 `llava-ln compare` never trains inside its own process: each run is the normal entry point in a
 child process (so a run is exactly what `llava-ln train` with the same flags does, a crash or a
 kill stays inside that run, and GPUs are used through the usual launchers). The child's output
-goes to a log file next to the run; a failure is one line naming the run and that file.
+goes to a log file next to the run; a failure is one line naming the run and that file. The child
+leads a process group of its own (core.processes), ended with the launcher and its ranks however
+the wait for it ends; under forward_stop_signals a Ctrl-C or SIGTERM reaches it first, so a
+training finishes its step and writes a checkpoint within the grace period.
 
   python     one process (CPU, or one GPU)                     the default without CUDA
   torchrun   torchrun --nproc_per_node N -m llava_ln.train     CUDA, no --deepspeed in the flags
   deepspeed  deepspeed --num_gpus N llava_ln/train.py          CUDA with --deepspeed in the flags
 """
 import os
-import socket
 import subprocess
 import sys
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.processes import end_group, free_port, start_in_group
 
 LAUNCHERS = ("auto", "python", "torchrun", "deepspeed")
 TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Between SIGTERM and SIGKILL when a run has to end early: time for a training to finish its optimizer
+# step and write a checkpoint (the next attempt resumes from it).
+STOP_GRACE_S = 120.0
 
 
 def visible_gpus() -> int:
@@ -51,7 +51,7 @@ def module_command(launcher: str, processes: int, module: str, argv: list) -> li
     if launcher == "python":
         return [sys.executable, "-m", module, *argv]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-            "--master_port", str(_free_port()), "-m", module, *argv]
+            "--master_port", str(free_port()), "-m", module, *argv]
 
 
 def train_command(launcher: str, processes: int, train_argv: list) -> list[str]:
@@ -59,7 +59,7 @@ def train_command(launcher: str, processes: int, train_argv: list) -> list[str]:
         return module_command(launcher, processes, "llava_ln.train", train_argv)
     deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
     return [deepspeed if os.path.exists(deepspeed) else "deepspeed", "--num_gpus", str(processes),
-            "--master_port", str(_free_port()), TRAIN_SCRIPT, *train_argv]
+            "--master_port", str(free_port()), TRAIN_SCRIPT, *train_argv]
 
 
 def run_logged(command: list, log_path: str, what: str, env: dict | None = None) -> float:
@@ -68,13 +68,12 @@ def run_logged(command: list, log_path: str, what: str, env: dict | None = None)
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        child = start_in_group(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
-        except BaseException:
-            child.kill()
-            raise
-        child.returncode = os.waitstatus_to_exitcode(status)
+            child.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            end_group(child, STOP_GRACE_S)  # also what a launcher left behind after a normal end
     if child.returncode != 0:
         raise LlavaLnError(f"{what} failed (exit {child.returncode}); its output is in {log_path}: "
                            f"{_last_line(log_path)}")

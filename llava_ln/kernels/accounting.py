@@ -2,7 +2,7 @@
 
 `SavedTensorBytes` is a context manager around autograd's saved_tensors_hooks that adds up the
 bytes of every tensor an op saves for backward, parameters (and views of them) excluded, two
-ways: `packed` counts every save (what shared/bench/step_account.py reports, so the same tensor
+ways: `packed` counts every save (what bench/baseline/step_account.py reports, so the same tensor
 saved by two ops counts twice) and `unique` counts each underlying tensor once (the memory
 actually kept alive). It works on the meta device, so full-size shapes cost no memory. Set
 `.scope` (for example from module hooks) and both counts are also split by scope in `by_scope`:

@@ -5,17 +5,13 @@ fail a step when they should, since on the GPU a wrong "passed" would go unnotic
 """
 import json
 import os
-import sys
 import time
 
 import torch
 from safetensors.torch import save_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-import gpu_suite_checks as checks  # noqa: E402
-from gpu_suite_runner import Runner, Step  # noqa: E402
+from bench import gpu_suite_checks as checks
+from bench.gpu_suite_runner import Runner, Step
 
 
 def _run_dir(path, tensors: dict, losses: dict) -> str:

@@ -5,13 +5,8 @@ idle 2-core machine, 4 minutes on a busy one; not part of make test, whose budge
 runs is covered by tests/training/test_quantized.py and tests/export/test_quantized_export.py).
 """
 import json
-import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-import gpu_suite_quant as quant  # noqa: E402
+from bench import gpu_suite_quant as quant
 
 
 def _lines(path, records: list) -> str:

@@ -1,15 +1,10 @@
-"""bench/step_cost.py: one JSON object with the KEYS below for llava-ln's step and the plain transformers baseline,
+"""bench.step_cost: one JSON object with the KEYS below for llava-ln's step and the plain transformers baseline,
 and figures that hang together (checkpointing adds FLOPs and saves memory; auto stays within its budget)."""
 import json
-import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-import step_cost  # noqa: E402
+from bench import step_cost
 
 KEYS = {"saved_bytes_per_token_per_block", "flops_per_token", "recompute_flops_per_token", "checkpointed_blocks",
         "estimated_peak_gib"}

@@ -1,13 +1,12 @@
 """Evaluation during training: scores in log.jsonl equal `llava-ln eval` on the saved run; two ZeRO-3 ranks agree with one."""
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
 from eval_helpers import toy_assets
 
+from llava_ln.core.processes import free_port, run_in_group
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.runner import run_eval
 from llava_ln.evaluation.subset_scores import headline
@@ -62,12 +61,6 @@ def one_rank(world, tmp_path_factory):
     return _evals(out)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_zero3_ranks_share_the_questions_and_report_what_one_rank_reports(world, one_rank, tmp_path):
     """ZeRO-3 gathers parameters in every forward, so both ranks must generate in step (the hardest case;
     DDP runs the same code without that)."""
@@ -75,10 +68,10 @@ def test_two_zero3_ranks_share_the_questions_and_report_what_one_rank_reports(wo
     # Two ranks at batch 1 read what one rank at batch 2 reads.
     flags = _flags(world, out, max_steps=1, eval_limit=12, per_device_train_batch_size=1)
     command = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "2", "--master_port",
-               str(_free_port()), "llava_ln/train.py", *flags, "--deepspeed", os.path.join(REPO, ZERO3)]
+               str(free_port()), "llava_ln/train.py", *flags, "--deepspeed", os.path.join(REPO, ZERO3)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+    done = run_in_group(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert _evals(out) == one_rank
     assert one_rank[1]["pope_items"] == 12

@@ -6,13 +6,13 @@ killed one from its checkpoint, and then write the comparison and its plots; ana
 import glob
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 from eval_helpers import toy_assets
+from process_helpers import kill_tree
 
 pytestmark = pytest.mark.slow
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -37,16 +37,16 @@ def _status(out: str, name: str) -> dict:
 
 
 def _kill_when_checkpointed(command: list, pattern: str, timeout: float = 900) -> None:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + timeout
     while not glob.glob(pattern):
         if process.poll() is not None:
             pytest.fail("compare ended before the second mode checkpointed: " + process.stderr.read().decode()[-3000:])
         if time.time() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree(process.pid)
             pytest.fail("no checkpoint of the second mode in time")
         time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)  # the driver and the training child with it
+    kill_tree(process.pid)  # the driver and the training child (a process group of its own) at once
     process.wait()
 
 

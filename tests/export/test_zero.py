@@ -4,7 +4,6 @@ tests/reliability/test_files.py checks the consolidation against DeepSpeed's own
 """
 import os
 import socket
-import subprocess
 import sys
 
 import pytest
@@ -16,6 +15,7 @@ from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.tensors import assign_tensors
 from llava_ln.checkpoint.zero_shards import consolidate_zero_checkpoint, zero_checkpoint_dir
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.processes import free_port, run_in_group
 from llava_ln.export.merge import merge_checkpoint
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import load_tokenizer
@@ -27,18 +27,12 @@ SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 pytest.importorskip("deepspeed")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def zero_run(tmp_path_factory, tiny_llm, tiny_vision):
     out = str(tmp_path_factory.mktemp("zero") / "checkpoint-2")
     env = dict(os.environ, MASTER_PORT=str(free_port()), DS_ACCELERATOR="cpu")
-    done = subprocess.run([sys.executable, os.path.join(SUPPORT, "export_zero_job.py"), tiny_llm("llama"),
-                           tiny_vision("clip"), out], capture_output=True, text=True, env=env, timeout=600)
+    done = run_in_group([sys.executable, os.path.join(SUPPORT, "export_zero_job.py"), tiny_llm("llama"),
+                         tiny_vision("clip"), out], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 

@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -25,6 +24,7 @@ from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.manifest import Manifest, write_manifest
 from llava_ln.checkpoint.zero_shards import consolidate_zero_checkpoint, zero_checkpoint_dir
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.processes import end_group, free_port, start_in_group
 from llava_ln.training.checkpointing import TrainState
 from llava_ln.training.guards.resume_files import read_trainer_state, verify_resume_files
 
@@ -242,21 +242,19 @@ def test_a_shard_only_run_folder_loads_through_load_checkpoint(tmp_path, tiny_ll
     assert all(torch.equal(params[name], tensors[name]) for name in tensors)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.faults
 @pytest.mark.parametrize("stage", [2, 3])
 def test_real_two_rank_shards_consolidate_to_what_deepspeed_gathered(tmp_path, tiny_llm, tiny_vision, stage):
     out = str(tmp_path / "ckpt")
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2", DS_ACCELERATOR="cpu")
-    jobs = [subprocess.Popen([sys.executable, os.path.join(SUPPORT, "zero_shards_job.py"), tiny_llm("llama"),
-                              tiny_vision("clip"), out, str(stage), "ln"], env=dict(env, RANK=str(rank)),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
-    outputs = [job.communicate(timeout=900)[0] for job in jobs]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", DS_ACCELERATOR="cpu")
+    jobs = [start_in_group([sys.executable, os.path.join(SUPPORT, "zero_shards_job.py"), tiny_llm("llama"),
+                            tiny_vision("clip"), out, str(stage), "ln"], env=dict(env, RANK=str(rank)),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    try:
+        outputs = [job.communicate(timeout=900)[0] for job in jobs]
+    finally:
+        for job in jobs:
+            end_group(job)
     assert all(job.returncode == 0 for job in jobs), outputs[0][-3000:] + outputs[1][-3000:]
     assert len(os.listdir(zero_checkpoint_dir(out))) >= 3
     expected = load_file(os.path.join(out, "expected.safetensors"))

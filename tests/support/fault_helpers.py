@@ -1,10 +1,11 @@
 """Fault injection for the reliability tests: damaged files, planted pickles, one-line error checks."""
 import os
 import shutil
-import subprocess
 import sys
 
 import torch
+
+from llava_ln.core.processes import run_in_group
 
 
 class MarkerPayload:
@@ -72,8 +73,8 @@ def snapshot(folder: str) -> dict:
 
 def run_cli(*argv: str, timeout: int = 900) -> tuple[int, str]:
     """`llava-ln ARGV` in a fresh process (what a user sees): (exit status, stderr)."""
-    done = subprocess.run([sys.executable, "-m", "llava_ln.cli", *argv], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    done = run_in_group([sys.executable, "-m", "llava_ln.cli", *argv], capture_output=True, text=True,
+                        timeout=timeout, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     return done.returncode, done.stderr
 
 

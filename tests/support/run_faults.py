@@ -6,13 +6,14 @@ start again when nothing was saved) and compares the final weights with an unint
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import torch
 from safetensors.torch import load_file
+
+from llava_ln.core.processes import end_group, free_port, run_in_group, start_in_group
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAULTY_TRAINING = os.path.join(REPO, "tests", "support", "faulty_training.py")
@@ -48,17 +49,11 @@ def toy_flags(world: str, output_dir: str, **overrides) -> list[str]:
     return argv
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def command(flags: list[str], ranks: int = 1) -> list[str]:
     if ranks == 1:
         return [sys.executable, FAULTY_TRAINING, *flags]
     return [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", str(ranks), "--master_port",
-            str(_free_port()), FAULTY_TRAINING, "--deepspeed", ZERO3, *flags]
+            str(free_port()), FAULTY_TRAINING, "--deepspeed", ZERO3, *flags]
 
 
 def _env(fault: dict | None) -> dict:
@@ -70,24 +65,27 @@ def _env(fault: dict | None) -> dict:
 def train(flags: list[str], fault: dict | None = None, ranks: int = 1, timeout: int = 600):
     """One training process (or launcher) to its end; returns the CompletedProcess."""
     # A session of its own: a fault may signal the whole job's process group, never pytest's.
-    return subprocess.run(command(flags, ranks), cwd=REPO, env=_env(fault), capture_output=True, text=True,
-                          timeout=timeout, start_new_session=True)
+    return run_in_group(command(flags, ranks), cwd=REPO, env=_env(fault), capture_output=True, text=True,
+                        timeout=timeout)
 
 
 def train_and_signal(flags: list[str], signum: int, delay: float, ranks: int = 1, timeout: int = 600):
     """Start training, wait until its first step is logged plus `delay` seconds, send signum to the whole
     process group (as a scheduler does), and wait for the end. Returns (CompletedProcess-like, seconds to exit)."""
     log = os.path.join(flags[flags.index("--output_dir") + 1], "log.jsonl")
-    process = subprocess.Popen(command(flags, ranks), cwd=REPO, env=_env(None), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + timeout
-    while process.poll() is None and not (os.path.exists(log) and os.path.getsize(log)) and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(delay)
-    sent = time.time()
-    if process.poll() is None:
-        os.killpg(process.pid, signum)
-    stdout, stderr = process.communicate(timeout=timeout)
+    process = start_in_group(command(flags, ranks), cwd=REPO, env=_env(None), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + timeout
+        while process.poll() is None and not (os.path.exists(log) and os.path.getsize(log)) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        sent = time.time()
+        if process.poll() is None:
+            os.killpg(process.pid, signum)
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        end_group(process)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), time.time() - sent
 
 

@@ -15,9 +15,10 @@ import sys
 
 import pytest
 import torch
-from launch_helpers import REPO, free_port
+from launch_helpers import REPO
 from train_helpers import read_log, stage1_run, train_world, trained
 
+from llava_ln.core.processes import end_group, free_port, run_in_group, start_in_group
 from llava_ln.train import main
 
 pytestmark = pytest.mark.slow
@@ -49,20 +50,19 @@ def _two_nodes(world: dict, root: str, outputs: tuple, extra: list[str]) -> list
     with open(hostfile, "w", encoding="utf-8") as handle:
         handle.write("localhost slots=1\n127.0.0.1 slots=1\n")  # two distinct names for the same machine
     port = str(free_port())
-    nodes = [subprocess.Popen(["bash", os.path.join(REPO, "scripts", "multinode_finetune.sh"), *SMALL, *extra],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=_script_env(world, outputs[rank], HOSTFILE=hostfile, NUM_NODES="2",
-                                              NODE_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
+    nodes = [start_in_group(["bash", os.path.join(REPO, "scripts", "multinode_finetune.sh"), *SMALL, *extra],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_script_env(world, outputs[rank], HOSTFILE=hostfile, NUM_NODES="2",
+                                            NODE_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
              for rank in (0, 1)]
     done = []
-    for node in nodes:
-        try:
+    try:
+        for node in nodes:
             stdout, _ = node.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            for other in nodes:
-                other.kill()
-            raise
-        done.append(subprocess.CompletedProcess(node.args, node.returncode, stdout))
+            done.append(subprocess.CompletedProcess(node.args, node.returncode, stdout))
+    finally:
+        for node in nodes:  # each node's launcher and rank, however the wait ended
+            end_group(node)
     return done
 
 
@@ -143,8 +143,8 @@ def test_two_nodes_through_ssh_and_pdsh(world, reference, tmp_path):
         env = _script_env(world, out, HOSTFILE=hostfile, NUM_NODES="2", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()), LAUNCHER_ARGS=f"--ssh_port {port} --no_ssh_check",
                           PDSH_SSH_ARGS_APPEND=options)
-        done = subprocess.run(["bash", os.path.join(REPO, "scripts", "multinode_finetune.sh"), *SMALL], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=600)
+        done = run_in_group(["bash", os.path.join(REPO, "scripts", "multinode_finetune.sh"), *SMALL], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
         assert "pdsh" in done.stdout + done.stderr
     finally:

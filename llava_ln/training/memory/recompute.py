@@ -50,7 +50,7 @@ class StepMemory:
     other: int  # kept outside the blocks
     static: int
     head_working: int
-    block_packed: tuple  # per block, every save (the figure step_account.py of ../shared reports)
+    block_packed: tuple  # per block, every save (the figure bench/baseline/step_account.py reports)
     forward_flops: int
     flops_without_recompute: int
     recompute_flops_per_block: float

@@ -7,7 +7,7 @@ when kernels are applied) with the blocks checkpointed as asked, counting
 
   * every tensor autograd saves for backward (kernels.accounting.SavedTensorBytes; parameters
     excluded), split by LLM block with module hooks, both as every save (`packed`, what
-    ../shared/bench/step_account.py reports) and as memory kept alive (`unique`). A checkpointed
+    bench/baseline/step_account.py reports) and as memory kept alive (`unique`). A checkpointed
     block's count is what the checkpoint keeps: its inputs;
   * FLOPs executed (torch's FlopCounterMode): forward, the recompute of checkpointed blocks
     (which stops at the block's last saved tensor) and backward.
