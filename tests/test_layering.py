@@ -1,19 +1,20 @@
 """The package layers point down only: a package imports from itself and from packages below it.
 
-The order is written here, once. Every import counts, function-local ones included (a lazy import
+The order is llava_ln.LAYERS; the package docstring and README.md's layout list it in prose, checked here
+against it. Every import counts, function-local ones included (a lazy import
 that points up is still a dependency that points up).
 """
 import ast
 import os
+import re
 
 import pytest
 
-# Bottom to top. train.py (training's entry point, which the demo command calls) sits below the commands and
-# cli.py (the console entry point) above everything.
-LAYERS = ("core", "model", "kernels", "tuning", "data", "checkpoint", "training", "scoring", "evaluation", "export",
-          "toy", "experiments", "train", "commands", "cli")
+import llava_ln
+from llava_ln import ENTRY_POINTS, LAYERS
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llava_ln")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(REPO, "llava_ln")
 
 
 def _layer_of(module: str) -> str | None:
@@ -77,3 +78,18 @@ def test_package_docstring_names_its_modules(package):
     modules += [n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, "__init__.py"))]
     missing = [m for m in modules if m not in doc]
     assert not missing, f"llava_ln/{package}/__init__.py does not mention {missing}"
+
+
+def test_the_package_docstring_lists_the_layers_in_order():
+    doc = llava_ln.__doc__
+    listed = re.findall(r"^  (\w+)/ ", doc, flags=re.MULTILINE)
+    assert listed == [name for name in LAYERS if name not in ENTRY_POINTS]
+    entry_points = doc[doc.index("Entry points:"):]
+    assert all(f"{name}.py" in entry_points or f"{name}/" in entry_points for name in ENTRY_POINTS)
+
+
+def test_the_readme_layout_lists_the_layers_in_order():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    block = readme[readme.index("## Layout"):]
+    block = block[:block.index("\n```\n", block.index("```") + 3)]
+    assert re.findall(r"^  (\w+)(?:/|\.py) ", block, flags=re.MULTILINE) == list(LAYERS)
