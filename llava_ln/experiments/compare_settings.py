@@ -15,8 +15,9 @@ from typing import Optional
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments.recipe import stage2_data_path
-from llava_ln.experiments.runs import ALL_MODES, RunSpec
+from llava_ln.experiments.runs import RunSpec
 from llava_ln.toy import layout
+from llava_ln.tuning.modes import TUNE_MODES
 
 ALL_BENCHMARKS = ("vqav2", "pope", "mme", "coco_caption", "flickr30k")
 
@@ -38,7 +39,7 @@ class CompareArguments:
     eval_data: Optional[str] = field(default=None, metadata={
         "help": "Folder with the benchmarks in LLaVA's playground/data/eval layout (MME, pope, vqav2, ...)."})
     conv_template: str = field(default="vicuna_v1", metadata={"help": "Stage-2 conversation template."})
-    modes: str = field(default=",".join(ALL_MODES), metadata={"help": "Tuning modes to train, comma separated."})
+    modes: str = field(default=",".join(TUNE_MODES), metadata={"help": "Tuning modes to train, comma separated."})
     variants: str = field(default="", metadata={
         "help": "Extra runs: 'NAME=MODE key=value ...; ...' or a YAML/JSON file (see experiments/runs.py)."})
     lr: str = field(default="", metadata={

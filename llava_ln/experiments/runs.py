@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.tuning.modes import TUNE_MODES
 
-ALL_MODES = ("ln", "ln_simple", "lora", "full", "attn_qv", "attn_mlp", "connector")
-
 # LLaVA-1.5-7B's stage-2 rates (scripts/finetune.sh).
 LLAVA_RATES = {
     "full": {"learning_rate": 2e-5}, "attn_qv": {"learning_rate": 2e-5}, "attn_mlp": {"learning_rate": 2e-5},
