@@ -6,4 +6,5 @@
   paths         whether a path from a file stays inside its folder; whether two folders overlap
   constants     IMAGE_TOKEN, IGNORE_INDEX, CONNECTOR_PREFIX, PEFT_PREFIX, DTYPES
   distributed   process groups for every launcher, and the few collectives we use
+  benchmarks    the benchmarks scored: names, folders, answer kinds and lengths, scoring rules, headlines
 """

@@ -2,13 +2,14 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.core.benchmarks import LLAVA_ANSWER_LENGTHS
 from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS
-from llava_ln.evaluation.benchmarks.registry import BENCHMARKS
+from llava_ln.evaluation.benchmarks.registry import EVAL_BENCHMARKS
 
 
 @dataclass
 class EvalArguments:
-    benchmark: str = field(metadata={"help": "Which benchmark to generate answers for.", "choices": list(BENCHMARKS)})
+    benchmark: str = field(metadata={"help": "Which benchmark to generate answers for.", "choices": list(EVAL_BENCHMARKS)})
     model_path: str = field(metadata={"help": "A training OUTPUT_DIR, a merged folder, or a transformers LLaVA folder."})
     output_dir: str = field(metadata={"help": "Where answers (restartable) and the official result files go."})
     data: Optional[str] = field(default=None, metadata={
@@ -34,7 +35,9 @@ class EvalArguments:
     image_aspect_ratio: Optional[str] = field(default=None, metadata={
         "help": "pad | resize | crop (default: the checkpoint manifest's, else pad)."})
     batch_size: int = field(default=16, metadata={"help": "Questions per generate call, per device."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Longest answer, in tokens."})
+    max_new_tokens: Optional[int] = field(default=None, metadata={
+        "help": f"Longest answer, in tokens (default {LLAVA_ANSWER_LENGTHS.short} for short answers, "
+                f"{LLAVA_ANSWER_LENGTHS.caption} for captions: LLaVA's model_vqa scripts')."})
     temperature: float = field(default=0.0, metadata={"help": "0 (default) decodes greedily; > 0 samples."})
     top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling mass (only with --temperature > 0)."})
     num_beams: int = field(default=1, metadata={"help": "Beam search width (1: no beam search)."})
@@ -61,3 +64,7 @@ class EvalArguments:
         "help": "4 or 8: quantize the LLM's block linears at load, as a --bits run was trained (its 4-bit type "
                 "and double quantization from the run's manifest, else nf4 + double quant); LoRA then stays "
                 "unmerged on top. 16: as stored (the unquantized base for a --bits run, as merge/export ship it)."})
+
+    def __post_init__(self):
+        if self.max_new_tokens is None:
+            self.max_new_tokens = LLAVA_ANSWER_LENGTHS.of(self.benchmark)

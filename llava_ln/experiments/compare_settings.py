@@ -2,7 +2,7 @@
 
 --world fills every path from a toy world and switches to the toy recipe (the demo's batch, length,
 warmup and rates; LoRA r=4, which is the share of the toy LLM's linear weights that r=128 is at 7B;
-answers of 8 tokens, 32 for captions); without it the defaults are LLaVA-1.5-7B's (scripts/*.sh).
+short answers and captions as core.benchmarks.TOY_ANSWER_LENGTHS says); without it the defaults are LLaVA-1.5-7B's (scripts/*.sh).
 Every run gets the same common flags (model, data order, batch, schedule, checkpoints every
 --save_steps so an interrupted run resumes, logging); stage-2 runs add the stage-1 connector, the
 step count, gradient statistics, evaluation during training (the learning curves) and their own
@@ -13,13 +13,12 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.core.benchmarks import BENCHMARKS, LLAVA_ANSWER_LENGTHS, TOY_ANSWER_LENGTHS, benchmark_list
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments.recipe import stage2_data_path
 from llava_ln.experiments.runs import RunSpec
 from llava_ln.toy import layout
 from llava_ln.tuning.modes import TUNE_MODES
-
-ALL_BENCHMARKS = ("vqav2", "pope", "mme", "coco_caption", "flickr30k")
 
 
 @dataclass
@@ -44,7 +43,7 @@ class CompareArguments:
         "help": "Extra runs: 'NAME=MODE key=value ...; ...' or a YAML/JSON file (see experiments/runs.py)."})
     lr: str = field(default="", metadata={
         "help": "Per-mode headline rates, e.g. ln=1e-2,lora=2e-4 (norm rate for ln/ln_simple, else the base rate)."})
-    benchmarks: str = field(default=",".join(ALL_BENCHMARKS), metadata={"help": "Benchmarks for the table."})
+    benchmarks: str = field(default=",".join(BENCHMARKS), metadata={"help": "Benchmarks for the table."})
     stage1_steps: Optional[int] = field(default=None, metadata={
         "help": "Stage-1 optimizer steps (toy default 300; else one epoch)."})
     stage2_steps: Optional[int] = field(default=None, metadata={
@@ -75,7 +74,9 @@ class CompareArguments:
     curve_limit: int = field(default=64, metadata={"help": "Items per benchmark at each learning-curve point."})
     eval_batch_size: int = field(default=32, metadata={"help": "Questions per generate call."})
     max_new_tokens: int = field(default=0, metadata={
-        "help": "Longest answer in the final evaluation (0: toy 8 for short answers and 32 for captions; else 128)."})
+        "help": f"Longest answer in the final evaluation (0: toy {TOY_ANSWER_LENGTHS.short} for short answers and "
+                f"{TOY_ANSWER_LENGTHS.caption} for captions; else {LLAVA_ANSWER_LENGTHS.short} and "
+                f"{LLAVA_ANSWER_LENGTHS.caption})."})
     threads: int = field(default=0, metadata={"help": "CPU threads per process (0: torch's default)."})
     parallel: int = field(default=1, metadata={
         "help": "Runs trained at once (CPU: with --threads 1, 2 on a 2-core machine beats one run on 2 threads "
@@ -119,9 +120,9 @@ def resolve(args: CompareArguments) -> Setup:
     missing = [name for name in needed if not paths[name]]
     if missing:
         raise LlavaLnError("llava-ln compare needs " + ", ".join(f"--{m}" for m in missing) + " (or --world)")
-    benchmarks = _names(args.benchmarks, "--benchmarks")
-    short, caption = (8, 32) if toy else (128, 128)
-    tokens = {b: args.max_new_tokens or (caption if b in ("coco_caption", "flickr30k") else short) for b in benchmarks}
+    benchmarks = benchmark_list(args.benchmarks, "--benchmarks")
+    lengths = TOY_ANSWER_LENGTHS if toy else LLAVA_ANSWER_LENGTHS
+    tokens = {b: args.max_new_tokens or lengths.of(b) for b in benchmarks}
     default = 300 if toy else None
     return Setup(
         toy=toy, paths=paths,
@@ -134,14 +135,6 @@ def resolve(args: CompareArguments) -> Setup:
         lora=(args.lora_r or (4 if toy else 128), args.lora_alpha or (8 if toy else 256)),
         max_new_tokens=tokens, benchmarks=benchmarks,
     )
-
-
-def _names(text: str, flag: str) -> list:
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_BENCHMARKS]
-    if unknown:
-        raise LlavaLnError(f"{flag}: {', '.join(unknown)} not among {', '.join(ALL_BENCHMARKS)}")
-    return names
 
 
 def resolve_data(spec: str | None, world: str | None) -> str | None:
@@ -180,7 +173,7 @@ def stage1_flags(args, setup: Setup, output_dir: str) -> list:
 
 
 def stage2_flags(args, setup: Setup, run: RunSpec, output_dir: str, stage1: str) -> list:
-    curves = _names(args.curve_benchmarks, "--curve_benchmarks")
+    curves = benchmark_list(args.curve_benchmarks, "--curve_benchmarks")
     return common_flags(args, setup, output_dir) + [
         "--data_path", resolve_data(run.data, args.world) if run.data else setup.paths["data_path"],
         "--conv_template", args.conv_template, "--pretrain_mm_mlp_adapter", stage1,

@@ -6,6 +6,7 @@ keeping these names (see docs/training.md for the few LLaVA flags that became --
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.core.benchmarks import BENCHMARKS, LEARNING_CURVE_ANSWER_LENGTHS, benchmark_list
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.kernels import KERNEL_CHOICES
 
@@ -103,11 +104,10 @@ class TrainingArguments:
 
     # ---- Evaluation during training and gradient statistics (run by train.py through Loop hooks) ----
     eval_benchmarks: str = field(default="", metadata={
-        "help": "Benchmarks to score during training, comma separated (pope, mme, vqav2, coco_caption, flickr30k); "
-                "needs --eval_data."})
+        "help": f"Benchmarks to score during training, comma separated ({', '.join(BENCHMARKS)}); needs --eval_data."})
     eval_data: Optional[str] = field(default=None, metadata={
         "help": "Folder holding one folder per benchmark in its official layout (LLaVA's playground/data/eval: "
-                "MME, pope, vqav2, coco_caption, flickr30k)."})
+                f"{', '.join(spec.folder for spec in BENCHMARKS.values())})."})
     eval_steps: float = field(default=0, metadata={
         "help": "Evaluate every N optimizer steps (below 1: a share of all steps) and after the last; 0: only "
                 "after the last step."})
@@ -115,7 +115,8 @@ class TrainingArguments:
         "help": "Items per benchmark, evenly spaced over its list, the same ones every time (0: all)."})
     eval_batch_size: int = field(default=16, metadata={"help": "Questions per generate call, per device."})
     eval_max_new_tokens: int = field(default=0, metadata={
-        "help": "Longest answer in tokens (0: 16 for short-answer benchmarks, 64 for captions)."})
+        "help": f"Longest answer in tokens (0: {LEARNING_CURVE_ANSWER_LENGTHS.short} for short-answer benchmarks, "
+                f"{LEARNING_CURVE_ANSWER_LENGTHS.caption} for captions)."})
     log_grad_stats: bool = field(default=False, metadata={
         "help": "Log each optimizer group's gradient norm (before clipping) per step and its variance over "
                 "the logging window to log.jsonl."})
@@ -149,6 +150,7 @@ def check_training_args(args: TrainingArguments) -> None:
         raise LlavaLnError(f"--report_to {','.join(unknown)} is not one of {', '.join(REPORT_TARGETS)}")
     if args.save_total_limit is not None and args.save_total_limit < 1:
         raise LlavaLnError("--save_total_limit must be >= 1")
+    benchmark_list(args.eval_benchmarks, "--eval_benchmarks")
     if args.eval_benchmarks and not args.eval_data:
         raise LlavaLnError("--eval_benchmarks needs --eval_data (the folder holding the benchmarks' folders)")
     if min(args.eval_steps, args.eval_limit, args.eval_max_new_tokens) < 0 or args.eval_batch_size < 1:

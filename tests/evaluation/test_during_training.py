@@ -8,13 +8,14 @@ import sys
 import pytest
 from eval_helpers import toy_assets
 
+from llava_ln.core.benchmarks import BENCHMARKS as ALL_BENCHMARKS
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.runner import run_eval
 from llava_ln.evaluation.subset_scores import headline
 from llava_ln.train import main
 
 pytestmark = pytest.mark.slow
-BENCHMARKS = {"pope": "pope", "mme": "MME", "vqav2": "vqav2"}
+BENCHMARKS = {name: ALL_BENCHMARKS[name].folder for name in ("pope", "mme", "vqav2")}
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ZERO3 = os.path.join("zero_configs", "zero3.json")
 
