@@ -1,7 +1,7 @@
 """Experiments on top of training and evaluation: the demo, the tuning-mode comparison and its analyses.
 
 The demo (`llava-ln demo`): the whole pipeline on the toy world (stage 1 -> stage 2 -> five benchmarks -> report).
-  recipe       the demo's hyperparameters and the `llava-ln train` flags of both stages
+  recipe       the recipes as data (LLaVA-1.5-7B's, the toy world's), the demo's flags and train commands
   benchmarks   evaluate a run on the toy benchmarks and pick each one's headline number
   report       report.md and report.png
 The comparison (`llava-ln compare`) and its analyses (`llava-ln analyze`):

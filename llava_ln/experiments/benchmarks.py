@@ -1,9 +1,10 @@
 """Evaluate one checkpoint on benchmarks in LLaVA's eval layout and pull out the headline numbers."""
 import os
 
-from llava_ln.core.benchmarks import BENCHMARKS, TOY_ANSWER_LENGTHS
+from llava_ln.core.benchmarks import BENCHMARKS
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.runner import run_eval
+from llava_ln.experiments.recipe import TOY
 
 # The report's rows: each benchmark's headline (core.benchmarks) under its label, and after POPE's F1 its
 # accuracy, since F1 alone flatters a model that always says "yes" (F1 0.667 at 50% positives).
@@ -15,7 +16,7 @@ def _pope_accuracy(scores: dict) -> float:
 
 
 def evaluate(model_path: str, world: str, output_dir: str, conv_template: str | None = None,
-             batch_size: int = 32, bits: int = 16) -> dict:
+             batch_size: int = TOY.eval_batch_size, bits: int = 16) -> dict:
     """Run llava-ln eval --score for every benchmark; returns {benchmark: scorer JSON}.
 
     conv_template: None uses the checkpoint's own (its manifest); the demo asks the stage-1
@@ -23,7 +24,7 @@ def evaluate(model_path: str, world: str, output_dir: str, conv_template: str | 
     (4: a --bits 4 run evaluated on the quantized base it trained on).
     """
     return evaluate_benchmarks(model_path, os.path.join(world, "eval"), output_dir, list(BENCHMARKS),
-                               TOY_ANSWER_LENGTHS.per_benchmark(BENCHMARKS), batch_size,
+                               TOY.answer_lengths.per_benchmark(BENCHMARKS), batch_size,
                                conv_template=conv_template, dtype="float32",
                                device="cpu", overwrite=True, bits=bits)
 

@@ -1,8 +1,9 @@
 """The flags of `llava-ln compare`, the recipe they resolve to (toy world or LLaVA-1.5-7B), and each run's train.py flags.
 
---world fills every path from a toy world and switches to the toy recipe (the demo's batch, length,
-warmup and rates; LoRA r=4, which is the share of the toy LLM's linear weights that r=128 is at 7B;
-short answers and captions as core.benchmarks.TOY_ANSWER_LENGTHS says); without it the defaults are LLaVA-1.5-7B's (scripts/*.sh).
+--world fills every path from a toy world and switches to the toy recipe (recipe.TOY: the demo's batch,
+length, warmup and rates, LoRA r=4, short answers); without it the defaults are LLaVA-1.5-7B's
+(recipe.LLAVA_15, as scripts/*.sh run it). Every flag that defaults to a recipe value says both values
+in its --help, taken from the recipes.
 Every run gets the same common flags (model, data order, batch, schedule, checkpoints every
 --save_steps so an interrupted run resumes, logging); stage-2 runs add the stage-1 connector, the
 step count, gradient statistics, evaluation during training (the learning curves) and their own
@@ -13,15 +14,24 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Optional
 
-from llava_ln.core.benchmarks import BENCHMARKS, LLAVA_ANSWER_LENGTHS, TOY_ANSWER_LENGTHS, benchmark_list
+from llava_ln.core.benchmarks import BENCHMARKS, benchmark_list
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.experiments.recipe import stage2_data_path
+from llava_ln.experiments.recipe import LLAVA_15, TOY, Recipe, stage2_data_path
 from llava_ln.experiments.runs import RunSpec
 from llava_ln.toy import layout
 from llava_ln.tuning.modes import TUNE_MODES
 
 
-@dataclass
+def _recipe_default(what: str, name: str) -> str:
+    """The help of a flag whose default is the recipe's Recipe.<name>: both recipes' values, from the data."""
+    def shown(recipe: Recipe) -> str:
+        value = getattr(recipe, name)
+        return "one epoch" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    return f"{what} (default: {TOY.name} {shown(TOY)}, {LLAVA_15.name} {shown(LLAVA_15)})."
+
+
+@dataclass(kw_only=True)
 class CompareArguments:
     output_dir: str = field(metadata={"help": "Where the runs, comparison.json/.md and the plots go (restartable)."})
     world: Optional[str] = field(default=None, metadata={
@@ -31,7 +41,7 @@ class CompareArguments:
     image_folder: Optional[str] = field(default=None, metadata={"help": "Root of the training images."})
     data_path: Optional[str] = field(default=None, metadata={
         "help": "Stage-2 data (--data_path syntax); with --world a toy mix such as conversation,detail:300 "
-                "(default conversation,detail,reasoning: the toy LLaVA-Instruct)."})
+                f"(default {TOY.stage2_data}: the toy LLaVA-Instruct)."})
     stage1_data_path: Optional[str] = field(default=None, metadata={"help": "Stage-1 caption data."})
     pretrain_mm_mlp_adapter: Optional[str] = field(default=None, metadata={
         "help": "A stage-1 connector to start every run from (else stage 1 runs here first)."})
@@ -45,18 +55,21 @@ class CompareArguments:
         "help": "Per-mode headline rates, e.g. ln=1e-2,lora=2e-4 (norm rate for ln/ln_simple, else the base rate)."})
     benchmarks: str = field(default=",".join(BENCHMARKS), metadata={"help": "Benchmarks for the table."})
     stage1_steps: Optional[int] = field(default=None, metadata={
-        "help": "Stage-1 optimizer steps (toy default 300; else one epoch)."})
+        "help": _recipe_default("Stage-1 optimizer steps", "stage1_steps")})
     stage2_steps: Optional[int] = field(default=None, metadata={
-        "help": "Stage-2 optimizer steps of every run (toy default 300; else one epoch)."})
-    stage1_lr: Optional[float] = field(default=None, metadata={"help": "Stage-1 rate (toy 2e-3, else 1e-3)."})
-    per_device_train_batch_size: Optional[int] = field(default=None, metadata={"help": "Toy 16, else 16."})
+        "help": _recipe_default("Stage-2 optimizer steps of every run", "stage2_steps")})
+    stage1_lr: Optional[float] = field(default=None, metadata={"help": _recipe_default("Stage-1 rate", "stage1_lr")})
+    per_device_train_batch_size: Optional[int] = field(default=None, metadata={
+        "help": _recipe_default("Samples per device per micro-step", "per_device_train_batch_size")})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
-    model_max_length: Optional[int] = field(default=None, metadata={"help": "Toy 512, else 2048."})
-    warmup_ratio: Optional[float] = field(default=None, metadata={"help": "Toy 0.1, else 0.03."})
-    lora_r: Optional[int] = field(default=None, metadata={
-        "help": "LoRA rank (toy 4: the share of the LLM's linear weights that r=128 is at 7B; else 128)."})
-    lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA alpha (toy 8, else 256)."})
-    seed: int = field(default=0, metadata={"help": "Seed of every run (data order, initialisation)."})
+    model_max_length: Optional[int] = field(default=None, metadata={
+        "help": _recipe_default("Longest sequence in tokens", "model_max_length")})
+    warmup_ratio: Optional[float] = field(default=None, metadata={
+        "help": _recipe_default("Warmup as a share of all steps", "warmup_ratio")})
+    lora_r: Optional[int] = field(default=None, metadata={"help": _recipe_default("LoRA rank", "lora_r")})
+    lora_alpha: Optional[int] = field(default=None, metadata={"help": _recipe_default("LoRA alpha", "lora_alpha")})
+    seed: Optional[int] = field(default=None, metadata={
+        "help": _recipe_default("Seed of every run (data order, initialisation)", "seed")})
     train_args: str = field(default="", metadata={
         "help": "More train.py flags for every run, e.g. '--bf16 --deepspeed zero_configs/zero3.json "
                 "--gradient_checkpointing' (they come last, so they override compare's own)."})
@@ -72,23 +85,26 @@ class CompareArguments:
         "help": "Benchmarks of the learning curves (evaluation during training); '' for none."})
     curve_steps: float = field(default=0.25, metadata={"help": "Learning-curve points every N steps (below 1: share)."})
     curve_limit: int = field(default=64, metadata={"help": "Items per benchmark at each learning-curve point."})
-    eval_batch_size: int = field(default=32, metadata={"help": "Questions per generate call."})
+    eval_batch_size: Optional[int] = field(default=None, metadata={
+        "help": _recipe_default("Questions per generate call, per device", "eval_batch_size")})
     max_new_tokens: int = field(default=0, metadata={
-        "help": f"Longest answer in the final evaluation (0: toy {TOY_ANSWER_LENGTHS.short} for short answers and "
-                f"{TOY_ANSWER_LENGTHS.caption} for captions; else {LLAVA_ANSWER_LENGTHS.short} and "
-                f"{LLAVA_ANSWER_LENGTHS.caption})."})
+        "help": f"Longest answer in the final evaluation (0: toy {TOY.answer_lengths.short} for short answers and "
+                f"{TOY.answer_lengths.caption} for captions; else {LLAVA_15.answer_lengths.short} and "
+                f"{LLAVA_15.answer_lengths.caption})."})
     threads: int = field(default=0, metadata={"help": "CPU threads per process (0: torch's default)."})
     parallel: int = field(default=1, metadata={
         "help": "Runs trained at once (CPU: with --threads 1, 2 on a 2-core machine beats one run on 2 threads "
                 "for small models; their times then share the CPU). GPUs: keep 1."})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Setup:
     """The comparison's resolved settings (flags + the toy or 7B recipe)."""
 
     toy: bool
+    recipe: Recipe
     paths: dict
+    seed: int
     stage1_steps: int | None
     stage2_steps: int | None
     stage1_lr: float
@@ -97,6 +113,7 @@ class Setup:
     warmup_ratio: float
     lora: tuple
     max_new_tokens: dict
+    eval_batch_size: int
     benchmarks: list
 
 
@@ -105,7 +122,8 @@ def resolve(args: CompareArguments) -> Setup:
     world = args.world
     if toy and not os.path.isfile(os.path.join(world, layout.WORLD_MANIFEST)):
         raise LlavaLnError(f"--world {world}: not a toy world (no {layout.WORLD_MANIFEST}; make one with llava-ln toy)")
-    data = args.data_path or ("conversation,detail,reasoning" if toy else None)
+    recipe = TOY if toy else LLAVA_15
+    data = args.data_path or recipe.stage2_data
     paths = {
         "model_name_or_path": args.model_name_or_path or (os.path.join(world, "llm") if toy else None),
         "vision_tower": args.vision_tower or (os.path.join(world, "vision") if toy else None),
@@ -121,19 +139,19 @@ def resolve(args: CompareArguments) -> Setup:
     if missing:
         raise LlavaLnError("llava-ln compare needs " + ", ".join(f"--{m}" for m in missing) + " (or --world)")
     benchmarks = benchmark_list(args.benchmarks, "--benchmarks")
-    lengths = TOY_ANSWER_LENGTHS if toy else LLAVA_ANSWER_LENGTHS
-    tokens = {b: args.max_new_tokens or lengths.of(b) for b in benchmarks}
-    default = 300 if toy else None
+    tokens = {b: args.max_new_tokens or recipe.answer_lengths.of(b) for b in benchmarks}
+
+    def given_or_recipe(name: str):
+        value = getattr(args, name)
+        return getattr(recipe, name) if value is None else value
+
     return Setup(
-        toy=toy, paths=paths,
-        stage1_steps=args.stage1_steps if args.stage1_steps is not None else default,
-        stage2_steps=args.stage2_steps if args.stage2_steps is not None else default,
-        stage1_lr=args.stage1_lr or (2e-3 if toy else 1e-3),
-        batch_size=args.per_device_train_batch_size or 16,
-        model_max_length=args.model_max_length or (512 if toy else 2048),
-        warmup_ratio=args.warmup_ratio if args.warmup_ratio is not None else (0.1 if toy else 0.03),
-        lora=(args.lora_r or (4 if toy else 128), args.lora_alpha or (8 if toy else 256)),
-        max_new_tokens=tokens, benchmarks=benchmarks,
+        toy=toy, recipe=recipe, paths=paths, seed=given_or_recipe("seed"),
+        stage1_steps=given_or_recipe("stage1_steps"), stage2_steps=given_or_recipe("stage2_steps"),
+        stage1_lr=given_or_recipe("stage1_lr"), batch_size=given_or_recipe("per_device_train_batch_size"),
+        model_max_length=given_or_recipe("model_max_length"), warmup_ratio=given_or_recipe("warmup_ratio"),
+        lora=(given_or_recipe("lora_r"), given_or_recipe("lora_alpha")), max_new_tokens=tokens,
+        eval_batch_size=given_or_recipe("eval_batch_size"), benchmarks=benchmarks,
     )
 
 
@@ -160,7 +178,7 @@ def common_flags(args: CompareArguments, setup: Setup, output_dir: str) -> list:
         "--gradient_accumulation_steps", str(args.gradient_accumulation_steps),
         "--lr_scheduler_type", "cosine", "--warmup_ratio", str(setup.warmup_ratio),
         "--logging_steps", str(args.logging_steps), "--save_strategy", "steps", "--save_steps", str(args.save_steps),
-        "--save_total_limit", "1", "--report_to", "none", "--seed", str(args.seed), "--disable_tqdm", "true",
+        "--save_total_limit", "1", "--report_to", "none", "--seed", str(setup.seed), "--disable_tqdm", "true",
         "--output_dir", output_dir,
     ]
 
@@ -182,5 +200,5 @@ def stage2_flags(args, setup: Setup, run: RunSpec, output_dir: str, stage1: str)
         *(["--log_grad_stats", "true"] if args.log_grad_stats else []),
         *(["--eval_benchmarks", ",".join(curves), "--eval_data", setup.paths["eval_data"], "--eval_steps",
            str(args.curve_steps), "--eval_limit", str(args.curve_limit), "--eval_batch_size",
-           str(args.eval_batch_size)] if curves else []),
+           str(setup.eval_batch_size)] if curves else []),
         *run.train_flags(), *shlex.split(args.train_args)]
