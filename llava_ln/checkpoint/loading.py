@@ -10,8 +10,7 @@ self-contained. The base paths a run's manifest records can be overridden (BaseO
 was trained on another machine. Evaluation, merge and export all open checkpoints here.
 """
 import os
-from dataclasses import dataclass, field, replace
-from typing import Optional
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -28,28 +27,10 @@ from llava_ln.checkpoint.run_folder import (
 from llava_ln.checkpoint.tensors import assign_tensors, tensor_files
 from llava_ln.core.constants import strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.model.args import ModelArguments
+from llava_ln.model.args import BaseOverrides, ModelArguments
 from llava_ln.model.backbones import flash_attention_available, load_tokenizer, resolve_attn_implementation
 from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import QuantSettings, quantize_llm_linears
-
-
-@dataclass
-class BaseOverrides:
-    """Flags that relocate the base models a run folder's manifest points at."""
-
-    model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "Base LLM to use instead of the one recorded in the run's manifest."}
-    )
-    tokenizer_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "Tokenizer to use instead of the recorded one (default: follows the LLM)."}
-    )
-    vision_tower: Optional[str] = field(
-        default=None, metadata={"help": "Vision tower to use instead of the recorded one."}
-    )
-
-    def any(self) -> bool:
-        return any((self.model_name_or_path, self.tokenizer_name_or_path, self.vision_tower))
 
 
 @dataclass

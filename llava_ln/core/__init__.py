@@ -6,5 +6,7 @@
   paths         whether a path from a file stays inside its folder; whether two folders overlap
   constants     IMAGE_TOKEN, IGNORE_INDEX, CONNECTOR_PREFIX, PEFT_PREFIX, DTYPES
   distributed   process groups for every launcher, and the few collectives we use
+  lazy          package attributes imported on first use (packages whose modules import torch)
+  args          flags several commands share (--seed, --output_dir, --overwrite), each declared once
   benchmarks    the benchmarks scored: names, folders, answer kinds and lengths, scoring rules, headlines
 """

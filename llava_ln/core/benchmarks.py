@@ -81,6 +81,12 @@ class AnswerLengths:
         return {name: self.of(name) for name in benchmarks}
 
 
+# Questions per generate call, per device, by default (llava-ln eval --batch_size, train --eval_batch_size):
+# left padding gives the same answers at any batch size, so this only trades memory for speed.
+GENERATION_BATCH_SIZE = 16
+# llava-ln eval's name for any LLaVA question file: answered, but no official scorer covers it.
+GENERIC_BENCHMARK = "generic"
+
 # llava-ln eval's default, for any model: LLaVA's model_vqa scripts' max_new_tokens.
 LLAVA_ANSWER_LENGTHS = AnswerLengths(short=128, caption=128)
 # Evaluation during training (--eval_max_new_tokens 0): a learning curve's fixed subsets, asked often.

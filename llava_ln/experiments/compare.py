@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
 from llava_ln.experiments import launcher
+from llava_ln.experiments.args import CompareArguments
 from llava_ln.experiments.compare_settings import (
-    CompareArguments,
     Setup,
     resolve,
     stage1_flags,

@@ -18,7 +18,8 @@ import time
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments import launcher
-from llava_ln.experiments.compare_settings import CompareArguments, Setup
+from llava_ln.experiments.args import CompareArguments
+from llava_ln.experiments.compare_settings import Setup
 
 logger = logging.getLogger("llava_ln.compare")
 

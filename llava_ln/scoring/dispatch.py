@@ -25,7 +25,7 @@ from llava_ln.core.benchmarks import BENCHMARKS, get_benchmark_spec
 from llava_ln.core.errors import LlavaLnError
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScoreRequest:
     benchmark: str = field(metadata={"help": "Which benchmark's rules to apply.", "choices": list(BENCHMARKS)})
     predictions: str = field(metadata={"help": "Results file (vqav2, captions), answers (pope) or folder (mme)."})

@@ -5,7 +5,7 @@ from typing import Optional
 from llava_ln.tuning.modes import TUNE_MODES
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TuningArguments:
     tune_mode: str = field(
         default="ln",

@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from llava_ln.experiments.compare_settings import CompareArguments, resolve
+from llava_ln.experiments.args import CompareArguments
+from llava_ln.experiments.compare_settings import resolve
 from llava_ln.experiments.recipe import LLAVA_15, TOY, DemoRecipe, Recipe, headline_rate, stage2_argv
 from llava_ln.toy import layout
 from llava_ln.tuning.modes import TUNE_MODES

@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from llava_ln.core.benchmarks import BENCHMARKS
+from llava_ln.core.benchmarks import BENCHMARKS, GENERIC_BENCHMARK
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.benchmarks import captions, generic, mme, pope, vqav2
 from llava_ln.evaluation.benchmarks.common import CAPTION_PROMPT, SHORT_ANSWER_SUFFIX
-
-GENERIC = "generic"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +45,7 @@ _READERS = {"vqav2": (vqav2,), "pope": (pope,), "mme": (mme,), "coco_caption": (
 EVAL_BENCHMARKS = {
     **{name: _scored(name, *_READERS[name]) for name in BENCHMARKS},
     # LLaVA's question files carry their own instruction line: nothing is added unless --prompt says so.
-    GENERIC: EvalBenchmark(name=GENERIC, default_prompt="", prompt_is_suffix=True, locate=generic.locate,
+    GENERIC_BENCHMARK: EvalBenchmark(name=GENERIC_BENCHMARK, default_prompt="", prompt_is_suffix=True, locate=generic.locate,
                            read_items=generic.read_items, write_outputs=generic.write_outputs),
 }
 
