@@ -36,7 +36,7 @@ class DescribeArguments(MemoryArguments):
     per_device_train_batch_size: Optional[int] = field(default=None, metadata={
         "help": "Plan activations for this micro-batch: adds `recompute` (checkpointed blocks, estimated peak)."})
     model_max_length: int = field(default=default_of(DataArguments, "model_max_length"), metadata={
-        "help": "For the recompute plan: tokens per sample."})
+        "help": "For the recompute estimate: tokens per sample."})
 
 
 @dataclass(kw_only=True)

@@ -116,7 +116,7 @@ def _swap(module, forward, label: str) -> None:
     setattr(module, _MARK, label)
 
 
-def _plan(module, backend: str):
+def _replacement_forward(module, backend: str):
     """(forward, label) for a module this package replaces, or (None, why not) / (None, None) if unrelated."""
     spec = norm_spec(module)
     if spec is not None:
@@ -173,7 +173,7 @@ def apply_kernels(model, choice: str = "auto", device=None) -> KernelReport:
     remove_kernels(model)  # applying twice replaces, never stacks
     replaced = defaultdict(lambda: defaultdict(int))
     for module in _llm_root(model).modules():
-        forward, label = _plan(module, backend)
+        forward, label = _replacement_forward(module, backend)
         if forward is not None:
             _swap(module, forward, label)
             replaced[type(module).__name__][label] += 1

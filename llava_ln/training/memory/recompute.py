@@ -117,8 +117,8 @@ def default_budget_gib(device) -> float | None:
     return (free - max(MARGIN_SHARE * total, MARGIN_MIN_GIB * GIB)) / GIB
 
 
-@dataclass
-class RecomputePlan:
+@dataclass(kw_only=True)
+class RecomputeDecision:
     """What --gradient_checkpointing decided: for the log, run_config.json and describe."""
 
     requested: str  # on | off | auto
@@ -139,7 +139,8 @@ class RecomputePlan:
                 f"blocks recompute{peak} ({self.reason})")
 
 
-def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | None, ratio: float = 1.0) -> RecomputePlan:
+def decide_from_memory(requested: str, memory: StepMemory, budget_gib: float | None,
+                       ratio: float = 1.0) -> RecomputeDecision:
     """The decision for `requested` given a measured StepMemory (auto: the fewest blocks within the budget)."""
     blocks = memory.blocks
     if requested == "off":
@@ -160,14 +161,16 @@ def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | Non
         else:
             count, reason = fewest, f"auto: the fewest blocks whose estimate fits {budget_gib:.1f} GiB"
     per_block = max(memory.block_packed, default=0) / max(memory.tokens, 1)
-    return RecomputePlan(requested, count, blocks, reason, None if budget_gib is None else round(budget_gib, 2),
-                         round(memory.peak(count) / GIB, 4), memory.tokens, round(per_block, 1))
+    return RecomputeDecision(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason,
+                             budget_gib=None if budget_gib is None else round(budget_gib, 2),
+                             estimated_peak_gib=round(memory.peak(count) / GIB, 4), tokens_per_micro_batch=memory.tokens,
+                             saved_bytes_per_token_per_block=round(per_block, 1))
 
 
-def plan_for_model_args(requested: str, model_args, tuning_args, *, kernels_backend: str, dtype: torch.dtype,
-                        batch_size: int, seq: int, budget_gib: float | None, strategy: str = "torch",
-                        num_gpus: int = 1, ratio: float = 1.0, tokenizer=None, trainable_savings: int = 0):
-    """(RecomputePlan, StepMemory) for a run described by its flags, measured on a meta copy of its model."""
+def decide_for_model_args(requested: str, model_args, tuning_args, *, kernels_backend: str, dtype: torch.dtype,
+                          batch_size: int, seq: int, budget_gib: float | None, strategy: str = "torch",
+                          num_gpus: int = 1, ratio: float = 1.0, tokenizer=None, trainable_savings: int = 0):
+    """(RecomputeDecision, StepMemory) for a run described by its flags, measured on a meta copy of its model."""
     model, spec, _ = meta_training_model(model_args, tuning_args, kernels_backend, dtype, tokenizer)
     bf16 = dtype != torch.float32
     quantized = quantized_footprint(model, quant_settings(model_args.bits, model_args.quant_type,
@@ -175,7 +178,7 @@ def plan_for_model_args(requested: str, model_args, tuning_args, *, kernels_back
     static = static_bytes_of(model, strategy, num_gpus, bf16, trainable_savings, quantized)
     memory = step_memory(model, spec, batch_size, seq, static, kernels_backend, dtype,
                          fp32_masters=strategy == "torch")
-    return plan_from_memory(requested, memory, budget_gib, ratio), memory
+    return decide_from_memory(requested, memory, budget_gib, ratio), memory
 
 
 def strategy_kind(args) -> str:
@@ -189,8 +192,8 @@ def strategy_kind(args) -> str:
 
 
 def resolve_recompute(args, model, model_args, data_args, tuning_args, *, kernels_backend: str, precision, context,
-                      tokenizer=None, trainable_savings: int = 0) -> RecomputePlan:
-    """The training run's plan; only `auto` with a budget measures (a meta copy of the model, seconds at 7B)."""
+                      tokenizer=None, trainable_savings: int = 0) -> RecomputeDecision:
+    """The training run's decision; only `auto` with a budget measures (a meta copy of the model, seconds at 7B)."""
     requested = gradient_checkpointing_choice(args.gradient_checkpointing)
     blocks = len(decoder_layers_of(model))
     budget = args.memory_budget_gib if args.memory_budget_gib is not None else default_budget_gib(context.device)
@@ -198,10 +201,15 @@ def resolve_recompute(args, model, model_args, data_args, tuning_args, *, kernel
         count = {"off": 0, "on": round(args.gradient_checkpointing_ratio * blocks)}.get(requested, blocks)
         reason = ("auto without a memory budget (no CUDA device, no --memory_budget_gib): every block"
                   if requested == "auto" else "requested")
-        return RecomputePlan(requested, count, blocks, reason)
-    plan, _ = plan_for_model_args(
+        return RecomputeDecision(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason)
+    decision, _ = decide_for_model_args(
         requested, model_args, tuning_args, kernels_backend=kernels_backend, dtype=precision.compute_dtype,
         batch_size=args.per_device_train_batch_size, seq=data_args.model_max_length, budget_gib=budget,
         strategy=strategy_kind(args), num_gpus=context.world_size, tokenizer=tokenizer,
         trainable_savings=trainable_savings)
-    return plan
+    return decision
+
+
+# The names bench/step_cost.py and bench/train_throughput.py import; they go once bench/ uses the ones above.
+RecomputePlan = RecomputeDecision
+plan_from_memory, plan_for_model_args = decide_from_memory, decide_for_model_args
