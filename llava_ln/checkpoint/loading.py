@@ -1,7 +1,7 @@
 """Open any llava-ln checkpoint folder as a model: a run folder, a checkpoint-<step>, or a merged folder.
 
 A run folder is rebuilt from its manifest: base LLM + vision tower, or the multimodal checkpoint the run
-started from (checkpoint.llava_sources; checked first, on the meta device,
+started from (checkpoint.run_start; checked first, on the meta device,
 against every stored tensor's header, so a checkpoint from another model fails with one line naming
 the tensor), then the stage-1 connector, the LoRA adapter and the trained tensors; the files are first
 checked against the manifest's checksums, and the manifest against them. A folder that holds
@@ -115,7 +115,7 @@ def load_checkpoint(path: str, overrides: BaseOverrides | None = None, dtype=tor
 
 
 def _build_run_model(path: str, manifest: Manifest, tokenizer, dtype, attn_implementation, quantization, device):
-    from llava_ln.checkpoint.llava_sources import build_start_model
+    from llava_ln.checkpoint.run_start import build_start_model
 
     args = model_arguments_from(manifest, attn_implementation)
     meta_model, spec = build_start_model(args, tokenizer, dtype, on_meta=True)

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
+from llava_ln.checkpoint.run_start import build_start_model, resolve_start
 from llava_ln.commands.args import DescribeArguments, InspectArguments, ToyArguments
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.core.errors import LlavaLnError

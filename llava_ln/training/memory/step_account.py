@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from llava_ln.checkpoint.llava_sources import build_start_model
+from llava_ln.checkpoint.run_start import build_start_model
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.kernels import apply_kernels
 from llava_ln.kernels.accounting import SavedTensorBytes, register_flash_like_attention

@@ -24,9 +24,9 @@ import os
 
 import torch
 
-from llava_ln.checkpoint.llava_sources import build_start_model, is_llava_ln_folder
+from llava_ln.checkpoint.run_start import build_start_model, is_llava_ln_folder
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.model.sources import detect_source
+from llava_ln.model.llava_checkpoints import detect_source
 
 logger = logging.getLogger(__name__)
 
