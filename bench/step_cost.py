@@ -36,8 +36,8 @@ from llava_ln.training.args import gradient_checkpointing_choice
 from llava_ln.training.memory.policy import GIB
 from llava_ln.training.memory.recompute import (
     StepMemory,
+    decide_from_memory,
     head_working_bytes,
-    plan_from_memory,
     static_bytes_of,
     step_memory,
 )
@@ -89,7 +89,7 @@ def llava_ln_step(model_args, opts) -> dict:
     static = static_bytes_of(model, "torch", 1, bf16=True)
     memory = step_memory(model, spec, batch_size=opts.batch, seq=opts.seq, static_bytes=static, loss_backend=backend,
                          dtype=torch.bfloat16, fp32_masters=True)
-    plan = plan_from_memory(requested, memory, opts.memory_budget_gib)
+    plan = decide_from_memory(requested, memory, opts.memory_budget_gib)
     count = plan.checkpointed_blocks
     if count == 0:
         total = memory.flops_without_recompute

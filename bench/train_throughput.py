@@ -44,7 +44,7 @@ from llava_ln.model.parts import unwrap
 from llava_ln.model.shapes import SHAPES
 from llava_ln.training.args import TrainingArguments, gradient_checkpointing_choice
 from llava_ln.training.memory.policy import checkpoint_first_blocks, resolve_precision
-from llava_ln.training.memory.recompute import RecomputePlan, default_budget_gib, plan_for_model_args
+from llava_ln.training.memory.recompute import RecomputeDecision, decide_for_model_args, default_budget_gib
 from llava_ln.training.strategy import TorchStrategy
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
@@ -70,12 +70,12 @@ def parse_args(argv=None):
 
 
 def recompute_plan(mode: str, gc_ratio, opts, model_args: ModelArguments, precision, kernels_backend: str,
-                   device) -> RecomputePlan:
+                   device) -> RecomputeDecision:
     """gc_ratio: a share of checkpointed blocks, None for none, "plan" for --gradient_checkpointing."""
     requested = "on" if isinstance(gc_ratio, float) else "off" if gc_ratio is None else \
         gradient_checkpointing_choice(opts.gradient_checkpointing)
     budget = opts.memory_budget_gib if opts.memory_budget_gib is not None else default_budget_gib(device)
-    plan, _ = plan_for_model_args(requested, model_args, TuningArguments(tune_mode=mode),
+    plan, _ = decide_for_model_args(requested, model_args, TuningArguments(tune_mode=mode),
                                   kernels_backend=kernels_backend, dtype=precision.compute_dtype,
                                   batch_size=opts.batch, seq=opts.seq, budget_gib=budget,
                                   ratio=gc_ratio if isinstance(gc_ratio, float) else 1.0)

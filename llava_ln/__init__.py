@@ -1,7 +1,7 @@
 """llava-ln: build LLaVA-style multimodal LLMs from any Hugging Face LLM and tune only what matters.
 
 Packages and top-level modules, bottom to top (each imports only from those above it in this list;
-tests/test_layering.py keeps it so):
+LAYERS below is the order as data, which tests/test_layering.py enforces and checks this list against):
   core/         errors, flag parsing, atomic writes, shared constants, process groups, child processes
   model/        compose LLM + vision tower + connector into a native LlavaForConditionalGeneration
   kernels/      memory-lean norm / MLP autograd functions and the fused LM head + loss
@@ -20,6 +20,11 @@ tests/test_layering.py keeps it so):
 """
 
 __version__ = "0.1.0"
+
+# The layers, bottom to top: the packages above, then the entry points (train.py sits below commands/,
+# whose demo calls it, and cli.py above everything).
+LAYERS = ("core", "model", "kernels", "tuning", "data", "checkpoint", "training", "scoring", "evaluation", "export",
+          "toy", "experiments", "train", "commands", "cli")
 
 
 def _quiet_bitsandbytes_cpu_notice() -> None:

@@ -20,9 +20,9 @@ if __name__ == "__main__" and not __package__:
 
 from transformers import set_seed
 
-from llava_ln.checkpoint.llava_sources import resolve_start
 from llava_ln.checkpoint.manifest import run_manifest
 from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connector
+from llava_ln.checkpoint.run_start import resolve_start
 from llava_ln.core.distributed import distributed_session
 from llava_ln.core.flags import parse_flags
 from llava_ln.data import DataArguments, DataCollator, build_train_dataset, build_train_sampler, load_data_components

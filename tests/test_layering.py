@@ -1,7 +1,7 @@
 """The package layers point down only, and every package docstring lists exactly its modules.
 
-A package imports from itself and from packages below it. The order is LAYERS below; llava_ln's own
-docstring lists the same order for readers, and a test keeps the two equal. Every import counts,
+A package imports from itself and from packages below it. The order is llava_ln.LAYERS; the package
+docstring and README.md's layout list it for readers, checked here against it. Every import counts,
 function-local ones included (a lazy import that points up is still a dependency that points up).
 """
 import ast
@@ -10,12 +10,10 @@ import re
 
 import pytest
 
-# Bottom to top. train.py (training's entry point, which the demo command calls) sits below the commands and
-# cli.py (the console entry point) above everything.
-LAYERS = ("core", "model", "kernels", "tuning", "data", "checkpoint", "training", "scoring", "evaluation", "export",
-          "toy", "experiments", "train", "commands", "cli")
+from llava_ln import LAYERS
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llava_ln")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(REPO, "llava_ln")
 
 
 def _layer_of(module: str) -> str | None:
@@ -112,3 +110,10 @@ def test_package_docstring_lists_exactly_its_modules(package):
 
 def test_the_package_docstring_lists_the_layers_bottom_to_top():
     assert [name.rstrip("/") for name in listed_entries(_docstring(""))] == list(LAYERS)
+
+
+def test_the_readme_layout_lists_the_layers_in_order():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    block = readme[readme.index("## Layout"):]
+    block = block[:block.index("\n```\n", block.index("```") + 3)]
+    assert re.findall(r"^  (\w+)(?:/|\.py) ", block, flags=re.MULTILINE) == list(LAYERS)

@@ -11,7 +11,7 @@
   merged_folder   a standalone folder: every weight, in LlavaForConditionalGeneration's layout
   zero_shards     DeepSpeed's own per-rank shards, read as plain tensors and consolidated by us (no pickle)
   loading         load_checkpoint: any of the above as a model, ready for evaluation, merge or export
-  llava_sources   start a run from a multimodal checkpoint (LLaVA layouts or our own folders), exactly
+  run_start       a run's start from any multimodal checkpoint (LLaVA layouts, our folders): its flags and model
   partitioned_start  under ZeRO-3: which stored tensor fills each parameter of a run's start, per layout
 
 Loading never guesses from folder names: manifest.json says what to rebuild and what to apply.

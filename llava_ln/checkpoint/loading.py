@@ -1,7 +1,7 @@
 """Open any llava-ln checkpoint folder as a model: a run folder, a checkpoint-<step>, or a merged folder.
 
 A run folder is rebuilt from its manifest: base LLM + vision tower, or the multimodal checkpoint the run
-started from (checkpoint.llava_sources; checked first, on the meta device,
+started from (checkpoint.run_start; checked first, on the meta device,
 against every stored tensor's header, so a checkpoint from another model fails with one line naming
 the tensor), then the stage-1 connector, the LoRA adapter and the trained tensors; the files are first
 checked against the manifest's checksums, and the manifest against them. A folder that holds
@@ -10,8 +10,7 @@ self-contained. The base paths a run's manifest records can be overridden (BaseO
 was trained on another machine. Evaluation, merge and export all open checkpoints here.
 """
 import os
-from dataclasses import dataclass, field, replace
-from typing import Optional
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -30,30 +29,13 @@ from llava_ln.checkpoint.run_folder import (
 from llava_ln.checkpoint.tensors import assign_tensors, tensor_files
 from llava_ln.core.constants import strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.model.args import ModelArguments
+from llava_ln.model.args import BaseOverrides, ModelArguments
 from llava_ln.model.backbones import flash_attention_available, load_tokenizer, resolve_attn_implementation
 from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import QuantSettings, quantize_llm_linears
 
 
 @dataclass
-class BaseOverrides:
-    """Flags that relocate the base models a run folder's manifest points at."""
-
-    model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "Base LLM to use instead of the one recorded in the run's manifest."}
-    )
-    tokenizer_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "Tokenizer to use instead of the recorded one (default: follows the LLM)."}
-    )
-    vision_tower: Optional[str] = field(
-        default=None, metadata={"help": "Vision tower to use instead of the recorded one."}
-    )
-
-    def any(self) -> bool:
-        return any((self.model_name_or_path, self.tokenizer_name_or_path, self.vision_tower))
-
-
 @dataclass(kw_only=True)
 class LoadedModel:
     path: str
@@ -140,7 +122,7 @@ def load_checkpoint(path: str, overrides: BaseOverrides | None = None, *, dtype:
 def _build_run_model(path: str, manifest: Manifest, tokenizer: PreTrainedTokenizerBase, *, dtype: torch.dtype,
                      attn_implementation: str | None, quantization: QuantSettings | None,
                      device: str | torch.device) -> nn.Module:
-    from llava_ln.checkpoint.llava_sources import build_start_model
+    from llava_ln.checkpoint.run_start import build_start_model
 
     args = model_arguments_from(manifest, attn_implementation)
     meta_model, spec = build_start_model(args, tokenizer, dtype, on_meta=True)

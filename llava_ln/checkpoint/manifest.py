@@ -48,7 +48,7 @@ class Manifest:
     num_image_tokens: int | None = None
     global_step: int | None = None
     trained_tensors: dict = field(default_factory=dict)  # name -> [shape..., dtype]
-    # The run started from a multimodal checkpoint, {"kind", "path"} (checkpoint.llava_sources); llm names it too.
+    # The run started from a multimodal checkpoint, {"kind", "path"} (checkpoint.run_start); llm names it too.
     source: dict | None = None
     tune_connector: bool | None = None  # --tune_connector, when it overrode the mode
     files: dict = field(default_factory=dict)  # relative path -> sha256 of every covered file

@@ -4,7 +4,7 @@ Under ZeRO-3 the start model is created empty and partitioned (model.builder's `
 training/zero/partitioned_init.py) and then filled by sharded_load, each rank reading only its partitions. What
 this module adds is the map from each parameter of the composed model (LlavaForConditionalGeneration
 names) to the stored tensor that holds it, per layout of --model_name_or_path
-(checkpoint.llava_sources decides the layout):
+(checkpoint.run_start decides the layout):
 
   a text-only LLM + --vision_tower   the LLM's safetensors (names through a meta copy of the causal LM,
                                      so `model.`/`transformer.` bodies and `lm_head`/`embed_out` heads
@@ -36,8 +36,8 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.backbones import load_vision_config
 from llava_ln.model.builder import ModuleConstruct
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
+from llava_ln.model.llava_checkpoints import HF_LLAVA, ORIGINAL_LLAVA
 from llava_ln.model.parts import connector_of, language_model_of, unwrap, vision_tower_of
-from llava_ln.model.sources import HF_LLAVA, ORIGINAL_LLAVA
 
 WEIGHTS_STEM = "model"  # transformers' name for model.safetensors / model-0000k-of-0000n.safetensors
 
@@ -117,7 +117,7 @@ def fill_start(model, model_args, source) -> None:
             sources.update(tower_sources(model, model_args.vision_tower))
         fill_from_sources(model, sources)
         return
-    # A plain LLM (new connector), or original LLaVA (its connector is copied by llava_sources afterwards).
+    # A plain LLM (new connector), or original LLaVA (its connector is copied by run_start afterwards).
     llm_config = source.text_config() if source is not None and source.kind == ORIGINAL_LLAVA else \
         AutoConfig.from_pretrained(model_args.model_name_or_path)
     sources = causal_lm_sources(model, llm_config, model_args.model_name_or_path)

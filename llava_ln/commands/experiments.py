@@ -11,17 +11,10 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 
+from llava_ln.commands.args import DemoArguments
 from llava_ln.core.flags import parse_flags
 from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe
-
-
-@dataclass
-class DemoArguments:
-    out: str = field(default="demo_out", metadata={"help": "Folder for the toy world, the runs and the report."})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
-    reuse_world: bool = field(default=True, metadata={"help": "Reuse a toy world already in --out."})
 
 
 def _step(name: str, timings: dict):
@@ -88,7 +81,8 @@ def demo_main(argv) -> int:
 
 
 def compare_main(argv) -> int:
-    from llava_ln.experiments.compare import CompareArguments, run_compare
+    from llava_ln.experiments.args import CompareArguments
+    from llava_ln.experiments.compare import run_compare
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     (args,) = parse_flags(argv, (CompareArguments,), prog="llava-ln compare",
@@ -101,7 +95,8 @@ def compare_main(argv) -> int:
 
 
 def analyze_main(argv) -> int:
-    from llava_ln.experiments.analyze import AnalyzeArguments, print_result, run_analyze
+    from llava_ln.experiments.analyze import print_result, run_analyze
+    from llava_ln.experiments.args import AnalyzeArguments
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     (args,) = parse_flags(argv, (AnalyzeArguments,), prog="llava-ln analyze",

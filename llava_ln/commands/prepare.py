@@ -6,7 +6,7 @@ built on the meta device, so a folder holding only config.json files (no weights
 a 70B run on a laptop. The JSON also carries the static GPU memory per device (weights, gradients,
 optimizer states) for --strategy torch|zero2|zero3 and --num_gpus, and, given
 --per_device_train_batch_size (and --model_max_length, --memory_budget_gib, --gradient_checkpointing,
---kernels), the recompute plan training would pick and its estimated peak (training.memory.recompute). With
+--kernels), the recompute decision training would make and its estimated peak (training.memory.recompute). With
 --bits 4|8 (training's flags) the block linears count at their quantized size, statistics included,
 in both, and `quantization` gives the quantized parameters, their bytes and bytes per parameter.
 
@@ -22,12 +22,11 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
-from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
+from llava_ln.checkpoint.run_start import build_start_model, resolve_start
+from llava_ln.commands.args import DescribeArguments, InspectArguments, ToyArguments
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.flags import parse_flags
@@ -37,27 +36,10 @@ from llava_ln.model.args import ModelArguments
 from llava_ln.model.quantize import quant_settings, quantized_footprint
 from llava_ln.training.args import gradient_checkpointing_choice
 from llava_ln.training.memory.policy import GIB, static_memory_per_gpu
-from llava_ln.training.memory.recompute import default_budget_gib, plan_for_model_args
+from llava_ln.training.memory.recompute import decide_for_model_args, default_budget_gib
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.modes import get_tune_mode, refuse_on_quantized_base
 from llava_ln.tuning.plan import apply_tune_mode
-
-
-@dataclass
-class DescribeArguments:
-    names: bool = field(default=False, metadata={"help": "Also list the trainable tensor names."})
-    num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over."})
-    strategy: str = field(default="torch", metadata={"help": "For the memory estimate: torch (plain / DDP), "
-                                                              "zero2 or zero3."})
-    bf16: bool = field(default=True, metadata={"help": "For the memory estimate: bf16 training (else fp32)."})
-    # --- The recompute plan (what training's --gradient_checkpointing would do): with --per_device_train_batch_size ---
-    per_device_train_batch_size: Optional[int] = field(default=None, metadata={
-        "help": "Plan activations for this micro-batch: adds `recompute` (checkpointed blocks, estimated peak)."})
-    model_max_length: int = field(default=2048, metadata={"help": "For the recompute plan: tokens per sample."})
-    memory_budget_gib: Optional[float] = field(default=None, metadata={
-        "help": "For the recompute plan: GiB per device (default: this machine's free GPU memory minus a margin)."})
-    gradient_checkpointing: str = field(default="auto", metadata={"help": "For the recompute plan: true|false|auto."})
-    kernels: str = field(default="auto", metadata={"help": "For the recompute plan: auto|torch|liger|none."})
 
 
 def given_flags(argv) -> set:
@@ -114,17 +96,18 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
 
 
 def describe_recompute(model_args: ModelArguments, tuning_args: TuningArguments, memory: DescribeArguments) -> dict:
-    """The --gradient_checkpointing plan and its estimated peak (training.memory.recompute), with the peak per choice."""
+    """The --gradient_checkpointing decision and its estimated peak (training.memory.recompute), with the peak per
+    choice."""
     requested = gradient_checkpointing_choice(memory.gradient_checkpointing)
     backend = "none" if memory.kernels == "none" else "torch"  # liger's kernels save the same or less
     budget = memory.memory_budget_gib if memory.memory_budget_gib is not None else default_budget_gib("cuda")
-    plan, step = plan_for_model_args(
+    decision, step = decide_for_model_args(
         requested, model_args, tuning_args, kernels_backend=backend,
         dtype=torch.bfloat16 if memory.bf16 else torch.float32, batch_size=memory.per_device_train_batch_size,
         seq=memory.model_max_length, budget_gib=budget, strategy=memory.strategy, num_gpus=memory.num_gpus,
         tokenizer=_optional_tokenizer(model_args))
     counts = sorted({0, step.blocks // 4, step.blocks // 2, 3 * step.blocks // 4, step.blocks})
-    return {**plan.as_dict(), "kernels": backend,
+    return {**decision.as_dict(), "kernels": backend,
             "estimated_peak_gib_by_checkpointed_blocks": {str(c): round(step.peak(c) / GIB, 4) for c in counts}}
 
 
@@ -137,16 +120,6 @@ def describe_main(argv) -> int:
     resolve_start(model_args, DataArguments(), given_flags(argv))  # a multimodal checkpoint decides its parts
     print(json.dumps(describe(model_args, tuning_args, describe_args.names, describe_args)))
     return 0
-
-
-FORMATS = ("text", "json")
-
-
-@dataclass
-class InspectArguments:
-    num_samples: int = field(default=3, metadata={"help": "How many records to show, from the first one."})
-    format: str = field(default="text", metadata={"help": "text (for reading) or json (one object per line)."})
-    seed: int = field(default=42, metadata={"help": "Seed of `file:N` subsampling (use training's --seed)."})
 
 
 def token_lines(sample, tokenizer, image_token_id: int) -> list:
@@ -193,10 +166,6 @@ def inspect_data_main(argv) -> int:
         argv, (ModelArguments, DataArguments, InspectArguments), prog="llava-ln inspect-data",
         description="Print processed samples (rendered text, tokens, labels) without loading model weights.",
     )
-    if args.format not in FORMATS:
-        raise LlavaLnError(f"--format {args.format!r} is not one of {', '.join(FORMATS)}")
-    if args.num_samples < 1:
-        raise LlavaLnError(f"--num_samples must be at least 1, got {args.num_samples}")
     resolve_start(model_args, data_args, given_flags(argv))  # a multimodal checkpoint decides tower and template
     parts = load_data_components(model_args, data_args)
     dataset = build_train_dataset(data_args, parts.tokenizer, parts.image_processor, parts.template,
@@ -216,16 +185,6 @@ def inspect_data_main(argv) -> int:
     print(f"inspect-data: {shown} sample(s) shown, {skipped} skipped, {dataset.index.rejected} bad record(s) "
           f"left out while indexing, {len(dataset)} usable record(s) indexed", file=sys.stderr)
     return 0
-
-
-@dataclass
-class ToyArguments:
-    out: str = field(default="toy_world", metadata={"help": "Folder to write the world into (new or empty, "
-                                                            "or an earlier toy world, which is replaced)."})
-    seed: int = field(default=0, metadata={"help": "Same seed, byte-identical files."})
-    scale: float = field(default=1.0, metadata={"help": "Multiply every set's size (0.05 gives a tiny world for tests)."})
-    backbones: bool = field(default=True, metadata={"help": "Copy the pretrained toy LLM and vision tower into "
-                                                            "--out/llm and --out/vision."})
 
 
 def toy_main(argv) -> int:

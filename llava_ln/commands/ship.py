@@ -16,29 +16,16 @@ and PEFT; llava by reading it back as an original LLaVA checkpoint) and exits wi
 does not reproduce our model; refusals (a connector or image mode a format cannot express, a
 non-norm run for peft-ln, a non-LoRA run for peft-lora) exit with status 2.
 """
-from dataclasses import dataclass, field
-
-from llava_ln.checkpoint.loading import BaseOverrides
+from llava_ln.commands.args import ExportArguments, MergeArguments
 from llava_ln.core.flags import parse_flags
-
-
-@dataclass
-class MergeArguments:
-    checkpoint: str = field(default=None, metadata={"help": "Run folder or OUTPUT_DIR/checkpoint-<step> to merge."})
-    output_dir: str = field(default=None, metadata={"help": "Folder to write the merged checkpoint into."})
-    dtype: str = field(default="auto", metadata={"help": "auto (the base LLM's dtype) | float32 | bfloat16 | float16."})
-    device: str = field(default="cpu", metadata={"help": "Device for loading and the LoRA-fold check (cpu, cuda)."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir."})
+from llava_ln.model.args import BaseOverrides
 
 
 def merge_main(argv) -> int:
-    from llava_ln.core.errors import LlavaLnError
     from llava_ln.export.merge import merge_checkpoint
 
     args, overrides = parse_flags(argv, (MergeArguments, BaseOverrides), prog="llava-ln merge",
                                   description="Fold trained tensors into one standalone checkpoint folder.")
-    if not args.checkpoint:
-        raise LlavaLnError("llava-ln merge: --checkpoint is required")
     result = merge_checkpoint(args.checkpoint, args.output_dir, overrides, dtype=args.dtype,
                               overwrite=args.overwrite, device=args.device)
     print(f"merged {args.checkpoint} -> {result.output_dir} ({str(result.dtype).replace('torch.', '')}"
@@ -50,43 +37,14 @@ def merge_main(argv) -> int:
     return 0
 
 
-FORMATS = ("hf", "llava", "peft-ln", "peft-lora")
-
-
-@dataclass
-class ExportArguments:
-    checkpoint: str = field(default=None, metadata={"help": "Run folder, OUTPUT_DIR/checkpoint-<step> or merged folder."})
-    format: str = field(default="hf", metadata={"help": "hf (LlavaForConditionalGeneration + LlavaProcessor) | llava "
-                                                      "(original LLaVA layout) | peft-ln | peft-lora."})
-    output_dir: str = field(default=None, metadata={"help": "Folder to write the export into."})
-    dtype: str = field(default="auto", metadata={"help": "hf weights: auto (the base LLM's dtype) | float32 | bfloat16 | "
-                                                         "float16."})
-    device: str = field(default="cpu", metadata={"help": "Device for loading and verification (cpu, cuda)."})
-    verify: bool = field(default=True, metadata={"help": "Load the export in a fresh process and compare outputs."})
-    max_new_tokens: int = field(default=8, metadata={"help": "Greedy tokens compared per probe in verification."})
-    atol: float = field(default=1e-4, metadata={"help": "Verification: absolute logit tolerance."})
-    rtol: float = field(default=1e-4, metadata={"help": "Verification: logit tolerance relative to the largest logit."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir."})
-    bits: int = field(default=16, metadata={"help": "hf: 4 stores the LLM's block linears in 4 bits (transformers' "
-                                                   "bitsandbytes config; the run's 4-bit type, else nf4 + double "
-                                                   "quant); 16: unquantized, also for runs trained with --bits."})
-
-
 def export_main(argv) -> int:
-    from llava_ln.core.errors import LlavaLnError
     from llava_ln.export.verify import ExportSettings, Tolerance
 
     args, overrides = parse_flags(argv, (ExportArguments, BaseOverrides), prog="llava-ln export",
                                   description="Export to the transformers-native LLaVA format or a PEFT adapter.")
-    if args.format not in FORMATS:
-        raise LlavaLnError(f"llava-ln export: --format {args.format!r} is not one of {', '.join(FORMATS)}")
-    if not args.checkpoint:
-        raise LlavaLnError("llava-ln export: --checkpoint is required")
     settings = ExportSettings(dtype=args.dtype, device=args.device, verify=args.verify,
                               max_new_tokens=args.max_new_tokens, overwrite=args.overwrite,
                               tolerance=Tolerance(atol=args.atol, rtol=args.rtol), bits=args.bits)
-    if args.bits != 16 and args.format != "hf":
-        raise LlavaLnError(f"llava-ln export: --bits applies to --format hf only, not {args.format}")
     if args.format == "peft-lora":
         from llava_ln.export.peft_lora import export_peft_lora
 

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistContext:
     rank: int = 0
     world_size: int = 1
@@ -91,7 +91,8 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
     grouped = needs_group and dist.is_initialized()
     rank = dist.get_rank() if grouped else 0
     world = dist.get_world_size() if grouped else 1
-    context = DistContext(rank, world, local_rank, chosen_device, dist.get_backend() if grouped else None)
+    context = DistContext(rank=rank, world_size=world, local_rank=local_rank, device=chosen_device,
+                          backend=dist.get_backend() if grouped else None)
     # DeepSpeed caches process groups for the life of the process, so a group it used stays up
     # (a later deepspeed.initialize in the same process reuses it); a plain one is torn down.
     tear_down = created and not use_deepspeed

@@ -10,13 +10,17 @@ Modules, in reading order:
   encode           tokens and labels; the batch contract
   dataset          lazy samples and the factories the training script calls
 """
-from llava_ln.data.args import DataArguments
-from llava_ln.data.dataset import DataComponents, build_train_dataset, build_train_sampler, load_data_components
-from llava_ln.data.encode import DataCollator
-from llava_ln.data.index import ModalityLengthGroupedSampler
-from llava_ln.data.templates import TEMPLATE_NAMES, get_template
+from llava_ln.core.lazy import lazy_exports
 
-__all__ = [
-    "DataArguments", "DataCollator", "DataComponents", "ModalityLengthGroupedSampler", "TEMPLATE_NAMES",
-    "build_train_dataset", "build_train_sampler", "get_template", "load_data_components",
-]
+# Importing the package imports no torch: each name loads its module when first asked for, so that the
+# flag dataclasses (data.args) stay importable without torch.
+_EXPORTS = {
+    "DataArguments": "llava_ln.data.args",
+    **dict.fromkeys(("DataComponents", "build_train_dataset", "build_train_sampler", "load_data_components"),
+                    "llava_ln.data.dataset"),
+    "DataCollator": "llava_ln.data.encode",
+    "ModalityLengthGroupedSampler": "llava_ln.data.index",
+    **dict.fromkeys(("TEMPLATE_NAMES", "get_template"), "llava_ln.data.templates"),
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

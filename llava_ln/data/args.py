@@ -1,25 +1,36 @@
-"""Data flags, named as in LLaVA so that a LLaVA launch script ports by changing a few lines."""
+"""Data flags, named as in LLaVA so that a LLaVA launch script ports by changing a few lines.
+
+  ImageFileArguments  --image_folder, --max_image_pixels (train, inspect-data, eval, analyze)
+  DataArguments       the training data: files, templates, lengths, image squaring
+"""
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 ASPECT_RATIOS = ("pad", "resize", "crop", "square")
+# A decompression bomb declares billions of pixels in a few bytes; 64 MP is far above any training image.
+DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20
 
 
-@dataclass
-class DataArguments:
+@dataclass(kw_only=True)
+class ImageFileArguments:
+    image_folder: Optional[str] = field(default=None, metadata={
+        "help": "Folder image paths start from; a path may not leave it. Train, inspect-data, analyze: default the "
+                "data file's folder, and absolute paths are accepted only without this flag. Eval: default the "
+                "benchmark layout's."})
+    max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={
+        "help": "Largest image (width x height) read; a larger one is refused before decoding, as a decompression "
+                "bomb would be (0: no limit)."})
+
+
+@dataclass(kw_only=True)
+class DataArguments(ImageFileArguments):
     data_path: Optional[str] = field(
         default=None,
         metadata={"help": "LLaVA-format JSON or JSONL file(s), comma separated; `file:N` keeps a deterministic "
                   "random subset of N records of that file (drawn from --seed)."},
-    )
-    image_folder: Optional[str] = field(
-        default=None,
-        metadata={"help": "Folder that image paths start from (default: the data file's folder); a path may not "
-                  "leave it, and absolute paths are accepted only without this flag."},
     )
     image_aspect_ratio: str = field(
         default="pad",
@@ -48,13 +59,6 @@ class DataArguments:
         default=False,
         metadata={"help": "Keep each record's <image> where it is written; by default it moves to the front of its "
                   "turn, followed by a newline, as LLaVA's training does."},
-    )
-
-    # ---- reliability: untrusted image files ----
-    max_image_pixels: int = field(
-        default=DEFAULT_MAX_IMAGE_PIXELS,
-        metadata={"help": "Largest image (width x height) read; a larger one is refused before decoding, as a "
-                  "decompression bomb would be (0: no limit)."},
     )
 
 

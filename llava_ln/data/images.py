@@ -30,8 +30,8 @@ from PIL import Image
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.paths import relative_inside
+from llava_ln.data.args import DEFAULT_MAX_IMAGE_PIXELS
 
-DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _TRANSPARENT = ("RGBA", "LA", "PA", "RGBa")
 

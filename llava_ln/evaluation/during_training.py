@@ -21,6 +21,7 @@ import os
 import torch
 from torch import nn
 
+from llava_ln.core.benchmarks import LEARNING_CURVE_ANSWER_LENGTHS, get_benchmark_spec
 from llava_ln.core.distributed import DistContext, broadcast_object, gather_objects
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.dataset import DataComponents
@@ -33,12 +34,6 @@ from llava_ln.evaluation.subset_scores import evenly_spaced, headline, score_sub
 from llava_ln.model.parts import unwrap
 from llava_ln.training.args import TrainingArguments, steps_from
 from llava_ln.training.memory.policy import Precision
-
-# Where each benchmark lives under an evaluation root: LLaVA's playground/data/eval layout (the toy
-# world's eval/ folder has the same).
-BENCHMARK_FOLDERS = {"vqav2": "vqav2", "pope": "pope", "mme": "MME", "coco_caption": "coco_caption",
-                     "flickr30k": "flickr30k"}
-SHORT_ANSWER_TOKENS, CAPTION_TOKENS = 16, 64
 
 
 class TrainingEvaluator:
@@ -72,12 +67,12 @@ class TrainingEvaluator:
                                      eval_model.num_image_tokens)
         self.tasks = []  # (name, benchmark, sources, subset, generation settings), read once
         for name in benchmarks:
+            # The folder under --eval_data is the benchmark's in LLaVA's playground/data/eval layout.
+            folder = get_benchmark_spec(name, "--eval_benchmarks").folder
             benchmark = get_benchmark(name)
-            if name not in BENCHMARK_FOLDERS:
-                raise LlavaLnError(f"--eval_benchmarks: {name!r} has no folder under --eval_data")
-            sources = benchmark.locate(DataFlags(data=os.path.join(data_root, BENCHMARK_FOLDERS[name])))
+            sources = benchmark.locate(DataFlags(data=os.path.join(data_root, folder)))
             subset = evenly_spaced(benchmark.read_items(sources, benchmark.default_prompt), limit, name)
-            tokens = max_new_tokens or (SHORT_ANSWER_TOKENS if benchmark.prompt_is_suffix else CAPTION_TOKENS)
+            tokens = max_new_tokens or LEARNING_CURVE_ANSWER_LENGTHS.of(name)
             self.tasks.append((name, sources, subset, GenerationSettings(max_new_tokens=tokens)))
 
     def due(self, step: int, total_steps: int) -> bool:

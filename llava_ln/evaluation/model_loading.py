@@ -19,8 +19,8 @@ import torch
 
 from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError, short_reason
-from llava_ln.data.args import ASPECT_RATIOS
-from llava_ln.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoader, load_image_processor
+from llava_ln.data.args import ASPECT_RATIOS, DEFAULT_MAX_IMAGE_PIXELS
+from llava_ln.data.images import ImageLoader, load_image_processor
 from llava_ln.data.templates import get_template
 from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import quant_settings, quantize_llm_linears, settings_from_dict

@@ -11,25 +11,14 @@ as missing, so the subset is scored in memory with the scoring package's own rul
 ground truth only: VQA soft accuracy, POPE's first-sentence rule and positional pairing, MME's
 4-character parse and pairs, pycocoevalcap's CIDEr (needs Java, like every caption score).
 """
+from llava_ln.core.benchmarks import BENCHMARKS, get_benchmark_spec
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.scoring.files import canonical_id, read_json_or_jsonl
-
-HEADLINES = {
-    "vqav2": lambda scores: scores["overall"],
-    "pope": lambda scores: 100.0 * scores["mean_f1"],
-    "mme": lambda scores: scores["perception"],
-    "coco_caption": lambda scores: 100.0 * scores["CIDEr"],
-    "flickr30k": lambda scores: 100.0 * scores["CIDEr"],
-}
 
 
 def headline(benchmark: str, scores: dict) -> float | None:
     """The benchmark's headline number from its scorer JSON (None when the scorer left it undefined)."""
-    try:
-        value = HEADLINES[benchmark](scores)
-    except TypeError:  # an undefined metric (null) times 100
-        return None
-    return None if value is None else float(value)
+    return get_benchmark_spec(benchmark).headline(scores)
 
 
 def evenly_spaced(items: list, limit: int, benchmark: str) -> list:
@@ -44,10 +33,9 @@ def evenly_spaced(items: list, limit: int, benchmark: str) -> list:
 
 def score_subset(benchmark: str, sources: dict, items: list, answers: dict) -> dict:
     """Scorer-shaped JSON for `items` alone (answers: {item key: text}), for `headline`."""
-    scorer = _SCORERS.get(benchmark)
-    if scorer is None:
+    if benchmark not in BENCHMARKS:
         raise LlavaLnError(f"--eval_benchmarks: no subset scoring for {benchmark!r}")
-    return scorer(sources, items, answers)
+    return _SCORERS[BENCHMARKS[benchmark].rules](sources, items, answers)
 
 
 def _vqav2(sources: dict, items: list, answers: dict) -> dict:
@@ -96,4 +84,4 @@ def _captions(sources: dict, items: list, answers: dict) -> dict:
     return score_captions(chosen, {image_id: answers[keys[image_id]] for image_id in chosen})
 
 
-_SCORERS = {"vqav2": _vqav2, "pope": _pope, "mme": _mme, "coco_caption": _captions, "flickr30k": _captions}
+_SCORERS = {"vqa": _vqav2, "pope": _pope, "mme": _mme, "caption": _captions}  # by core.benchmarks' rules

@@ -1,14 +1,15 @@
 """Experiments on top of training and evaluation: the demo, the tuning-mode comparison and its analyses.
 
 The demo (`llava-ln demo`): the whole pipeline on the toy world (stage 1 -> stage 2 -> five benchmarks -> report).
-  recipe       the demo's hyperparameters and the `llava-ln train` flags of both stages
+  recipe       the recipes as data (LLaVA-1.5-7B's, the toy world's), the demo's flags and train commands
   benchmarks   evaluate a run on the toy benchmarks and pick each one's headline number
   report       report.md and report.png
 The comparison (`llava-ln compare`) and its analyses (`llava-ln analyze`):
   runs         the runs: one per tuning mode with its recipe rates, plus named variants
   launcher     each run as a child process under python / torchrun / deepspeed, output to a log
   entries      a run's comparison entry from its folder alone; comparison.json and comparison.md
-  compare_settings  compare's flags, the toy or 7B recipe they resolve to, each run's train.py flags
+  args         the flags of compare and analyze (no torch at import)
+  compare_settings  what compare's flags resolve to with the toy or 7B recipe, each run's train.py flags
   run_state    one run's folder: status and attempts, train or reuse or resume, evaluation, costs
   compare      the driver: stage 1, every run (restartable, one or more at a time), the reports
   similarity   layer-representation similarity (cosine between layers' pooled hidden states)

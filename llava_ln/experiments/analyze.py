@@ -17,27 +17,11 @@ CKPT is the checkpoint as given, or its label when given as LABEL=PATH.
 """
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Optional
 
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.experiments.args import AnalyzeArguments
 from llava_ln.experiments.entries import read_log, train_records
-
-
-@dataclass
-class AnalyzeArguments:
-    checkpoints: str = field(metadata={"help": "Run folders or checkpoint-<step> folders, comma separated "
-                                               "(LABEL=PATH names one)."})
-    data: Optional[str] = field(default=None, metadata={
-        "help": "LLaVA-format records to compute layer similarity on (--data_path syntax); without it only "
-                "gradient statistics are read."})
-    image_folder: Optional[str] = field(default=None, metadata={"help": "Folder the records' images are in."})
-    num_samples: int = field(default=64, metadata={"help": "Records used (the first N)."})
-    batch_size: int = field(default=8, metadata={"help": "Records per forward pass."})
-    device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
-    output_dir: Optional[str] = field(default=None, metadata={"help": "Write analysis.json and the PNG plots here."})
-    json: bool = field(default=False, metadata={"help": "Print the JSON result."})
 
 
 def parse_checkpoints(text: str) -> dict:
@@ -106,7 +90,7 @@ def run_analyze(args: AnalyzeArguments) -> dict:
 
         for label, path in checkpoints.items():
             similarity = checkpoint_similarity(path, args.data, args.image_folder, args.num_samples,
-                                               args.batch_size, args.device)
+                                               args.batch_size, args.device, max_image_pixels=args.max_image_pixels)
             matrices[label] = similarity
             result["layer_similarity"][label] = {k: v for k, v in similarity.items() if k != "matrix"}
     for label, path in checkpoints.items():

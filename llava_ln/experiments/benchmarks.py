@@ -1,38 +1,31 @@
 """Evaluate one checkpoint on benchmarks in LLaVA's eval layout and pull out the headline numbers."""
 import os
 
+from llava_ln.core.benchmarks import BENCHMARKS
 from llava_ln.evaluation.args import EvalArguments
-from llava_ln.evaluation.during_training import BENCHMARK_FOLDERS
 from llava_ln.evaluation.runner import run_eval
-from llava_ln.evaluation.subset_scores import HEADLINES as SCORER_HEADLINES
+from llava_ln.experiments.recipe import TOY
 
-# Short-answer benchmarks are parsed from the first words (MME looks at 4 characters, POPE at the
-# first sentence), so a few tokens suffice; an untuned model would otherwise ramble to the limit.
-MAX_NEW_TOKENS = {"vqav2": 8, "pope": 8, "mme": 8, "coco_caption": 32, "flickr30k": 32}
+# The report's rows: each benchmark's headline (core.benchmarks) under its label, and after POPE's F1 its
+# accuracy, since F1 alone flatters a model that always says "yes" (F1 0.667 at 50% positives).
+POPE_ACCURACY_LABEL = "POPE accuracy (%)"
 
-# headline metric per benchmark: (label, function of the scorer's JSON, scale shown in the report)
-HEADLINES = {
-    "vqav2": ("VQA accuracy (%)", SCORER_HEADLINES["vqav2"]),
-    "pope": ("POPE mean F1 (x100)", SCORER_HEADLINES["pope"]),
-    # F1 alone flatters a model that always says "yes" (F1 0.667 at 50% positives)
-    "pope_accuracy": ("POPE accuracy (%)", lambda s: 100.0 * sum(v["accuracy"] for v in s["splits"].values())
-                      / len(s["splits"])),
-    "mme": ("MME perception", SCORER_HEADLINES["mme"]),
-    "coco_caption": ("COCO CIDEr (x100)", SCORER_HEADLINES["coco_caption"]),
-    "flickr30k": ("Flickr30k CIDEr (x100)", SCORER_HEADLINES["flickr30k"]),
-}
+
+def _pope_accuracy(scores: dict) -> float:
+    return 100.0 * sum(v["accuracy"] for v in scores["splits"].values()) / len(scores["splits"])
 
 
 def evaluate(model_path: str, world: str, output_dir: str, conv_template: str | None = None,
-             batch_size: int = 32, bits: int = 16) -> dict:
+             batch_size: int = TOY.eval_batch_size, bits: int = 16) -> dict:
     """Run llava-ln eval --score for every benchmark; returns {benchmark: scorer JSON}.
 
     conv_template: None uses the checkpoint's own (its manifest); the demo asks the stage-1
     model in the stage-2 template so that both models get the very same prompts. bits: eval --bits
     (4: a --bits 4 run evaluated on the quantized base it trained on).
     """
-    return evaluate_benchmarks(model_path, os.path.join(world, "eval"), output_dir, list(BENCHMARK_FOLDERS),
-                               MAX_NEW_TOKENS, batch_size, conv_template=conv_template, dtype="float32",
+    return evaluate_benchmarks(model_path, os.path.join(world, "eval"), output_dir, list(BENCHMARKS),
+                               TOY.answer_lengths.per_benchmark(BENCHMARKS), batch_size,
+                               conv_template=conv_template, dtype="float32",
                                device="cpu", overwrite=True, bits=bits)
 
 
@@ -44,7 +37,7 @@ def evaluate_benchmarks(model_path: str, eval_root: str, output_dir: str, benchm
     scores = {}
     for benchmark in benchmarks:
         summary = run_eval(EvalArguments(
-            benchmark=benchmark, model_path=model_path, data=os.path.join(eval_root, BENCHMARK_FOLDERS[benchmark]),
+            benchmark=benchmark, model_path=model_path, data=os.path.join(eval_root, BENCHMARKS[benchmark].folder),
             output_dir=os.path.join(output_dir, benchmark), score=True, batch_size=batch_size,
             conv_template=conv_template,
             max_new_tokens=max_new_tokens[benchmark], dtype=dtype, device=device, overwrite=overwrite, bits=bits,
@@ -82,10 +75,11 @@ if __name__ == "__main__":
 
 
 def headline_numbers(scores: dict) -> dict:
-    """{label: value} for the report, in the order of HEADLINES."""
+    """{label: value} for the report, in core.benchmarks' order (POPE's accuracy after its F1)."""
     numbers = {}
-    for name, (label, pick) in HEADLINES.items():
-        source = "pope" if name == "pope_accuracy" else name
-        if source in scores:
-            numbers[label] = round(float(pick(scores[source])), 2)
+    for name, spec in BENCHMARKS.items():
+        if name in scores:
+            numbers[spec.label] = round(float(spec.headline(scores[name])), 2)
+            if name == "pope":
+                numbers[POPE_ACCURACY_LABEL] = round(float(_pope_accuracy(scores[name])), 2)
     return numbers

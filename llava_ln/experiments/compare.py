@@ -29,8 +29,8 @@ from dataclasses import asdict
 
 from llava_ln.core.processes import forward_stop_signals
 from llava_ln.experiments import launcher
+from llava_ln.experiments.args import CompareArguments
 from llava_ln.experiments.compare_settings import (
-    CompareArguments,
     Setup,
     resolve,
     stage1_flags,
@@ -59,8 +59,8 @@ def _compare(args: CompareArguments) -> dict:
 
         torch.set_num_threads(args.threads)
     overrides = parse_rates(args.lr)
-    runs = mode_runs([m.strip() for m in args.modes.split(",") if m.strip()], setup.toy, overrides)
-    runs += variant_runs(parse_variants(args.variants), setup.toy, overrides, {r.name for r in runs} | {STAGE1})
+    runs = mode_runs([m.strip() for m in args.modes.split(",") if m.strip()], setup.recipe, overrides)
+    runs += variant_runs(parse_variants(args.variants), setup.recipe, overrides, {r.name for r in runs} | {STAGE1})
     started, cpu_before = time.perf_counter(), _cpu_seconds()
     outcomes = {}
 
@@ -107,7 +107,8 @@ def _settings(args, setup: Setup, runs: list, outcomes: dict, started: float, cp
     return {
         "flags": asdict(args), "device": device, "toy_recipe": setup.toy, "paths": setup.paths,
         "stage1_steps": setup.stage1_steps, "stage2_steps": setup.stage2_steps, "batch_size": setup.batch_size,
-        "lora_r_alpha": list(setup.lora), "max_new_tokens": setup.max_new_tokens,
+        "lora_r_alpha": list(setup.lora), "max_new_tokens": setup.max_new_tokens, "seed": setup.seed,
+        "eval_batch_size": setup.eval_batch_size,
         "runs": {r.name: r.train_flags() for r in runs}, "parallel": args.parallel, "this_invocation": {
             "outcomes": outcomes, "wall_s": round(time.perf_counter() - started, 1),
             "cpu_s": round(_cpu_seconds() - cpu_before, 1)},

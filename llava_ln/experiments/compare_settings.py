@@ -1,8 +1,9 @@
-"""The flags of `llava-ln compare`, the recipe they resolve to (toy world or LLaVA-1.5-7B), and each run's train.py flags.
+"""What `llava-ln compare`'s flags (experiments/args.py) resolve to (toy world or LLaVA-1.5-7B), and each run's train.py flags.
 
---world fills every path from a toy world and switches to the toy recipe (the demo's batch, length,
-warmup and rates; LoRA r=4, which is the share of the toy LLM's linear weights that r=128 is at 7B;
-answers of 8 tokens, 32 for captions); without it the defaults are LLaVA-1.5-7B's (scripts/*.sh).
+--world fills every path from a toy world and switches to the toy recipe (recipe.TOY: the demo's batch,
+length, warmup and rates, LoRA r=4, short answers); without it the defaults are LLaVA-1.5-7B's
+(recipe.LLAVA_15, as scripts/*.sh run it). Every flag that defaults to a recipe value says both values
+in its --help, taken from the recipes.
 Every run gets the same common flags (model, data order, batch, schedule, checkpoints every
 --save_steps so an interrupted run resumes, logging); stage-2 runs add the stage-1 connector, the
 step count, gradient statistics, evaluation during training (the learning curves) and their own
@@ -10,83 +11,26 @@ mode and rates (runs.py). --train_args come last, so they override any of these.
 """
 import os
 import shlex
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass
 
+from llava_ln.core.args import default_of
+from llava_ln.core.benchmarks import benchmark_list
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.experiments.recipe import stage2_data_path
-from llava_ln.experiments.runs import ALL_MODES, RunSpec
+from llava_ln.data.args import ImageFileArguments
+from llava_ln.experiments.args import CompareArguments
+from llava_ln.experiments.recipe import LLAVA_15, TOY, Recipe, stage2_data_path
+from llava_ln.experiments.runs import RunSpec
 from llava_ln.toy import layout
 
-ALL_BENCHMARKS = ("vqav2", "pope", "mme", "coco_caption", "flickr30k")
 
-
-@dataclass
-class CompareArguments:
-    output_dir: str = field(metadata={"help": "Where the runs, comparison.json/.md and the plots go (restartable)."})
-    world: Optional[str] = field(default=None, metadata={
-        "help": "A toy world (llava-ln toy): fills every path below and uses the toy recipe."})
-    model_name_or_path: Optional[str] = field(default=None, metadata={"help": "The base LLM."})
-    vision_tower: Optional[str] = field(default=None, metadata={"help": "The vision tower."})
-    image_folder: Optional[str] = field(default=None, metadata={"help": "Root of the training images."})
-    data_path: Optional[str] = field(default=None, metadata={
-        "help": "Stage-2 data (--data_path syntax); with --world a toy mix such as conversation,detail:300 "
-                "(default conversation,detail,reasoning: the toy LLaVA-Instruct)."})
-    stage1_data_path: Optional[str] = field(default=None, metadata={"help": "Stage-1 caption data."})
-    pretrain_mm_mlp_adapter: Optional[str] = field(default=None, metadata={
-        "help": "A stage-1 connector to start every run from (else stage 1 runs here first)."})
-    eval_data: Optional[str] = field(default=None, metadata={
-        "help": "Folder with the benchmarks in LLaVA's playground/data/eval layout (MME, pope, vqav2, ...)."})
-    conv_template: str = field(default="vicuna_v1", metadata={"help": "Stage-2 conversation template."})
-    modes: str = field(default=",".join(ALL_MODES), metadata={"help": "Tuning modes to train, comma separated."})
-    variants: str = field(default="", metadata={
-        "help": "Extra runs: 'NAME=MODE key=value ...; ...' or a YAML/JSON file (see experiments/runs.py)."})
-    lr: str = field(default="", metadata={
-        "help": "Per-mode headline rates, e.g. ln=1e-2,lora=2e-4 (norm rate for ln/ln_simple, else the base rate)."})
-    benchmarks: str = field(default=",".join(ALL_BENCHMARKS), metadata={"help": "Benchmarks for the table."})
-    stage1_steps: Optional[int] = field(default=None, metadata={
-        "help": "Stage-1 optimizer steps (toy default 300; else one epoch)."})
-    stage2_steps: Optional[int] = field(default=None, metadata={
-        "help": "Stage-2 optimizer steps of every run (toy default 300; else one epoch)."})
-    stage1_lr: Optional[float] = field(default=None, metadata={"help": "Stage-1 rate (toy 2e-3, else 1e-3)."})
-    per_device_train_batch_size: Optional[int] = field(default=None, metadata={"help": "Toy 16, else 16."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
-    model_max_length: Optional[int] = field(default=None, metadata={"help": "Toy 512, else 2048."})
-    warmup_ratio: Optional[float] = field(default=None, metadata={"help": "Toy 0.1, else 0.03."})
-    lora_r: Optional[int] = field(default=None, metadata={
-        "help": "LoRA rank (toy 4: the share of the LLM's linear weights that r=128 is at 7B; else 128)."})
-    lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA alpha (toy 8, else 256)."})
-    seed: int = field(default=0, metadata={"help": "Seed of every run (data order, initialisation)."})
-    train_args: str = field(default="", metadata={
-        "help": "More train.py flags for every run, e.g. '--bf16 --deepspeed zero_configs/zero3.json "
-                "--gradient_checkpointing' (they come last, so they override compare's own)."})
-    launcher: str = field(default="auto", metadata={
-        "help": "auto | python | torchrun | deepspeed (auto: python on a CPU, deepspeed when --train_args has "
-                "--deepspeed, else torchrun on several GPUs)."})
-    num_gpus: int = field(default=0, metadata={"help": "GPUs per run (0: every visible one)."})
-    save_steps: float = field(default=0.25, metadata={
-        "help": "Checkpoint every N steps (below 1: a share), so an interrupted run resumes."})
-    logging_steps: int = field(default=10, metadata={"help": "Log (and gradient-statistics window) every N steps."})
-    log_grad_stats: bool = field(default=True, metadata={"help": "Gradient statistics per group (llava-ln analyze)."})
-    curve_benchmarks: str = field(default="pope,vqav2", metadata={
-        "help": "Benchmarks of the learning curves (evaluation during training); '' for none."})
-    curve_steps: float = field(default=0.25, metadata={"help": "Learning-curve points every N steps (below 1: share)."})
-    curve_limit: int = field(default=64, metadata={"help": "Items per benchmark at each learning-curve point."})
-    eval_batch_size: int = field(default=32, metadata={"help": "Questions per generate call."})
-    max_new_tokens: int = field(default=0, metadata={
-        "help": "Longest answer in the final evaluation (0: toy 8 for short answers and 32 for captions; else 128)."})
-    threads: int = field(default=0, metadata={"help": "CPU threads per process (0: torch's default)."})
-    parallel: int = field(default=1, metadata={
-        "help": "Runs trained at once (CPU: with --threads 1, 2 on a 2-core machine beats one run on 2 threads "
-                "for small models; their times then share the CPU). GPUs: keep 1."})
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Setup:
     """The comparison's resolved settings (flags + the toy or 7B recipe)."""
 
     toy: bool
+    recipe: Recipe
     paths: dict
+    seed: int
     stage1_steps: int | None
     stage2_steps: int | None
     stage1_lr: float
@@ -95,17 +39,21 @@ class Setup:
     warmup_ratio: float
     lora: tuple
     max_new_tokens: dict
+    eval_batch_size: int
     benchmarks: list
 
 
 def resolve(args: CompareArguments) -> Setup:
+    args.require_output_dir("llava-ln compare")
     toy = bool(args.world)
     world = args.world
     if toy and not os.path.isfile(os.path.join(world, layout.WORLD_MANIFEST)):
         raise LlavaLnError(f"--world {world}: not a toy world (no {layout.WORLD_MANIFEST}; make one with llava-ln toy)")
-    data = args.data_path or ("conversation,detail,reasoning" if toy else None)
+    recipe = TOY if toy else LLAVA_15
+    data = args.data_path or recipe.stage2_data
     paths = {
         "model_name_or_path": args.model_name_or_path or (os.path.join(world, "llm") if toy else None),
+        "tokenizer_name_or_path": args.tokenizer_name_or_path,
         "vision_tower": args.vision_tower or (os.path.join(world, "vision") if toy else None),
         "image_folder": args.image_folder or (os.path.join(world, layout.IMAGES) if toy else None),
         "data_path": resolve_data(data, world),
@@ -118,29 +66,21 @@ def resolve(args: CompareArguments) -> Setup:
     missing = [name for name in needed if not paths[name]]
     if missing:
         raise LlavaLnError("llava-ln compare needs " + ", ".join(f"--{m}" for m in missing) + " (or --world)")
-    benchmarks = _names(args.benchmarks, "--benchmarks")
-    short, caption = (8, 32) if toy else (128, 128)
-    tokens = {b: args.max_new_tokens or (caption if b in ("coco_caption", "flickr30k") else short) for b in benchmarks}
-    default = 300 if toy else None
+    benchmarks = benchmark_list(args.benchmarks, "--benchmarks")
+    tokens = {b: args.max_new_tokens or recipe.answer_lengths.of(b) for b in benchmarks}
+
+    def given_or_recipe(name: str):
+        value = getattr(args, name)
+        return getattr(recipe, name) if value is None else value
+
     return Setup(
-        toy=toy, paths=paths,
-        stage1_steps=args.stage1_steps if args.stage1_steps is not None else default,
-        stage2_steps=args.stage2_steps if args.stage2_steps is not None else default,
-        stage1_lr=args.stage1_lr or (2e-3 if toy else 1e-3),
-        batch_size=args.per_device_train_batch_size or 16,
-        model_max_length=args.model_max_length or (512 if toy else 2048),
-        warmup_ratio=args.warmup_ratio if args.warmup_ratio is not None else (0.1 if toy else 0.03),
-        lora=(args.lora_r or (4 if toy else 128), args.lora_alpha or (8 if toy else 256)),
-        max_new_tokens=tokens, benchmarks=benchmarks,
+        toy=toy, recipe=recipe, paths=paths, seed=given_or_recipe("seed"),
+        stage1_steps=given_or_recipe("stage1_steps"), stage2_steps=given_or_recipe("stage2_steps"),
+        stage1_lr=given_or_recipe("stage1_lr"), batch_size=given_or_recipe("per_device_train_batch_size"),
+        model_max_length=given_or_recipe("model_max_length"), warmup_ratio=given_or_recipe("warmup_ratio"),
+        lora=(given_or_recipe("lora_r"), given_or_recipe("lora_alpha")), max_new_tokens=tokens,
+        eval_batch_size=given_or_recipe("eval_batch_size"), benchmarks=benchmarks,
     )
-
-
-def _names(text: str, flag: str) -> list:
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_BENCHMARKS]
-    if unknown:
-        raise LlavaLnError(f"{flag}: {', '.join(unknown)} not among {', '.join(ALL_BENCHMARKS)}")
-    return names
 
 
 def resolve_data(spec: str | None, world: str | None) -> str | None:
@@ -160,13 +100,18 @@ def _steps_flags(steps: int | None) -> list:
 def common_flags(args: CompareArguments, setup: Setup, output_dir: str) -> list:
     return [
         "--model_name_or_path", setup.paths["model_name_or_path"], "--vision_tower", setup.paths["vision_tower"],
+        *(["--tokenizer_name_or_path", setup.paths["tokenizer_name_or_path"]]
+          if setup.paths["tokenizer_name_or_path"] else []),
         *(["--image_folder", setup.paths["image_folder"]] if setup.paths["image_folder"] else []),
+        # Passed only when set, so that a default run's flags (and a reused run's check) stay as they were.
+        *(["--max_image_pixels", str(args.max_image_pixels)]
+          if args.max_image_pixels != default_of(ImageFileArguments, "max_image_pixels") else []),
         "--image_aspect_ratio", "pad", "--model_max_length", str(setup.model_max_length),
         "--per_device_train_batch_size", str(setup.batch_size),
         "--gradient_accumulation_steps", str(args.gradient_accumulation_steps),
         "--lr_scheduler_type", "cosine", "--warmup_ratio", str(setup.warmup_ratio),
         "--logging_steps", str(args.logging_steps), "--save_strategy", "steps", "--save_steps", str(args.save_steps),
-        "--save_total_limit", "1", "--report_to", "none", "--seed", str(args.seed), "--disable_tqdm", "true",
+        "--save_total_limit", "1", "--report_to", "none", "--seed", str(setup.seed), "--disable_tqdm", "true",
         "--output_dir", output_dir,
     ]
 
@@ -179,7 +124,7 @@ def stage1_flags(args, setup: Setup, output_dir: str) -> list:
 
 
 def stage2_flags(args, setup: Setup, run: RunSpec, output_dir: str, stage1: str) -> list:
-    curves = _names(args.curve_benchmarks, "--curve_benchmarks")
+    curves = benchmark_list(args.curve_benchmarks, "--curve_benchmarks")
     return common_flags(args, setup, output_dir) + [
         "--data_path", resolve_data(run.data, args.world) if run.data else setup.paths["data_path"],
         "--conv_template", args.conv_template, "--pretrain_mm_mlp_adapter", stage1,
@@ -188,5 +133,5 @@ def stage2_flags(args, setup: Setup, run: RunSpec, output_dir: str, stage1: str)
         *(["--log_grad_stats", "true"] if args.log_grad_stats else []),
         *(["--eval_benchmarks", ",".join(curves), "--eval_data", setup.paths["eval_data"], "--eval_steps",
            str(args.curve_steps), "--eval_limit", str(args.curve_limit), "--eval_batch_size",
-           str(args.eval_batch_size)] if curves else []),
+           str(setup.eval_batch_size)] if curves else []),
         *run.train_flags(), *shlex.split(args.train_args)]

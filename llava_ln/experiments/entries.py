@@ -17,12 +17,16 @@ import json
 import os
 
 from llava_ln.core.atomic import atomic_path
+from llava_ln.core.benchmarks import BENCHMARKS
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.subset_scores import headline
 from llava_ln.training.reporting import LOG_FILE, TRAINABLE_TABLE
 
-SCORE_LABELS = {"vqav2": "VQAv2", "pope": "POPE F1", "mme": "MME perc.", "coco_caption": "COCO CIDEr",
-                "flickr30k": "Flickr30k CIDEr"}
+
+def column_label(benchmark: str) -> str:
+    """A benchmark's short name in tables and plots (core.benchmarks), or the name itself."""
+    spec = BENCHMARKS.get(benchmark)
+    return spec.column if spec is not None else benchmark
 
 
 def read_log(run_dir: str) -> list[dict]:
@@ -113,7 +117,7 @@ def markdown_table(entries: dict, settings: dict) -> str:
     """The paper's table shape: one row per run, benchmarks, average, trainable share, memory, time."""
     benchmarks = list(next(iter(entries.values()))["scores"]) if entries else []
     memory = "peak GiB" if settings.get("device") == "cuda" else "peak RSS GiB"
-    header = (["run", "mode"] + [SCORE_LABELS.get(b, b) for b in benchmarks]
+    header = (["run", "mode"] + [column_label(b) for b in benchmarks]
               + ["average", "trainable", "trainable %", memory, "train s", "tokens/s"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, entry in entries.items():

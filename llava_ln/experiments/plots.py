@@ -13,7 +13,7 @@ Analysis (llava-ln analyze):
 import os
 
 from llava_ln.core.atomic import atomic_path
-from llava_ln.experiments.entries import SCORE_LABELS, eval_records, read_log, train_records
+from llava_ln.experiments.entries import column_label, eval_records, read_log, train_records
 
 
 def _pyplot():
@@ -48,7 +48,7 @@ def comparison_plots(output_dir: str, payload: dict) -> list[str]:
 
 def score_vs_trainable(plt, entries: dict, path: str) -> str:
     benchmarks = list(next(iter(entries.values()))["scores"])
-    panels = [("average", "average")] + [(b, SCORE_LABELS.get(b, b)) for b in benchmarks]
+    panels = [("average", "average")] + [(b, column_label(b)) for b in benchmarks]
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
@@ -98,7 +98,7 @@ def learning_curves(plt, entries: dict, path: str) -> str:
                           if r["eval"].get(panel) is not None]
             if points:
                 axis.plot(*zip(*points), marker="." if panel != "loss" else None, label=name, linewidth=1)
-        axis.set_title("training loss" if panel == "loss" else f"{SCORE_LABELS.get(panel, panel)} (subset)",
+        axis.set_title("training loss" if panel == "loss" else f"{column_label(panel)} (subset)",
                        fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=7)

@@ -18,7 +18,8 @@ import time
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments import launcher
-from llava_ln.experiments.compare_settings import CompareArguments, Setup
+from llava_ln.experiments.args import CompareArguments
+from llava_ln.experiments.compare_settings import Setup
 
 logger = logging.getLogger("llava_ln.compare")
 
@@ -96,7 +97,7 @@ def evaluate_run(folder: RunFolder, setup: Setup, args: CompareArguments, how: t
                                               "llava_ln.experiments.benchmarks", [
                 "--model_path", folder.run_dir, "--eval_root", setup.paths["eval_data"], "--output_dir", eval_dir,
                 "--benchmarks", ",".join(todo), "--max_new_tokens", json.dumps(setup.max_new_tokens),
-                "--batch_size", str(args.eval_batch_size), "--scores_file", fresh])
+                "--batch_size", str(setup.eval_batch_size), "--scores_file", fresh])
             cpu = launcher.run_logged(command, os.path.join(folder.root, "eval.log"), f"evaluation of {folder.name!r}",
                                       env)
             with open(fresh, encoding="utf-8") as handle:
@@ -105,7 +106,7 @@ def evaluate_run(folder: RunFolder, setup: Setup, args: CompareArguments, how: t
             from llava_ln.experiments.benchmarks import evaluate_benchmarks
 
             cached.update(evaluate_benchmarks(folder.run_dir, setup.paths["eval_data"], eval_dir, todo,
-                                              setup.max_new_tokens, args.eval_batch_size))
+                                              setup.max_new_tokens, setup.eval_batch_size))
             cpu = _own_cpu_seconds() - cpu_before
         write_json_atomic(folder.scores_path, cached)
         status = folder.status()

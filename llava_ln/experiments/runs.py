@@ -4,11 +4,9 @@ Every stage-2 run starts from the same stage-1 connector and reads the same data
 (same seed, batch and step count); runs differ only in --tune_mode, in the mode's learning rates and,
 for a variant, in the few settings it names.
 
-Learning rates per mode, as train.py flags. At 7B they are LLaVA-1.5's recipe (scripts/finetune.sh,
-docs/training.md); on the toy world they are the demo's rates (bench/toy_learnability.py picked
-them) carried over to the other modes with the same ratios between groups. Each mode has a
-headline rate, the one `--lr MODE=RATE` sets: the norm rate for ln and ln_simple, the LoRA rate
-for lora, the base rate for the others.
+Learning rates per mode, as train.py flags, are the recipe's (recipe.py: LLaVA-1.5-7B's, or the toy
+world's). Each mode has a headline rate, the one `--lr MODE=RATE` sets (recipe.headline_rate): the norm
+rate for ln and ln_simple, the base rate for the others (for lora, the LoRA factors').
 
 Variants (`--variants`) are named runs that differ from a mode's run in a few settings, written
 inline, `NAME=MODE key=value ...` separated by ";", or as a YAML / JSON file mapping names to
@@ -22,31 +20,11 @@ import shlex
 from dataclasses import dataclass, field
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.experiments.recipe import Recipe, headline_rate
 from llava_ln.tuning.modes import TUNE_MODES
 
-ALL_MODES = ("ln", "ln_simple", "lora", "full", "attn_qv", "attn_mlp", "connector")
 
-# LLaVA-1.5-7B's stage-2 rates (scripts/finetune.sh).
-LLAVA_RATES = {
-    "full": {"learning_rate": 2e-5}, "attn_qv": {"learning_rate": 2e-5}, "attn_mlp": {"learning_rate": 2e-5},
-    "connector": {"learning_rate": 2e-5},
-    "lora": {"learning_rate": 2e-4, "mm_projector_lr": 2e-5},
-    "ln": {"learning_rate": 2e-5, "norm_lr": 1e-3},
-    "ln_simple": {"learning_rate": 2e-5, "norm_lr": 1e-3},
-}
-# The toy world's: the demo's ln rates (embeddings/head 2e-3, norms 1e-2, connector 1e-3); whole
-# weight matrices (full, attn_*) get the connector's 1e-3, LoRA's factors the embeddings' 2e-3.
-TOY_RATES = {
-    "full": {"learning_rate": 1e-3}, "attn_qv": {"learning_rate": 1e-3}, "attn_mlp": {"learning_rate": 1e-3},
-    "connector": {"learning_rate": 1e-3},
-    "lora": {"learning_rate": 2e-3, "mm_projector_lr": 1e-3},
-    "ln": {"learning_rate": 2e-3, "norm_lr": 1e-2, "mm_projector_lr": 1e-3},
-    "ln_simple": {"learning_rate": 2e-3, "norm_lr": 1e-2},
-}
-HEADLINE_RATE = {"ln": "norm_lr", "ln_simple": "norm_lr"}  # the others: learning_rate
-
-
-@dataclass
+@dataclass(kw_only=True)
 class RunSpec:
     """One stage-2 training run of the comparison."""
 
@@ -90,20 +68,21 @@ def _positive(value, where: str) -> float:
     return number
 
 
-def mode_rates(mode: str, toy: bool, overrides: dict) -> dict:
-    rates = dict((TOY_RATES if toy else LLAVA_RATES)[mode])
+def mode_rates(mode: str, recipe: Recipe, overrides: dict) -> dict:
+    """The recipe's rates for the mode as train.py flags, its headline rate replaced when --lr names the mode."""
+    rates = recipe.rates[mode].flags()
     if mode in overrides:
-        rates[HEADLINE_RATE.get(mode, "learning_rate")] = overrides[mode]
+        rates[headline_rate(mode)] = overrides[mode]
     return rates
 
 
-def mode_runs(modes: list, toy: bool, overrides: dict) -> list[RunSpec]:
+def mode_runs(modes: list, recipe: Recipe, overrides: dict) -> list[RunSpec]:
     for mode in modes:
         if mode not in TUNE_MODES:
             raise LlavaLnError(f"--modes: {mode!r} is not one of {', '.join(TUNE_MODES)}")
     if len(set(modes)) != len(modes):
         raise LlavaLnError(f"--modes {','.join(modes)}: a mode is listed twice")
-    return [RunSpec(mode, mode, mode_rates(mode, toy, overrides)) for mode in modes]
+    return [RunSpec(name=mode, mode=mode, rates=mode_rates(mode, recipe, overrides)) for mode in modes]
 
 
 def parse_variants(text: str) -> dict:
@@ -139,7 +118,7 @@ def parse_variants(text: str) -> dict:
     return variants
 
 
-def variant_runs(variants: dict, toy: bool, overrides: dict, taken: set) -> list[RunSpec]:
+def variant_runs(variants: dict, recipe: Recipe, overrides: dict, taken: set) -> list[RunSpec]:
     runs = []
     for name, values in variants.items():
         values = dict(values)
@@ -150,14 +129,14 @@ def variant_runs(variants: dict, toy: bool, overrides: dict, taken: set) -> list
         if name in taken or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
             raise LlavaLnError(f"{where}: the name must be new and use only letters, digits, '_', '-', '.'")
         taken.add(name)
-        rates = mode_rates(mode, toy, overrides)
+        rates = mode_rates(mode, recipe, overrides)
         if "lr" in values:
-            rates[HEADLINE_RATE.get(mode, "learning_rate")] = _positive(values.pop("lr"), f"{where} lr")
+            rates[headline_rate(mode)] = _positive(values.pop("lr"), f"{where} lr")
         for key in ("learning_rate", "norm_lr", "mm_projector_lr"):
             if key in values:
                 rates[key] = _positive(values.pop(key), f"{where} {key}")
         steps = values.pop("steps", None)
-        runs.append(RunSpec(name, mode, rates, data=values.pop("data", None),
+        runs.append(RunSpec(name=name, mode=mode, rates=rates, data=values.pop("data", None),
                             steps=int(_positive(steps, f"{where} steps")) if steps is not None else None,
                             flags=values, variant_of=mode))
     return runs

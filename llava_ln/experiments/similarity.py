@@ -18,6 +18,8 @@ Then, averaged over samples: `all_pairs` is the mean over pairs i < j, `adjacent
 import torch
 import torch.nn.functional as F
 
+from llava_ln.data.args import DEFAULT_MAX_IMAGE_PIXELS
+
 
 def cosine_matrix(pooled: torch.Tensor) -> torch.Tensor:
     """[L, H] pooled layer vectors -> [L, L] cosine similarities."""
@@ -90,7 +92,8 @@ def pooled_similarity(hidden_states: list, attention_mask, image_mask) -> dict:
 
 @torch.inference_mode()
 def checkpoint_similarity(path: str, data_path: str, image_folder: str | None, num_samples: int,
-                          batch_size: int = 8, device: str = "cpu") -> dict:
+                          batch_size: int = 8, device: str = "cpu", *,
+                          max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
     """Run a checkpoint (LoRA merged) over the first num_samples records of data_path, in its own template."""
     from llava_ln.data import DataArguments, DataCollator, build_train_dataset
     from llava_ln.evaluation.model_loading import load_eval_model
@@ -100,7 +103,7 @@ def checkpoint_similarity(path: str, data_path: str, image_folder: str | None, n
     eval_model = load_eval_model(path, target, torch.float32)
     model = eval_model.model.eval()
     data_args = DataArguments(data_path=data_path, image_folder=image_folder, conv_template=eval_model.conv_template,
-                              image_aspect_ratio=eval_model.image_aspect_ratio)
+                              image_aspect_ratio=eval_model.image_aspect_ratio, max_image_pixels=max_image_pixels)
     dataset = build_train_dataset(data_args, eval_model.tokenizer, eval_model.image_loader.processor,
                                   eval_model.template, eval_model.image_token_id, eval_model.num_image_tokens, seed=0)
     collate = DataCollator(eval_model.tokenizer)

@@ -15,7 +15,7 @@
 LLaVA's own code (llava.model.builder.load_pretrained_model, with "llava" in the folder name) and
 llava-ln (as --model_name_or_path) load it. The template is not part of LLaVA's format: pass the
 matching --conv-mode / --version (`vicuna_v1` for LLaVA-1.5). Verification reads the folder back
-as an original-LLaVA source (model.sources) and compares logits and greedy answers with the model
+as an original-LLaVA source (model.llava_checkpoints) and compares logits and greedy answers with the model
 on the probes, over the vocabulary LLaVA's model has.
 """
 import gc
@@ -25,8 +25,8 @@ import tempfile
 
 import torch
 
-from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
 from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, reference_attention
+from llava_ln.checkpoint.run_start import build_start_model, resolve_start
 from llava_ln.checkpoint.tensors import ShardedTensorWriter
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import IMAGE_TOKEN

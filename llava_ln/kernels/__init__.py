@@ -12,23 +12,17 @@ forward plus input gradients, and backward needs far less than transformers' mod
 
 Layer: imports core and model only.
 """
-from llava_ln.kernels.apply import (
-    KERNEL_CHOICES,
-    KernelReport,
-    apply_kernels,
-    kernel_backend_of,
-    remove_kernels,
-    resolve_kernel_backend,
-)
-from llava_ln.kernels.loss import multimodal_supervised_loss, supervised_lm_loss
+from llava_ln.core.lazy import lazy_exports
 
-__all__ = [
-    "KERNEL_CHOICES",
-    "KernelReport",
-    "apply_kernels",
-    "kernel_backend_of",
-    "multimodal_supervised_loss",
-    "remove_kernels",
-    "resolve_kernel_backend",
-    "supervised_lm_loss",
-]
+# Importing the package imports no torch: each name loads its module when first asked for, so that the
+# flag dataclasses that name the kernel choices (training.args) stay importable without torch.
+_EXPORTS = {
+    **dict.fromkeys(("KernelReport", "apply_kernels", "kernel_backend_of", "remove_kernels",
+                     "resolve_kernel_backend"), "llava_ln.kernels.apply"),
+    **dict.fromkeys(("multimodal_supervised_loss", "supervised_lm_loss"), "llava_ln.kernels.loss"),
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+# --kernels: here rather than in apply.py so that training's flags can name them without importing torch.
+KERNEL_CHOICES = ("auto", "torch", "liger", "none")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.kernels import liger
+from llava_ln.kernels import KERNEL_CHOICES, liger
 from llava_ln.kernels.activations import activation, gated_activation
 from llava_ln.kernels.norms import lean_norm
 from llava_ln.kernels.registry import MLPS, activation_kind, class_key, looks_like_mlp, looks_like_norm, norm_spec
@@ -29,7 +29,6 @@ from llava_ln.model.parts import language_model_of, unwrap
 
 logger = logging.getLogger(__name__)
 
-KERNEL_CHOICES = ("auto", "torch", "liger", "none")
 _MARK = "_llava_ln_kernel"  # instance attribute naming the swapped-in implementation
 _BACKEND_MARK = "_llava_ln_kernel_backend"  # on the language model: the backend apply_kernels used
 
@@ -117,7 +116,7 @@ def _swap(module, forward, label: str) -> None:
     setattr(module, _MARK, label)
 
 
-def _plan(module, backend: str):
+def _replacement_forward(module, backend: str):
     """(forward, label) for a module this package replaces, or (None, why not) / (None, None) if unrelated."""
     spec = norm_spec(module)
     if spec is not None:
@@ -174,7 +173,7 @@ def apply_kernels(model, choice: str = "auto", device=None) -> KernelReport:
     remove_kernels(model)  # applying twice replaces, never stacks
     replaced = defaultdict(lambda: defaultdict(int))
     for module in _llm_root(model).modules():
-        forward, label = _plan(module, backend)
+        forward, label = _replacement_forward(module, backend)
         if forward is not None:
             _swap(module, forward, label)
             replaced[type(module).__name__][label] += 1

@@ -3,7 +3,7 @@
   args        the flags that choose the backbones (LLaVA's names)
   backbones   tokenizer with `<image>`, the vision tower, the attention kernel per part
   connector   linear, mlp2x_gelu (LLaVA-1.5, transformers' own projector) and mlpNx_gelu
-  sources     a multimodal --model_name_or_path (transformers LLaVA folder, original LLaVA): configs, backbones
+  llava_checkpoints  --model_name_or_path in a LLaVA layout (transformers', original): configs, backbones
   builder     build_mllm: compose the three into LlavaForConditionalGeneration (no subclassing)
   parts       named access to the parts (vision tower, connector, LLM, blocks), PEFT-wrapped or not
   quantize    --bits 4|8: the LLM's block linears as bitsandbytes layers, and their bytes from shapes alone

@@ -5,7 +5,7 @@ three parts are replaced by the already-loaded LLM backbone, LM head and vision 
 the result is an ordinary transformers model (generation, gradient checkpointing,
 save_pretrained and export all work as upstream intends).
 
---model_name_or_path may also be a multimodal checkpoint (model.sources): its LLM, and for a
+--model_name_or_path may also be a multimodal checkpoint (model.llava_checkpoints): its LLM, and for a
 transformers LLaVA folder its tower and connector, come from it instead.
 
 `construct` (ZeRO-3): the LLM and the tower (and a transformers LLaVA folder's connector) are created
@@ -45,7 +45,7 @@ from llava_ln.model.backbones import (
     select_strategy,
 )
 from llava_ln.model.connector import build_connector, projector_depth
-from llava_ln.model.sources import HF_LLAVA, Source, detect_source
+from llava_ln.model.llava_checkpoints import HF_LLAVA, Source, detect_source
 
 # A context-manager factory whose context creates modules partitioned, with no weight read (ZeRO-3's
 # deepspeed.zero.Init): see the module docstring.
@@ -66,7 +66,7 @@ class MultimodalSpec:
     image_token_id: int
     num_image_tokens: int
     attn_implementation: str
-    source: dict | None = None  # a multimodal --model_name_or_path: {"kind", "path"} (model.sources)
+    source: dict | None = None  # a multimodal --model_name_or_path: {"kind", "path"} (model.llava_checkpoints)
 
     def to_dict(self) -> dict:
         return asdict(self)

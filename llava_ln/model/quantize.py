@@ -29,12 +29,11 @@ import torch
 from torch import nn
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.model.args import BITS, QUANT_TYPES
 from llava_ln.model.parts import decoder_layers_of, unwrap
 
 logger = logging.getLogger(__name__)
 
-BITS = (4, 8, 16)  # 16: not quantized (LLaVA's default for --bits)
-QUANT_TYPES = ("nf4", "fp4")
 BLOCKSIZE = 64  # bitsandbytes' 4-bit block size (CUDA and CPU)
 NESTED_BLOCKSIZE = 256  # double quantization: absmax values are quantized in blocks of this many
 LLM_INT8_THRESHOLD = 6.0  # LLM.int8's outlier threshold (LLaVA's and transformers' default)

@@ -21,12 +21,11 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Optional
 
+from llava_ln.core.benchmarks import BENCHMARKS, get_benchmark_spec
 from llava_ln.core.errors import LlavaLnError
 
-BENCHMARKS = ("vqav2", "mme", "pope", "coco_caption", "flickr30k")
 
-
-@dataclass
+@dataclass(kw_only=True)
 class ScoreRequest:
     benchmark: str = field(metadata={"help": "Which benchmark's rules to apply.", "choices": list(BENCHMARKS)})
     predictions: str = field(metadata={"help": "Results file (vqav2, captions), answers (pope) or folder (mme)."})
@@ -94,16 +93,15 @@ def _score_captions(request: ScoreRequest) -> dict:
 
 def score(request: ScoreRequest) -> dict:
     """The result object for one benchmark (see the module docstring for its shape); strict JSON values."""
-    if request.benchmark not in BENCHMARKS:
-        raise LlavaLnError(f"--benchmark {request.benchmark!r} is not one of {', '.join(BENCHMARKS)}")
-    if request.benchmark == "vqav2":
+    rules = get_benchmark_spec(request.benchmark).rules
+    if rules == "vqa":
         result = _score_vqav2(request)
-    elif request.benchmark == "mme":
+    elif rules == "mme":
         from llava_ln.scoring.mme import score_mme_dir
 
         result = score_mme_dir(request.predictions, perception_subtasks=request.mme_subtasks,
                                annotations=request.annotations, allow_missing=request.allow_missing)
-    elif request.benchmark == "pope":
+    elif rules == "pope":
         from llava_ln.scoring.pope import score_pope_files
 
         result = score_pope_files(_need(request.annotations, "--annotations", "pope"), request.predictions,

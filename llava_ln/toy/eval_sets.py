@@ -26,6 +26,7 @@ from collections import Counter
 
 import numpy as np
 
+from llava_ln.core.benchmarks import POPE_SPLITS
 from llava_ln.toy.language import number_word, plural, reference_captions, short_answer_prompt, yes_no_question
 from llava_ln.toy.questions import (
     PERCEPTION,
@@ -106,7 +107,6 @@ def vqa_files(scenes: list[Scene], image_ids: list[int], file_names: list[str], 
 
 
 # ------------------------------------------------------------------------------------- POPE
-POPE_SPLITS = ("random", "popular", "adversarial")
 POPE_OBJECTS_PER_IMAGE = 3
 
 

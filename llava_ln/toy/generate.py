@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from llava_ln.core.benchmarks import POPE_SPLITS
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.toy import layout
 from llava_ln.toy.backbones.spec import install_backbones
 from llava_ln.toy.eval_sets import (
     MME_SUBTASKS,
     POPE_OBJECTS_PER_IMAGE,
-    POPE_SPLITS,
     coco_caption_file,
     llava_mme_row,
     mme_items,

@@ -18,7 +18,7 @@ import os
 import tempfile
 
 from llava_ln.core.atomic import honour_umask
-from llava_ln.toy.eval_sets import POPE_SPLITS
+from llava_ln.core.benchmarks import BENCHMARKS, POPE_SPLITS
 
 IMAGES = "images"
 PRETRAIN_IMAGES = "pretrain"  # relative to IMAGES, as LLaVA records' "image" fields are
@@ -30,26 +30,28 @@ INSTRUCT_JSON = {kind: f"data/instruct_{kind}.json" for kind in ("conversation",
 EVAL = "eval"
 # Official file names, so that evaluators that find files by name (and derive image names
 # from ids, e.g. COCO_val2014_<id:012d>.jpg) work on the toy sets unchanged.
-VQA_IMAGES = "vqav2/val2014"
-VQA_QUESTIONS = "vqav2/v2_OpenEnded_mscoco_val2014_questions.json"
-VQA_ANNOTATIONS = "vqav2/v2_mscoco_val2014_annotations.json"
-VQA_LLAVA = "vqav2/llava_vqav2_mscoco_val2014.jsonl"
+_VQA, _POPE, _MME, _COCO, _FLICKR = (BENCHMARKS[name].folder for name in
+                                     ("vqav2", "pope", "mme", "coco_caption", "flickr30k"))
+VQA_IMAGES = f"{_VQA}/val2014"
+VQA_QUESTIONS = f"{_VQA}/v2_OpenEnded_mscoco_val2014_questions.json"
+VQA_ANNOTATIONS = f"{_VQA}/v2_mscoco_val2014_annotations.json"
+VQA_LLAVA = f"{_VQA}/llava_vqav2_mscoco_val2014.jsonl"
 
-POPE_IMAGES = "pope/val2014"
-POPE_LABELS = {split: f"pope/coco/coco_pope_{split}.json" for split in POPE_SPLITS}
-POPE_LLAVA = "pope/llava_pope_test.jsonl"
+POPE_IMAGES = f"{_POPE}/val2014"
+POPE_LABELS = {split: f"{_POPE}/coco/coco_pope_{split}.json" for split in POPE_SPLITS}
+POPE_LLAVA = f"{_POPE}/llava_pope_test.jsonl"
 
-MME_RELEASE = "MME/MME_Benchmark_release_version"
-MME_GROUND_TRUTH = "MME/eval_tool/Your_Results"
-MME_LLAVA = "MME/llava_mme.jsonl"
+MME_RELEASE = f"{_MME}/MME_Benchmark_release_version"
+MME_GROUND_TRUTH = f"{_MME}/eval_tool/Your_Results"
+MME_LLAVA = f"{_MME}/llava_mme.jsonl"
 
-COCO_IMAGES = "coco_caption/val2014"
-COCO_ANNOTATIONS = "coco_caption/coco_karpathy_test_gt.json"
-COCO_LLAVA = "coco_caption/llava_coco_caption_test.jsonl"
+COCO_IMAGES = f"{_COCO}/val2014"
+COCO_ANNOTATIONS = f"{_COCO}/coco_karpathy_test_gt.json"
+COCO_LLAVA = f"{_COCO}/llava_coco_caption_test.jsonl"
 
-FLICKR_IMAGES = "flickr30k/flickr30k-images"
-FLICKR_ANNOTATIONS = "flickr30k/flickr30k_karpathy_test_gt.json"
-FLICKR_LLAVA = "flickr30k/llava_flickr30k_test.jsonl"
+FLICKR_IMAGES = f"{_FLICKR}/flickr30k-images"
+FLICKR_ANNOTATIONS = f"{_FLICKR}/flickr30k_karpathy_test_gt.json"
+FLICKR_LLAVA = f"{_FLICKR}/llava_flickr30k_test.jsonl"
 
 
 def coco_image_name(image_id: int) -> str:

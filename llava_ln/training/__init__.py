@@ -11,7 +11,7 @@
   reporting            output folder, logging, progress, log.jsonl, run_config.json
   zero/                DeepSpeed ZeRO-1/2/3: the strategy, its config, ZeRO-3 partitioned from the start
   memory/              precision policy, gradient checkpointing, the static estimate, the meta-device step
-                       account and the --gradient_checkpointing auto plan
+                       account and the --gradient_checkpointing decision
   guards/              flag and folder checks before a run, non-finite steps and stop signals during it,
                        saves that fail as one
 

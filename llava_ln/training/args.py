@@ -6,6 +6,8 @@ keeping these names (see docs/training.md for the few LLaVA flags that became --
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.core.args import LaunchArguments, OutputArguments, SeedArguments
+from llava_ln.core.benchmarks import BENCHMARKS, GENERATION_BATCH_SIZE, LEARNING_CURVE_ANSWER_LENGTHS, benchmark_list
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.kernels import KERNEL_CHOICES
 
@@ -15,10 +17,38 @@ OPTIM_STATE_DTYPES = ("fp32", "bf16")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-@dataclass
-class TrainingArguments:
-    output_dir: Optional[str] = field(default=None, metadata={"help": "Run folder: manifest, trained tensors, "
-                                                             "checkpoint-<step>/ folders, logs."})
+@dataclass(kw_only=True)
+class MemoryArguments:
+    """How a training step spends memory: training's flags, and describe's for its estimate of the same step."""
+
+    kernels: str = field(default="auto", metadata={
+        "help": "Memory-lean norm/MLP modules and the fused head + loss: auto (liger-kernel on CUDA when "
+                "installed, else torch) | torch | liger | none (transformers' modules, unfused loss)."})
+    # A string so that `auto` parses; __post_init__ turns true/false back into booleans (LLaVA passes True).
+    gradient_checkpointing: str = field(default=False, metadata={
+        "help": "Recompute LLM blocks in backward to save memory: true | false | auto (the fewest blocks "
+                "whose estimated peak fits --memory_budget_gib; llava-ln describe shows the choice).",
+        "nargs": "?", "const": "true"})
+    memory_budget_gib: Optional[float] = field(default=None, metadata={
+        "help": "GiB per device --gradient_checkpointing auto plans for (default: the GPU's free memory minus "
+                "10%%, at least 2 GiB; on a CPU auto then checkpoints every block)."})
+
+    def __post_init__(self):
+        if isinstance(self.gradient_checkpointing, str):
+            lowered = self.gradient_checkpointing.strip().lower()
+            if lowered in _TRUE + _FALSE:
+                self.gradient_checkpointing = lowered in _TRUE
+
+    def check_memory_flags(self) -> None:
+        gradient_checkpointing_choice(self.gradient_checkpointing)
+        if self.kernels not in KERNEL_CHOICES:
+            raise LlavaLnError(f"--kernels {self.kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
+        if self.memory_budget_gib is not None and self.memory_budget_gib <= 0:
+            raise LlavaLnError(f"--memory_budget_gib {self.memory_budget_gib} must be > 0")
+
+
+@dataclass(kw_only=True)
+class TrainingArguments(MemoryArguments, LaunchArguments, SeedArguments, OutputArguments):
     pretrain_mm_mlp_adapter: Optional[str] = field(
         default=None,
         metadata={"help": "Stage 2: the stage-1 connector (its safetensors file or its run folder) to start from."},
@@ -40,11 +70,6 @@ class TrainingArguments:
     bf16: bool = field(default=False, metadata={"help": "bf16 compute: frozen weights bf16, trainable fp32 master."})
     fp16: bool = field(default=False, metadata={"help": "fp16 compute with loss scaling."})
     tf32: Optional[bool] = field(default=None, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs."})
-    # A string so that `auto` parses; __post_init__ turns true/false back into booleans (LLaVA passes True).
-    gradient_checkpointing: str = field(default=False, metadata={
-        "help": "Recompute LLM blocks in backward to save memory: true | false | auto (the fewest blocks "
-                "whose estimated peak fits --memory_budget_gib; see llava-ln describe).",
-        "nargs": "?", "const": "true"})
     gradient_checkpointing_ratio: float = field(
         default=1.0,
         metadata={"help": "Share of the LLM's blocks (the first ones) that recompute under "
@@ -55,7 +80,6 @@ class TrainingArguments:
                                                      "(a value below 1 is a share of all steps)."})
     save_total_limit: Optional[int] = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps (below 1: a share)."})
-    seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb (comma separated)."})
     run_name: Optional[str] = field(default=None, metadata={"help": "Run name for wandb / tensorboard."})
     logging_dir: Optional[str] = field(default=None, metadata={"help": "TensorBoard folder (default "
@@ -71,7 +95,6 @@ class TrainingArguments:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Start afresh in a folder that holds a "
                                                                 "run: that run is moved aside to "
                                                                 "OUTPUT_DIR.previous-<time>."})
-    local_rank: int = field(default=-1, metadata={"help": "Set by the deepspeed launcher; do not pass by hand."})
     # Accepted so LLaVA scripts port unchanged (in-training evaluation is --eval_benchmarks below; data is always lazy).
     evaluation_strategy: str = field(default="no", metadata={"help": "Only `no` (evaluate with `llava-ln eval`)."})
     lazy_preprocess: bool = field(default=True, metadata={"help": "Always lazy; accepted for LLaVA scripts."})
@@ -87,13 +110,7 @@ class TrainingArguments:
                                  "...) differ from the checkpoint's; the change is recorded in run_config.json and "
                                  "log.jsonl."})
 
-    # --- Efficiency (memory and speed, not what is learned): lean kernels, recompute policy, trainable-state memory ---
-    kernels: str = field(default="auto", metadata={
-        "help": "Memory-lean norm/MLP modules and the fused head + loss: auto (liger-kernel on CUDA when "
-                "installed, else torch) | torch | liger | none (transformers' modules, unfused loss)."})
-    memory_budget_gib: Optional[float] = field(default=None, metadata={
-        "help": "GiB per device --gradient_checkpointing auto plans for (default: the GPU's free memory minus "
-                "10%%, at least 2 GiB; on a CPU auto then checkpoints every block)."})
+    # --- Efficiency (memory and speed, not what is learned): trainable-state memory ---
     optim_state_dtype: str = field(default="fp32", metadata={
         "help": "fp32 | bf16: Adam moments stored in bf16 with stochastic rounding (half their memory, "
                 "approximate; plain PyTorch strategy only). See docs/training.md."})
@@ -103,34 +120,28 @@ class TrainingArguments:
 
     # ---- Evaluation during training and gradient statistics (run by train.py through Loop hooks) ----
     eval_benchmarks: str = field(default="", metadata={
-        "help": "Benchmarks to score during training, comma separated (pope, mme, vqav2, coco_caption, flickr30k); "
-                "needs --eval_data."})
+        "help": f"Benchmarks to score during training, comma separated ({', '.join(BENCHMARKS)}); needs --eval_data."})
     eval_data: Optional[str] = field(default=None, metadata={
         "help": "Folder holding one folder per benchmark in its official layout (LLaVA's playground/data/eval: "
-                "MME, pope, vqav2, coco_caption, flickr30k)."})
+                f"{', '.join(spec.folder for spec in BENCHMARKS.values())})."})
     eval_steps: float = field(default=0, metadata={
         "help": "Evaluate every N optimizer steps (below 1: a share of all steps) and after the last; 0: only "
                 "after the last step."})
     eval_limit: int = field(default=200, metadata={
         "help": "Items per benchmark, evenly spaced over its list, the same ones every time (0: all)."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Questions per generate call, per device."})
+    eval_batch_size: int = field(default=GENERATION_BATCH_SIZE, metadata={
+        "help": "Questions per generate call, per device."})
     eval_max_new_tokens: int = field(default=0, metadata={
-        "help": "Longest answer in tokens (0: 16 for short-answer benchmarks, 64 for captions)."})
+        "help": f"Longest answer in tokens (0: {LEARNING_CURVE_ANSWER_LENGTHS.short} for short-answer benchmarks, "
+                f"{LEARNING_CURVE_ANSWER_LENGTHS.caption} for captions)."})
     log_grad_stats: bool = field(default=False, metadata={
         "help": "Log each optimizer group's gradient norm (before clipping) per step and its variance over "
                 "the logging window to log.jsonl."})
 
-    def __post_init__(self):
-        if isinstance(self.gradient_checkpointing, str):
-            lowered = self.gradient_checkpointing.strip().lower()
-            if lowered in _TRUE + _FALSE:
-                self.gradient_checkpointing = lowered in _TRUE
-
 
 def check_training_args(args: TrainingArguments) -> None:
     """Reject impossible combinations before any model is loaded."""
-    if not args.output_dir:
-        raise LlavaLnError("--output_dir is required")
+    args.require_output_dir("llava-ln train")
     if args.bf16 and args.fp16:
         raise LlavaLnError("--bf16 and --fp16 are exclusive")
     if args.per_device_train_batch_size < 1 or args.gradient_accumulation_steps < 1:
@@ -149,11 +160,19 @@ def check_training_args(args: TrainingArguments) -> None:
         raise LlavaLnError(f"--report_to {','.join(unknown)} is not one of {', '.join(REPORT_TARGETS)}")
     if args.save_total_limit is not None and args.save_total_limit < 1:
         raise LlavaLnError("--save_total_limit must be >= 1")
+    benchmark_list(args.eval_benchmarks, "--eval_benchmarks")
     if args.eval_benchmarks and not args.eval_data:
         raise LlavaLnError("--eval_benchmarks needs --eval_data (the folder holding the benchmarks' folders)")
     if min(args.eval_steps, args.eval_limit, args.eval_max_new_tokens) < 0 or args.eval_batch_size < 1:
         raise LlavaLnError("--eval_steps, --eval_limit and --eval_max_new_tokens must be >= 0, --eval_batch_size >= 1")
-    check_efficiency_args(args)
+    args.check_memory_flags()
+    if args.optim_state_dtype not in OPTIM_STATE_DTYPES:
+        raise LlavaLnError(f"--optim_state_dtype {args.optim_state_dtype!r} is not one of "
+                           f"{', '.join(OPTIM_STATE_DTYPES)}")
+    lean_states = args.optim_state_dtype != "fp32" or args.sparse_embedding_grad
+    if lean_states and args.deepspeed:
+        raise LlavaLnError("--optim_state_dtype bf16 and --sparse_embedding_grad need the plain PyTorch strategy; "
+                           "drop --deepspeed (ZeRO partitions the optimizer states across ranks instead)")
 
 
 def gradient_checkpointing_choice(value) -> str:
@@ -168,21 +187,6 @@ def gradient_checkpointing_choice(value) -> str:
     if text == "auto":
         return "auto"
     raise LlavaLnError(f"--gradient_checkpointing {value!r} is not one of true, false, auto")
-
-
-def check_efficiency_args(args: TrainingArguments) -> None:
-    gradient_checkpointing_choice(args.gradient_checkpointing)
-    if args.kernels not in KERNEL_CHOICES:
-        raise LlavaLnError(f"--kernels {args.kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
-    if args.memory_budget_gib is not None and args.memory_budget_gib <= 0:
-        raise LlavaLnError(f"--memory_budget_gib {args.memory_budget_gib} must be > 0")
-    if args.optim_state_dtype not in OPTIM_STATE_DTYPES:
-        raise LlavaLnError(f"--optim_state_dtype {args.optim_state_dtype!r} is not one of "
-                           f"{', '.join(OPTIM_STATE_DTYPES)}")
-    lean_states = args.optim_state_dtype != "fp32" or args.sparse_embedding_grad
-    if lean_states and args.deepspeed:
-        raise LlavaLnError("--optim_state_dtype bf16 and --sparse_embedding_grad need the plain PyTorch strategy; "
-                           "drop --deepspeed (ZeRO partitions the optimizer states across ranks instead)")
 
 
 def report_targets(args: TrainingArguments) -> list[str]:

@@ -16,9 +16,13 @@ chosen mode (--lora_r without LoRA, --mm_projector_lr with a frozen connector, .
 """
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.args import DataArguments
+from llava_ln.model.args import ModelArguments
+from llava_ln.training.args import TrainingArguments
+from llava_ln.tuning.args import TuningArguments
 
 logger = logging.getLogger("llava_ln.train")
 
@@ -45,16 +49,33 @@ REFUSED_VERSIONS = {
     "v0_mmtag": "<Image></Image> tags", "v1_mmtag": "<Image></Image> tags", "mpt": "MPT models",
 }
 TEMPLATE_CHOICES = "plain, vicuna_v1, llama_2, mistral, chatml, llama_3 or auto"
-# Defaults that differ between LLaVA's train.py (with transformers' TrainingArguments) and llava-ln:
-# flag -> (LLaVA's, llava-ln's). A LLaVA command line that leaves one out gets a warning naming it.
-DEFAULTS_THAT_DIFFER = {
-    "mm_vision_select_layer": ("-1", "-2"), "mm_projector_type": ("linear", "mlp2x_gelu"),
-    "image_aspect_ratio": ("square", "pad"), "model_max_length": ("512", "2048"), "learning_rate": ("5e-5", "2e-5"),
-    "lr_scheduler_type": ("linear", "cosine"), "num_train_epochs": ("3", "1"), "lora_r": ("64", "128"),
-    "lora_alpha": ("16", "256"),
+# LLaVA's train.py defaults (with transformers' TrainingArguments) for the flags whose llava-ln default
+# differs; llava-ln's own are its dataclasses' (our_default). A LLaVA command line that leaves one out
+# gets a warning naming both. docs/training.md quotes both lists.
+LLAVA_DEFAULTS = {
+    "mm_vision_select_layer": "-1", "mm_projector_type": "linear", "image_aspect_ratio": "square",
+    "model_max_length": "512", "learning_rate": "5e-5", "lr_scheduler_type": "linear", "num_train_epochs": "3",
+    "lora_r": "64", "lora_alpha": "16",
 }
+_FLAG_CLASSES = (ModelArguments, DataArguments, TuningArguments, TrainingArguments)
 LORA_ONLY = ("lora_r", "lora_alpha")
 ADAMW = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw")
+
+
+def flag_text(value) -> str:
+    """A default as a command line writes it: 2e-5, 1, -2, pad."""
+    if isinstance(value, float):
+        return f"{value:g}".replace("e-0", "e-")
+    return str(value)
+
+
+def our_default(name: str) -> str:
+    """llava-ln's default for a train.py flag, read from the dataclass that declares it."""
+    for flags_class in _FLAG_CLASSES:
+        for spec in fields(flags_class):
+            if spec.name == name and spec.default is not MISSING:
+                return flag_text(spec.default)
+    raise KeyError(name)
 
 
 def _bool(flag: str, value) -> bool:
@@ -74,7 +95,7 @@ class LlavaFlags:
     mapped: list = field(default_factory=list)  # {"given", "becomes", "note"}
     warnings: list = field(default_factory=list)
     cache_dir: str | None = None
-    unset_defaults: list = field(default_factory=list)  # DEFAULTS_THAT_DIFFER a LLaVA command line left out
+    unset_defaults: list = field(default_factory=list)  # LLAVA_DEFAULTS a LLaVA command line left out
 
     def note(self, given: str, becomes: str, note: str = "") -> None:
         self.mapped.append({"given": given, "becomes": becomes, "note": note})
@@ -86,7 +107,7 @@ class LlavaFlags:
         """
         for name in self.unset_defaults:
             if name not in (decided or {}):
-                theirs, ours = DEFAULTS_THAT_DIFFER[name]
+                theirs, ours = LLAVA_DEFAULTS[name], our_default(name)
                 self.warnings.append(f"--{name} not given: llava-ln's default is {ours}, LLaVA's is {theirs}; pass "
                                      f"--{name} {theirs} for LLaVA's behaviour")
         for entry in self.mapped:
@@ -165,7 +186,7 @@ def translate_llava_flags(argv) -> tuple[list, LlavaFlags]:
             flags.explicit.update(t[2:] for t in replacement if t.startswith("--"))
     if any(name in _RULES and name != "image_aspect_ratio" for name in given):  # a LLaVA command line
         lora = given.get("tune_mode") == "lora" or _bool("lora_enable", given.get("lora_enable", "false"))
-        flags.unset_defaults = [name for name in DEFAULTS_THAT_DIFFER if name not in flags.explicit
+        flags.unset_defaults = [name for name in LLAVA_DEFAULTS if name not in flags.explicit
                                 and (lora or name not in LORA_ONLY)]
     if "tune_mode" not in flags.explicit:
         out += ["--tune_mode", "full"]

@@ -2,12 +2,14 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.tuning.modes import TUNE_MODES
 
-@dataclass
+
+@dataclass(kw_only=True)
 class TuningArguments:
     tune_mode: str = field(
         default="ln",
-        metadata={"help": "connector | full | lora | ln | ln_simple | attn_qv | attn_mlp (see README)."},
+        metadata={"help": " | ".join(TUNE_MODES) + " (what each trains: README.md, tuning/modes.py)."},
     )
     tune_embeddings: Optional[bool] = field(
         default=None,

@@ -1,28 +1,23 @@
 """The tuning modes of the paper, as data: which groups train and which extra tensors.
 
-| mode      | trainable                                                  |
-|-----------|------------------------------------------------------------|
-| connector | connector                                                  |
-| full      | all LLM parameters + connector                             |
-| lora      | LoRA on every linear layer of the LLM blocks + connector   |
-| ln        | LLM norms + connector + embeddings + head                  |
-| ln_simple | LLM norms only                                             |
-| attn_qv   | q/v projections of every block + connector + emb. + head   |
-| attn_mlp  | every block's MLP + connector + embeddings + head          |
+TUNE_MODES below is the one list of modes; its order is the order every list and table shows them in
+(stage 1's connector first, then the paper's LayerNorm tuning and its simple variant, then the baselines).
+Everything else takes the names from here; README.md's table of modes (with LLaVA-1.5-7B's counts) and
+scripts/finetune.sh's case table are prose copies that tests keep in step with it.
 """
 from dataclasses import dataclass
 
 from llava_ln.core.errors import LlavaLnError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TuneMode:
     name: str
-    groups: frozenset  # whole groups (see tuning.groups.GROUPS) that train
-    block_part: str | None  # "attn_qv" / "attn_mlp": a slice of every decoder block also trains
-    trains_embeddings: bool  # default for input embeddings + output head (--tune_embeddings overrides)
-    uses_lora: bool
     summary: str
+    groups: frozenset  # whole groups (see tuning.groups.GROUPS) that train
+    block_part: str | None = None  # "attn_qv" / "attn_mlp": a slice of every decoder block also trains
+    trains_embeddings: bool = False  # default for input embeddings + output head (--tune_embeddings overrides)
+    uses_lora: bool = False
     # Trained tensors are saved in the 16-bit compute dtype rather than as fp32 masters: only for a
     # mode that trains nearly the whole LLM, where fp32 would double a 13.5 GB (7B) file.
     saves_compute_dtype: bool = False
@@ -42,21 +37,23 @@ class TuneMode:
 TUNE_MODES = {
     mode.name: mode
     for mode in (
-        TuneMode("connector", frozenset({"connector"}), None, False, False, "connector only (stage 1)"),
-        TuneMode("full", frozenset({"connector", "llm_norms", "llm_other"}), None, True, False,
-                 "every LLM parameter + connector", saves_compute_dtype=True),
-        TuneMode("lora", frozenset({"connector", "lora"}), None, False, True,
-                 "LoRA on every linear layer of the LLM blocks + connector"),
-        TuneMode("ln", frozenset({"connector", "llm_norms"}), None, True, False,
-                 "LLM norms + connector + embeddings + head (the paper's LayerNorm)"),
-        TuneMode("ln_simple", frozenset({"llm_norms"}), None, False, False,
-                 "LLM norms only (the paper's LayerNorm-simple)"),
-        TuneMode("attn_qv", frozenset({"connector"}), "attn_qv", True, False,
-                 "q and v projections of every block + connector + embeddings + head"),
-        TuneMode("attn_mlp", frozenset({"connector"}), "attn_mlp", True, False,
-                 "every block's MLP + connector + embeddings + head"),
+        TuneMode(name="connector", summary="connector only (stage 1)", groups=frozenset({"connector"})),
+        TuneMode(name="ln", summary="LLM norms + connector + embeddings + head (the paper's LayerNorm)",
+                 groups=frozenset({"connector", "llm_norms"}), trains_embeddings=True),
+        TuneMode(name="ln_simple", summary="LLM norms only (the paper's LayerNorm-simple)",
+                 groups=frozenset({"llm_norms"})),
+        TuneMode(name="lora", summary="LoRA on every linear layer of the LLM blocks + connector",
+                 groups=frozenset({"connector", "lora"}), uses_lora=True),
+        TuneMode(name="full", summary="every LLM parameter + connector",
+                 groups=frozenset({"connector", "llm_norms", "llm_other"}), trains_embeddings=True,
+                 saves_compute_dtype=True),
+        TuneMode(name="attn_qv", summary="q and v projections of every block + connector + embeddings + head",
+                 groups=frozenset({"connector"}), block_part="attn_qv", trains_embeddings=True),
+        TuneMode(name="attn_mlp", summary="every block's MLP + connector + embeddings + head",
+                 groups=frozenset({"connector"}), block_part="attn_mlp", trains_embeddings=True),
     )
 }
+MODE_NAMES = tuple(TUNE_MODES)
 
 
 def get_tune_mode(name: str) -> TuneMode:

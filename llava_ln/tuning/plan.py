@@ -37,7 +37,7 @@ class LoraSettings:
         return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OptimizerGroup:
     """One optimizer parameter group: its role decides the learning rate, `decay` the weight decay."""
 
@@ -47,7 +47,7 @@ class OptimizerGroup:
     parameters: tuple  # names relative to the Llava model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TuningPlan:
     mode: TuneMode
     stage: int  # 1: the connector alone from scratch; 2: instruction tuning (any mode)
@@ -174,7 +174,8 @@ def _optimizer_groups(group_of: dict, trainable: set, params: dict) -> tuple:
         ndim = len(getattr(params[name], "ds_shape", params[name].shape))  # ZeRO-3 partitions report ds_shape
         decay = group != "llm_norms" and not name.endswith(".bias") and ndim > 1
         buckets.setdefault((role, decay), []).append(name)
-    return tuple(OptimizerGroup(f"{role}_{'decay' if decay else 'no_decay'}", role, decay, tuple(names))
+    return tuple(OptimizerGroup(name=f"{role}_{'decay' if decay else 'no_decay'}", role=role, decay=decay,
+                                parameters=tuple(names))
                  for (role, decay), names in buckets.items())
 
 

@@ -132,13 +132,14 @@ def test_memory_estimate_flags_reach_the_json(config_only_7b):
 
 def test_recompute_plan_for_a_micro_batch(tiny_llm, tiny_vision):
     """Given a micro-batch, describe shows what --gradient_checkpointing would pick and the estimated peak."""
-    from llava_ln.commands.prepare import DescribeArguments
+    from llava_ln.commands.args import DescribeArguments
 
     args = ModelArguments(model_name_or_path=tiny_llm("llama"), vision_tower=tiny_vision("clip"))
     plain = describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(bf16=False))
     assert "recompute" not in plain  # only when a micro-batch is given
     planned = describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(
-        bf16=False, per_device_train_batch_size=8, model_max_length=512, memory_budget_gib=1000.0))
+        bf16=False, per_device_train_batch_size=8, model_max_length=512, memory_budget_gib=1000.0,
+        gradient_checkpointing="auto"))
     recompute = planned["recompute"]
     peaks = recompute["estimated_peak_gib_by_checkpointed_blocks"]
     blocks = recompute["total_blocks"]

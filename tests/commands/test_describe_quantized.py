@@ -89,10 +89,11 @@ def test_cli_reports_the_quantization(config_only_7b, capsys):
 
 def test_the_recompute_plan_spends_the_memory_quantization_frees(config_only_7b):
     """--gradient_checkpointing auto plans with the quantized static figure: fewer blocks recompute."""
-    from llava_ln.commands.prepare import DescribeArguments
+    from llava_ln.commands.args import DescribeArguments
 
     llm, vision = config_only_7b
-    memory = DescribeArguments(per_device_train_batch_size=8, model_max_length=2048, memory_budget_gib=22.0)
+    memory = DescribeArguments(per_device_train_batch_size=8, model_max_length=2048, memory_budget_gib=22.0,
+                               gradient_checkpointing="auto")
     plans = {bits: describe(ModelArguments(model_name_or_path=llm, vision_tower=vision, bits=bits),
                             TuningArguments(tune_mode="ln_simple"), memory=memory)["recompute"] for bits in (16, 4)}
     assert plans[4]["checkpointed_blocks"] < plans[16]["checkpointed_blocks"]

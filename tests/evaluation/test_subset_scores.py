@@ -4,9 +4,9 @@ import random
 
 import pytest
 
+from llava_ln.core.benchmarks import BENCHMARKS
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.during_training import BENCHMARK_FOLDERS
 from llava_ln.evaluation.subset_scores import evenly_spaced, headline, score_subset
 from llava_ln.scoring.dispatch import score
 from llava_ln.toy.generate import write_toy_world
@@ -31,7 +31,7 @@ def _answers(items, seed):
 @pytest.mark.parametrize("name", ["vqav2", "pope", "mme"])
 def test_subset_of_everything_scores_like_the_official_scorer(eval_root, tmp_path, name):
     benchmark = get_benchmark(name)
-    sources = benchmark.locate(DataFlags(data=os.path.join(eval_root, BENCHMARK_FOLDERS[name])))
+    sources = benchmark.locate(DataFlags(data=os.path.join(eval_root, BENCHMARKS[name].folder)))
     items = benchmark.read_items(sources, benchmark.default_prompt)
     answers = _answers(items, seed=len(items))
     official = score(benchmark.write_outputs(sources, items, answers, str(tmp_path))["score"])

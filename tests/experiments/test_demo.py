@@ -1,4 +1,5 @@
 """The demo's promise at small scale: a short stage-2 run on the toy world beats the untuned model; the report is written."""
+import os
 
 import pytest
 from demo_helpers import SHORT_RECIPE, short_stage1, vqa_accuracy
@@ -7,6 +8,8 @@ from llava_ln.experiments.benchmarks import headline_numbers
 from llava_ln.experiments.recipe import DemoRecipe, stage2_argv, stage2_data_path
 from llava_ln.experiments.report import write_report
 from llava_ln.train import main as train_main
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.slow
@@ -43,3 +46,13 @@ def test_headline_numbers_and_report(tmp_path):
     if report["chart"]:  # matplotlib is in the demo extra, installed by make
         with open(report["chart"], "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_readme_demo_table_has_the_report_rows_in_order():
+    scores = {"vqav2": {"overall": 1.0}, "mme": {"perception": 1.0}, "pope": {"mean_f1": 1.0, "splits": {
+        "random": {"accuracy": 1.0}}}, "coco_caption": {"CIDEr": 1.0}, "flickr30k": {"CIDEr": 1.0}}
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    table = readme[readme.index("| metric | connector only (untuned LLM) |"):]
+    rows = [line.split("|")[1].strip() for line in table[:table.index("\n\n")].splitlines()[2:]]
+    labels = list(headline_numbers(scores))
+    assert len(rows) == len(labels) and all(row.startswith(label) for row, label in zip(rows, labels)), rows

@@ -7,19 +7,20 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Judge
 from llava_ln.experiments.compare_settings import resolve_data
 from llava_ln.experiments.entries import markdown_table, run_entry
-from llava_ln.experiments.runs import LLAVA_RATES, mode_runs, parse_rates, parse_variants, variant_runs
+from llava_ln.experiments.recipe import LLAVA_15, TOY
+from llava_ln.experiments.runs import mode_runs, parse_rates, parse_variants, variant_runs
 
 
 def test_modes_get_their_recipe_rates_and_lr_overrides_the_headline_rate():
-    runs = {r.name: r for r in mode_runs(["ln", "lora", "full"], toy=False, overrides=parse_rates("ln=5e-2,lora=1e-4"))}
+    runs = {r.name: r for r in mode_runs(["ln", "lora", "full"], LLAVA_15, overrides=parse_rates("ln=5e-2,lora=1e-4"))}
     assert runs["ln"].rates == {"learning_rate": 2e-5, "norm_lr": 5e-2}  # the norm rate is ln's headline rate
     assert runs["lora"].rates == {"learning_rate": 1e-4, "mm_projector_lr": 2e-5}
-    assert runs["full"].rates == LLAVA_RATES["full"]
+    assert runs["full"].rates == LLAVA_15.rates["full"].flags() == {"learning_rate": 2e-5}
     assert runs["ln"].train_flags() == ["--tune_mode", "ln", "--learning_rate", "2e-05", "--norm_lr", "0.05"]
     with pytest.raises(LlavaLnError, match="MODE=RATE"):
         parse_rates("nope=1")
     with pytest.raises(LlavaLnError, match="twice"):
-        mode_runs(["ln", "ln"], toy=True, overrides={})
+        mode_runs(["ln", "ln"], TOY, overrides={})
 
 
 def test_variants_inline_and_from_yaml(tmp_path):
@@ -28,12 +29,12 @@ def test_variants_inline_and_from_yaml(tmp_path):
     yaml_file.write_text("conv:\n  mode: ln\n  data: conversation:300\n  steps: 40\n"
                          "fast:\n  mode: ln\n  lr: 0.1\n  tune_embeddings: 'false'\n")
     for spec in (inline, parse_variants(str(yaml_file))):
-        runs = {r.name: r for r in variant_runs(spec, toy=True, overrides={}, taken={"ln"})}
+        runs = {r.name: r for r in variant_runs(spec, TOY, overrides={}, taken={"ln"})}
         assert runs["conv"].data == "conversation:300" and runs["conv"].steps == 40
         assert runs["fast"].rates["norm_lr"] == pytest.approx(0.1) and runs["fast"].variant_of == "ln"
         assert runs["fast"].train_flags()[-2:] == ["--tune_embeddings", "false"]
     with pytest.raises(LlavaLnError, match="must be new"):
-        variant_runs({"ln": {"mode": "ln"}}, toy=True, overrides={}, taken={"ln"})
+        variant_runs({"ln": {"mode": "ln"}}, TOY, overrides={}, taken={"ln"})
     with pytest.raises(LlavaLnError, match="NAME=MODE"):
         parse_variants("just_a_name")
 

@@ -7,10 +7,11 @@ import torch
 from export_helpers import make_run, multimodal_logits, save_wide_llama
 from safetensors import safe_open
 
-from llava_ln.checkpoint.loading import BaseOverrides, load_checkpoint
+from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.cli import main as cli_main
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.merge import merge_checkpoint
+from llava_ln.model.args import BaseOverrides
 
 MODES = ("lora", "ln", "ln_simple", "full")
 

@@ -3,7 +3,7 @@ import os
 
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.runner import run_eval
-from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe, stage1_argv
+from llava_ln.experiments.recipe import STAGE2_TEMPLATE, TOY, DemoRecipe, stage1_argv
 
 SHORT_RECIPE = DemoRecipe(stage1_steps=100, stage2_steps=100)
 _CACHE = {}
@@ -12,7 +12,8 @@ _CACHE = {}
 def vqa_accuracy(model_path, world, output_dir, conv_template=None, bits=16) -> float:
     summary = run_eval(EvalArguments(
         benchmark="vqav2", model_path=model_path, data=os.path.join(world, "eval", "vqav2"), output_dir=output_dir,
-        score=True, batch_size=32, max_new_tokens=8, dtype="float32", device="cpu", conv_template=conv_template,
+        score=True, batch_size=TOY.eval_batch_size,
+        max_new_tokens=TOY.answer_lengths.of("vqav2"), dtype="float32", device="cpu", conv_template=conv_template,
         bits=bits))
     return summary["scores"]["overall"]
 

@@ -14,7 +14,7 @@ import sys
 import deepspeed
 import torch
 
-from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
+from llava_ln.checkpoint.run_start import build_start_model, resolve_start
 from llava_ln.core.distributed import distributed_session
 from llava_ln.data import DataArguments
 from llava_ln.model.args import ModelArguments

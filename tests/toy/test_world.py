@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
+from llava_ln.core.benchmarks import POPE_SPLITS as SPLITS
 from llava_ln.toy import layout
 from llava_ln.toy.eval_sets import MME_SUBTASKS as SUBTASKS
-from llava_ln.toy.eval_sets import POPE_SPLITS as SPLITS
 from llava_ln.toy.generate import write_toy_world
 from llava_ln.toy.world import CATEGORIES
 

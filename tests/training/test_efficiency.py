@@ -29,7 +29,7 @@ from llava_ln.model.parts import unwrap
 from llava_ln.toy.generate import write_toy_world
 from llava_ln.train import main as train_main
 from llava_ln.training.memory.policy import GIB, checkpoint_first_blocks
-from llava_ln.training.memory.recompute import plan_for_model_args, plan_from_memory
+from llava_ln.training.memory.recompute import decide_for_model_args, decide_from_memory
 from llava_ln.training.strategy import TrainingModule
 from llava_ln.tuning.args import TuningArguments
 
@@ -95,28 +95,28 @@ def test_auto_checkpointing_picks_partial_under_a_small_budget_and_none_under_a_
     tuning = TuningArguments(tune_mode="ln")
     common = dict(kernels_backend="torch", dtype=torch.float32, batch_size=RECIPE.batch_size,
                   seq=RECIPE.model_max_length)
-    huge, memory = plan_for_model_args("auto", _model_args(toy), tuning, budget_gib=1e6, **common)
+    huge, memory = decide_for_model_args("auto", _model_args(toy), tuning, budget_gib=1e6, **common)
     blocks = memory.blocks
     assert (huge.checkpointed_blocks, huge.total_blocks) == (0, blocks) and blocks == 4
     # A checkpointed block keeps only its input, far less than its activations.
     assert all(c < k / 4 for c, k in zip(memory.kept_checkpointed, memory.kept))
     # The budget that the half-checkpointed step needs: auto cannot do with fewer blocks, and fits with half.
     small_gib = memory.peak(blocks // 2) / GIB
-    small = plan_from_memory("auto", memory, small_gib)
+    small = decide_from_memory("auto", memory, small_gib)
     assert 0 < small.checkpointed_blocks <= blocks // 2
     assert small.estimated_peak_gib <= small_gib + 1e-4
     assert all(memory.peak(count) > memory.peak(blocks // 2) for count in range(small.checkpointed_blocks))
-    too_small = plan_from_memory("auto", memory, memory.static / GIB)
+    too_small = decide_from_memory("auto", memory, memory.static / GIB)
     assert too_small.checkpointed_blocks == blocks and "exceeds" in too_small.reason
-    assert plan_from_memory("on", memory, None, ratio=0.5).checkpointed_blocks == blocks // 2
-    assert plan_from_memory("off", memory, small_gib).checkpointed_blocks == 0
+    assert decide_from_memory("on", memory, None, ratio=0.5).checkpointed_blocks == blocks // 2
+    assert decide_from_memory("off", memory, small_gib).checkpointed_blocks == 0
 
 
 @pytest.fixture(scope="module")
 def auto_plan_run(toy):
     """One step of stage 2 under --gradient_checkpointing auto with a budget that half the blocks checkpointed fits,
     the runs of every LLM block counted (block_runs.count_block_runs)."""
-    _, memory = plan_for_model_args("auto", _model_args(toy), TuningArguments(tune_mode="ln"), kernels_backend="torch",
+    _, memory = decide_for_model_args("auto", _model_args(toy), TuningArguments(tune_mode="ln"), kernels_backend="torch",
                                     dtype=torch.float32, batch_size=RECIPE.batch_size, seq=RECIPE.model_max_length,
                                     budget_gib=1e6)
     budget = memory.peak(memory.blocks // 2) / GIB

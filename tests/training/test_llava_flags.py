@@ -1,6 +1,7 @@
 """LLaVA's flags: each one maps, is a no-op, or is refused in one line; flags the chosen mode ignores warn."""
 import logging
 import os
+import re
 
 import pytest
 
@@ -9,7 +10,7 @@ from llava_ln.core.flags import parse_flags
 from llava_ln.data import DataArguments
 from llava_ln.model.args import ModelArguments
 from llava_ln.training.args import TrainingArguments
-from llava_ln.training.llava_flags import VERSIONS, translate_llava_flags
+from llava_ln.training.llava_flags import LLAVA_DEFAULTS, VERSIONS, flag_text, our_default, translate_llava_flags
 from llava_ln.tuning.args import TuningArguments
 
 
@@ -134,3 +135,14 @@ def test_a_llava_command_line_hears_about_defaults_that_differ():
     *_, plain = parsed("--tune_mode", "ln")  # not a LLaVA command line: llava-ln's defaults are simply its own
     plain.report()
     assert not any("not given" in line for line in plain.warnings)
+
+
+def test_defaults_that_differ_are_read_from_our_dataclasses_and_quoted_in_the_docs():
+    ours = {name: our_default(name) for name in LLAVA_DEFAULTS}
+    assert all(ours[name] != theirs for name, theirs in LLAVA_DEFAULTS.items())
+    assert ours["learning_rate"] == flag_text(TrainingArguments().learning_rate) == "2e-5"
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "training.md"), encoding="utf-8").read()
+    theirs_quoted, ours_quoted = doc[doc.index("Some defaults differ:"):].split("llava-ln's are ", 1)
+    assert dict(re.findall(r"`--(\w+)\s+([^`]+)`", theirs_quoted)) == LLAVA_DEFAULTS
+    ours_quoted = ours_quoted[:ours_quoted.index(". ")].split()
+    assert " ".join(ours_quoted).split(", ") == [ours[name] for name in LLAVA_DEFAULTS]

@@ -23,6 +23,7 @@ from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
 from llava_ln.model.quantize import QuantSettings, block_linears, quantization_of, quantize_llm_linears
 from llava_ln.train import main
+from llava_ln.tuning.modes import TUNE_MODES
 
 pytest.importorskip("bitsandbytes")
 
@@ -54,6 +55,10 @@ def _as_trained(run: str, settings: QuantSettings):
     """The run applied to the base quantized again, as training saw it (LoRA folded after quantizing
     would differ, so LoRA stays unmerged on top of the quantized layers here)."""
     return load_checkpoint(run, quantization=settings).model
+
+
+def test_every_mode_that_keeps_block_linears_frozen_is_covered():
+    assert set(MODE_FLAGS) == {name for name, mode in TUNE_MODES.items() if not mode.trains_llm_linears}
 
 
 @pytest.mark.parametrize("mode", list(MODE_FLAGS))
@@ -115,7 +120,7 @@ def _one_line_refusal(capsys, argv) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("mode", ["full", "attn_qv", "attn_mlp"])
+@pytest.mark.parametrize("mode", [name for name, mode in TUNE_MODES.items() if mode.trains_llm_linears])
 def test_modes_that_train_block_linears_are_refused_in_one_line(world, tmp_path, capsys, mode):
     line = _one_line_refusal(capsys, flags(world, str(tmp_path / "run"), tune_mode=mode, bits=4))
     assert f"--tune_mode {mode}" in line and "--bits 4" in line

@@ -20,6 +20,7 @@ from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
 from llava_ln.train import main
+from llava_ln.tuning.modes import TUNE_MODES
 
 # Rates that move a 2-block model visibly in 4 steps of 2 samples.
 MODE_FLAGS = {
@@ -75,7 +76,7 @@ def test_stage1_resume_is_exact(world, tmp_path):
     assert [read_log(resumed)[s]["loss"] for s in (3, 4)] == [read_log(straight)[s]["loss"] for s in (3, 4)]
 
 
-@pytest.mark.parametrize("mode", list(MODE_FLAGS))
+@pytest.mark.parametrize("mode", list(TUNE_MODES))
 def test_stage2_mode_trains_saves_and_resumes_exactly(world, tmp_path, mode):
     stage1 = stage1_run(world)
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")

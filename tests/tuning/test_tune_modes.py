@@ -1,4 +1,5 @@
 """Every tune mode on every LLM family trains exactly the table's tensors."""
+import os
 import re
 
 import pytest
@@ -8,6 +9,9 @@ from model_helpers import FAMILIES, build, mixed_batch
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.forward import multimodal_forward
 from llava_ln.model.parts import unwrap
+from llava_ln.tuning.modes import TUNE_MODES
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Expected trainable tensors, written from each family's known parameter names (independent of
 # the implementation's class-based detection), relative to the Llava model.
@@ -44,8 +48,7 @@ def expected_pattern(family: str, mode: str) -> str:
     return "|".join(f"(?:{p})" for p in parts)
 
 
-MODES = ("connector", "full", "lora", "ln", "ln_simple", "attn_qv", "attn_mlp")
-CASES = [(f, m) for f in FAMILIES for m in MODES if not (f == "gpt_neox" and m == "attn_qv")]
+CASES = [(f, m) for f in FAMILIES for m in TUNE_MODES if not (f == "gpt_neox" and m == "attn_qv")]
 
 
 @pytest.mark.parametrize("family,mode", CASES)
@@ -92,3 +95,10 @@ def test_tune_embeddings_overrides_the_mode_default(tiny_llm, tiny_vision, mode,
 def test_unknown_mode_is_a_clear_error(tiny_llm, tiny_vision):
     with pytest.raises(LlavaLnError, match="--tune_mode 'layernorm'"):
         build(tiny_llm, tiny_vision, "llama", "layernorm")
+
+
+def test_the_readme_table_lists_every_mode_in_the_registry_order():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    table = readme[readme.index("| mode | trainable |"):]
+    rows = re.findall(r"^  \| `(\w+)` \|", table[:table.index("\n\n")], flags=re.MULTILINE)
+    assert rows == list(TUNE_MODES)

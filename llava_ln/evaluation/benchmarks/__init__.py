@@ -1,6 +1,6 @@
 """The benchmarks `llava-ln eval` runs, one module each, plus what they share.
 
-  registry   name -> Benchmark (how to find, read and write it, and its default prompt)
+  registry   name -> EvalBenchmark (how to find, read and write it, and its default prompt; core.benchmarks' + generic)
   common     EvalItem, LLaVA-1.5's prompt suffixes, finding files in an official layout
   mme        MME: read the official layout as questions; write the official output files
   pope       POPE: the same

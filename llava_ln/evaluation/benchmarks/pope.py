@@ -13,6 +13,7 @@ label-file order (the official scorer pairs answers with labels by position).
 import glob
 import os
 
+from llava_ln.core.benchmarks import POPE_SPLITS
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.benchmarks.common import (
     DataFlags,
@@ -29,7 +30,6 @@ from llava_ln.scoring.files import read_json_or_jsonl, write_pope_answers
 from llava_ln.scoring.pope import split_paths
 
 LABEL_PREFIX = "coco_pope_"
-SPLIT_ORDER = ("random", "popular", "adversarial")
 ANSWERS_FOLDER = "pope_answers"
 
 
@@ -40,7 +40,7 @@ def _split_name(path: str) -> str:
 
 def _ordered(splits: dict) -> dict:
     """The three official splits first, in the paper's order, then any others by name."""
-    names = [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
+    names = [s for s in POPE_SPLITS if s in splits] + sorted(s for s in splits if s not in POPE_SPLITS)
     return {name: splits[name] for name in names}
 
 

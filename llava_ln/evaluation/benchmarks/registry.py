@@ -1,18 +1,21 @@
 """The benchmarks `llava-ln eval` knows: how to find, read and write each one, and its default prompt.
 
-`generic` is any LLaVA question file (benchmarks/generic.py); its answers are LLaVA's answer file.
+The scored benchmarks are core.benchmarks' (names, folders, answer kinds); this adds how `llava-ln eval`
+reads and writes each, and `generic`: any LLaVA question file (benchmarks/generic.py), whose answers are
+LLaVA's answer file and which no official scorer covers.
 """
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+from llava_ln.core.benchmarks import BENCHMARKS, GENERIC_BENCHMARK
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.benchmarks import captions, generic, mme, pope, vqav2
 from llava_ln.evaluation.benchmarks.common import CAPTION_PROMPT, SHORT_ANSWER_SUFFIX
 
 
-@dataclass(frozen=True)
-class Benchmark:
+@dataclass(frozen=True, kw_only=True)
+class EvalBenchmark:
     """locate(DataFlags) -> sources; read_items(sources, prompt) -> [EvalItem] in official order;
     write_outputs(sources, items, {key: answer}, output_dir) -> {"files", "counts", "score": ScoreRequest}.
 
@@ -28,21 +31,26 @@ class Benchmark:
     write_outputs: Callable
 
 
-BENCHMARKS = {
-    "mme": Benchmark("mme", SHORT_ANSWER_SUFFIX, True, mme.locate, mme.read_items, mme.write_outputs),
-    "vqav2": Benchmark("vqav2", SHORT_ANSWER_SUFFIX, True, vqav2.locate, vqav2.read_items, vqav2.write_outputs),
-    "pope": Benchmark("pope", SHORT_ANSWER_SUFFIX, True, pope.locate, pope.read_items, pope.write_outputs),
+def _scored(name: str, module, *layout) -> EvalBenchmark:
+    """A core.benchmarks entry read and written by `module` (captions': one module, one layout per benchmark)."""
+    short = BENCHMARKS[name].answer == "short"
+    return EvalBenchmark(name=name, default_prompt=SHORT_ANSWER_SUFFIX if short else CAPTION_PROMPT,
+                         prompt_is_suffix=short, locate=partial(module.locate, *layout),
+                         read_items=partial(module.read_items, *layout),
+                         write_outputs=partial(module.write_outputs, *layout))
+
+
+_READERS = {"vqav2": (vqav2,), "pope": (pope,), "mme": (mme,), "coco_caption": (captions, captions.COCO),
+            "flickr30k": (captions, captions.FLICKR30K)}
+EVAL_BENCHMARKS = {
+    **{name: _scored(name, *_READERS[name]) for name in BENCHMARKS},
     # LLaVA's question files carry their own instruction line: nothing is added unless --prompt says so.
-    "generic": Benchmark("generic", "", True, generic.locate, generic.read_items, generic.write_outputs),
-    **{
-        layout.name: Benchmark(layout.name, CAPTION_PROMPT, False, partial(captions.locate, layout),
-                               partial(captions.read_items, layout), partial(captions.write_outputs, layout))
-        for layout in (captions.COCO, captions.FLICKR30K)
-    },
+    GENERIC_BENCHMARK: EvalBenchmark(name=GENERIC_BENCHMARK, default_prompt="", prompt_is_suffix=True, locate=generic.locate,
+                           read_items=generic.read_items, write_outputs=generic.write_outputs),
 }
 
 
-def get_benchmark(name: str) -> Benchmark:
-    if name not in BENCHMARKS:
-        raise LlavaLnError(f"--benchmark {name!r} is not one of {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[name]
+def get_benchmark(name: str) -> EvalBenchmark:
+    if name not in EVAL_BENCHMARKS:
+        raise LlavaLnError(f"--benchmark {name!r} is not one of {', '.join(EVAL_BENCHMARKS)}")
+    return EVAL_BENCHMARKS[name]

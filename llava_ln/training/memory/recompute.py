@@ -126,7 +126,7 @@ def default_budget_gib(device) -> float | None:
 
 
 @dataclass(kw_only=True)
-class RecomputePlan:
+class RecomputeDecision:
     """What --gradient_checkpointing decided: for the log, run_config.json and describe."""
 
     requested: str  # on | off | auto
@@ -147,8 +147,8 @@ class RecomputePlan:
                 f"blocks recompute{peak} ({self.reason})")
 
 
-def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | None, *,
-                     ratio: float = 1.0) -> RecomputePlan:
+def decide_from_memory(requested: str, memory: StepMemory, budget_gib: float | None, *,
+                     ratio: float = 1.0) -> RecomputeDecision:
     """The decision for `requested` given a measured StepMemory (auto: the fewest blocks within the budget)."""
     blocks = memory.blocks
     if requested == "off":
@@ -169,16 +169,16 @@ def plan_from_memory(requested: str, memory: StepMemory, budget_gib: float | Non
         else:
             count, reason = fewest, f"auto: the fewest blocks whose estimate fits {budget_gib:.1f} GiB"
     per_block = max(memory.block_packed, default=0) / max(memory.tokens, 1)
-    return RecomputePlan(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason,
+    return RecomputeDecision(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason,
                          budget_gib=None if budget_gib is None else round(budget_gib, 2),
                          estimated_peak_gib=round(memory.peak(count) / GIB, 4), tokens_per_micro_batch=memory.tokens,
                          saved_bytes_per_token_per_block=round(per_block, 1))
 
 
-def plan_for_model_args(requested: str, model_args, tuning_args, *, kernels_backend: str, dtype: torch.dtype,
+def decide_for_model_args(requested: str, model_args, tuning_args, *, kernels_backend: str, dtype: torch.dtype,
                         batch_size: int, seq: int, budget_gib: float | None, strategy: str = "torch",
                         num_gpus: int = 1, ratio: float = 1.0, tokenizer=None, trainable_savings: int = 0):
-    """(RecomputePlan, StepMemory) for a run described by its flags, measured on a meta copy of its model."""
+    """(RecomputeDecision, StepMemory) for a run described by its flags, measured on a meta copy of its model."""
     model, spec, _ = meta_training_model(model_args, tuning_args, kernels_backend, dtype=dtype, tokenizer=tokenizer)
     bf16 = dtype != torch.float32
     quantized = quantized_footprint(model, quant_settings(model_args.bits, model_args.quant_type,
@@ -187,7 +187,7 @@ def plan_for_model_args(requested: str, model_args, tuning_args, *, kernels_back
                              quantized=quantized)
     memory = step_memory(model, spec, batch_size=batch_size, seq=seq, static_bytes=static, loss_backend=kernels_backend,
                          dtype=dtype, fp32_masters=strategy == "torch")
-    return plan_from_memory(requested, memory, budget_gib, ratio=ratio), memory
+    return decide_from_memory(requested, memory, budget_gib, ratio=ratio), memory
 
 
 def strategy_kind(args) -> str:
@@ -203,8 +203,8 @@ def strategy_kind(args) -> str:
 def resolve_recompute(args: TrainingArguments, model: nn.Module, model_args: ModelArguments, *,
                       data_args: DataArguments, tuning_args: TuningArguments, kernels_backend: str,
                       precision: Precision, context: DistContext, tokenizer: PreTrainedTokenizerBase | None = None,
-                      trainable_savings: int = 0) -> RecomputePlan:
-    """The training run's plan; only `auto` with a budget measures (a meta copy of the model, seconds at 7B)."""
+                      trainable_savings: int = 0) -> RecomputeDecision:
+    """The training run's decision; only `auto` with a budget measures (a meta copy of the model, seconds at 7B)."""
     requested = gradient_checkpointing_choice(args.gradient_checkpointing)
     blocks = len(decoder_layers_of(model))
     budget = args.memory_budget_gib if args.memory_budget_gib is not None else default_budget_gib(context.device)
@@ -212,10 +212,11 @@ def resolve_recompute(args: TrainingArguments, model: nn.Module, model_args: Mod
         count = {"off": 0, "on": round(args.gradient_checkpointing_ratio * blocks)}.get(requested, blocks)
         reason = ("auto without a memory budget (no CUDA device, no --memory_budget_gib): every block"
                   if requested == "auto" else "requested")
-        return RecomputePlan(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason)
-    plan, _ = plan_for_model_args(
+        return RecomputeDecision(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason)
+    decision, _ = decide_for_model_args(
         requested, model_args, tuning_args, kernels_backend=kernels_backend, dtype=precision.compute_dtype,
         batch_size=args.per_device_train_batch_size, seq=data_args.model_max_length, budget_gib=budget,
         strategy=strategy_kind(args), num_gpus=context.world_size, tokenizer=tokenizer,
         trainable_savings=trainable_savings)
-    return plan
+    return decision
+

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import PreTrainedTokenizerBase
 
-from llava_ln.checkpoint.llava_sources import build_start_model
+from llava_ln.checkpoint.run_start import build_start_model
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.kernels import apply_kernels
 from llava_ln.kernels.accounting import SavedTensorBytes, register_flash_like_attention

@@ -26,12 +26,12 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from llava_ln.checkpoint.llava_sources import build_start_model, is_llava_ln_folder
+from llava_ln.checkpoint.run_start import build_start_model, is_llava_ln_folder
 from llava_ln.core.distributed import DistContext
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import MultimodalSpec
-from llava_ln.model.sources import detect_source
+from llava_ln.model.llava_checkpoints import detect_source
 from llava_ln.training.args import TrainingArguments
 from llava_ln.training.memory.policy import Precision
 

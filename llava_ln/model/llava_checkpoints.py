@@ -1,7 +1,7 @@
 """--model_name_or_path as a multimodal checkpoint: which layout it is, what its config says, its backbones.
 
 Two layouts besides a plain causal LM are read here (a llava-ln run or merged folder is recognised
-by its manifest one layer up, in checkpoint.llava_sources):
+by its manifest one layer up, in checkpoint.run_start):
 
   hf_llava   transformers' LlavaForConditionalGeneration folder (llava-hf models, and our exports):
              config.json with text_config + vision_config; the vision tower, connector and LLM all
@@ -15,7 +15,7 @@ A Source answers config-level questions (the LLM's config, the tower's name or c
 type, feature layer and selection, the image squaring the model was trained with) and loads the LLM
 and, for hf_llava, the tower and connector, through transformers' own from_pretrained, so every
 on-disk key format transformers knows is read. The original layout's `mm_projector` tensors are read
-by checkpoint.llava_sources (tensor-only for .bin). What cannot be reproduced exactly (image start/end
+by checkpoint.run_start (tensor-only for .bin). What cannot be reproduced exactly (image start/end
 tokens, LLaVA-NeXT's any-resolution tiling, a multi-layer feature selection, a non-GELU projector) is
 refused with one line instead of being approximated.
 """

@@ -18,7 +18,7 @@ from llava_layouts import (
 )
 from tiny import make_vision_dir
 
-from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
+from llava_ln.checkpoint.run_start import build_start_model, resolve_start
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments
 from llava_ln.model.args import ModelArguments
@@ -29,7 +29,7 @@ IDS = torch.tensor([[5, 17, 33, LLAVA_IMAGE_TOKEN_INDEX, 40, 41, 90, 7]])
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("llava_sources"))
+    return str(tmp_path_factory.mktemp("run_start"))
 
 
 @pytest.fixture(scope="module")

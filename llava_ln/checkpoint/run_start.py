@@ -1,6 +1,6 @@
 """Start a run from a multimodal checkpoint: the flags it fixes, and the model it computes, exactly.
 
---model_name_or_path may be (model.sources for the first two):
+--model_name_or_path may be (model.llava_checkpoints for the first two):
   * a transformers LLaVA folder (LlavaForConditionalGeneration), e.g. a llava-hf model or our export;
   * an original LLaVA checkpoint (LlavaLlamaForCausalLM / LlavaMistralForCausalLM layout);
   * a llava-ln run folder, checkpoint-<step>, merged or exported folder (it has manifest.json):
@@ -30,8 +30,8 @@ from llava_ln.core.constants import CONNECTOR_PREFIX, IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import ModuleConstruct, MultimodalSpec, build_mllm
+from llava_ln.model.llava_checkpoints import HF_LLAVA, ORIGINAL_LLAVA, detect_source
 from llava_ln.model.parts import unwrap
-from llava_ln.model.sources import HF_LLAVA, ORIGINAL_LLAVA, detect_source
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,106 @@
+"""The flags of the commands that have no package of their own: describe, inspect-data, toy, merge, export, demo.
+
+Each composes the shared flag dataclasses (core.args, model.args, data.args, training.args) and adds only
+what is its own; each checks its own values in __post_init__, so a bad value is one line before any work.
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+from llava_ln.core.args import (
+    DeviceArguments,
+    ReplaceOutputArguments,
+    SeedArguments,
+    ThreadArguments,
+    default_of,
+)
+from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.args import DataArguments
+from llava_ln.experiments.recipe import TOY
+from llava_ln.model.args import BitsArguments
+from llava_ln.training.args import MemoryArguments
+
+INSPECT_FORMATS = ("text", "json")
+EXPORT_FORMATS = ("hf", "llava", "peft-ln", "peft-lora")
+
+
+@dataclass(kw_only=True)
+class DescribeArguments(MemoryArguments):
+    """describe's own flags; its memory flags are training's (same defaults), for an estimate of that run."""
+
+    names: bool = field(default=False, metadata={"help": "Also list the trainable tensor names."})
+    num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over."})
+    strategy: str = field(default="torch", metadata={"help": "For the memory estimate: torch (plain / DDP), "
+                                                              "zero2 or zero3."})
+    # bf16 is how a 7B run trains (scripts/*.sh), so the estimate assumes it unless told otherwise.
+    bf16: bool = field(default=True, metadata={"help": "For the memory estimate: bf16 training (else fp32)."})
+    per_device_train_batch_size: Optional[int] = field(default=None, metadata={
+        "help": "Plan activations for this micro-batch: adds `recompute` (checkpointed blocks, estimated peak)."})
+    model_max_length: int = field(default=default_of(DataArguments, "model_max_length"), metadata={
+        "help": "For the recompute estimate: tokens per sample."})
+
+
+@dataclass(kw_only=True)
+class InspectArguments(SeedArguments):
+    num_samples: int = field(default=3, metadata={"help": "How many records to show, from the first one."})
+    format: str = field(default="text", metadata={"help": "text (for reading) or json (one object per line)."})
+
+    def __post_init__(self):
+        if self.format not in INSPECT_FORMATS:
+            raise LlavaLnError(f"--format {self.format!r} is not one of {', '.join(INSPECT_FORMATS)}")
+        if self.num_samples < 1:
+            raise LlavaLnError(f"--num_samples must be at least 1, got {self.num_samples}")
+
+
+@dataclass(kw_only=True)
+class ToyArguments:
+    out: str = field(default="toy_world", metadata={"help": "Folder to write the world into (new or empty, "
+                                                            "or an earlier toy world, which is replaced)."})
+    # The toy recipe's seed: the world the demo and the documented toy numbers use.
+    seed: int = field(default=TOY.seed, metadata={"help": "Same seed, byte-identical files."})
+    scale: float = field(default=1.0, metadata={"help": "Multiply every set's size (0.05 gives a tiny world for tests)."})
+    backbones: bool = field(default=True, metadata={"help": "Copy the pretrained toy LLM and vision tower into "
+                                                            "--out/llm and --out/vision."})
+
+
+@dataclass(kw_only=True)
+class ShipArguments(DeviceArguments, ReplaceOutputArguments):
+    """What merge and export share: which checkpoint, written in which dtype, loaded on which device."""
+
+    checkpoint: Optional[str] = field(default=None, metadata={
+        "help": "Run folder, OUTPUT_DIR/checkpoint-<step> or (export) merged folder."})
+    dtype: str = field(default="auto", metadata={
+        "help": "Weights written: auto (the base LLM's dtype) | float32 | bfloat16 | float16."})
+
+    def require_checkpoint(self, command: str) -> str:
+        if not self.checkpoint:
+            raise LlavaLnError(f"{command}: --checkpoint is required")
+        return self.checkpoint
+
+
+@dataclass(kw_only=True)
+class MergeArguments(ShipArguments):
+    def __post_init__(self):
+        self.require_checkpoint("llava-ln merge")
+
+
+@dataclass(kw_only=True)
+class ExportArguments(BitsArguments, ShipArguments):
+    format: str = field(default="hf", metadata={"help": "hf (LlavaForConditionalGeneration + LlavaProcessor) | llava "
+                                                      "(original LLaVA layout) | peft-ln | peft-lora."})
+    verify: bool = field(default=True, metadata={"help": "Load the export in a fresh process and compare outputs."})
+    max_new_tokens: int = field(default=8, metadata={"help": "Greedy tokens compared per probe in verification."})
+    atol: float = field(default=1e-4, metadata={"help": "Verification: absolute logit tolerance."})
+    rtol: float = field(default=1e-4, metadata={"help": "Verification: logit tolerance relative to the largest logit."})
+
+    def __post_init__(self):
+        if self.format not in EXPORT_FORMATS:
+            raise LlavaLnError(f"llava-ln export: --format {self.format!r} is not one of {', '.join(EXPORT_FORMATS)}")
+        self.require_checkpoint("llava-ln export")
+        if self.bits != 16 and self.format != "hf":
+            raise LlavaLnError(f"llava-ln export: --bits applies to --format hf only, not {self.format}")
+
+
+@dataclass(kw_only=True)
+class DemoArguments(ThreadArguments):
+    out: str = field(default="demo_out", metadata={"help": "Folder for the toy world, the runs and the report."})
+    reuse_world: bool = field(default=True, metadata={"help": "Reuse a toy world already in --out."})
