@@ -89,7 +89,7 @@ class SharedPrefixGenerator(AnswerGenerator):
             input_ids[row, length + width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
             attention_mask[row, :length] = 1
             attention_mask[row, length + width - len(suffix):] = 1
-        cache = DynamicCache(ddp_cache_data=self._batch_cache(states))
+        cache = self._batch_cache(states)
         with counting_tower_images(self.model, self.counts):  # stays 0 here: the images are in the cache
             output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
                                          cache=cache, generation_config=self.config, synced_gpus=self.synced_gpus)
@@ -97,17 +97,22 @@ class SharedPrefixGenerator(AnswerGenerator):
         return self.answer_ids(output[:, length + width:])
 
     @staticmethod
-    def _batch_cache(states: list) -> list:
-        """[(keys, values)] per layer for the batch: row i holds states[i]'s tensors; a run of rows
-        sharing one state is one expanded view (copied once, when the cache first grows)."""
+    def _batch_cache(states: list) -> DynamicCache:
+        """The batch's cache: row i holds states[i]'s tensors. Rows that share a state are one expanded view,
+        and each layer holds its tensors as they are, so the forward's first update (which concatenates the
+        suffix to them) makes the batch's one copy; a DynamicCache built from data would copy them once more."""
         runs = []
         for state in states:
             if runs and runs[-1][0] is state:
                 runs[-1][1] += 1
             else:
                 runs.append([state, 1])
-        layers = []
+        cache = DynamicCache()
         for index in range(len(states[0])):
-            parts = [[state[index][kv].expand(count, -1, -1, -1) for state, count in runs] for kv in (0, 1)]
-            layers.append(tuple(part[0] if len(part) == 1 else torch.cat(part) for part in parts))
-        return layers
+            keys, values = ([state[index][kv].expand(count, -1, -1, -1) for state, count in runs] for kv in (0, 1))
+            layer = DynamicLayer()
+            layer.lazy_initialization(keys[0], values[0])
+            layer.keys = keys[0] if len(keys) == 1 else torch.cat(keys)
+            layer.values = values[0] if len(values) == 1 else torch.cat(values)
+            cache.layers.append(layer)
+        return cache
