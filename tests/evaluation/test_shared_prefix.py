@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from eval_helpers import make_run_folder, single_thread, toy_assets
+from eval_helpers import make_run_folder
 from transformers import LlamaConfig, LlavaConfig, MistralConfig
 
 from llava_ln.core.distributed import DistContext
@@ -25,18 +25,8 @@ from llava_ln.evaluation.generation import GenerationSettings, PromptEncoder
 from llava_ln.evaluation.model_loading import load_eval_model
 from llava_ln.evaluation.shared_prefix import SharedPrefixGenerator, unsupported_reason
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (conftest.py); `toy` is there too
 SETTINGS = GenerationSettings(max_new_tokens=8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return toy_assets(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
