@@ -1,126 +1,203 @@
-"""Benchmark (not a test): `llava-ln eval` generation throughput at batch size 1 vs 16.
+"""Benchmark (not a test): `llava-ln eval` questions per second, per-question path vs shared image prefixes.
 
-Times AnswerGenerator (left-padded batched greedy generation, the code `llava-ln eval` runs)
-over the same VQAv2-format questions at each batch size, after one warm-up batch, and checks
-that every batch size gives the same answers.
+    python -m bench.generation_throughput                      # both geometries, POPE, VQAv2 and MME
+    python -m bench.generation_throughput --geometries llava15 --benchmarks pope --repeats 5
+    python -m bench.generation_throughput --json_out bench/results/cpu_generation_throughput.jsonl
 
-    python bench/generation_throughput.py --toy_dir DIR          # `llava-ln toy --out DIR`: toy backbones + toy VQAv2
-    python bench/generation_throughput.py --model_path CKPT --data VQAV2_DIR [--split val2014]
-    python bench/generation_throughput.py                        # tiny random backbones (tests/support/tiny.py), synthetic set
+Both paths answer the same questions with the code `llava-ln eval` runs (answering.QuestionAnswerer,
+batch 16, greedy, float32), interleaved in one process: per-question, shared, per-question, shared,
+... (--repeats pairs) after a warm-up batch of each, so a busy machine slows both alike. Every run's
+answers (token ids) must equal the first per-question run's; a difference fails the benchmark.
+Another process can only add time, so questions/s come from each path's fastest run and the
+speedup is their ratio; the median and range of the pairs' ratios (each pair back to back) show the noise.
 
-With --toy_dir and no --model_path, the model is the toy LLM + toy CLIP tower with an untrained
-connector (a stage-1 run folder, if one is passed as --model_path, is better).
-Options: --questions 64 --batch_sizes 1,16 --max_new_tokens 16 --threads N --device cpu|cuda --dtype auto
+Geometries (the prompt is always the vicuna_v1 template: LLaVA-1.5's system prompt, `USER: <image>\\n`,
+the question, its answer-format line, ` ASSISTANT:`):
+  toy      the toy world's own backbones (pretrained LLM, 16 image tokens) with a new, untrained
+           connector; answers end where the model stops (at most --toy_max_new_tokens)
+  llava15  LLaVA-1.5's 576 image tokens: a CLIP tower at 336 px, patch 14, and a LLaMA LLM, both
+           randomly initialised at the sizes below, the toy tokenizer; a random LLM never stops, so
+           every answer is --llava15_max_new_tokens tokens (LLaVA-1.5 answers these in one to three)
+Questions: toy-world eval sets written for the run (llava_ln.toy.generate): POPE's three splits over
+--pope_images images (18 questions per image, as POPE asks), VQAv2 with 3 questions per image (as
+test-dev averages) over --vqav2_images, MME's yes/no pairs over --mme_pairs per subtask.
+
+Prints one line per (geometry, benchmark) and, with --json_out, appends one JSON object per line:
+questions/s of both paths, the speedup, prefix fills and vision-tower images of each path, the load
+average before and after, torch threads and versions.
 """
 import argparse
+import json
 import os
-import sys
+import platform
+import statistics
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "support"))
+import torch
 
-import torch  # noqa: E402
+from llava_ln.data.images import ImageLoader, load_image_processor
+from llava_ln.data.templates import get_template
+from llava_ln.evaluation.answering import PER_QUESTION, SHARED_PREFIX, QuestionAnswerer
+from llava_ln.evaluation.benchmarks.common import DataFlags
+from llava_ln.evaluation.benchmarks.registry import get_benchmark
+from llava_ln.evaluation.during_training import BENCHMARK_FOLDERS
+from llava_ln.evaluation.generation import GenerationSettings, PromptEncoder
+from llava_ln.evaluation.model_loading import EvalModel
+from llava_ln.model.args import ModelArguments
+from llava_ln.model.backbones import load_tokenizer
+from llava_ln.model.builder import build_mllm
+from llava_ln.toy.backbones.spec import CLIP_MEAN, CLIP_STD, LLM_FILES, VISION_CONFIG, install_backbones
+from llava_ln.toy.generate import ToySizes, write_mme, write_pope, write_vqa
 
-from llava_ln.evaluation.benchmarks import vqav2  # noqa: E402
-from llava_ln.evaluation.benchmarks.common import (
-    SHORT_ANSWER_SUFFIX,  # noqa: E402
-    DataFlags,  # noqa: E402
-)
-from llava_ln.evaluation.generation import (  # noqa: E402
-    AnswerGenerator,
-    GenerationSettings,
-    PromptEncoder,  # noqa: E402
-)
-from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype  # noqa: E402
-
-
-def toy_vqav2_folder(toy_dir: str) -> str:
-    """The toy world's VQAv2 folder (official file names, see DIR/eval/README.md)."""
-    folder = os.path.join(toy_dir, "eval", "vqav2")
-    if not os.path.isdir(folder):
-        raise SystemExit(f"no {folder}: write a toy world first (llava-ln toy --out {toy_dir})")
-    return folder
+TEMPLATE = "vicuna_v1"
+LLAVA15_IMAGE_SIZE, LLAVA15_PATCH = 336, 14  # CLIP ViT-L/14-336: 24 x 24 = 576 image tokens
+PATHS = (PER_QUESTION, SHARED_PREFIX)
 
 
-def build_untrained_run(llm: str, vision: str, directory: str) -> str:
-    from eval_helpers import make_run_folder
-
-    # Connector-only, random connector: what an untrained stage-1 model answers.
-    return make_run_folder(directory, llm, vision, tune_mode="connector", scale=0.02)
-
-
-def setup(args, workdir: str) -> tuple[str, str, str, str]:
-    """(model_path, vqav2 folder, split, description)."""
-    if args.model_path and args.data:
-        return args.model_path, args.data, args.split, f"checkpoint {args.model_path}"
-    if args.toy_dir:
-        data = args.data or toy_vqav2_folder(args.toy_dir)
-        model = args.model_path or build_untrained_run(os.path.join(args.toy_dir, "llm"),
-                                                       os.path.join(args.toy_dir, "vision"), os.path.join(workdir, "run"))
-        return model, data, args.split, f"toy backbones from {args.toy_dir}" + ("" if args.model_path else " (untrained connector)")
-    from eval_helpers import make_run_folder, write_vqav2
-    from tiny import make_llm_dir, make_vision_dir
-    llm, vision = make_llm_dir(workdir, "llama"), make_vision_dir(workdir, "clip")
-    model = make_run_folder(os.path.join(workdir, "run"), llm, vision)
-    data = write_vqav2(os.path.join(workdir, "vqav2"), images=max(1, args.questions // 2))
-    return model, data, "val2014", "tiny random backbones (tests/support/tiny.py)"
+def write_questions(root: str, args) -> str:
+    """The toy eval sets the benchmark asks (root/eval/...); returns root."""
+    sizes = ToySizes(pope_images=args.pope_images, vqa_images=args.vqav2_images, vqa_questions_per_image=3,
+                     mme_pairs_per_subtask=args.mme_pairs)
+    write_pope(root, args.seed, sizes)
+    write_vqa(root, args.seed, sizes)
+    write_mme(root, args.seed, sizes)
+    return root
 
 
-def time_batch_size(generator, prompts, images, batch_size: int) -> tuple[float, list]:
-    generator.generate(prompts[:batch_size], images[:batch_size])  # warm-up (allocations, kernel choice)
-    if generator.device.type == "cuda":
-        torch.cuda.synchronize()
+def llava15_backbones(toy_llm: str, root: str, hidden: int, layers: int, seed: int) -> tuple[str, str]:
+    """Random LLaMA (toy tokenizer) and random CLIP tower at 336 px, patch 14, saved under root."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(toy_llm)
+    llm_dir, vision_dir = os.path.join(root, "llava15_llm"), os.path.join(root, "llava15_vision")
+    llm_config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden,
+                             num_hidden_layers=layers, num_attention_heads=max(1, hidden // 32),
+                             max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(llm_config).save_pretrained(llm_dir)
+    for name in LLM_FILES:
+        if name.startswith(("tokenizer", "special_tokens")):
+            with open(os.path.join(toy_llm, name), "rb") as source, open(os.path.join(llm_dir, name), "wb") as target:
+                target.write(source.read())
+    vision_config = CLIPVisionConfig(**{**VISION_CONFIG, "image_size": LLAVA15_IMAGE_SIZE, "patch_size": LLAVA15_PATCH})
+    CLIPVisionModel(vision_config).save_pretrained(vision_dir)
+    CLIPImageProcessor(size={"shortest_edge": LLAVA15_IMAGE_SIZE},
+                       crop_size={"height": LLAVA15_IMAGE_SIZE, "width": LLAVA15_IMAGE_SIZE},
+                       image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True).save_pretrained(vision_dir)
+    return llm_dir, vision_dir
+
+
+def eval_model_of(llm_dir: str, vision_dir: str, seed: int) -> EvalModel:
+    """The composed model as `llava-ln eval` holds it, with a new (untrained) connector."""
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(llm_dir)
+    model, _ = build_mllm(ModelArguments(model_name_or_path=llm_dir, vision_tower=vision_dir,
+                                         attn_implementation="sdpa"), tokenizer)
+    return EvalModel(model=model.eval(), tokenizer=tokenizer, template=get_template(TEMPLATE, tokenizer),
+                     image_loader=ImageLoader(load_image_processor(vision_dir), "pad"), conv_template=TEMPLATE,
+                     image_aspect_ratio="pad")
+
+
+def run_path(eval_model, settings, share: bool, items, prompts, batch_size: int) -> tuple[float, dict, dict]:
+    """(seconds, {key: answer token ids}, counts) for one pass over the questions."""
+    answerer = QuestionAnswerer(eval_model, settings, torch.device("cpu"), share_image_prefix=share)
     start = time.perf_counter()
-    answers = []
-    for begin in range(0, len(prompts), batch_size):
-        answers += generator.generate(prompts[begin:begin + batch_size], images[begin:begin + batch_size])
-    if generator.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, answers
+    answers = {}
+    for batch, ids in answerer.answer_ids(items, prompts, batch_size):
+        answers.update((item.key, tuple(row)) for item, row in zip(batch, ids))
+    return time.perf_counter() - start, answers, answerer.counts.as_dict()
 
 
-def main() -> None:
+def measure(eval_model, settings, name: str, eval_root: str, args) -> dict:
+    benchmark = get_benchmark(name)
+    sources = benchmark.locate(DataFlags(data=os.path.join(eval_root, BENCHMARK_FOLDERS[name])))
+    items = benchmark.read_items(sources, benchmark.default_prompt)
+    encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
+                            eval_model.num_image_tokens)
+    prompts = [encoder.encode(item.prompt) for item in items]
+    for share in (False, True):  # warm-up: allocations, kernel choice
+        run_path(eval_model, settings, share, items[:args.batch_size], prompts[:args.batch_size], args.batch_size)
+    load_before = os.getloadavg()[0]
+    seconds, counts, reference = {path: [] for path in PATHS}, {}, None
+    for _ in range(args.repeats):
+        for path in PATHS:
+            elapsed, answers, counts[path] = run_path(eval_model, settings, path == SHARED_PREFIX, items, prompts,
+                                                      args.batch_size)
+            reference = reference or answers
+            differing = sum(answers[key] != reference[key] for key in reference)
+            if differing:
+                raise SystemExit(f"{name}: {differing} of {len(items)} answers differ between the paths")
+            seconds[path].append(elapsed)
+    ratios = [a / b for a, b in zip(seconds[PER_QUESTION], seconds[SHARED_PREFIX])]
+    return {
+        "benchmark": name, "questions": len(items), "images": len({item.image for item in items}),
+        "prompt_tokens": [min(map(len, prompts)), max(map(len, prompts))],
+        "answer_tokens_mean": round(statistics.mean(map(len, reference.values())), 2),
+        **{f"{path}_questions_per_s": round(len(items) / min(seconds[path]), 2) for path in PATHS},
+        "speedup": round(min(seconds[PER_QUESTION]) / min(seconds[SHARED_PREFIX]), 2),
+        "speedup_paired_median": round(statistics.median(ratios), 2),
+        "speedup_paired_range": [round(min(ratios), 2), round(max(ratios), 2)],
+        "identical_answers": True, "counts": counts, "seconds": seconds,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--toy_dir")
-    parser.add_argument("--model_path")
-    parser.add_argument("--data")
-    parser.add_argument("--split", default="val2014")
-    parser.add_argument("--questions", type=int, default=64)
-    parser.add_argument("--batch_sizes", default="1,16")
-    parser.add_argument("--max_new_tokens", type=int, default=16)
+    parser.add_argument("--geometries", default="toy,llava15")
+    parser.add_argument("--benchmarks", default="pope,vqav2,mme")
+    parser.add_argument("--repeats", type=int, default=5, help="timed pairs (per-question, shared) per benchmark")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--pope_images", type=int, default=3)
+    parser.add_argument("--vqav2_images", type=int, default=12)
+    parser.add_argument("--mme_pairs", type=int, default=5, help="images per MME subtask (4 subtasks, 2 questions each)")
+    parser.add_argument("--toy_max_new_tokens", type=int, default=8)
+    parser.add_argument("--llava15_max_new_tokens", type=int, default=3)
+    parser.add_argument("--llava15_hidden", type=int, default=256)
+    parser.add_argument("--llava15_layers", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, else float32), float32, bfloat16")
-    args = parser.parse_args()
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json_out", help="append one JSON object per (geometry, benchmark) to this file")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    with tempfile.TemporaryDirectory() as workdir:
-        model_path, data, split, description = setup(args, workdir)
-        sources = vqav2.locate(DataFlags(data=data, split=split))
-        items = vqav2.read_items(sources, SHORT_ANSWER_SUFFIX)[: args.questions]
-        eval_model = load_eval_model(model_path, device, dtype)
-        encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
-                                eval_model.num_image_tokens)
-        generator = AnswerGenerator(eval_model, GenerationSettings(max_new_tokens=args.max_new_tokens), device)
-        prompts = [encoder.encode(item.prompt) for item in items]
-        images = [item.image for item in items]
-        print(f"model: {description}; {len(items)} questions from {sources['questions']}")
-        name = f"{device} {torch.cuda.get_device_name(device)}" if device.type == "cuda" else str(device)
-        print(f"device: {name} ({dtype}), torch threads: {torch.get_num_threads()}, "
-              f"load average: {os.getloadavg()[0]:.2f}, max_new_tokens: {args.max_new_tokens}, "
-              f"prompt tokens: {min(map(len, prompts))}-{max(map(len, prompts))}")
-        reference = None
-        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            seconds, answers = time_batch_size(generator, prompts, images, batch_size)
-            tokens = sum(len(eval_model.tokenizer.encode(a, add_special_tokens=False)) + 1 for a in answers)
-            same = "reference" if reference is None else ("same answers" if answers == reference else "ANSWERS DIFFER")
-            reference = reference or answers
-            print(f"batch {batch_size:>3}: {seconds:7.2f} s  {len(items) / seconds:8.2f} questions/s  "
-                  f"{tokens / seconds:8.1f} answer tokens/s  ({same})")
+    import transformers
+
+    machine = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+               "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    print(f"# CPU, float32, batch {args.batch_size}, {args.repeats} interleaved pairs; {machine}")
+    with tempfile.TemporaryDirectory() as root:
+        eval_root = os.path.join(write_questions(root, args), "eval")
+        toy_llm, toy_vision = install_backbones(root)
+        for geometry in args.geometries.split(","):
+            if geometry == "toy":
+                eval_model = eval_model_of(toy_llm, toy_vision, args.seed)
+                settings = GenerationSettings(max_new_tokens=args.toy_max_new_tokens)
+            elif geometry == "llava15":
+                llm, vision = llava15_backbones(toy_llm, root, args.llava15_hidden, args.llava15_layers, args.seed)
+                eval_model = eval_model_of(llm, vision, args.seed)
+                settings = GenerationSettings(max_new_tokens=args.llava15_max_new_tokens)
+            else:
+                raise SystemExit(f"--geometries: {geometry!r} is not toy or llava15")
+            for name in args.benchmarks.split(","):
+                result = {"geometry": geometry, "image_tokens": eval_model.num_image_tokens,
+                          **measure(eval_model, settings, name, eval_root, args), "machine": machine}
+                print(f"{geometry:8} {name:6} {result['questions']:4} q on {result['images']:3} images, "
+                      f"prompt {result['prompt_tokens'][1]} tokens: per-question "
+                      f"{result[f'{PER_QUESTION}_questions_per_s']:8.2f} q/s, shared prefix "
+                      f"{result[f'{SHARED_PREFIX}_questions_per_s']:8.2f} q/s, speedup {result['speedup']:5.2f}x "
+                      f"(pairs: median {result['speedup_paired_median']}, {result['speedup_paired_range'][0]}-"
+                      f"{result['speedup_paired_range'][1]}), identical answers; "
+                      f"fills {result['counts'][PER_QUESTION]['prefix_fills']} -> "
+                      f"{result['counts'][SHARED_PREFIX]['prefix_fills']}, load {result['load_average_1min']}",
+                      flush=True)
+                if args.json_out:
+                    with open(args.json_out, "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(result) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

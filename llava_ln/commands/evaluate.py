@@ -4,10 +4,12 @@ eval:
   llava-ln eval --benchmark mme|vqav2|pope|coco_caption|flickr30k --model_path CKPT --data DIR --output_dir OUT
         [--question_file Q] [--annotation_file A] [--image_folder IMG] [--split S] [--upload_question_file T]
         [--batch_size 16] [--max_new_tokens 128] [--temperature 0] [--num_beams 1] [--prompt TEXT]
-        [--conv_template NAME] [--image_aspect_ratio pad|resize|crop] [--score] [--overwrite]
+        [--conv_template NAME] [--image_aspect_ratio pad|resize|crop] [--share_image_prefix true|false]
+        [--score] [--overwrite]
 Multi-GPU: launch with `torchrun --nproc_per_node N -m llava_ln.cli eval ...` (or `deepspeed`);
-questions are split across ranks and gathered in-process. A rerun with the same --output_dir skips
-questions already answered. Rank 0 prints one JSON object: counts, the files written, the
+images are split across ranks and the answers gathered in-process. A rerun with the same --output_dir
+skips questions already answered. Rank 0 prints one JSON object: counts, what answering cost
+("generation": path, questions, prefix fills, vision-tower passes), the files written, the
 equivalent `llava-ln score` command and, with --score, the scorer's JSON under "scores" (also saved
 as OUTPUT_DIR/scores.json). Layouts: eval/README.md.
 

@@ -41,6 +41,11 @@ class EvalArguments(BitsArguments, ImageFileArguments, LaunchArguments, SeedArgu
     temperature: float = field(default=0.0, metadata={"help": "0 (default) decodes greedily; > 0 samples."})
     top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling mass (only with --temperature > 0)."})
     num_beams: int = field(default=1, metadata={"help": "Beam search width (1: no beam search)."})
+    share_image_prefix: bool = field(default=True, metadata={
+        "help": "true: run the vision tower and the prompt up to the image once per image and answer all its "
+                "questions from that key/value cache (same greedy answers, far less compute); false: fill every "
+                "question's whole prompt (the per-question path, for checking). Beam search and models whose "
+                "cache cannot be shared always take the per-question path."})
     dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on a GPU that has it, else float32), "
                                                          "float32, bfloat16 or float16."})
     device: str = field(default="auto", metadata={"help": "auto, cuda or cpu."})

@@ -4,12 +4,13 @@ train.py builds a TrainingEvaluator and hands it to the loop as a hook (training
 package and never imports it). Every --eval_steps optimizer steps, and after the last one, each
 benchmark's fixed subset (subset_scores.evenly_spaced) is answered by the model being trained,
 in place: eval mode, the training precision's autocast, the same prompt encoding and batched
-greedy generation as `llava-ln eval`, then back to train mode. All ranks take part: each answers
-its strided share, rank 0 gathers the answers, scores them (subset_scores.score_subset) and hands
-the result, or the error, back to every rank, so a scoring failure stops all ranks together rather
-than leaving the others waiting in the next collective. Under ZeRO-3 the parameters are gathered
-layer by layer during every forward, so every rank runs the same number of batches (shares are
-padded with repeats, whose answers are dropped) and generate() keeps the ranks in step
+greedy generation as `llava-ln eval` (each image's prefix filled once, answering.QuestionAnswerer),
+then back to train mode. All ranks take part: each answers its share of the images, rank 0 gathers
+the answers, scores them (subset_scores.score_subset) and hands the result, or the error, back to
+every rank, so a scoring failure stops all ranks together rather than leaving the others waiting in
+the next collective. Under ZeRO-3 the parameters are gathered layer by layer during every forward,
+so every rank runs the same forwards: the same number of batches (a rank with fewer repeats one,
+whose answers are dropped), one prefix fill per batch, and generate() keeps the ranks in step
 (synced_gpus) until the longest answer is done.
 
 The scores go to log.jsonl as {"step", "eval": {"pope": 81.2, "mme": 512.0, ...}} and to
@@ -26,9 +27,10 @@ from llava_ln.core.distributed import DistContext, broadcast_object, gather_obje
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.dataset import DataComponents
 from llava_ln.data.images import ImageLoader
+from llava_ln.evaluation.answering import QuestionAnswerer, rank_share
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, PromptEncoder
+from llava_ln.evaluation.generation import GenerationSettings, PromptEncoder
 from llava_ln.evaluation.model_loading import EvalModel
 from llava_ln.evaluation.subset_scores import evenly_spaced, headline, score_subset
 from llava_ln.model.parts import unwrap
@@ -99,24 +101,17 @@ class TrainingEvaluator:
             raise LlavaLnError(outcome["error"])
         return outcome["scores"]
 
-    def _share(self, items: list) -> list:
-        share = self.context.share(items)
-        if self.synced_gpus and items:  # every rank runs the same number of batches
-            size = -(-len(items) // self.context.world_size)
-            share = share + [share[-1] if share else items[0]] * (size - len(share))
-        return share
-
     def _answer(self, items: list, settings: GenerationSettings) -> dict:
-        generator = AnswerGenerator(self.eval_model, settings, self.context.device, synced_gpus=self.synced_gpus)
-        share = self._share(items)
+        answerer = QuestionAnswerer(self.eval_model, settings, self.context.device,
+                                    sync=self.context if self.synced_gpus else None)
+        share = rank_share(items, self.context, share_image_prefix=True)
+        prompts = [self.encoder.encode(item.prompt, f"question {item.key}") for item in share]
+        filler = (items[0], self.encoder.encode(items[0].prompt, f"question {items[0].key}")) if items else None
         answers = {}
         autocast = (torch.autocast(self.context.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                     else contextlib.nullcontext())
         with autocast:
-            for start in range(0, len(share), self.batch_size):
-                batch = share[start:start + self.batch_size]
-                texts = generator.generate([self.encoder.encode(item.prompt, f"question {item.key}") for item in batch],
-                                           [item.image for item in batch])
+            for batch, texts in answerer.answer(share, prompts, self.batch_size, filler=filler):
                 answers.update((item.key, text) for item, text in zip(batch, texts))
         return answers
 

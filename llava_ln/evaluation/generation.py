@@ -12,8 +12,14 @@ transformers derives position ids from that mask, so a prompt gets the same posi
 decoding the same answer, at any batch size. Generation stops at the tokenizer's eos and at the
 template's end-of-turn token; `<image>` is never generated (the model would then expect image
 features it was not given).
+
+This is the per-question path: every question fills its whole prompt, image included. The
+shared-prefix path (shared_prefix.py) builds on it and fills each image's prefix once. Both count
+what they did (GenerationCounts): questions, prefix fills, and images through the vision tower,
+the last measured by a hook on the tower itself.
 """
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -71,7 +77,40 @@ class GenerationSettings:
             raise LlavaLnError(f"--top_p must be in (0, 1], got {self.top_p}")
 
 
+@dataclass
+class GenerationCounts:
+    """What answering cost. prefix_fills: prompt prefixes run through the LLM before decoding (the
+    per-question path fills every question's whole prompt); vision_tower_passes: images encoded."""
+
+    questions: int = 0
+    prefix_fills: int = 0
+    vision_tower_passes: int = 0
+
+    def add(self, other: "GenerationCounts") -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextmanager
+def counting_tower_images(model, counts: GenerationCounts):
+    """Count every image the vision tower encodes while the block runs (its first input is the pixel batch)."""
+    def count(_module, args, kwargs):
+        pixels = args[0] if args else kwargs.get("pixel_values")
+        counts.vision_tower_passes += int(pixels.shape[0]) if pixels is not None else 0
+
+    handle = vision_tower_of(model).register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class AnswerGenerator:
+    """The per-question path: each batch is whole left-padded prompts, each with its own image."""
+
     def __init__(self, eval_model, settings: GenerationSettings, device, synced_gpus: bool = False):
         from transformers import GenerationConfig
 
@@ -83,8 +122,10 @@ class AnswerGenerator:
         self.device = device
         self.end_of_turn = end_of_turn_text(eval_model.template)
         self.pixel_dtype = next(vision_tower_of(self.model).parameters()).dtype
+        self.counts = GenerationCounts()
         sampling = settings.temperature > 0
         stops = stop_token_ids(self.tokenizer, eval_model.template)
+        self.stops = set(stops)
         # A complete config, so nothing is inherited from the LLM's own generation_config.json.
         self.config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
@@ -125,14 +166,30 @@ class AnswerGenerator:
             text = text[: text.index(self.end_of_turn)]
         return text.strip()
 
-    @torch.inference_mode()
+    def answer_ids(self, new_tokens: torch.Tensor) -> list:
+        """Each row's answer tokens: up to and including its first stop token (generate pads after it)."""
+        rows = []
+        for row in new_tokens.tolist():
+            end = next((i + 1 for i, token in enumerate(row) if token in self.stops), len(row))
+            rows.append(row[:end])
+        return rows
+
+    def decode(self, answer_ids: list) -> list:
+        return [self.clean(text) for text in self.tokenizer.batch_decode(answer_ids, skip_special_tokens=True)]
+
     def generate(self, prompts: list, images: list, wheres: list | None = None) -> list:
         """Answers for one batch: prompts are token id lists, images file paths (one per prompt)."""
+        return self.decode(self.generate_ids(prompts, images, wheres))
+
+    @torch.inference_mode()
+    def generate_ids(self, prompts: list, images: list, wheres: list | None = None) -> list:
+        """The answers' token ids (answer_ids) for one batch of whole prompts."""
         wheres = wheres or [f"image {image}" for image in images]
         input_ids, attention_mask = self._left_padded(prompts)
         pixel_values = self._pixels(images, wheres)
-        output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                                     generation_config=self.config, synced_gpus=self.synced_gpus)
-        new_tokens = output[:, input_ids.shape[1]:]
-        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [self.clean(text) for text in texts]
+        with counting_tower_images(self.model, self.counts):
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                                         generation_config=self.config, synced_gpus=self.synced_gpus)
+        self.counts.questions += len(prompts)
+        self.counts.prefix_fills += len(prompts)
+        return self.answer_ids(output[:, input_ids.shape[1]:])

@@ -2,8 +2,10 @@
 
 Every rank reads the benchmark files (deterministic, so all agree on the item list); rank 0
 alone checks the answer folder and tells the others which items are still open; each rank
-generates its strided share, appending answers batch by batch; rank 0 gathers the new answers
-in-process, writes the official files and, with --score, scores them.
+answers its share (whole images with --share_image_prefix, the default; every world_size-th
+question without), appending answers batch by batch; rank 0 gathers the new answers in-process,
+writes the official files and, with --score, scores them. The summary's "generation" says which
+path answered and what it cost: questions, prefix fills and images through the vision tower.
 """
 import os
 import shutil
@@ -14,10 +16,11 @@ import torch
 from llava_ln.core.distributed import DistContext, broadcast_object, distributed_session, gather_objects
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation import answer_store
+from llava_ln.evaluation.answering import QuestionAnswerer, rank_share
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, PromptEncoder
+from llava_ln.evaluation.generation import GenerationCounts, GenerationSettings, PromptEncoder
 from llava_ln.evaluation.llava_answers import write_llava_answers
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
 from llava_ln.scoring.dispatch import score
@@ -77,35 +80,38 @@ def _answered(args: EvalArguments, settings: dict) -> dict:
 
 
 def _generate(args, world, items, generation, conv_template, aspect, dtype) -> dict:
-    """Answers for this rank's items, appended to its part file batch by batch."""
+    """This rank's answers, appended to its part file batch by batch, and what producing them cost."""
     from tqdm import tqdm
 
     if not items:
-        return {}
+        return {"answers": {}, "path": None, "counts": GenerationCounts().as_dict()}
     if generation.temperature > 0:
         torch.manual_seed(args.seed + world.rank)
     eval_model = load_eval_model(args.model_path, world.device, dtype, conv_template, aspect, args.attn_implementation,
                                  args.max_image_pixels, bits=args.bits)
     encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
                             eval_model.num_image_tokens)
-    generator = AnswerGenerator(eval_model, generation, world.device)
+    answerer = QuestionAnswerer(eval_model, generation, world.device, share_image_prefix=args.share_image_prefix)
     prompts = [encoder.encode(item.prompt, where=f"question {item.key}") for item in items]
-    # Longest prompts first: similar lengths share a batch (less padding), and memory peaks early.
-    order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
     answers = {}
     bar = tqdm(total=len(items), desc=f"{args.benchmark} rank 0/{world.world_size}", unit="q",
                disable=not world.is_main, file=sys.stderr)
     with answer_store.AnswerWriter(args.output_dir, world.rank) as writer:
-        for start in range(0, len(order), args.batch_size):
-            batch = [items[i] for i in order[start:start + args.batch_size]]
-            texts = generator.generate([prompts[i] for i in order[start:start + args.batch_size]],
-                                       [item.image for item in batch],
-                                       [f"question {item.key}" for item in batch])
+        for batch, texts in answerer.answer(items, prompts, args.batch_size):
             writer.append([{"key": item.key, "answer": text, "prompt": item.prompt} for item, text in zip(batch, texts)])
             answers.update((item.key, text) for item, text in zip(batch, texts))
             bar.update(len(batch))
     bar.close()
-    return answers
+    return {"answers": answers, "path": answerer.path, "counts": answerer.counts.as_dict()}
+
+
+def _generation_summary(parts: list) -> dict:
+    """The path taken and the summed counts of every rank that generated."""
+    totals = GenerationCounts()
+    for part in parts:
+        totals.add(GenerationCounts(**part["counts"]))
+    paths = sorted({part["path"] for part in parts if part["path"]})
+    return {"path": ",".join(paths) or None, **totals.as_dict()}
 
 
 def run_eval(args: EvalArguments) -> dict | None:
@@ -123,13 +129,13 @@ def run_eval(args: EvalArguments) -> dict | None:
         settings = run_settings(args, sources, prompt, conv_template, aspect, dtype, generation)
         done = _on_main(world, lambda: _answered(args, settings))
         todo = [item for item in items if item.key not in done]
-        new = _generate(args, world, world.share(todo), generation, conv_template, aspect, dtype)
-        gathered = gather_objects(world, new)
+        mine = rank_share(todo, world, args.share_image_prefix)
+        gathered = gather_objects(world, _generate(args, world, mine, generation, conv_template, aspect, dtype))
         if not world.is_main:
             return None
         answers = dict(done)
         for part in gathered:
-            answers.update(part)
+            answers.update(part["answers"])
         missing = [item.key for item in items if item.key not in answers]
         if missing:
             raise LlavaLnError(f"{len(missing)} question(s) got no answer (first: {missing[0]})")
@@ -138,7 +144,8 @@ def run_eval(args: EvalArguments) -> dict | None:
             outputs["files"].update(write_llava_answers(args.benchmark, sources, items, answers, args.output_dir,
                                                         args.model_path))
         summary = {"benchmark": args.benchmark, "questions": len(items), "reused_answers": len(items) - len(todo),
-                   "generated_answers": len(todo), "files": outputs["files"], "counts": outputs["counts"]}
+                   "generated_answers": len(todo), "generation": _generation_summary(gathered),
+                   "files": outputs["files"], "counts": outputs["counts"]}
         if outputs["score"] is not None:
             summary["score_command"] = "llava-ln score " + " ".join(_quoted(outputs["score"].command_line()))
         if args.score:

@@ -1,6 +1,6 @@
-"""Fixtures the generation and layout tests share: one torch thread, and a session's tiny models and images."""
+"""Fixtures the generation and layout tests share: one torch thread, a session's tiny models and images, its toy world."""
 import pytest
-from eval_helpers import session_assets, single_thread
+from eval_helpers import session_assets, single_thread, toy_assets
 
 
 @pytest.fixture(scope="module")
@@ -12,3 +12,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, tiny_llm, tiny_vision):
     return session_assets(tmp_path_factory, tiny_llm, tiny_vision)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return toy_assets(tmp_path_factory)
