@@ -32,6 +32,7 @@ from llava_ln.checkpoint.sharded_load import StoredTensor, fill_from_sources, st
 from llava_ln.checkpoint.tensors import TensorReader, tensor_files
 from llava_ln.core.constants import CONNECTOR_PREFIX
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.model.backbones import load_vision_config
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
 from llava_ln.model.parts import connector_of, language_model_of, unwrap, vision_tower_of
@@ -115,7 +116,7 @@ def fill_start(model, model_args, source) -> None:
         return
     # A plain LLM (new connector), or original LLaVA (its connector is copied by llava_sources afterwards).
     llm_config = source.text_config() if source is not None and source.kind == ORIGINAL_LLAVA else \
-        AutoConfig.from_pretrained(model_args.model_name_or_path)
+        load_pretrained(AutoConfig, model_args.model_name_or_path)
     sources = causal_lm_sources(model, llm_config, model_args.model_name_or_path)
     sources.update(tower_sources(model, model_args.vision_tower))
     fill_from_sources(model, sources, skip=connector)
@@ -124,7 +125,7 @@ def fill_start(model, model_args, source) -> None:
 def build_merged_partitioned(path: str, projector_type: str, dtype, attn_implementation: str, construct):
     """A merged llava-ln folder, created partitioned and filled shard by shard (what load_merged_model loads)."""
     with quiet_transformers():
-        config = LlavaConfig.from_pretrained(path)
+        config = load_pretrained(LlavaConfig, path)
     with quiet_transformers(), construct():
         model = LlavaForConditionalGeneration._from_config(config, attn_implementation=attn_implementation,
                                                            dtype=dtype)

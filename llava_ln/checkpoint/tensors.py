@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from llava_ln.checkpoint.hashed_write import SAFETENSORS_DTYPES, write_bytes_atomic, write_safetensors
 from llava_ln.checkpoint.partitions import full_shape, set_full_value
 from llava_ln.core.atomic import TMP_PREFIX, atomic_path
+from llava_ln.core.bounded_json import METADATA_MAX_BYTES, loads, read_json_object
 from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.model.parts import unwrap
 
@@ -101,9 +102,8 @@ def tensor_files(directory: str, stem: str) -> list[str]:
     if not os.path.exists(index):
         return []
     try:
-        with open(index, encoding="utf-8") as handle:
-            weight_map = json.load(handle)["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        weight_map = read_json_object(index)["weight_map"]
+    except (KeyError, TypeError) as err:
         raise LlavaLnError(f"{index} is not a valid shard index ({err})") from None
     names = sorted(set(weight_map.values()))
     for name in names:
@@ -226,7 +226,9 @@ def _safetensors_layout(file: str) -> dict:
     try:
         with open(file, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
+            if length > METADATA_MAX_BYTES:
+                raise ValueError(f"a header of {length} bytes")
+            header = loads(handle.read(length), f"the header of {file}")
     except (OSError, ValueError, struct.error) as err:
         raise LlavaLnError(f"checkpoint file {file} is not a readable safetensors file ({err})") from None
     header.pop("__metadata__", None)

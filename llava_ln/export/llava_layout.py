@@ -31,6 +31,7 @@ from llava_ln.checkpoint.tensors import ShardedTensorWriter
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.args import DataArguments
 from llava_ln.export.merge import cast_saved_tensors, check_output_dir, fold_lora, resolve_dtype
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images
@@ -71,7 +72,7 @@ def _added_image_row(tokenizer_path: str, image_token_id: int, rows: int) -> boo
     """Whether `<image>` is a row llava-ln appended (the source tokenizer does not have it)."""
     from transformers import AutoTokenizer
 
-    raw = AutoTokenizer.from_pretrained(tokenizer_path)
+    raw = load_pretrained(AutoTokenizer, tokenizer_path)
     return IMAGE_TOKEN not in raw.get_vocab() and image_token_id == rows - 1 == len(raw)
 
 
@@ -160,7 +161,7 @@ def _save_tokenizer(folder: str, loaded, tokenizer_path: str, drop_image: bool) 
         return
     from transformers import AutoTokenizer
 
-    AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(folder)
+    load_pretrained(AutoTokenizer, tokenizer_path).save_pretrained(folder)
 
 
 def _verify(folder: str, manifest, runner, reference, tokenizer, tolerance, log) -> None:

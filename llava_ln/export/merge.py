@@ -30,6 +30,7 @@ from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.paths import overlap
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.templates import get_template, stop_token_ids
 from llava_ln.export.chat_templates import chat_template_for
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images
@@ -56,7 +57,7 @@ def resolve_dtype(name: str, loaded: LoadedModel) -> torch.dtype:
     if recorded is None:
         from transformers import AutoConfig
 
-        recorded = getattr(AutoConfig.from_pretrained(loaded.manifest.llm), "dtype", None)
+        recorded = getattr(load_pretrained(AutoConfig, loaded.manifest.llm), "dtype", None)
     if isinstance(recorded, str):
         recorded = DTYPES.get(recorded)
     return recorded if recorded in DTYPES.values() else torch.float32

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from safetensors.torch import load_file
 
+from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.errors import LlavaLnError
 
 CHILD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fresh_child.py")
@@ -163,8 +164,7 @@ def run_child(spec: dict, work_dir: str, what: str, timeout_s: int = 3600) -> tu
         sys.stderr.write("\n".join(lines[-25:]) + "\n")
         last = lines[-1] if lines else f"exit code {done.returncode}"
         raise VerificationError(f"{what}: plain transformers failed on the exported folder in a fresh process: {last}")
-    with open(spec["output"] + ".json", encoding="utf-8") as handle:
-        summary = json.load(handle)
+    summary = read_json_object(spec["output"] + ".json", "the fresh process's summary")
     if summary.get("custom_modules_imported"):
         raise VerificationError(f"{what}: the fresh process imported llava-ln code: {summary['custom_modules_imported']}")
     return load_file(spec["output"] + ".safetensors"), summary

@@ -20,6 +20,7 @@ import os
 
 from llava_ln.checkpoint.run_folder import resolve_connector_file
 from llava_ln.checkpoint.tensors import tensor_files
+from llava_ln.core.bounded_json import read_json
 from llava_ln.core.distributed import broadcast_object
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.index import parse_data_path
@@ -95,9 +96,8 @@ def run_defining_flags(model_args, data_args, tuning_args, args, *, context, pre
 def saved_flags(checkpoint: str) -> dict | None:
     """The run-defining flags a checkpoint recorded; None when it predates them or cannot be read."""
     try:
-        with open(os.path.join(checkpoint, RESUME_DIR, STATE_FILE), encoding="utf-8") as handle:
-            flags = json.load(handle)["run"].get("flags")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        flags = read_json(os.path.join(checkpoint, RESUME_DIR, STATE_FILE))["run"].get("flags")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None  # an unreadable state file is reported when the checkpoint is loaded
     return flags if isinstance(flags, dict) else None
 

@@ -15,7 +15,6 @@ Checkpoints written before run ids existed have none: they count as the folder's
 pruned. Before a run continues in a folder, what killed saves left there is cleaned (core.atomic).
 Rank 0 decides and broadcasts the decision (or its error), so every rank acts on the same folder state.
 """
-import json
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 
 from llava_ln.checkpoint.manifest import MANIFEST_NAME
 from llava_ln.core.atomic import remove_stale_temporaries, restore_interrupted_replacements
+from llava_ln.core.bounded_json import read_json
 from llava_ln.core.distributed import broadcast_object
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.index import parse_data_path
@@ -50,18 +50,16 @@ def new_run_id() -> str:
 def checkpoint_run_id(checkpoint: str) -> str | None:
     """The run id in a checkpoint's trainer_state.json; None when it predates run ids; UNREADABLE."""
     try:
-        with open(os.path.join(checkpoint, RESUME_DIR, STATE_FILE), encoding="utf-8") as handle:
-            return json.load(handle)["run"].get("run_id")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return read_json(os.path.join(checkpoint, RESUME_DIR, STATE_FILE))["run"].get("run_id")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return UNREADABLE
 
 
 def folder_run_id(output_dir: str) -> str | None:
     """The run that owns output_dir, as its run_config.json records it (None when nothing says)."""
     try:
-        with open(os.path.join(output_dir, RUN_CONFIG), encoding="utf-8") as handle:
-            return json.load(handle)["resolved"].get("run_id")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return read_json(os.path.join(output_dir, RUN_CONFIG))["resolved"].get("run_id")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -26,6 +26,7 @@ import torch
 
 from llava_ln.checkpoint.llava_sources import build_start_model, is_llava_ln_folder
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.model.sources import detect_source
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def _text_hidden_size(path: str) -> int:
 
         return _text_hidden_size(effective_manifest(path).llm)  # a run folder: its base
     source = detect_source(path)
-    config = source.text_config() if source else AutoConfig.from_pretrained(path).get_text_config()
+    config = source.text_config() if source else load_pretrained(AutoConfig, path).get_text_config()
     return config.hidden_size
 
 

@@ -18,12 +18,12 @@ The config's "auto" values come from the flags, and what would silently break is
     DeepSpeed's optimizers keep (a group's own "lr" wins over the block's default).
 """
 import copy
-import json
 import math
 import os
 
 import torch
 
+from llava_ln.core.bounded_json import read_json
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.strategy import Strategy, TrainingModule, group_norm, make_adamw
 from llava_ln.training.zero.config_types import check_zero_config_types
@@ -183,11 +183,7 @@ AUTO = "auto"
 def load_zero_config(path: str) -> dict:
     if not os.path.isfile(path):
         raise LlavaLnError(f"--deepspeed {path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LlavaLnError(f"--deepspeed {path}: not valid JSON ({err})") from None
+    return read_json(path, "--deepspeed")
 
 
 def _fill(section: dict, key: str, value, source: str, where: str) -> None:
