@@ -13,6 +13,7 @@ import torch
 
 from llava_ln.core.distributed import DistContext, broadcast_object, distributed_session, gather_objects
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.folder_lock import owned_folder
 from llava_ln.evaluation import answer_store
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks.common import DataFlags
@@ -114,7 +115,8 @@ def run_eval(args: EvalArguments) -> dict | None:
     generation = generation_settings(args)
     flags = DataFlags(data=args.data, question_file=args.question_file, annotation_file=args.annotation_file,
                       image_folder=args.image_folder, split=args.split, upload_question_file=args.upload_question_file)
-    with distributed_session(args.device, local_rank_flag=args.local_rank, backend="gloo") as world:
+    with distributed_session(args.device, local_rank_flag=args.local_rank, backend="gloo") as world, \
+            owned_folder(world, args.output_dir, "eval"):  # one eval per --output_dir (core.folder_lock)
         sources = benchmark.locate(flags)
         prompt = benchmark.default_prompt if args.prompt is None else args.prompt
         items = benchmark.read_items(sources, prompt)

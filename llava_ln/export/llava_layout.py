@@ -27,6 +27,7 @@ import torch
 
 from llava_ln.checkpoint.llava_sources import build_start_model, resolve_start
 from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, reference_attention
+from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.checkpoint.tensors import ShardedTensorWriter
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import IMAGE_TOKEN
@@ -134,6 +135,7 @@ def export_llava(checkpoint: str, output_dir: str, overrides=None, settings: Exp
         runner = ProbeRunner(loaded, probes, work, settings.max_new_tokens, vocab_limit=keep)
         model, _ = fold_lora(loaded, runner, log=log)
         cast_saved_tensors(model, target)
+        check_model_finite(model, f"{checkpoint}, exported")
         with atomic_directory(output_dir) as folder:
             tower = _tower_name(manifest, model, output_dir, folder, log)
             writer = ShardedTensorWriter(folder, "model")

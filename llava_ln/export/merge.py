@@ -26,6 +26,7 @@ from llava_ln.checkpoint.loading import (
 )
 from llava_ln.checkpoint.manifest import FORMAT_VERSION, write_manifest
 from llava_ln.checkpoint.merged_folder import SELF, merged_weight_files, write_model_files, write_provenance
+from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError
@@ -150,6 +151,7 @@ def write_merged_folder(model, loaded: LoadedModel, directory: str) -> list:
     """Everything a merged folder holds (checkpoint/merged_folder.py); returns the non-native tensor names."""
     from llava_ln.data.images import load_image_processor
 
+    check_model_finite(model, f"{loaded.path}, merged")
     non_native = write_model_files(model, directory, loaded.manifest.mm_projector_type)
     generation_config_for(loaded).save_pretrained(directory)
     # The run's template as Jinja, so tokenizer.apply_chat_template on the folder renders what training saw.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, model_arguments_from, reference_attention
+from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.pretrained import load_pretrained
@@ -115,6 +116,7 @@ def _write_adapter(folder: str, base_llm: str, norm_values: dict) -> list:
             raise LlavaLnError(f"norm {name}: the base LLM's module has tensors {sorted(copy.state_dict())}, "
                                f"the run has {sorted(norm_values[name])} (checkpoint from another model?)")
         copy.load_state_dict(norm_values[name])
+    check_model_finite(peft_model, "the adapter")
     peft_model.save_pretrained(folder, safe_serialization=True)
     return targets
 

@@ -22,6 +22,7 @@ import torch
 
 from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, model_arguments_from, reference_attention
 from llava_ln.checkpoint.run_folder import ADAPTER_DIR
+from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
@@ -108,6 +109,7 @@ def _write_adapter(folder: str, manifest, factors: dict) -> list:
                     raise LlavaLnError(f"LoRA factor {module}.{factor} has shape {tuple(value.shape)} but the base LLM's "
                                        f"module needs {tuple(weight.shape)} (checkpoint from another model?)")
                 weight.copy_(value)
+    check_model_finite(peft_model, "the adapter")
     peft_model.save_pretrained(folder, safe_serialization=True)
     return targets
 
