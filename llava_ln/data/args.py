@@ -53,7 +53,8 @@ class DataArguments:
     # ---- reliability: untrusted image files ----
     max_image_pixels: int = field(
         default=DEFAULT_MAX_IMAGE_PIXELS,
-        metadata={"help": "Largest image (width x height) read; a larger one is refused before decoding, as a "
+        metadata={"help": "Largest image, in pixels, that reading a file may build (decoded, padded to a square, "
+                  "resized); a file that would exceed it is refused from its header, before decoding, as a "
                   "decompression bomb would be (0: no limit)."},
     )
 

@@ -55,7 +55,8 @@ class EvalArguments:
 
     # ---- reliability: untrusted image files ----
     max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={
-        "help": "Largest image (width x height) read; a larger one is refused before decoding (0: no limit)."})
+        "help": "Largest image, in pixels, that reading a file may build (decoded, padded, resized); a file that "
+                "would exceed it is refused before decoding (0: no limit)."})
     # ---- quantized base (llava_ln/model/quantize.py) ----
     bits: int = field(default=16, metadata={
         "help": "4 or 8: quantize the LLM's block linears at load, as a --bits run was trained (its 4-bit type "

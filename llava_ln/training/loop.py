@@ -117,7 +117,7 @@ class Loop:
     plan: EpochPlan
     total_steps: int
     identity: RunIdentity
-    stops: object = None  # training.guards.stop_signals.StopSignals: SIGTERM/SIGINT end the run with a checkpoint
+    stops: object = None  # training.guards.stop_signals.StopSignals: stop signals end the run with a checkpoint
     # Objects with due(step, total_steps) -> bool, run(step) -> {metric: value} and a `name`, called on
     # every rank after an optimizer step (train.py passes the in-training evaluator, which lives above us).
     hooks: tuple = ()

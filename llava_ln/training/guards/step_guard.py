@@ -15,7 +15,6 @@ non-finite skip), the run stops at that step: its weights can no longer be trust
 """
 import logging
 import math
-import signal
 from dataclasses import dataclass
 
 from llava_ln.core.distributed import all_reduce_sum
@@ -33,7 +32,7 @@ class TrainingDiverged(LlavaLnError):
 @dataclass(frozen=True)
 class StepVerdict:
     nonfinite_loss: bool  # some rank saw a non-finite micro-batch loss in this step
-    stop_signal: int | None  # SIGTERM or SIGINT when any rank received one
+    stop_signal: int | None  # a stop signal (SIGTERM, SIGINT, SIGHUP, SIGUSR1: --stop_signals) any rank received
 
 
 class StepGuard:
@@ -50,11 +49,11 @@ class StepGuard:
 
     def before_step(self) -> StepVerdict:
         """Collective: what every rank must know before the update."""
-        stops = self.stops
-        term, interrupt = (stops.pending(signal.SIGTERM), stops.pending(signal.SIGINT)) if stops else (0, 0)
-        nonfinite, term, interrupt = all_reduce_sum(self.context, [self.local_nonfinite, term, interrupt])
+        handled = self.stops.signals if self.stops else ()  # the same on every rank (one flag), SIGTERM first
+        nonfinite, *pending = all_reduce_sum(self.context, [self.local_nonfinite]
+                                             + [self.stops.pending(signum) for signum in handled])
         self.local_nonfinite = 0
-        stop = signal.SIGTERM if term else (signal.SIGINT if interrupt else None)
+        stop = next((signum for signum, count in zip(handled, pending) if count), None)
         return StepVerdict(nonfinite_loss=nonfinite > 0, stop_signal=stop)
 
     def after_step(self, step: int, verdict: StepVerdict, strategy, grad_norm: float, last_checkpoint) -> bool:
