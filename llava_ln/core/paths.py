@@ -38,7 +38,8 @@ def overlap(path: str, other: str) -> str | None:
 
 
 def refuse_overlap(output_dir: str, inputs, command: str, allowed: dict | None = None) -> None:
-    """One line when --output_dir overlaps an input: (flag, path) pairs; allowed: flag -> relations it may have.
+    """One line when --output_dir overlaps an input: (flag, path) pairs; allowed: flag -> relations it may have
+    ("*": for every flag).
 
     Writing a run, an export or answers into an input (or around it) changes what later runs read: a
     manifest written into the base model's folder breaks every run on that base.
@@ -48,6 +49,6 @@ def refuse_overlap(output_dir: str, inputs, command: str, allowed: dict | None =
         if not path or not os.path.exists(path):
             continue
         relation = overlap(output_dir, path)
-        if relation and relation not in allowed.get(flag, ()):
+        if relation and relation not in allowed.get(flag, allowed.get("*", ())):
             raise LlavaLnError(f"{command}: --output_dir {output_dir} {relation} {flag} {path}; an output must not "
                                "overlap an input: choose a folder outside it")

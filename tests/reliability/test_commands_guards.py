@@ -276,3 +276,12 @@ def test_stop_signals_are_configurable_and_nohup_is_respected():
             assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_eval_answers_into_the_benchmarks_own_folder_are_refused(tmp_path):
+    data = tmp_path / "pope"
+    data.mkdir()
+    (tmp_path / "run").mkdir()
+    refused(lambda: run_eval(EvalArguments(benchmark="pope", model_path=str(tmp_path / "run"), output_dir=str(data),
+                                           data=str(data))), f"--output_dir {data} is --data {data}")
+    assert os.listdir(data) == []
