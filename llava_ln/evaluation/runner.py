@@ -119,10 +119,8 @@ def run_eval(args: EvalArguments) -> dict | None:
     with distributed_session(args.device, local_rank_flag=args.local_rank, backend="gloo") as world, \
             owned_folder(world, args.output_dir, "eval"):  # one eval per --output_dir (core.folder_lock)
         # Answers and official files go into --output_dir: never into the model's or the benchmark's own folder.
-        refuse_overlap(args.output_dir, [("--model_path", args.model_path)] + [
-            (f"--{name}", getattr(flags, name)) for name in ("data", "question_file", "annotation_file", "image_folder",
-                                                             "upload_question_file")], "llava-ln eval",
-            allowed={"*": ("lies inside", "contains")})
+        refuse_overlap(args.output_dir, [("--model_path", args.model_path), ("--data", args.data)], "llava-ln eval",
+                       allowed={"*": ("lies inside", "contains")})
         sources = benchmark.locate(flags)
         prompt = benchmark.default_prompt if args.prompt is None else args.prompt
         items = benchmark.read_items(sources, prompt)
