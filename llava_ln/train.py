@@ -25,6 +25,7 @@ from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connect
 from llava_ln.checkpoint.run_start import resolve_start
 from llava_ln.core.distributed import distributed_session
 from llava_ln.core.flags import parse_flags
+from llava_ln.core.folder_lock import owned_folder
 from llava_ln.data import DataArguments, DataCollator, build_train_dataset, build_train_sampler, load_data_components
 from llava_ln.evaluation.during_training import in_training_hooks
 from llava_ln.kernels import apply_kernels
@@ -52,6 +53,7 @@ from llava_ln.training.reporting import (
     write_run_info,
 )
 from llava_ln.training.strategy import TorchStrategy
+from llava_ln.training.zero.config_types import check_zero_config_file
 from llava_ln.training.zero.partitioned_init import build_training_model
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
@@ -69,12 +71,14 @@ def main(argv=None) -> int:
     )
     check_training_args(args)
     check_numeric_flags(args, tuning_args)
+    check_zero_config_file(args.deepspeed)  # every field's type and domain, the optimizer type: before any model
     quantization = check_quantized_run(model_args, tuning_args, args)  # --bits 4|8: refuse what cannot combine
     llava_flags.apply_cache_dir()
     data_seed = args.seed if args.data_seed is None else args.data_seed
-    with StopSignals() as stops, distributed_session("cpu" if args.use_cpu else "auto",
-                                                     use_deepspeed=bool(args.deepspeed),
-                                                     local_rank_flag=args.local_rank) as context:
+    with StopSignals(args.stop_signals) as stops, distributed_session("cpu" if args.use_cpu else "auto",
+                                                                      use_deepspeed=bool(args.deepspeed),
+                                                                      local_rank_flag=args.local_rank) as context, \
+            owned_folder(context, args.output_dir, "train"):  # one process per OUTPUT_DIR (core.folder_lock)
         configure_logging(context)
         start = resolve_start(model_args, data_args, llava_flags.explicit)
         llava_flags.report(start.decided if start else None)

@@ -4,6 +4,7 @@
   partitions      ZeRO-3-partitioned parameters: full shape, this rank's slice, reading and writing it
   tensors         named tensors in safetensors files (hashed while written), sharded when large; checked
                   reads; PyTorch pickle files read as tensors only (load_torch_tensors_safely)
+  tensor_checks   finite values and the right kind, wherever tensors are read, assigned or exported
   hashed_write    writing safetensors (and small files) while hashing the bytes: no second read for checksums
   integrity       the sha256 of every file a manifest covers: recorded when written, verified before use
   sharded_load    fill a model tensor by tensor, each rank reading only its ZeRO-3 partitions (row ranges)

@@ -14,27 +14,16 @@ Paths in `files` come from a file, so each must be a plain relative path that st
 folder (checked when the manifest is read). A symlink inside the folder is followed (tools such as
 DVC or git-annex store files that way); the checksum, not the location, vouches for the bytes.
 """
-import hashlib
 import logging
 import os
 import re
 
+from llava_ln.core.content_hash import sha256_file
 from llava_ln.core.errors import LlavaLnError
 
 logger = logging.getLogger(__name__)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 16 * 2**20
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(_CHUNK)
-            if not chunk:
-                return digest.hexdigest()
-            digest.update(chunk)
 
 
 def check_relative_path(relative: str, where: str) -> None:

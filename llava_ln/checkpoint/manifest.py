@@ -8,13 +8,13 @@ Format 2 adds `files`: the sha256 of every file the manifest covers (checkpoint.
 read_manifest checks every field's type, so a hand-edited or damaged manifest stops with one line
 naming the field instead of failing later, deep inside loading.
 """
-import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from llava_ln import __version__
 from llava_ln.checkpoint.integrity import check_digest_map
 from llava_ln.core.atomic import write_json_atomic
+from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.quantize import quant_settings
 from llava_ln.tuning.args import TuningArguments
@@ -74,13 +74,7 @@ def read_manifest(directory: str) -> Manifest:
     path = os.path.join(directory, MANIFEST_NAME)
     if not os.path.exists(path):
         raise LlavaLnError(f"{directory} has no {MANIFEST_NAME}: not a llava-ln checkpoint folder")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            payload = json.load(handle)
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise LlavaLnError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(payload, dict):
-        raise LlavaLnError(f"{path} holds a JSON {type(payload).__name__}, not an object")
+    payload = read_json_object(path)
     known = {f.name for f in fields(Manifest)}
     required = [f.name for f in fields(Manifest) if f.default is MISSING and f.default_factory is MISSING]
     absent = [name for name in required if name not in payload]

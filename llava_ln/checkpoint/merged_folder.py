@@ -20,7 +20,6 @@ GELU projector and a bias-free LM head. llava-ln can build models outside that (
 with silently re-initialised weights. A merged folder with the native connector is also a valid
 LlavaForConditionalGeneration folder.
 """
-import json
 import os
 from contextlib import contextmanager
 
@@ -30,8 +29,10 @@ from transformers import LlavaForConditionalGeneration
 
 from llava_ln.checkpoint.tensors import assign_tensors, load_tensors, save_tensors, tensor_files
 from llava_ln.core.atomic import write_json_atomic
+from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.constants import CONNECTOR_PREFIX, IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError, short_reason
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
 from llava_ln.model.parts import unwrap
@@ -93,7 +94,7 @@ def load_merged_model(path: str, projector_type: str, *, dtype: torch.dtype = to
     with quiet_transformers():
         try:
             # Our merged folders hold safetensors only: never let transformers fall back to a pickle.
-            model = LlavaForConditionalGeneration.from_pretrained(
+            model = load_pretrained(LlavaForConditionalGeneration,
                 path, dtype=dtype, attn_implementation=attn_implementation, use_safetensors=True
             )
         except WEIGHT_LOAD_ERRORS as err:
@@ -125,14 +126,7 @@ def read_provenance(path: str) -> dict | None:
     file = os.path.join(path, MERGED_FROM)
     if not os.path.exists(file):
         return None
-    try:
-        with open(file, encoding="utf-8") as handle:
-            provenance = json.load(handle)
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise LlavaLnError(f"{file} is not valid JSON ({err})") from None
-    if not isinstance(provenance, dict):
-        raise LlavaLnError(f"{file} holds a JSON {type(provenance).__name__}, not an object")
-    return provenance
+    return read_json_object(file)
 
 
 

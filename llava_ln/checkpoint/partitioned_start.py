@@ -33,6 +33,7 @@ from llava_ln.checkpoint.sharded_load import StoredTensor, fill_from_sources, st
 from llava_ln.checkpoint.tensors import TensorReader, tensor_files
 from llava_ln.core.constants import CONNECTOR_PREFIX
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.model.backbones import load_vision_config
 from llava_ln.model.builder import ModuleConstruct
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
@@ -119,7 +120,7 @@ def fill_start(model, model_args, source) -> None:
         return
     # A plain LLM (new connector), or original LLaVA (its connector is copied by run_start afterwards).
     llm_config = source.text_config() if source is not None and source.kind == ORIGINAL_LLAVA else \
-        AutoConfig.from_pretrained(model_args.model_name_or_path)
+        load_pretrained(AutoConfig, model_args.model_name_or_path)
     sources = causal_lm_sources(model, llm_config, model_args.model_name_or_path)
     sources.update(tower_sources(model, model_args.vision_tower))
     fill_from_sources(model, sources, skip=connector)
@@ -129,7 +130,7 @@ def build_merged_partitioned(path: str, projector_type: str, *, dtype: torch.dty
                              construct: ModuleConstruct) -> LlavaForConditionalGeneration:
     """A merged llava-ln folder, created partitioned and filled shard by shard (what load_merged_model loads)."""
     with quiet_transformers():
-        config = LlavaConfig.from_pretrained(path)
+        config = load_pretrained(LlavaConfig, path)
     with quiet_transformers(), construct():
         model = LlavaForConditionalGeneration._from_config(config, attn_implementation=attn_implementation,
                                                            dtype=dtype)

@@ -19,7 +19,6 @@ describes: its trained_tensors (names, shapes, dtypes) with the file headers, an
 with the set of tensors stored. The files about to be opened are first checked against the
 manifest's checksums (checkpoint.integrity).
 """
-import json
 import os
 import re
 
@@ -40,8 +39,10 @@ from llava_ln.checkpoint.tensors import (
     tensor_files,
 )
 from llava_ln.core.atomic import atomic_directory
+from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.constants import CONNECTOR_PREFIX, strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError, short_reason
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS
 from llava_ln.model.parts import unwrap
 from llava_ln.tuning.plan import saved_tensor_names
@@ -187,7 +188,7 @@ def _attach_adapter(model, adapter_dir: str):
         raise LlavaLnError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json not found)")
     _adapter_weights(adapter_dir)  # PEFT must find safetensors, never fall back to a pickle
     try:
-        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+        return load_pretrained(PeftModel, model, adapter_dir, is_trainable=False)
     except WEIGHT_LOAD_ERRORS as err:
         raise LlavaLnError(f"{adapter_dir}: LoRA adapter does not fit this base model ({short_reason(err)})") from None
 
@@ -210,9 +211,8 @@ def _check_adapter(adapter_dir: str, base_modules: dict) -> None:
     if not os.path.exists(config_path):
         raise LlavaLnError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json not found)")
     try:
-        with open(config_path, encoding="utf-8") as handle:
-            rank = int(json.load(handle).get("r", 0))
-    except (OSError, ValueError, TypeError, AttributeError) as err:
+        rank = int(read_json_object(config_path).get("r", 0))
+    except (ValueError, TypeError) as err:
         raise LlavaLnError(f"{config_path} is not a valid adapter config ({err})") from None
     for name, (shape, file) in sorted(stored_shapes([_adapter_weights(adapter_dir)]).items()):
         # PEFT's file format: <module>.lora_A.weight / <module>.lora_B.weight

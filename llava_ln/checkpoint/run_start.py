@@ -15,7 +15,6 @@ load_checkpoint rebuilds a run through build_start_model too. Original LLaVA kee
 beside the LLM's weights as `model.mm_projector.*`: those tensors alone are read here (safetensors
 lazily, `.bin` tensor-only).
 """
-import json
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerBase
 from llava_ln.checkpoint.manifest import MANIFEST_NAME
 from llava_ln.checkpoint.run_folder import connector_name, connector_parameters
 from llava_ln.checkpoint.tensors import TensorReader, assign_tensors, load_torch_tensors_safely
+from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.constants import CONNECTOR_PREFIX, IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.args import ModelArguments
@@ -232,8 +232,7 @@ def _weight_files(path: str) -> list:
                                ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         index = _local_or_cached(path, index_name)
         if index:
-            with open(index, encoding="utf-8") as handle:
-                weight_map = json.load(handle).get("weight_map", {})
+            weight_map = read_json_object(index).get("weight_map", {})
             names = sorted({file for key, file in weight_map.items() if "mm_projector" in key})
             for name in names:
                 if os.path.basename(name) != name:

@@ -10,7 +10,8 @@ Every file is written atomically, and its sha256 is computed from the bytes as t
 13 GB file's checksum costs no second read. Readers open shards lazily and check names and shapes
 before anything is copied into a model.
 
-PyTorch pickle files (`.bin`, `.pt`) are never unpickled: load_torch_tensors_safely reads one
+Every floating tensor read is checked finite, and a tensor copied into a parameter must be of its
+kind (checkpoint.tensor_checks). PyTorch pickle files (`.bin`, `.pt`) are never unpickled: load_torch_tensors_safely reads one
 with torch.load(weights_only=True), which builds tensors and plain containers only and refuses
 any other class or callable a file names, and accepts the result only as a dict of named tensors.
 """
@@ -24,7 +25,9 @@ from safetensors import SafetensorError, safe_open
 
 from llava_ln.checkpoint.hashed_write import SAFETENSORS_DTYPES, write_bytes_atomic, write_safetensors
 from llava_ln.checkpoint.partitions import full_shape, set_full_value
+from llava_ln.checkpoint.tensor_checks import check_finite, check_kind
 from llava_ln.core.atomic import TMP_PREFIX, atomic_path
+from llava_ln.core.bounded_json import METADATA_MAX_BYTES, loads, read_json_object
 from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.model.parts import unwrap
 
@@ -101,9 +104,8 @@ def tensor_files(directory: str, stem: str) -> list[str]:
     if not os.path.exists(index):
         return []
     try:
-        with open(index, encoding="utf-8") as handle:
-            weight_map = json.load(handle)["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        weight_map = read_json_object(index)["weight_map"]
+    except (KeyError, TypeError) as err:
         raise LlavaLnError(f"{index} is not a valid shard index ({err})") from None
     names = sorted(set(weight_map.values()))
     for name in names:
@@ -175,9 +177,10 @@ class TensorReader:
     def get(self, name: str) -> torch.Tensor:
         file = self._file_of(name)
         try:
-            return self._handle(file).get_tensor(name)
+            tensor = self._handle(file).get_tensor(name)
         except (SafetensorError, OSError) as err:
             raise LlavaLnError(f"checkpoint file {file}: tensor {name} cannot be read ({err})") from None
+        return check_finite(tensor, name, f"checkpoint file {file}")
 
     def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of a tensor (its first dimension), read with plain file reads of only those bytes.
@@ -202,6 +205,7 @@ class TensorReader:
             if handle.readinto(buffer) != size:
                 raise LlavaLnError(f"checkpoint file {file}: tensor {name} is truncated")
         values = torch.frombuffer(buffer, dtype=dtype) if size else torch.empty(0, dtype=dtype)
+        check_finite(values, f"{name} (rows {start}..{stop})", f"checkpoint file {file}")
         return values.reshape(stop - start, *shape[1:]) if shape else values.reshape(())
 
     def close(self) -> None:
@@ -226,7 +230,9 @@ def _safetensors_layout(file: str) -> dict:
     try:
         with open(file, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
+            if length > METADATA_MAX_BYTES:
+                raise ValueError(f"a header of {length} bytes")
+            header = loads(handle.read(length), f"the header of {file}")
     except (OSError, ValueError, struct.error) as err:
         raise LlavaLnError(f"checkpoint file {file} is not a readable safetensors file ({err})") from None
     header.pop("__metadata__", None)
@@ -267,6 +273,7 @@ def load_torch_tensors_safely(path: str) -> dict[str, torch.Tensor]:
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
             raise LlavaLnError(f"{path}: entry {name!r} is a {type(value).__name__}, not a named tensor")
+        check_finite(value, name, path)
     # Copies, so no tensor keeps the memory-mapped file open.
     return {name: value.detach().clone() for name, value in state.items()}
 
@@ -282,7 +289,8 @@ def stored_shapes(files: list) -> dict:
 def assign_tensors(model, tensors: dict, source: str) -> None:
     """Overwrite named parameters of model (names relative to the Llava model) with tensors, in place.
 
-    Every tensor must exist in the model with the same shape; otherwise the error names the first
+    Every tensor must exist in the model with the same shape and kind (floating for a floating parameter;
+    never cast from integers); otherwise the error names the first
     offending tensor and the file it came from, and nothing has been modified. Parameters partitioned
     by ZeRO-3 get this rank's slice (every rank passes the same full tensors).
     """
@@ -295,6 +303,7 @@ def assign_tensors(model, tensors: dict, source: str) -> None:
                 f"{source}: tensor {name} has shape {tuple(tensors[name].shape)} but the model expects "
                 f"{full_shape(params[name])} (checkpoint from another model?)"
             )
+        check_kind(tensors[name], params[name].dtype, name, source)
     with torch.no_grad():
         for name, value in tensors.items():
             set_full_value(params[name], value, name)

@@ -26,6 +26,7 @@ import re
 
 import torch
 
+from llava_ln.checkpoint.tensor_checks import check_finite
 from llava_ln.core.errors import LlavaLnError, short_reason
 
 _STEP_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -244,9 +245,13 @@ def consolidate_zero_checkpoint(folder: str) -> dict:
                            "shard(s) are here (an incomplete save or copy?)")
     shapes = _param_shapes(_model_states_file(step_dir, stage))
     if stage == 3:
-        return _consolidate_stage3(step_dir, files, states, shapes=shapes)
-    paddings = first.get("param_alignment_paddings")
-    if paddings is not None and (not isinstance(paddings, list) or len(paddings) != len(shapes) or any(
-            not isinstance(p, list) or len(p) != len(s) for p, s in zip(paddings, shapes))):
-        raise LlavaLnError(f"{files[0]}: param_alignment_paddings does not match the parameter groups")
-    return _consolidate_stage12(step_dir, files, states, shapes=shapes, paddings=paddings)
+        tensors = _consolidate_stage3(step_dir, files, states, shapes=shapes)
+    else:
+        paddings = first.get("param_alignment_paddings")
+        if paddings is not None and (not isinstance(paddings, list) or len(paddings) != len(shapes) or any(
+                not isinstance(p, list) or len(p) != len(s) for p, s in zip(paddings, shapes))):
+            raise LlavaLnError(f"{files[0]}: param_alignment_paddings does not match the parameter groups")
+        tensors = _consolidate_stage12(step_dir, files, states, shapes=shapes, paddings=paddings)
+    for name, tensor in tensors.items():
+        check_finite(tensor, name, step_dir)
+    return tensors

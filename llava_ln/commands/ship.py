@@ -23,11 +23,13 @@ from llava_ln.model.args import BaseOverrides
 
 def merge_main(argv) -> int:
     from llava_ln.export.merge import merge_checkpoint
+    from llava_ln.export.output_folder import owned_output
 
     args, overrides = parse_flags(argv, (MergeArguments, BaseOverrides), prog="llava-ln merge",
                                   description="Fold trained tensors into one standalone checkpoint folder.")
-    result = merge_checkpoint(args.checkpoint, args.output_dir, overrides, dtype=args.dtype,
-                              overwrite=args.overwrite, device=args.device)
+    with owned_output(args.output_dir, "merge", args.checkpoint, overrides, args.overwrite):
+        result = merge_checkpoint(args.checkpoint, args.output_dir, overrides, dtype=args.dtype,
+                                  overwrite=args.overwrite, device=args.device)
     print(f"merged {args.checkpoint} -> {result.output_dir} ({str(result.dtype).replace('torch.', '')}"
           f"{', LoRA folded' if result.folded_lora else ''})")
     if result.non_native:
@@ -45,6 +47,13 @@ def export_main(argv) -> int:
     settings = ExportSettings(dtype=args.dtype, device=args.device, verify=args.verify,
                               max_new_tokens=args.max_new_tokens, overwrite=args.overwrite,
                               tolerance=Tolerance(atol=args.atol, rtol=args.rtol), bits=args.bits)
+    from llava_ln.export.output_folder import owned_output
+
+    with owned_output(args.output_dir, "export", args.checkpoint, overrides, args.overwrite):
+        return _export(args, overrides, settings)
+
+
+def _export(args, overrides, settings) -> int:
     if args.format == "peft-lora":
         from llava_ln.export.peft_lora import export_peft_lora
 

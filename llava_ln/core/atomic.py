@@ -1,16 +1,21 @@
 """Atomic file and folder writes: a crash mid-save leaves the previous version intact.
 
 Each write goes to a temporary sibling in the same directory (same filesystem) and is then
-moved into place with os.replace, which is atomic on POSIX. A process killed mid-write leaves
-its temporary behind under one of our two prefixes: the next run in that folder puts back a folder
-that a kill caught between its two renames (restore_interrupted_replacements) and removes the rest
-(remove_stale_temporaries).
+moved into place with os.replace, which is atomic on POSIX. A folder that already exists is
+swapped with its replacement in one step where the kernel can (renameat2 RENAME_EXCHANGE: Linux,
+most local filesystems), so the name never stands empty; elsewhere the old version is first moved
+aside. A process killed mid-write leaves its temporary behind under one of our two prefixes: the
+next run in that folder puts back a folder that a kill caught between the two renames
+(restore_interrupted_replacements) and removes the rest (remove_stale_temporaries);
+recover_replacement does both for a single output folder's own leftovers beside it (merge, export).
 
 mkstemp and mkdtemp create their temporaries 0600 / 0700 whatever the umask (so that nobody else
 can read a half-written file); what finally lands is given the permissions an ordinary open() or
 makedirs() would have given it (0666 / 0777 minus the umask), so a shared run folder stays readable
 by the group when the umask says so.
 """
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -92,6 +97,9 @@ def commit_directory(tmp: str, final_dir: str) -> None:
     """Replace final_dir by the complete folder tmp (the previous version is removed last)."""
     parent = os.path.dirname(os.path.abspath(final_dir))
     old = None
+    if os.path.isdir(final_dir) and not os.path.islink(final_dir) and exchange_paths(tmp, final_dir):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous version
+        return
     if os.path.exists(final_dir):
         old = tempfile.mkdtemp(prefix=OLD_PREFIX + os.path.basename(final_dir) + "-", dir=parent)
         os.rmdir(old)
@@ -104,6 +112,25 @@ def commit_directory(tmp: str, final_dir: str) -> None:
         raise
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(first: str, second: str) -> bool:
+    """Swap two existing paths atomically (renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), ctypes.c_uint(_RENAME_EXCHANGE))
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), second)
 
 
 def abandon_directory(tmp: str | None) -> None:
@@ -156,3 +183,32 @@ def _listing(directory: str) -> list[str]:
         return sorted(os.listdir(directory))
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def _own_leftover(name: str, prefix: str, target: str) -> bool:
+    """name is `<prefix><target>-<suffix>` with a suffix of mkdtemp's alphabet (no '-', so `out-2`'s are not `out`'s)."""
+    head = prefix + target + "-"
+    return name.startswith(head) and len(name) > len(head) and "-" not in name[len(head):]
+
+
+def recover_replacement(final_dir: str) -> list[str]:
+    """Clean what a killed atomic_directory(final_dir) left beside it; returns what it did, for the log.
+
+    A `.old-<name>-*` whose <name> is missing is put back (a kill between the two renames), every other
+    `.tmp-<name>-*` / `.old-<name>-*` is removed. Call it only while owning final_dir (core.folder_lock):
+    another writer's temporary looks the same.
+    """
+    parent, name = os.path.split(os.path.abspath(final_dir))
+    done = []
+    for entry in _listing(parent):
+        path = os.path.join(parent, entry)
+        if _own_leftover(entry, OLD_PREFIX, name) and not os.path.lexists(final_dir) and os.path.isdir(path):
+            os.replace(path, final_dir)
+            done.append(f"put back {name} from {entry}")
+        elif _own_leftover(entry, TMP_PREFIX, name) or _own_leftover(entry, OLD_PREFIX, name):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+            done.append(f"removed {entry}")
+    return done

@@ -123,6 +123,10 @@ def run_command(main_fn, argv=None) -> int:
 
 def _emit(line: str) -> None:
     # One write per line: the ranks of a job share one stderr pipe, and print() writes the text and its newline
-    # separately, so two ranks' lines could run together.
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    # separately, so two ranks' lines could run together. A terminal that hung up (SIGHUP) cannot take it: the
+    # exit status still says what happened.
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

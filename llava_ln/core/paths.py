@@ -6,9 +6,12 @@ Two notions, on purpose:
     `..` or be absolute. Symlinks inside the root are followed: the root belongs to the user, the
     file naming the path does not.
   * resolved (overlap): two folders given on the command line are compared after resolving symlinks,
-    so `out -> run` still counts as the run itself.
+    so `out -> run` still counts as the run itself. refuse_overlap applies it to a command's output
+    and every input it reads (train, merge, export, eval).
 """
 import os
+
+from llava_ln.core.errors import LlavaLnError
 
 
 def relative_inside(relative: str) -> bool:
@@ -32,3 +35,20 @@ def overlap(path: str, other: str) -> str | None:
     if _within(theirs, mine):
         return "contains"
     return None
+
+
+def refuse_overlap(output_dir: str, inputs, command: str, allowed: dict | None = None) -> None:
+    """One line when --output_dir overlaps an input: (flag, path) pairs; allowed: flag -> relations it may have
+    ("*": for every flag).
+
+    Writing a run, an export or answers into an input (or around it) changes what later runs read: a
+    manifest written into the base model's folder breaks every run on that base.
+    """
+    allowed = allowed or {}
+    for flag, path in inputs:
+        if not path or not os.path.exists(path):
+            continue
+        relation = overlap(output_dir, path)
+        if relation and relation not in allowed.get(flag, allowed.get("*", ())):
+            raise LlavaLnError(f"{command}: --output_dir {output_dir} {relation} {flag} {path}; an output must not "
+                               "overlap an input: choose a folder outside it")

@@ -6,8 +6,10 @@ Modules, in reading order:
   index            which samples, in which batches
   image_placement  <image> to the front of its turn, as LLaVA trains
   templates        messages -> text + reply spans; where generation stops
-  images           read, square, process
-  encode           tokens and labels; the batch contract
+  template_guard   a chat template run with its time, memory and output bounded
+  images           read, square, process; every allocation bounded
+  plain_text       special-token text in data stays plain text
+  encode           tokens and labels, text bounded before tokenizing; the batch contract
   dataset          lazy samples and the factories the training script calls
 """
 from llava_ln.core.lazy import lazy_exports

@@ -21,8 +21,9 @@ class ImageFileArguments:
                 "data file's folder, and absolute paths are accepted only without this flag. Eval: default the "
                 "benchmark layout's."})
     max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={
-        "help": "Largest image (width x height) read; a larger one is refused before decoding, as a decompression "
-                "bomb would be (0: no limit)."})
+        "help": "Largest image, in pixels, that reading a file may build (decoded, padded to a square, resized); "
+                "a file that would exceed it is refused from its header, before decoding, as a decompression bomb "
+                "would be (0: no limit)."})
 
 
 @dataclass(kw_only=True)

@@ -22,10 +22,19 @@ from torch.utils.data import Dataset
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments, check_data_args
-from llava_ln.data.encode import Encoded, check_tokenizer, encode, special_prefix_ids, truncate
+from llava_ln.data.encode import (
+    Encoded,
+    check_tokenizer,
+    cut_to_budget,
+    encode,
+    special_prefix_ids,
+    text_budget,
+    truncate,
+)
 from llava_ln.data.image_placement import images_first
 from llava_ln.data.images import ImageError, ImageLoader, load_image_processor, processor_side
 from llava_ln.data.index import ModalityLengthGroupedSampler, build_index, parse_data_path
+from llava_ln.data.plain_text import protect_messages, restore
 from llava_ln.data.templates import get_template
 from llava_ln.model.backbones import load_tokenizer, load_vision_config, num_image_tokens, select_strategy
 
@@ -100,6 +109,7 @@ class LlavaDataset(Dataset):
         self.model_max_length = model_max_length
         self.skip_bad_samples = skip_bad_samples
         self._prefix_ids = special_prefix_ids(tokenizer)
+        self._text_budget = text_budget(tokenizer, model_max_length)
         self._ledger = SkipLedger(len(index))
         self.has_image = index.n_images > 0
         # Cheap length estimate for grouping (words stand in for tokens; images are exact).
@@ -113,9 +123,15 @@ class LlavaDataset(Dataset):
         conversation = self.index.conversation(index)
         where = self.index.where(index, conversation.id)
         messages = images_first(conversation.messages) if self.image_first else conversation.messages
+        # Data text is plain text (no forged control tokens), and no more of it is rendered and tokenized than
+        # truncation can keep (data.encode's text budget).
+        messages = cut_to_budget(protect_messages(messages, self.tokenizer), self._text_budget)
+        image_tags = sum(text.count(IMAGE_TOKEN) for _, text in messages)
         try:
             rendered = self.template.render(messages)
-        except LlavaLnError as err:
+        except LlavaLnError as err:  # e.g. a chat template that fails or runs away on this record (template_guard)
+            if self.skip_bad_samples:
+                raise SkipSample(BAD_RECORD, f"{where}: {err}") from None
             raise LlavaLnError(f"{where}: {err}") from None
         try:
             encoded = encode(rendered, self.tokenizer, self.image_token_id, self.num_image_tokens, self._prefix_ids)
@@ -126,9 +142,9 @@ class LlavaDataset(Dataset):
             if self.skip_bad_samples:
                 raise SkipSample(BAD_RECORD, message) from None
             raise LlavaLnError(message) from None
-        if len(encoded.image_starts) != len(conversation.images):
+        if len(encoded.image_starts) != image_tags:
             raise LlavaLnError(
-                f"{where}: {len(conversation.images)} image(s) but {len(encoded.image_starts)} <image> tokens after "
+                f"{where}: {image_tags} image(s) but {len(encoded.image_starts)} <image> tokens after "
                 "tokenization; was the tokenizer passed through llava_ln.model.tokens.prepare_tokenizer?"
             )
         total = encoded.supervised_count
@@ -137,7 +153,7 @@ class LlavaDataset(Dataset):
             raise SkipSample(TRUNCATED, f"{where}: all {total} supervised tokens lie beyond --model_max_length "
                                         f"{self.model_max_length}")
         paths = self.index.image_paths(index, conversation)[:len(encoded.image_starts)]
-        return ProcessedSample(conversation.id, where, rendered.text, encoded, paths)
+        return ProcessedSample(conversation.id, where, restore(rendered.text, self.tokenizer), encoded, paths)
 
     def load(self, index: int) -> dict:
         """One training sample; SkipSample when it must be skipped, LlavaLnError for bad input otherwise."""

@@ -4,7 +4,15 @@ The whole text is tokenized in one call, exactly as the model will see it; a tok
 when its character span overlaps a reply span given by the template. No piece is re-tokenized and
 no token count is assumed, so no tokenizer quirk (sentencepiece's leading space, merges across a
 boundary, added special tokens) can shift the mask. Each `<image>` token then becomes
-num_image_tokens copies of itself (never supervised).
+num_image_tokens copies of itself (never supervised). Special-token text inside data stays plain
+text (plain_text: the caller protects the messages before rendering, tokenize tells the two apart).
+
+Text is bounded before it is tokenized: a 20 MB reply would otherwise be tokenized whole (gigabytes,
+minutes) only to be cut to --model_max_length tokens. No token of a tokenizer covers more characters
+than its longest vocabulary entry, so any text of text_budget(tokenizer, max_length) characters
+makes at least 2 * max_length + 64 tokens; cut_to_budget cuts the messages there, and what it cuts
+lies beyond every token that truncation keeps (the margin absorbs a merge that changes at the cut),
+so the kept tokens and their labels are exactly those of the whole text.
 
 The batch contract consumed by llava_ln.model.forward.multimodal_forward:
     input_ids       LongTensor[B, T]   right-padded with tokenizer.pad_token_id
@@ -14,6 +22,7 @@ The batch contract consumed by llava_ln.model.forward.multimodal_forward:
     image_counts    LongTensor[B]      images per sample
     sample_ids      list[str]
 """
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +30,10 @@ import torch
 
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.plain_text import tokenize
+
+MAX_PROMPT_CHARS = 2**20  # an evaluation question longer than this is refused, not tokenized
+_LONGEST_TOKEN = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -67,10 +80,35 @@ def supervised_mask(offsets, reply_spans) -> np.ndarray:
     return mask
 
 
+def longest_token_chars(tokenizer) -> int:
+    """An upper bound on the characters one token covers: its longest vocabulary string (byte-level BPE
+    spells a byte as one character, sentencepiece a space as one; byte-fallback pieces overcount)."""
+    longest = _LONGEST_TOKEN.get(tokenizer)
+    if longest is None:
+        longest = _LONGEST_TOKEN[tokenizer] = max(map(len, tokenizer.get_vocab()), default=1)
+    return max(longest, 1)
+
+
+def text_budget(tokenizer, max_length: int) -> int:
+    """Characters of message text that are sure to make more tokens than truncation keeps (module docstring)."""
+    return (2 * max_length + 64) * longest_token_chars(tokenizer)
+
+
+def cut_to_budget(messages, budget: int) -> tuple:
+    """messages with their text cut after `budget` characters in all (later messages kept, empty, so the
+    conversation keeps its shape); the same tuple when nothing is cut."""
+    if sum(len(text) for _, text in messages) <= budget:
+        return tuple(messages)
+    cut, left = [], budget
+    for role, text in messages:
+        cut.append((role, text[:left]))
+        left = max(left - len(text), 0)
+    return tuple(cut)
+
+
 def encode(rendered, tokenizer, image_token_id: int, num_image_tokens: int, prefix_ids: list) -> Encoded:
-    encoding = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(encoding["input_ids"])
-    mask = supervised_mask(encoding["offset_mapping"], rendered.reply_spans)
+    ids, offsets = tokenize(rendered.text, tokenizer)
+    mask = supervised_mask(offsets, rendered.reply_spans)
     # Chat templates may render the bos text themselves; add the tokenizer's prefix only once.
     prefix = [] if ids[:len(prefix_ids)] == list(prefix_ids) else list(prefix_ids)
     input_ids, labels, image_starts = list(prefix), [IGNORE_INDEX] * len(prefix), []

@@ -6,9 +6,12 @@ squaring, the processor only rescales and normalises. `square` (LLaVA's name for
 squares nothing and leaves the shape to the processor's own resize and crop.
 
 Reading is defensive, because image files and the paths to them come from data we do not control:
-  * size first: the header's width x height must not exceed --max_image_pixels (default 64 MP)
-    before a pixel is decoded, so a decompression bomb is refused with one line naming the file
-    (Pillow's own global limit, a warning below 179 MP, is replaced by this one);
+  * size first: every image the pipeline will build from the file must stay within
+    --max_image_pixels (default 64 MP), checked on the header before a pixel is decoded: the decoded
+    image (width x height), and what squaring or the processor's resize makes of it (`pad` turns a
+    1 x 100000 strip into a 100000 x 100000 square, a shortest-edge resize makes it 336 x 33.6M).
+    So a decompression bomb, or a tiny file of extreme shape, is refused with one line naming the
+    file and the step (Pillow's own global limit, a warning below 179 MP, is replaced by this one);
   * every Pillow mode becomes RGB with its values kept: 16-bit grayscale (I;16, I;16B, I;16L) is
     scaled from 0..65535 (plain `convert` would clip it to white); 32-bit integer (I) and float
     (F) images are scaled from the smallest of the ranges 0..1 (F only), 0..255, 0..65535 that
@@ -30,6 +33,7 @@ from PIL import Image
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.paths import relative_inside
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.args import DEFAULT_MAX_IMAGE_PIXELS
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -45,7 +49,7 @@ def load_image_processor(path: str):
     from transformers import AutoImageProcessor
 
     try:
-        return AutoImageProcessor.from_pretrained(path)
+        return load_pretrained(AutoImageProcessor, path)
     except (OSError, ValueError, TypeError) as err:
         raise LlavaLnError(f"--vision_tower {path!r}: cannot load its image processor ({err})") from None
 
@@ -105,17 +109,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+def decoded_size(width: int, height: int) -> tuple[int, str]:
+    """What decoding a width x height file builds: (pixels, description)."""
+    return width * height, f"= {width * height / 1e6:.1f} megapixels"
+
+
+def open_rgb(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, planned=decoded_size) -> Image.Image:
     """Decode the whole file (so a truncated image fails here) and return it as RGB.
 
-    max_pixels: largest width x height accepted, checked on the header before decoding (0: no limit).
+    max_pixels: the largest image, in pixels, that reading it may build (0: no limit), checked on the
+    header before decoding; planned(width, height) -> (pixels, description) is the largest one the
+    caller's pipeline builds from the file (by default just the decoded image).
     """
     try:
         with _own_pixel_limit(), Image.open(path) as image:
             width, height = image.size
-            if max_pixels and width * height > max_pixels:
-                raise ImageError(f"image {path} is {width} x {height} = {width * height / 1e6:.1f} megapixels, "
-                                 f"more than --max_image_pixels {max_pixels} (a decompression bomb?)")
+            pixels, what = planned(width, height)
+            if max_pixels and pixels > max_pixels:
+                raise ImageError(f"image {path} is {width} x {height} {what}, more than --max_image_pixels "
+                                 f"{max_pixels} (a decompression bomb or an extreme shape?)")
             image.load()
             return to_rgb(image)
     except FileNotFoundError:
@@ -164,6 +176,20 @@ class ImageLoader:
         # not rounded: int(255 * m). One grey level matters for exact export verification.
         self.fill = tuple(int(255 * m) for m in mean)
         self.side = processor_side(image_processor)
+        size = getattr(image_processor, "size", None) or {}
+        self.keeps_ratio = "shortest_edge" in size and "height" not in size  # CLIP-style: short side to `side`
+
+    def planned_pixels(self, width: int, height: int) -> tuple[int, str]:
+        """The largest image this loader builds from a width x height file: (pixels, what builds it)."""
+        steps = [decoded_size(width, height)]
+        long, short = max(width, height), max(min(width, height), 1)
+        if self.aspect_ratio == "pad" and width != height:
+            steps.append((long * long, f"and padded to a square {long} x {long} = {long * long / 1e6:.1f} megapixels"))
+        if self.aspect_ratio == "square" and self.side and self.keeps_ratio:
+            resized = -(-self.side * long // short)
+            steps.append((self.side * resized, f"and resized to a short side of {self.side} {self.side} x {resized} = "
+                                               f"{self.side * resized / 1e6:.1f} megapixels"))
+        return max(steps)
 
     def square(self, image: Image.Image) -> Image.Image:
         if self.aspect_ratio == "pad":
@@ -187,6 +213,6 @@ class ImageLoader:
         return overrides
 
     def __call__(self, paths: list) -> torch.Tensor:
-        images = [self.square(open_rgb(path, self.max_pixels)) for path in paths]
+        images = [self.square(open_rgb(path, self.max_pixels, self.planned_pixels)) for path in paths]
         pixel_values = self.processor(images=images, return_tensors="pt", **self.processor_overrides())["pixel_values"]
         return pixel_values.to(torch.float32)

@@ -10,6 +10,11 @@ A valid record is `{"id", "conversations": [{"from": "human"|"gpt", "value": str
 and the human turns hold exactly one `<image>` tag per image (none in gpt turns). parse_record
 turns one into a Conversation or says exactly what is wrong with it.
 
+Reading is bounded (core.bounded_json): a data file must be a regular file (a link to /dev/zero is
+refused, not read until memory runs out), and a record nested deeper than the JSON bound or holding
+a number thousands of digits long is a bad record like any other malformed one (skipped with
+--skip_bad_samples), not a RecursionError or ValueError traceback.
+
 Every string of a record must also be text the tokenizer can take: JSON can spell a lone UTF-16
 surrogate ("\\ud800"), which Python decodes into a str that cannot be encoded as UTF-8, and which
 fast tokenizers reject with a TypeError mid-run. Such a record is refused while indexing, like any
@@ -23,6 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
+from llava_ln.core.bounded_json import JsonLimitError, decode_at, loads, read_text
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 
@@ -33,27 +39,66 @@ def _json_error(path: str, err: json.JSONDecodeError) -> LlavaLnError:
     return LlavaLnError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}")
 
 
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A record whose JSON breaks a bound of core.bounded_json; parse_record makes it a RecordError."""
+
+    problem: str
+
+
 def _read_text(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise LlavaLnError(f"{path}: data file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise LlavaLnError(f"{path}: cannot read the data file ({err})") from None
+        return read_text(path, "data file", max_bytes=None)
+    except JsonLimitError as err:
+        message = str(err)
+        if message.endswith("no such file"):
+            raise LlavaLnError(f"{path}: data file not found") from None
+        raise LlavaLnError(message.replace(f"data file {path}:", f"{path}: cannot read the data file:")) from None
+
+
+def _value_end(text: str, start: int) -> int | None:
+    """Where the JSON value at text[start] ends, by brackets and strings alone (used only to step over a record
+    the decoder refused); None when the text gives no end."""
+    depth, position = 0, start
+    while position < len(text):
+        char = text[position]
+        if char == '"':
+            position += 1
+            while position < len(text) and text[position] != '"':
+                position += 2 if text[position] == "\\" else 1
+            if position >= len(text):
+                return None
+            if depth == 0:
+                return position + 1
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            if depth == 0:
+                return position
+            depth -= 1
+            if depth == 0:
+                return position + 1
+        elif depth == 0 and (char == "," or char.isspace()):
+            return position
+        position += 1
+    return None
 
 
 def _iter_array(path: str, text: str, start: int) -> Iterator[tuple[object, str]]:
     """Elements of a top-level JSON array, each with its own source text (parsed one at a time)."""
-    decoder = json.JSONDecoder()
     pos = _WHITESPACE.match(text, start + 1).end()
     if pos < len(text) and text[pos] == "]":
         return
     while True:
         try:
-            obj, end = decoder.raw_decode(text, pos)
+            obj, end = decode_at(text, pos, path)
         except json.JSONDecodeError as err:
             raise _json_error(path, err) from None
+        except JsonLimitError as err:
+            end = _value_end(text, pos)
+            if end is None:
+                raise LlavaLnError(str(err)) from None
+            obj = UnreadableRecord(str(err).removeprefix(f"{path}: "))
         yield obj, text[pos:end]
         pos = _WHITESPACE.match(text, end).end()
         if pos < len(text) and text[pos] == ",":
@@ -71,9 +116,12 @@ def _iter_lines(path: str, text: str) -> Iterator[tuple[object, str]]:
         if not line.strip():
             continue
         try:
-            yield json.loads(line), line
-        except json.JSONDecodeError as err:
-            raise LlavaLnError(f"{path}: invalid JSON on line {line_number} column {err.colno}: {err.msg}") from None
+            yield loads(line, path), line
+        except JsonLimitError as err:
+            if "is not valid JSON" in str(err):
+                raise LlavaLnError(f"{path}: invalid JSON on line {line_number}: "
+                                   f"{str(err).partition('is not valid JSON ')[2]}") from None
+            yield UnreadableRecord(str(err).removeprefix(f"{path}: ")), line
 
 
 def iter_records(path: str) -> Iterator[tuple[object, str]]:
@@ -107,7 +155,7 @@ class RecordStore:
         return self._buffer[self._offsets[index]:self._offsets[index + 1]].tobytes()
 
     def record(self, index: int):
-        return json.loads(self.raw(index))
+        return loads(self.raw(index), f"record #{index}")
 
     @property
     def nbytes(self) -> int:
@@ -223,6 +271,8 @@ def _check_image_tags(messages: tuple, images: tuple, record_id: str) -> None:
 
 def parse_record(record) -> Conversation:
     """Validate a decoded JSON record; raises RecordError naming the problem."""
+    if isinstance(record, UnreadableRecord):
+        raise RecordError(record.problem)
     if not isinstance(record, dict):
         raise RecordError(f"is a JSON {type(record).__name__}, not an object")
     record_id = _record_id(record)

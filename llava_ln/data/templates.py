@@ -16,11 +16,15 @@ the generation prompt) and up to the end of that reply; the reply starts inside 
 and its span runs to the first special token after it (the end-of-turn token, e.g. <|im_end|>,
 <|eot_id|>, </s>). This needs a prefix-stable template (rendering fewer messages gives a prefix of
 the full text), which is true of the common chat templates; other templates get a clear error.
+The chat template is a program from a file: every rendering is bounded (template_guard), and a
+template is tried once on a short conversation when it is bound, so one that cannot run stops the
+command before anything loads.
 """
 from dataclasses import dataclass
 
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.template_guard import bounded_render
 
 TEMPLATE_NAMES = ("plain", "vicuna_v1", "llama_2", "mistral", "chatml", "llama_3", "auto")
 
@@ -199,11 +203,14 @@ class AutoTemplate:
     def for_tokenizer(cls, tokenizer) -> "AutoTemplate":
         if not getattr(tokenizer, "chat_template", None):
             raise LlavaLnError("--conv_template auto: this tokenizer has no chat template; pick an explicit template")
-        return cls(tokenizer, _special_token_strings(tokenizer))
+        template = cls(tokenizer, _special_token_strings(tokenizer))
+        template.render_prompt([("user", "Hello.")])  # a template that cannot run at all stops us here
+        return template
 
     def _apply(self, messages, generation_prompt: bool = False) -> str:
         chat = [{"role": role, "content": text} for role, text in messages]
-        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
+        return bounded_render(lambda: self.tokenizer.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=generation_prompt), messages)
 
     def _end_of_turn(self, text: str, start: int, stop: int) -> int:
         """End of the first special token in text[start:stop], which may follow only whitespace."""

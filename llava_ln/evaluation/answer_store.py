@@ -16,6 +16,7 @@ import json
 import logging
 import os
 
+from llava_ln.core import bounded_json
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.errors import LlavaLnError
 
@@ -65,7 +66,7 @@ def _read_part(path: str, answers: dict) -> int:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = bounded_json.loads(line, f"{path} line {number}")
         except ValueError:
             torn_tail = number == len(lines) and not data.endswith(b"\n")
             if not torn_tail:
@@ -97,8 +98,7 @@ def check_settings(output_dir: str, settings: dict) -> None:
         write_json_atomic(path, settings)
         return
     try:
-        with open(path, encoding="utf-8") as handle:
-            recorded = json.load(handle)
+        recorded = bounded_json.read_json(path)
     except (OSError, ValueError) as err:
         raise LlavaLnError(f"{path} is unreadable ({err}); remove it or use another --output_dir") from None
     if not isinstance(recorded, dict):
@@ -147,7 +147,7 @@ def _cut_torn_tail(path: str) -> None:
             return
         start = data.rfind(b"\n") + 1
         try:
-            json.loads(data[start:])
+            bounded_json.loads(data[start:], path)
             handle.write(b"\n")
         except ValueError:
             handle.truncate(start)

@@ -25,8 +25,9 @@ import torch
 
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.data.encode import check_tokenizer, encode, special_prefix_ids
+from llava_ln.data.encode import MAX_PROMPT_CHARS, check_tokenizer, encode, special_prefix_ids
 from llava_ln.data.images import ImageError
+from llava_ln.data.plain_text import protect
 from llava_ln.data.records import unencodable
 from llava_ln.data.templates import Rendered, end_of_turn_text, stop_token_ids
 from llava_ln.model.parts import vision_tower_of
@@ -51,7 +52,9 @@ class PromptEncoder:
         problem = unencodable(prompt)
         if problem:
             raise LlavaLnError(f"{where}: the question text {problem}")
-        encoded = encode(Rendered(self.text(prompt), ()), self.tokenizer, self.image_token_id,
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise LlavaLnError(f"{where}: the question text has {len(prompt)} characters, more than {MAX_PROMPT_CHARS}")
+        encoded = encode(Rendered(self.text(protect(prompt, self.tokenizer)), ()), self.tokenizer, self.image_token_id,
                          self.num_image_tokens, self._prefix_ids)
         if len(encoded.image_starts) != 1:
             raise LlavaLnError(f"{where}: the rendered prompt holds {len(encoded.image_starts)} {IMAGE_TOKEN} tokens, "

@@ -11,14 +11,15 @@ stage-1 "plain" model questions in a chat format). --bits 4|8 quantizes the LLM'
 load (model/quantize.py), before a run's tensors and LoRA adapter are applied: a --bits run evaluated
 as it trained, where the default evaluates what merge and export ship (the unquantized base).
 """
-import json
 import os
 from dataclasses import dataclass
 
 import torch
 
+from llava_ln.core.bounded_json import JsonLimitError, read_json
 from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError, short_reason
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.args import ASPECT_RATIOS, DEFAULT_MAX_IMAGE_PIXELS
 from llava_ln.data.images import ImageLoader, load_image_processor
 from llava_ln.data.templates import get_template
@@ -60,10 +61,11 @@ def _is_native_llava(path: str) -> bool:
     if not os.path.isfile(config):
         return False
     try:
-        with open(config, encoding="utf-8") as handle:
-            payload = json.load(handle)
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
+        payload = read_json(config, "model file")
+    except JsonLimitError as err:
+        if "not valid JSON" in str(err):
+            return False
+        raise
     return isinstance(payload, dict) and payload.get("model_type") == "llava"
 
 
@@ -73,7 +75,7 @@ def _load_native(path: str, dtype, device, attn_implementation):
     from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS, load_tokenizer
 
     try:
-        model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype,
+        model = load_pretrained(LlavaForConditionalGeneration, path, dtype=dtype,
                                                               attn_implementation=attn_implementation or "sdpa")
     except WEIGHT_LOAD_ERRORS as err:
         raise LlavaLnError(f"--model_path {path}: cannot load a LLaVA model ({short_reason(err)})") from None

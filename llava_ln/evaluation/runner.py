@@ -15,6 +15,8 @@ import torch
 
 from llava_ln.core.distributed import DistContext, broadcast_object, distributed_session, gather_objects
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.folder_lock import owned_folder
+from llava_ln.core.paths import refuse_overlap
 from llava_ln.evaluation import answer_store
 from llava_ln.evaluation.answering import QuestionAnswerer, rank_share
 from llava_ln.evaluation.args import EvalArguments
@@ -120,7 +122,11 @@ def run_eval(args: EvalArguments) -> dict | None:
     generation = generation_settings(args)
     flags = DataFlags(data=args.data, question_file=args.question_file, annotation_file=args.annotation_file,
                       image_folder=args.image_folder, split=args.split, upload_question_file=args.upload_question_file)
-    with distributed_session(args.device, local_rank_flag=args.local_rank, backend="gloo") as world:
+    with distributed_session(args.device, local_rank_flag=args.local_rank, backend="gloo") as world, \
+            owned_folder(world, args.output_dir, "eval"):  # one eval per --output_dir (core.folder_lock)
+        # Answers and official files go into --output_dir: never into the model's or the benchmark's own folder.
+        refuse_overlap(args.output_dir, [("--model_path", args.model_path), ("--data", args.data)], "llava-ln eval",
+                       allowed={"*": ("lies inside", "contains")})
         sources = benchmark.locate(flags)
         prompt = benchmark.default_prompt if args.prompt is None else args.prompt
         items = benchmark.read_items(sources, prompt)

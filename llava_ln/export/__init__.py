@@ -1,6 +1,7 @@
 """Leaving the framework: merged standalone checkpoints, the transformers-native format, PEFT adapters.
 
   merge           `llava-ln merge`: fold LoRA (checked) and write a merged folder
+  output_folder   the output folder of merge and export: owned while written, leftovers of a killed run cleaned
   chat_templates  our conversation templates as Jinja chat templates
   hf              `llava-ln export --format hf`: LlavaForConditionalGeneration + LlavaProcessor, verified
   quantized       `export --format hf --bits 4`: the verified export stored with 4-bit block linears, verified again

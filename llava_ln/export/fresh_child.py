@@ -22,8 +22,9 @@ def _run_hf(spec: dict):
     from PIL import Image
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    processor = AutoProcessor.from_pretrained(spec["folder"])
-    model = LlavaForConditionalGeneration.from_pretrained(spec["folder"], dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(spec["folder"], trust_remote_code=False)
+    model = LlavaForConditionalGeneration.from_pretrained(spec["folder"], dtype=torch.float32,
+                                                          trust_remote_code=False)
     model = model.to(spec["device"]).eval()
     tensors, generated = {}, {}
     for probe in spec["probes"]:
@@ -51,7 +52,7 @@ def _run_peft(spec: dict):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.float32, trust_remote_code=False)
     model = PeftModel.from_pretrained(base, spec["adapter"]).to(spec["device"]).eval()
     tensors, generated = {}, {}
     for probe in spec["probes"]:

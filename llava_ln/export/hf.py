@@ -36,6 +36,7 @@ from llava_ln.checkpoint.merged_folder import drop_zero_biases, export_blockers,
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.images import load_image_processor, processor_side
 from llava_ln.data.templates import get_template
 from llava_ln.export.chat_templates import chat_template_for
@@ -224,7 +225,7 @@ def write_processor(directory: str, tokenizer, tower_processor, aspect_ratio: st
 
     with open(os.path.join(directory, "preprocessor_config.json"), "w", encoding="utf-8") as handle:
         json.dump(llava_image_processor_config(tower_processor, aspect_ratio), handle, indent=2, sort_keys=True)
-    image_processor = AutoImageProcessor.from_pretrained(directory)
+    image_processor = load_pretrained(AutoImageProcessor, directory)
     tokenizer.chat_template = chat_template
     processor = LlavaProcessor(
         image_processor=image_processor,

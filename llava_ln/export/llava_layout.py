@@ -27,10 +27,12 @@ import torch
 
 from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, reference_attention
 from llava_ln.checkpoint.run_start import build_start_model, resolve_start
+from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.checkpoint.tensors import ShardedTensorWriter
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.args import DataArguments
 from llava_ln.export.merge import cast_saved_tensors, check_output_dir, fold_lora, resolve_dtype
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images
@@ -71,7 +73,7 @@ def _added_image_row(tokenizer_path: str, image_token_id: int, rows: int) -> boo
     """Whether `<image>` is a row llava-ln appended (the source tokenizer does not have it)."""
     from transformers import AutoTokenizer
 
-    raw = AutoTokenizer.from_pretrained(tokenizer_path)
+    raw = load_pretrained(AutoTokenizer, tokenizer_path)
     return IMAGE_TOKEN not in raw.get_vocab() and image_token_id == rows - 1 == len(raw)
 
 
@@ -133,6 +135,7 @@ def export_llava(checkpoint: str, output_dir: str, overrides=None, settings: Exp
         runner = ProbeRunner(loaded, probes, work, settings.max_new_tokens, vocab_limit=keep)
         model, _ = fold_lora(loaded, runner, log=log)
         cast_saved_tensors(model, target)
+        check_model_finite(model, f"{checkpoint}, exported")
         with atomic_directory(output_dir) as folder:
             tower = _tower_name(manifest, model, output_dir, folder, log)
             writer = ShardedTensorWriter(folder, "model")
@@ -160,7 +163,7 @@ def _save_tokenizer(folder: str, loaded, tokenizer_path: str, drop_image: bool) 
         return
     from transformers import AutoTokenizer
 
-    AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(folder)
+    load_pretrained(AutoTokenizer, tokenizer_path).save_pretrained(folder)
 
 
 def _verify(folder: str, manifest, runner, reference, tokenizer, tolerance, log) -> None:

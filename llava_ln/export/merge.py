@@ -26,10 +26,12 @@ from llava_ln.checkpoint.loading import (
 )
 from llava_ln.checkpoint.manifest import FORMAT_VERSION, write_manifest
 from llava_ln.checkpoint.merged_folder import SELF, merged_weight_files, write_model_files, write_provenance
+from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.paths import overlap
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.templates import get_template, stop_token_ids
 from llava_ln.export.chat_templates import chat_template_for
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images
@@ -56,7 +58,7 @@ def resolve_dtype(name: str, loaded: LoadedModel) -> torch.dtype:
     if recorded is None:
         from transformers import AutoConfig
 
-        recorded = getattr(AutoConfig.from_pretrained(loaded.manifest.llm), "dtype", None)
+        recorded = getattr(load_pretrained(AutoConfig, loaded.manifest.llm), "dtype", None)
     if isinstance(recorded, str):
         recorded = DTYPES.get(recorded)
     return recorded if recorded in DTYPES.values() else torch.float32
@@ -149,6 +151,7 @@ def write_merged_folder(model, loaded: LoadedModel, directory: str) -> list:
     """Everything a merged folder holds (checkpoint/merged_folder.py); returns the non-native tensor names."""
     from llava_ln.data.images import load_image_processor
 
+    check_model_finite(model, f"{loaded.path}, merged")
     non_native = write_model_files(model, directory, loaded.manifest.mm_projector_type)
     generation_config_for(loaded).save_pretrained(directory)
     # The run's template as Jinja, so tokenizer.apply_chat_template on the folder renders what training saw.

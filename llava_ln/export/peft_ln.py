@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import torch
 
 from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, model_arguments_from, reference_attention
+from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.templates import get_template, stop_token_ids
 from llava_ln.export.merge import check_output_dir
 from llava_ln.export.probes import OurPipeline, Probe, run_probes
@@ -97,7 +99,7 @@ def _write_adapter(folder: str, base_llm: str, norm_values: dict) -> list:
     from peft import LNTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    causal_lm = AutoModelForCausalLM.from_pretrained(base_llm, dtype=torch.float32)
+    causal_lm = load_pretrained(AutoModelForCausalLM, base_llm, dtype=torch.float32)
     names = {id(m): n for n, m in causal_lm.named_modules()}
     prefix = names[id(causal_lm.base_model)]
     targets = [f"{prefix}.{name}" if prefix else name for name in sorted(norm_values)]
@@ -114,6 +116,7 @@ def _write_adapter(folder: str, base_llm: str, norm_values: dict) -> list:
             raise LlavaLnError(f"norm {name}: the base LLM's module has tensors {sorted(copy.state_dict())}, "
                                f"the run has {sorted(norm_values[name])} (checkpoint from another model?)")
         copy.load_state_dict(norm_values[name])
+    check_model_finite(peft_model, "the adapter")
     peft_model.save_pretrained(folder, safe_serialization=True)
     return targets
 
@@ -142,7 +145,7 @@ def _verify(folder, manifest, pipeline_args, norm_values, tokenizer, settings, l
     model.to(settings.device).eval()
     from transformers import AutoConfig
 
-    base_vocab = AutoConfig.from_pretrained(manifest.llm).get_text_config().vocab_size
+    base_vocab = load_pretrained(AutoConfig, manifest.llm).get_text_config().vocab_size
     stops = set(stop_token_ids(tokenizer, get_template(manifest.conv_template, tokenizer)))
     probes = text_probes()
     with tempfile.TemporaryDirectory() as work:

@@ -22,9 +22,11 @@ import torch
 
 from llava_ln.checkpoint.loading import effective_manifest, load_checkpoint, model_arguments_from, reference_attention
 from llava_ln.checkpoint.run_folder import ADAPTER_DIR
+from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.templates import get_template, stop_token_ids
 from llava_ln.export.merge import check_output_dir
 from llava_ln.export.peft_ln import text_probes
@@ -91,7 +93,7 @@ def _write_adapter(folder: str, manifest, factors: dict) -> list:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    causal_lm = AutoModelForCausalLM.from_pretrained(manifest.llm, dtype=torch.float32)
+    causal_lm = load_pretrained(AutoModelForCausalLM, manifest.llm, dtype=torch.float32)
     prefix = causal_lm.base_model_prefix
     targets = [f"{prefix}.{module}" for module in sorted(factors)]
     config = LoraConfig(r=manifest.lora["r"], lora_alpha=manifest.lora["alpha"], lora_dropout=manifest.lora["dropout"],
@@ -107,6 +109,7 @@ def _write_adapter(folder: str, manifest, factors: dict) -> list:
                     raise LlavaLnError(f"LoRA factor {module}.{factor} has shape {tuple(value.shape)} but the base LLM's "
                                        f"module needs {tuple(weight.shape)} (checkpoint from another model?)")
                 weight.copy_(value)
+    check_model_finite(peft_model, "the adapter")
     peft_model.save_pretrained(folder, safe_serialization=True)
     return targets
 
@@ -119,8 +122,8 @@ def _verify(folder, checkpoint, manifest, pipeline_args, tokenizer, settings, lo
     from transformers import AutoConfig
 
     model, _ = build_mllm(model_arguments_from(manifest, reference_attention()), tokenizer, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, os.path.join(checkpoint, ADAPTER_DIR)).to(settings.device).eval()
-    base_vocab = AutoConfig.from_pretrained(manifest.llm).get_text_config().vocab_size
+    model = load_pretrained(PeftModel, model, os.path.join(checkpoint, ADAPTER_DIR)).to(settings.device).eval()
+    base_vocab = load_pretrained(AutoConfig, manifest.llm).get_text_config().vocab_size
     stops = set(stop_token_ids(tokenizer, get_template(manifest.conv_template, tokenizer)))
     probes = text_probes()
     with tempfile.TemporaryDirectory() as work:

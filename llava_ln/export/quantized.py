@@ -18,6 +18,7 @@ import torch
 from llava_ln.checkpoint.loading import load_checkpoint, reference_attention
 from llava_ln.checkpoint.manifest import read_manifest, write_manifest
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.model.parts import connector_of, unwrap, vision_tower_of
 from llava_ln.model.quantize import (
     QuantSettings,
@@ -104,7 +105,7 @@ def quantize_folder(folder: str, settings: QuantSettings, dtype: torch.dtype) ->
     import_bitsandbytes()
     shell = config_only_model(folder)
     config = bitsandbytes_config(settings, dtype, skip_modules(shell))
-    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=dtype, quantization_config=config)
+    model = load_pretrained(LlavaForConditionalGeneration, folder, dtype=dtype, quantization_config=config)
     converted = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
     if converted != len(block_linears(shell)):
         raise LlavaLnError(f"{folder}: transformers quantized {converted} linear layers, llava-ln expected "
@@ -120,4 +121,4 @@ def config_only_model(folder: str):
     from transformers import AutoConfig, LlavaForConditionalGeneration
 
     with torch.device("meta"):
-        return LlavaForConditionalGeneration(AutoConfig.from_pretrained(folder))
+        return LlavaForConditionalGeneration(load_pretrained(AutoConfig, folder))

@@ -4,7 +4,8 @@ Tolerances (both sides compute in float32 with the same weights, so differences 
 kernel-order rounding):
   * input ids: identical;
   * pixel values: max |diff| <= pixel_atol (1e-4);
-  * logits: max |diff| <= atol + rtol * max |reference logit| (1e-4 + 1e-4 * scale by default);
+  * logits: max |diff| <= atol + rtol * max |reference logit| (1e-4 + 1e-4 * scale by default), and
+    finite on both sides (a NaN compares false with everything, so it would otherwise pass);
   * greedy answers: identical, except that a divergence is accepted at a near-tie, i.e.
     where the reference scores both candidate tokens within the logit tolerance (rounding
     may legitimately pick either; anything else is a real difference).
@@ -15,6 +16,7 @@ written folder, so if the folder needed custom code or a download, the child fai
 the export.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from safetensors.torch import load_file
 
+from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.errors import LlavaLnError
 
 CHILD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fresh_child.py")
@@ -118,6 +121,9 @@ def compare_probe(reference, other: dict, tolerance: Tolerance, tokenizer) -> Pr
     if pixel_diff is not None and pixel_diff > tolerance.pixel_atol:
         problem = (f"image preprocessing differs (max |pixel diff| {pixel_diff:.3g} > {tolerance.pixel_atol:g}); "
                    "the exported image processor does not reproduce llava-ln's")
+    elif not (math.isfinite(logit_diff) and math.isfinite(bound)):
+        side = "ours" if not math.isfinite(bound) else "the export's"
+        problem = f"{side} logits are not finite (NaN or infinity): nothing to compare, the weights are broken"
     elif logit_diff > bound:
         problem = f"logits differ by up to {logit_diff:.3g} (> {bound:.3g})"
     else:
@@ -163,8 +169,7 @@ def run_child(spec: dict, work_dir: str, what: str, timeout_s: int = 3600) -> tu
         sys.stderr.write("\n".join(lines[-25:]) + "\n")
         last = lines[-1] if lines else f"exit code {done.returncode}"
         raise VerificationError(f"{what}: plain transformers failed on the exported folder in a fresh process: {last}")
-    with open(spec["output"] + ".json", encoding="utf-8") as handle:
-        summary = json.load(handle)
+    summary = read_json_object(spec["output"] + ".json", "the fresh process's summary")
     if summary.get("custom_modules_imported"):
         raise VerificationError(f"{what}: the fresh process imported llava-ln code: {summary['custom_modules_imported']}")
     return load_file(spec["output"] + ".safetensors"), summary

@@ -23,6 +23,7 @@ from transformers import AutoConfig, CLIPVisionConfig, CLIPVisionModel, SiglipVi
 
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError, short_reason
+from llava_ln.core.pretrained import load_pretrained
 
 # ---- tokenizer ----
 
@@ -56,7 +57,7 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_pretrained(AutoTokenizer, path)
     except (OSError, ValueError, TypeError) as err:
         raise LlavaLnError(f"cannot load a tokenizer from {path!r} ({err})") from None
     prepare_tokenizer(tokenizer)
@@ -88,7 +89,7 @@ VISION_FAMILIES = {
 
 def _read_config(path: str):
     try:
-        return AutoConfig.from_pretrained(path)
+        return load_pretrained(AutoConfig, path)
     except (OSError, ValueError) as err:
         raise LlavaLnError(f"--vision_tower {path!r}: cannot read a model config there ({err})") from None
 
@@ -150,7 +151,7 @@ def load_vision_tower(path: str, dtype, attn_implementation: str):
     """Load the tower's weights; frozen-ness is decided by the tuning module, not here."""
     _, family = load_vision_config(path)
     try:
-        return family.model_class.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+        return load_pretrained(family.model_class, path, dtype=dtype, attn_implementation=attn_implementation)
     except WEIGHT_LOAD_ERRORS as err:
         raise LlavaLnError(f"--vision_tower {path!r}: cannot load weights ({short_reason(err)})") from None
 

@@ -34,6 +34,7 @@ from transformers import (
 
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError, short_reason
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import (
     WEIGHT_LOAD_ERRORS,
@@ -76,7 +77,7 @@ def _load_llm_config(path: str):
     if not path:
         raise LlavaLnError("--model_name_or_path is required")
     try:
-        return AutoConfig.from_pretrained(path)
+        return load_pretrained(AutoConfig, path)
     except (OSError, ValueError) as err:
         raise LlavaLnError(f"--model_name_or_path {path!r}: cannot read a model config there ({err})") from None
 
@@ -98,7 +99,7 @@ def _load_llm(path: str, dtype: torch.dtype, requested_attn: str, *, on_meta: bo
     if source:
         return source.load_llm(dtype, attn_implementation, vision_attn)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+        return load_pretrained(AutoModelForCausalLM, path, dtype=dtype, attn_implementation=attn_implementation)
     except WEIGHT_LOAD_ERRORS as err:
         raise LlavaLnError(f"--model_name_or_path {path!r}: cannot load a causal LM ({short_reason(err)})") from None
 

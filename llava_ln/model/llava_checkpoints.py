@@ -19,14 +19,15 @@ by checkpoint.run_start (tensor-only for .bin). What cannot be reproduced exactl
 tokens, LLaVA-NeXT's any-resolution tiling, a multi-layer feature selection, a non-GELU projector) is
 refused with one line instead of being approximated.
 """
-import json
 import os
 from dataclasses import KW_ONLY, dataclass, field
 
 import torch
 from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, PretrainedConfig
 
+from llava_ln.core.bounded_json import JsonLimitError, read_json
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 
 HF_LLAVA = "hf_llava"
 ORIGINAL_LLAVA = "llava"
@@ -165,7 +166,7 @@ class Source:
         with quiet_load_report():
             # mm_projector and any saved tower weights are not the LLM's: reported unexpected and skipped.
             try:
-                return llm_class.from_pretrained(self.path, config=config, dtype=dtype,
+                return load_pretrained(llm_class, self.path, config=config, dtype=dtype,
                                                  attn_implementation=attn_implementation)
             except (OSError, ValueError) as err:
                 raise LlavaLnError(f"--model_name_or_path {self.path}: cannot load the LLaVA checkpoint's LLM ({err})") \
@@ -187,7 +188,7 @@ class Source:
             attn = {"text_config": text_attn, "vision_config": vision_attn}
             with quiet_load_report():
                 try:
-                    self._loaded["model"] = LlavaForConditionalGeneration.from_pretrained(
+                    self._loaded["model"] = load_pretrained(LlavaForConditionalGeneration,
                         self.path, dtype=dtype, attn_implementation=attn)
                 except (OSError, ValueError) as err:
                     raise LlavaLnError(f"--model_name_or_path {self.path}: cannot load the LLaVA model ({err})") from None
@@ -213,10 +214,12 @@ def _raw_json(path: str, name: str) -> dict | None:
     if not os.path.isfile(file):
         return None
     try:
-        with open(file, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, json.JSONDecodeError):
-        return None
+        value = read_json(file, "model file")
+    except JsonLimitError as err:
+        if "not valid JSON" in str(err):
+            return None  # not a layout we recognise; the loader that reads it says more
+        raise
+    return value if isinstance(value, dict) else None
 
 
 def detect_source(path: str | None) -> Source | None:

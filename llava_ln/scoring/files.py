@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Mapping
 
+from llava_ln.core import bounded_json
 from llava_ln.core.atomic import atomic_path
 from llava_ln.core.errors import LlavaLnError
 
@@ -37,41 +38,30 @@ def _require_file(path: str, what: str) -> None:
 def read_json(path: str, what: str):
     """The parsed content of a JSON file."""
     _require_file(path, what)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LlavaLnError(f"{what} file {path} is not valid JSON: {err}") from None
+    return bounded_json.read_json(path, f"{what} file", max_bytes=None)
 
 
 def read_jsonl(path: str, what: str) -> list:
     """One parsed object per non-blank line; a bad line is reported with its line number."""
     _require_file(path, what)
+    text = bounded_json.read_text(path, f"{what} file", max_bytes=None)
     records = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise LlavaLnError(f"{what} file {path} line {line_number} is not valid JSON: {err}") from None
-    except UnicodeDecodeError as err:
-        raise LlavaLnError(f"{what} file {path} is not UTF-8 text: {err}") from None
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            records.append(bounded_json.loads(line, f"{what} file {path} line {line_number}"))
     return records
 
 
 def read_json_or_jsonl(path: str, what: str):
     """A JSON document, or a list of records when the file is JSON lines (LLaVA writes both)."""
     _require_file(path, what)
+    text = bounded_json.read_text(path, f"{what} file", max_bytes=None)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError:
+        return bounded_json.loads(text, f"{what} file {path}")
+    except bounded_json.JsonLimitError as err:
+        if "not valid JSON" not in str(err):
+            raise
         return read_jsonl(path, what)
-    except UnicodeDecodeError as err:
-        raise LlavaLnError(f"{what} file {path} is not UTF-8 text: {err}") from None
 
 
 def read_records(path: str, what: str) -> list:

@@ -90,6 +90,9 @@ def pair_split(label_records: list, answer_records: list, where: str = "POPE",
     A missing or invalid answer is parsed as the opposite of its label, so it always counts as wrong.
     """
     info = {"pairing": "position", "missing": 0, "extra": 0, "id_mismatches": 0}
+    answer_ids = [_record_id(answer) for answer in answer_records]
+    seen = [qid for qid in answer_ids if qid is not None]
+    info["duplicate_ids"] = len(seen) - len(set(seen))  # a repeated question_id: its last answer counts (§1.3)
     if len(label_records) == len(answer_records):
         pairs = list(zip(label_records, answer_records))
         for label, answer in pairs:
@@ -97,7 +100,6 @@ def pair_split(label_records: list, answer_records: list, where: str = "POPE",
             info["id_mismatches"] += label_id is not None and answer_id is not None and label_id != answer_id
     else:
         label_ids = [_record_id(label) for label in label_records]
-        answer_ids = [_record_id(answer) for answer in answer_records]
         if None in label_ids or None in answer_ids or len(set(label_ids)) != len(label_ids):
             raise LlavaLnError(
                 f"{where}: {len(answer_records)} answers for {len(label_records)} labels, and the records lack "

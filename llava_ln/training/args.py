@@ -109,6 +109,10 @@ class TrainingArguments(MemoryArguments, LaunchArguments, SeedArguments, OutputA
         default=False, metadata={"help": "Resume although flags that change the run (seed, rates, schedule, data, "
                                  "...) differ from the checkpoint's; the change is recorded in run_config.json and "
                                  "log.jsonl."})
+    stop_signals: str = field(
+        default="TERM,INT,HUP,USR1", metadata={"help": "Signals that stop a run after a checkpoint (names, comma "
+                                               "separated; HUP: a dropped ssh session, USR1: SLURM's --signal=USR1@90 "
+                                               "warning before the time limit). TERM and INT always stop it."})
 
     # --- Efficiency (memory and speed, not what is learned): trainable-state memory ---
     optim_state_dtype: str = field(default="fp32", metadata={

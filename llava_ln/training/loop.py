@@ -74,7 +74,7 @@ class Loop:
     data_order: DataOrder
     total_steps: int
     identity: RunIdentity  # what a resume must match
-    stops: PendingSignals | None = None  # SIGTERM/SIGINT end the run with a checkpoint (guards.stop_signals)
+    stops: PendingSignals | None = None  # stop signals (--stop_signals) end the run with a checkpoint
     hooks: tuple[StepHook, ...] = ()
 
     def __post_init__(self) -> None:

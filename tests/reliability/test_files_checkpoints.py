@@ -10,14 +10,13 @@ import os
 import pytest
 import torch
 from export_helpers import make_run
-from fault_helpers import DAMAGES, copy_tree, flip_bit, one_line, plant_pickle, snapshot
+from fault_helpers import DAMAGES, copy_tree, flip_bit, plant_pickle, refused, snapshot
 from model_helpers import build
 
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.manifest import read_manifest
 from llava_ln.checkpoint.run_folder import load_connector
 from llava_ln.checkpoint.tensors import load_torch_tensors_safely
-from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation.model_loading import _load_native
 from llava_ln.export.merge import check_output_dir, merge_checkpoint
 from llava_ln.model.args import ModelArguments
@@ -41,14 +40,6 @@ def marker(tmp_path):
     yield path
     assert not os.path.exists(path), "a planted pickle ran code"
 
-
-def refused(call, *patterns) -> str:
-    with pytest.raises(LlavaLnError) as caught:
-        call()
-    message = one_line(caught.value)
-    for pattern in patterns:
-        assert pattern in message, message
-    return message
 
 
 # ---- planted pickles ----

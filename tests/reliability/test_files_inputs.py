@@ -10,7 +10,7 @@ import os
 import pytest
 from data_helpers import image_record, make_dataset, record, save_image, write_json
 from eval_helpers import session_assets, single_thread
-from fault_helpers import DAMAGES, error_lines, one_line, run_cli
+from fault_helpers import DAMAGES, error_lines, one_line, refused, run_cli
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation import answer_store, runner
@@ -35,14 +35,6 @@ def folder(tmp_path):
     save_image(str(tmp_path / "outside.png"))
     return tmp_path
 
-
-def refused(call, *patterns) -> str:
-    with pytest.raises(LlavaLnError) as caught:
-        call()
-    message = one_line(caught.value)
-    for pattern in patterns:
-        assert pattern in message, message
-    return message
 
 
 # ---- data records ----

@@ -16,14 +16,13 @@ import sys
 
 import pytest
 import torch
-from fault_helpers import DAMAGES, copy_tree, error_lines, one_line, plant_pickle, run_cli, snapshot
+from fault_helpers import DAMAGES, copy_tree, error_lines, plant_pickle, refused, run_cli, snapshot
 from safetensors.torch import load_file
 from train_helpers import flags, train_world
 
 from llava_ln.checkpoint.loading import load_checkpoint
 from llava_ln.checkpoint.manifest import Manifest, write_manifest
 from llava_ln.checkpoint.zero_shards import consolidate_zero_checkpoint, zero_checkpoint_dir
-from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.processes import end_group, free_port, start_in_group
 from llava_ln.training.checkpointing import TrainState
 from llava_ln.training.guards.resume_files import read_trainer_state, verify_resume_files
@@ -32,14 +31,6 @@ RESUME_FILES = ["master.safetensors", "exp_avg.safetensors", "exp_avg_sq.safeten
                 "trainer_state.json"]
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
-
-def refused(call, *patterns) -> str:
-    with pytest.raises(LlavaLnError) as caught:
-        call()
-    message = one_line(caught.value)
-    for pattern in patterns:
-        assert pattern in message, message
-    return message
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,20 @@ Allowed: torch.load only with a literal weights_only=True, and only in the two r
 (checkpoint/tensors.py: load_torch_tensors_safely; checkpoint/zero_shards.py: DeepSpeed shards).
 Refused anywhere: pickle/dill/joblib/marshal loading, numpy loads with allow_pickle, weights_only=False,
 trust_remote_code=True, yaml.load, eval/exec.
+Every `from_pretrained` goes through core/pretrained.py (trust_remote_code pinned off, metadata files
+bounded); the one exception is export/fresh_child.py, the plain-transformers process of a verification,
+which must not import llava-ln and passes a literal trust_remote_code=False itself. Every JSON read goes
+through core/bounded_json.py (json.load / json.loads nowhere else, except a json.loads(json.dumps(...))
+round trip of our own values, fresh_child, and experiments/, which reads only its own outputs).
 """
 import ast
 import os
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "llava_ln")
 TORCH_LOAD_HOMES = {os.path.join("checkpoint", "tensors.py"), os.path.join("checkpoint", "zero_shards.py")}
+PRETRAINED_HOME = os.path.join("core", "pretrained.py")
+JSON_HOME = os.path.join("core", "bounded_json.py")
+FRESH_CHILD = os.path.join("export", "fresh_child.py")
 FORBIDDEN_CALLS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("dill", "load"),
                    ("dill", "loads"), ("joblib", "load"), ("marshal", "load"), ("marshal", "loads"),
                    ("yaml", "load"), ("yaml", "unsafe_load"), ("shelve", "open")}
@@ -64,6 +72,18 @@ def _problems():
                 value = _keyword(node, keyword)
                 if value is not None and not (isinstance(value, ast.Constant) and value.value is not bad):
                     yield f"{where}: {keyword}={ast.unparse(value)}"
+            if name[-1] == "from_pretrained" and relative != PRETRAINED_HOME:
+                pinned = _keyword(node, "trust_remote_code")
+                if relative != FRESH_CHILD:
+                    yield f"{where}: from_pretrained outside core/pretrained.py (use load_pretrained)"
+                elif not (name[:1] == ("PeftModel",) or isinstance(pinned, ast.Constant) and pinned.value is False):
+                    yield f"{where}: from_pretrained without a literal trust_remote_code=False"
+            if name[-2:] in (("json", "load"), ("json", "loads")) and relative not in (JSON_HOME, FRESH_CHILD) \
+                    and not relative.startswith("experiments" + os.sep):
+                argument = node.args[0] if node.args else None
+                round_trip = isinstance(argument, ast.Call) and _dotted(argument.func)[-2:] == ("json", "dumps")
+                if not round_trip:
+                    yield f"{where}: {'.'.join(name)} outside core/bounded_json.py"
 
 
 def test_no_module_unpickles_or_runs_code_from_a_file():
@@ -82,10 +102,13 @@ def test_the_check_sees_what_it_forbids(tmp_path):
         "f(weights_only=False)\n"
         "g(trust_remote_code=True)\n"
         "eval('1')\n"
+        "AutoConfig.from_pretrained('x')\n"
+        "import json\njson.load(open('x'))\n"
+        "json.loads(json.dumps({}))\n"
     )
     saved, PACKAGE = PACKAGE, str(tmp_path)
     try:
         found = list(_problems())
     finally:
         PACKAGE = saved
-    assert len(found) == 6, found
+    assert len(found) == 8, found

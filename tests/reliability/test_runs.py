@@ -14,12 +14,14 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 import torch
 from run_faults import (
     assert_same,
     checkpoints,
+    command,
     error_lines,
     finish,
     leftovers,
@@ -336,3 +338,69 @@ def test_zero3_a_signal_to_the_whole_job_at_a_random_moment(world, zero3_referen
         return
     finish(flags, ranks=2)
     assert_same(trained(out), zero3_reference["tensors"])
+
+
+# ---- the folder as a shared resource, inputs that change, cluster signals (docs/reliability.md "Commands") ----
+
+@pytest.mark.faults
+def test_two_trainings_started_at_once_on_one_folder_one_runs_the_other_is_refused(world, reference, tmp_path):
+    out = str(tmp_path / "run")
+    first, second = (subprocess.Popen(command(toy_flags(world, out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=dict(os.environ, FAULT_JSON="{}")) for _ in range(2))
+    results = [(process.pid, process.wait(timeout=600), process.stderr.read()) for process in (first, second)]
+    codes = sorted(code for _, code, _ in results)
+    assert codes == [0, 2], [(code, stderr[-2000:]) for _, code, stderr in results]
+    winner = next(pid for pid, code, _ in results if code == 0)
+    [line] = error_lines(next(stderr for _, code, stderr in results if code == 2))
+    assert line.startswith(f"llava-ln: error: --output_dir {out} is in use by llava-ln train, pid {winner} on host")
+    assert_same(trained(out), reference["tensors"])  # one run's result, whole
+    assert sorted(checkpoints(out)) == list(SAVES) and leftovers(out) == []
+
+
+@pytest.mark.faults
+def test_sighup_of_a_dropped_session_checkpoints_and_resumes_exactly(world, reference, tmp_path):
+    out = str(tmp_path / "run")
+    done = train(toy_flags(world, out), fault={"action": "hup", "event": "step", "n": 3})
+    assert done.returncode == 129, done.stderr[-3000:]
+    assert error_lines(done.stderr) == [f"llava-ln: stopped: SIGHUP after step 3: checkpoint {out}/checkpoint-3 "
+                                        "written; continue with --resume_from_checkpoint latest"]
+    _finish_and_compare(world, out, reference)
+
+
+@pytest.mark.faults
+def test_a_base_llm_config_rewritten_in_place_stops_the_resume(world, reference, tmp_path):
+    llm = shutil.copytree(os.path.join(world, "llm"), str(tmp_path / "llm"))
+    out = str(tmp_path / "run")
+    done = train(toy_flags(world, out, model_name_or_path=llm, max_steps=4))
+    assert done.returncode == 0, done.stderr[-3000:]
+    config_path = os.path.join(llm, "config.json")
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    config["rope_theta"] = float(config.get("rope_theta") or 10000.0) * 2
+    with open(config_path, "w", encoding="utf-8") as handle:
+        json.dump(config, handle)
+    resumed = toy_flags(world, out, model_name_or_path=llm, max_steps=4, resume_from_checkpoint="latest")
+    with pytest.raises(LlavaLnError, match=r"--model_name_or_path \(content\) .* \(config\.json changed\)"):
+        main(resumed)
+    assert main(resumed + ["--allow_changed_flags"]) == 0
+
+
+@pytest.mark.faults
+def test_a_merge_killed_mid_write_leaves_nothing_and_the_next_merge_cleans_up(reference, tmp_path):
+    import time
+
+    out = str(tmp_path / "merged")
+    merge = [sys.executable, "-m", "llava_ln.cli", "merge", "--checkpoint", reference["dir"], "--output_dir", out]
+    process = subprocess.Popen(merge, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(
+            n.startswith(".tmp-merged-") and os.path.exists(os.path.join(tmp_path, n, "config.json"))
+            for n in os.listdir(tmp_path)):
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    assert not os.path.exists(out) and [n for n in os.listdir(tmp_path) if n.startswith(".tmp-merged-")]
+    done = subprocess.run(merge, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(n for n in os.listdir(tmp_path) if n != "merged") == []
+    assert os.path.exists(os.path.join(out, "manifest.json"))

@@ -3,6 +3,7 @@ import os
 import shutil
 import sys
 
+import pytest
 import torch
 
 from llava_ln.core.processes import run_in_group
@@ -57,6 +58,18 @@ def one_line(err: BaseException) -> str:
     """The message of a user-facing error, asserted to be exactly one line."""
     message = str(err)
     assert message and "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+def refused(call, *patterns, kind=None) -> str:
+    """Run call, which must raise kind (a LlavaLnError by default) with a one-line message holding every pattern."""
+    from llava_ln.core.errors import LlavaLnError
+
+    with pytest.raises(kind or LlavaLnError) as caught:
+        call()
+    message = one_line(caught.value)
+    for pattern in patterns:
+        assert pattern in message, message
     return message
 
 

@@ -14,6 +14,7 @@ which does A when this rank reaches the N-th (1-based) event of kind E:
              "term"    SIGTERM this process, then carry on (the handler decides)
              "term_job" SIGTERM the whole process group (every rank and the launcher), as a scheduler does
              "int"     SIGINT this process, then carry on
+             "hup", "usr1"  SIGHUP / SIGUSR1 this process (a dropped ssh session, SLURM's warning), then carry on
              "enospc"  this write fails with ENOSPC (events "file" and "commit")
              "nan"     this micro-batch's loss becomes NaN (event "step"; also N+1.. when "count" > 1)
 Only rank R (default 0) injects. {"report": PATH} (with or without a fault) writes this rank's event
@@ -59,8 +60,8 @@ class Injector:
             os.kill(os.getpid(), signal.SIGKILL)
         elif action == "term_job":
             os.killpg(os.getpgrp(), signal.SIGTERM)
-        elif action in ("term", "int"):
-            os.kill(os.getpid(), signal.SIGTERM if action == "term" else signal.SIGINT)
+        elif action in ("term", "int", "hup", "usr1"):
+            os.kill(os.getpid(), getattr(signal, f"SIG{action.upper()}"))
         elif action == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 

@@ -57,7 +57,7 @@ def test_overwriting_refuses_to_move_this_runs_inputs_or_resume_latest(tmp_path)
     _checkpoint(run, 2, "old")
     data = tmp_path / "run" / "data.json"
     data.write_text("[]")
-    with pytest.raises(LlavaLnError, match=r"--data_path .*data\.json lies inside --output_dir"):
+    with pytest.raises(LlavaLnError, match=r"--output_dir .*run contains --data_path .*data\.json"):
         _start(run, overwrite=True, inputs=[("--data_path", str(data))])
     with pytest.raises(LlavaLnError, match="cannot resume `latest`"):
         _start(run, resume="latest", overwrite=True)

@@ -1,4 +1,5 @@
-"""SIGTERM / SIGINT: finish the step, write a checkpoint, say where in one line, exit 128+signal; resume is exact.
+"""SIGTERM / SIGINT / SIGUSR1: finish the step, write a checkpoint, say where in one line, exit 128+signal; resume is
+exact.
 
 In-process (the signal goes to this very process); real processes and launchers: tests/reliability.
 """
@@ -47,7 +48,7 @@ def _signal_at_micro_step(monkeypatch, signum: int, step: int, times: int = 1):
     monkeypatch.setattr(strategy_module.TrainingModule, "forward", forward)
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGUSR1, 138)])
 def test_a_stop_signal_finishes_the_step_checkpoints_and_resumes_exactly(world, straight, tmp_path, monkeypatch,
                                                                          capfd, signum, code):
     out = str(tmp_path / "run")

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.toy.backbones.spec import LLM_CONFIG, TOKENIZER_VOCAB_SIZE
 from llava_ln.toy.language import detailed_description, short_answer_prompt
 from llava_ln.toy.questions import PERCEPTION, REASONING, sample_qa
@@ -117,10 +118,10 @@ def pretrain_llm(out_dir: str, seed: int = 0, num_documents: int = 12000, epochs
         os.makedirs(out_dir, exist_ok=True)
         for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
             shutil.copyfile(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer = load_pretrained(AutoTokenizer, tokenizer_dir)
     else:
         train_tokenizer(documents[:TOKENIZER_DOCUMENTS], out_dir)
-        tokenizer = AutoTokenizer.from_pretrained(out_dir)
+        tokenizer = load_pretrained(AutoTokenizer, out_dir)
     encoded = [tokenizer(doc).input_ids for doc in documents]
     log(f"llm corpus: {len(encoded)} documents, {sum(map(len, encoded))} tokens, vocab {len(tokenizer)}")
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.toy.backbones.spec import CLIP_MEAN, CLIP_STD, VISION_CONFIG, image_processor
 from llava_ln.toy.language import brief_caption, detailed_description
 from llava_ln.toy.world import render_scene, sample_scene
@@ -74,7 +75,7 @@ class SceneBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         rng = np.random.default_rng([self.seed, worker])
-        tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        tokenizer = load_pretrained(AutoTokenizer, self.tokenizer_dir)
         for _ in range(worker, self.steps, workers):
             scenes = [sample_scene(rng) for _ in range(self.batch_size)]
             texts = [detailed_description(s, rng) if rng.random() < 0.7 else brief_caption(s, rng) for s in scenes]
@@ -100,7 +101,7 @@ def pretrain_vision(out_dir: str, tokenizer_dir: str, seed: int = 0, steps: int 
     from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
     started = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_pretrained(AutoTokenizer, tokenizer_dir)
     torch.manual_seed(seed)
     config = CLIPVisionConfig(**VISION_CONFIG)
     vision = CLIPVisionModel(config)

@@ -9,7 +9,7 @@ Before anything loads:
   resume_check     the flags that define a run, compared on resume (--allow_changed_flags)
 While it runs:
   step_guard       per-step all-rank checks: non-finite loss/gradients skipped or stopping the run
-  stop_signals     SIGTERM/SIGINT: finish the step, checkpoint, exit 128+signal
+  stop_signals     SIGTERM, SIGINT, SIGHUP, SIGUSR1 (--stop_signals): finish the step, checkpoint, exit 128+signal
   save_guard       saves that fail as one (disk full, non-finite tensors), nothing non-finite written
 
 docs/reliability.md lists the faults these cover and the tests that inject them.

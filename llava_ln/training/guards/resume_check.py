@@ -5,8 +5,13 @@ tower, data content, template, sequence length, tuning mode and its settings, ev
 the schedule and warmup, optimizer settings, clipping, seed, global batch, step or epoch budget,
 precision). Flags that only change how it is computed or reported (output and logging, saving,
 DeepSpeed stage, number of ranks, gradient checkpointing, attention kernel, workers) are not
-compared. Data files count by content (sha256), not by path, and so does the stage-1 connector
-file; the other paths count as given (made absolute), so a moved model folder is a change too.
+compared. The inputs count by content too: the data files and the stage-1 connector by sha256, and
+the base LLM, its tokenizer and the vision tower by the sha256 of every file transformers reads from
+their folders (weights, configs, tokenizer files; for a hub id, the cached snapshot), so weights
+rewritten in place stop the resume. Digests come from core.content_hash's cache while the kernel
+says a file is unchanged, so a resume re-reads nothing it has already hashed. The paths themselves
+also count as given (made absolute), so a moved model folder is a change too. A checkpoint written
+before a fingerprint existed is not compared on it.
 
 A resume whose flags differ stops with a one-line diff unless --allow_changed_flags: then the new
 values are used from the resume step on (the learning rates and schedule included: the scheduler
@@ -20,6 +25,8 @@ import os
 
 from llava_ln.checkpoint.run_folder import resolve_connector_file
 from llava_ln.checkpoint.tensors import tensor_files
+from llava_ln.core.bounded_json import read_json
+from llava_ln.core.content_hash import HashCache
 from llava_ln.core.distributed import broadcast_object
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.index import parse_data_path
@@ -37,23 +44,47 @@ TRAINING_FLAGS = ("num_train_epochs", "max_steps", "learning_rate", "weight_deca
                   "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",
                   "data_seed", "tf32")
 PATH_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower", "image_folder")
-_CHUNK = 1 << 20
+MODEL_FOLDER_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower")
+# What transformers (and llava-ln) read from a model folder; README files and the like may change freely.
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt", ".tiktoken", ".jinja")
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _model_folder(path: str) -> str | None:
+    """A local model folder, or the cached snapshot of a hub id (None when neither is on disk)."""
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id, no hub library: nothing to fingerprint
+        return None
+    return os.path.dirname(cached) if isinstance(cached, str) else None
 
 
-def _fingerprints(data_args, args) -> dict:
-    """Content hashes of the data files and of the stage-1 connector (rank 0 reads, the others receive)."""
+def folder_fingerprint(path: str | None, cache: HashCache) -> dict | None:
+    """{"sha256": digest of every model file's name and digest, "files": {name: sha256}}; None off disk."""
+    folder = _model_folder(path) if path else None
+    if folder is None:
+        return None
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        full = os.path.join(folder, name)
+        if name.endswith(MODEL_FILE_SUFFIXES) and not name.startswith(".") and os.path.isfile(full):
+            files[name] = cache.sha256(full)
+    combined = hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in files.items()).encode()).hexdigest()
+    return {"sha256": combined, "files": files}
+
+
+def _fingerprints(model_args, data_args, args) -> dict:
+    """Content hashes of every input (rank 0 reads, the others receive)."""
+    cache = HashCache()
     data = []
     for source in parse_data_path(data_args.data_path):
         try:
-            data.append({"sha256": file_sha256(source.path), "count": source.count})
+            data.append({"sha256": cache.sha256(source.path), "count": source.count})
         except OSError as err:
             raise LlavaLnError(f"--data_path {source.path}: cannot read it ({err.strerror})") from None
     connector = None
@@ -61,8 +92,15 @@ def _fingerprints(data_args, args) -> dict:
         resolved = resolve_connector_file(args.pretrain_mm_mlp_adapter)
         files = [resolved] if os.path.isfile(resolved) else tensor_files(os.path.dirname(resolved),
                                                                         os.path.basename(resolved))
-        connector = [file_sha256(path) for path in files]
-    return {"data": data, "pretrain_mm_mlp_adapter": connector}
+        connector = [cache.sha256(path) for path in files]
+    found = {"data": data, "pretrain_mm_mlp_adapter": connector}
+    for name in MODEL_FOLDER_FLAGS:
+        try:
+            found[name] = folder_fingerprint(getattr(model_args, name, None), cache)
+        except OSError as err:
+            raise LlavaLnError(f"--{name} {getattr(model_args, name)}: cannot read it ({err.strerror})") from None
+    cache.save()
+    return found
 
 
 def run_defining_flags(model_args, data_args, tuning_args, args, *, context, precision: str,
@@ -79,7 +117,7 @@ def run_defining_flags(model_args, data_args, tuning_args, args, *, context, pre
     fingerprints = None
     if context.is_main:
         try:
-            fingerprints = _fingerprints(data_args, args)
+            fingerprints = _fingerprints(model_args, data_args, args)
         except LlavaLnError as err:
             fingerprints = str(err)
     fingerprints = broadcast_object(context, fingerprints)
@@ -87,6 +125,8 @@ def run_defining_flags(model_args, data_args, tuning_args, args, *, context, pre
         raise LlavaLnError(fingerprints)
     flags["--data_path (content)"] = fingerprints["data"]
     flags["--pretrain_mm_mlp_adapter (content)"] = fingerprints["pretrain_mm_mlp_adapter"]
+    for name in MODEL_FOLDER_FLAGS:
+        flags[f"--{name} (content)"] = fingerprints[name]
     flags["precision"] = precision
     flags["global_batch_size"] = global_batch_size
     return flags
@@ -95,9 +135,8 @@ def run_defining_flags(model_args, data_args, tuning_args, args, *, context, pre
 def saved_flags(checkpoint: str) -> dict | None:
     """The run-defining flags a checkpoint recorded; None when it predates them or cannot be read."""
     try:
-        with open(os.path.join(checkpoint, RESUME_DIR, STATE_FILE), encoding="utf-8") as handle:
-            flags = json.load(handle)["run"].get("flags")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        flags = read_json(os.path.join(checkpoint, RESUME_DIR, STATE_FILE))["run"].get("flags")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None  # an unreadable state file is reported when the checkpoint is loaded
     return flags if isinstance(flags, dict) else None
 
@@ -106,12 +145,20 @@ def changed_flags(saved: dict, current: dict) -> dict:
     """flag -> {"checkpoint": old, "now": new} for every run-defining flag that differs."""
     # JSON round trip on both sides: tuples become lists and floats compare as the file holds them.
     saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    # A fingerprint the checkpoint predates is not compared (an older checkpoint resumes as before).
+    flags = sorted((set(saved) | set(current)) - {f for f in current if f.endswith("(content)") and f not in saved})
     return {flag: {"checkpoint": saved.get(flag), "now": current.get(flag)}
-            for flag in sorted(set(saved) | set(current)) if saved.get(flag) != current.get(flag)}
+            for flag in flags if saved.get(flag) != current.get(flag)}
 
 
-def _shown(flag: str, value) -> str:
-    """Content fingerprints as short digests (with a data file's sample count); anything else as JSON."""
+def _shown(flag: str, value, other=None) -> str:
+    """Content fingerprints as short digests (a data file's sample count, a folder's changed files, when
+    compared with other); anything else as JSON."""
+    if flag.endswith("(content)") and isinstance(value, dict):
+        files = value.get("files") or {}
+        before = (other.get("files") or {}) if isinstance(other, dict) else {}
+        changed = sorted(name for name in set(files) | set(before) if files.get(name) != before.get(name))
+        return str(value.get("sha256"))[:12] + (f" ({', '.join(changed[:3])} changed)" if changed and other else "")
     if flag.endswith("(content)") and isinstance(value, list):
         items = []
         for item in value:
@@ -135,7 +182,7 @@ def check_resume_flags(checkpoint: str | None, current: dict, allow: bool) -> di
     changes = changed_flags(saved, current)
     if not changes:
         return {}
-    listed = [f"{flag} {_shown(flag, c['now'])} (checkpoint: {_shown(flag, c['checkpoint'])})"
+    listed = [f"{flag} {_shown(flag, c['now'], c['checkpoint'])} (checkpoint: {_shown(flag, c['checkpoint'])})"
               for flag, c in changes.items()]
     summary = ", ".join(listed[:6]) + (f" and {len(listed) - 6} more" if len(listed) > 6 else "")
     if not allow:

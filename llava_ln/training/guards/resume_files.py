@@ -7,13 +7,13 @@ with one line naming the file), and trainer_state.json is read as JSON and check
 so even a hand-edited or pre-checksum checkpoint fails with one line instead of a traceback from
 deep inside the scheduler or the RNG.
 """
-import json
 import os
 from dataclasses import fields
 
 from llava_ln.checkpoint.integrity import verify_files
 from llava_ln.checkpoint.manifest import read_manifest
 from llava_ln.checkpoint.tensors import tensor_file_names
+from llava_ln.core.bounded_json import JsonLimitError, read_json
 from llava_ln.core.errors import LlavaLnError
 
 
@@ -36,11 +36,9 @@ def read_trainer_state(path: str, state_class) -> dict:
     its fields and a step count; fields it added since (with defaults) may be absent.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
-            saved = json.load(handle)
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise LlavaLnError(f"{path} is not valid JSON ({err}); the checkpoint is damaged, resume from an "
-                           "earlier one") from None
+        saved = read_json(path)
+    except JsonLimitError as err:
+        raise LlavaLnError(f"{err}; the checkpoint is damaged, resume from an earlier one") from None
     problem = _problem(saved, {f.name for f in fields(state_class)})
     if problem:
         raise LlavaLnError(f"{path}: {problem}; the checkpoint is damaged, resume from an earlier one")

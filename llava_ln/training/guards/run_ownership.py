@@ -13,9 +13,11 @@ run_config.json (the folder's owner) and in every checkpoint's trainer_state.jso
     --save_total_limit prunes only the current run's checkpoints (owned_checkpoints).
 Checkpoints written before run ids existed have none: they count as the folder's own but are never
 pruned. Before a run continues in a folder, what killed saves left there is cleaned (core.atomic).
-Rank 0 decides and broadcasts the decision (or its error), so every rank acts on the same folder state.
+An OUTPUT_DIR that is, lies inside or contains an input of the run (the base model's folder, the
+data, the tower) is refused whatever the flags. Rank 0 decides and broadcasts the decision (or its
+error), so every rank acts on the same folder state; train.py holds OUTPUT_DIR's lock
+(core.folder_lock) for the whole run, so no second process decides on the same folder meanwhile.
 """
-import json
 import logging
 import os
 import time
@@ -24,8 +26,10 @@ from dataclasses import dataclass
 
 from llava_ln.checkpoint.manifest import MANIFEST_NAME
 from llava_ln.core.atomic import remove_stale_temporaries, restore_interrupted_replacements
+from llava_ln.core.bounded_json import read_json
 from llava_ln.core.distributed import broadcast_object
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.paths import refuse_overlap
 from llava_ln.data.index import parse_data_path
 from llava_ln.training.checkpointing import RESUME_DIR, STATE_FILE, list_checkpoints
 
@@ -50,18 +54,16 @@ def new_run_id() -> str:
 def checkpoint_run_id(checkpoint: str) -> str | None:
     """The run id in a checkpoint's trainer_state.json; None when it predates run ids; UNREADABLE."""
     try:
-        with open(os.path.join(checkpoint, RESUME_DIR, STATE_FILE), encoding="utf-8") as handle:
-            return json.load(handle)["run"].get("run_id")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return read_json(os.path.join(checkpoint, RESUME_DIR, STATE_FILE))["run"].get("run_id")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return UNREADABLE
 
 
 def folder_run_id(output_dir: str) -> str | None:
     """The run that owns output_dir, as its run_config.json records it (None when nothing says)."""
     try:
-        with open(os.path.join(output_dir, RUN_CONFIG), encoding="utf-8") as handle:
-            return json.load(handle)["resolved"].get("run_id")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return read_json(os.path.join(output_dir, RUN_CONFIG))["resolved"].get("run_id")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -104,6 +106,7 @@ def _decide(args, inputs) -> RunStart:
     output_dir = args.output_dir
     if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
         raise LlavaLnError(f"--output_dir {output_dir}: exists and is not a folder")
+    refuse_overlap(output_dir, inputs, "llava-ln train")
     restore_interrupted_replacements(output_dir)
     requested = args.resume_from_checkpoint
     if not requested:

@@ -14,18 +14,11 @@ import os
 
 import torch
 
+from llava_ln.checkpoint.tensor_checks import all_finite
 from llava_ln.core.atomic import abandon_directory, begin_directory, commit_directory
 from llava_ln.core.distributed import broadcast_object
 from llava_ln.core.errors import LlavaLnError, write_failure
 from llava_ln.training.guards.step_guard import TrainingDiverged
-
-
-def all_finite(tensor: torch.Tensor) -> bool:
-    """No NaN or infinity: min and max propagate both, in one pass without a boolean copy (30x isfinite().all())."""
-    if not tensor.is_floating_point() or tensor.numel() == 0:
-        return True
-    low, high = torch.aminmax(tensor)
-    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 class RankZeroWrites:

@@ -16,7 +16,6 @@ non-finite skip), the run stops at that step: its weights can no longer be trust
 """
 import logging
 import math
-import signal
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,11 +37,13 @@ class StepVerdict:
     """What every rank agreed on before the update (StepGuard.before_step returns it)."""
 
     nonfinite_loss: bool  # some rank saw a non-finite micro-batch loss in this step
-    stop_signal: int | None  # SIGTERM or SIGINT when any rank received one
+    stop_signal: int | None  # a stop signal (SIGTERM, SIGINT, SIGHUP, SIGUSR1: --stop_signals) any rank received
 
 
 class PendingSignals(Protocol):
     """Where the stop signals that arrived are noted (training.guards.stop_signals.StopSignals)."""
+
+    signals: tuple[int, ...]  # the stop signals handled (--stop_signals), the same on every rank, SIGTERM first
 
     def pending(self, signum: int) -> int:
         """1 when signal signum arrived and is waiting to be acted on, else 0."""
@@ -66,11 +67,11 @@ class StepGuard:
         Returns:
             Whether any rank saw a non-finite loss, and the stop signal any rank received.
         """
-        stops = self.stops
-        term, interrupt = (stops.pending(signal.SIGTERM), stops.pending(signal.SIGINT)) if stops else (0, 0)
+        handled = self.stops.signals if self.stops else ()  # the same on every rank (one flag), SIGTERM first
         local_nonfinite = sum(not math.isfinite(loss) for loss in micro_losses)
-        nonfinite, term, interrupt = all_reduce_sum(self.context, [local_nonfinite, term, interrupt])
-        stop = signal.SIGTERM if term else (signal.SIGINT if interrupt else None)
+        nonfinite, *pending = all_reduce_sum(self.context, [local_nonfinite]
+                                             + [self.stops.pending(signum) for signum in handled])
+        stop = next((signum for signum, count in zip(handled, pending) if count), None)
         return StepVerdict(nonfinite_loss=nonfinite > 0, stop_signal=stop)
 
     def after_step(self, step: int, verdict: StepVerdict, outcome: StepOutcome, *,

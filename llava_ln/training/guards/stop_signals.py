@@ -1,6 +1,9 @@
-"""SIGTERM and SIGINT during training: finish the optimizer step, write a checkpoint, say where, exit 128+signal.
+"""Stop signals during training: finish the optimizer step, write a checkpoint, say where, exit 128+signal.
 
-Cluster schedulers send SIGTERM some seconds before they kill a job; Ctrl-C sends SIGINT. While a
+Cluster schedulers send SIGTERM some seconds before they kill a job; Ctrl-C sends SIGINT; a dropped
+ssh session sends SIGHUP; SLURM sends SIGUSR1 ahead of the time limit when asked (`--signal=USR1@90`).
+--stop_signals names the ones handled (default TERM,INT,HUP,USR1; TERM and INT always are); a signal
+already ignored when the run starts (SIGHUP under nohup) stays ignored. While a
 run is still being set up there is nothing to save, so either signal stops it at once with one
 line (exit 143 or 130). Once training runs, the handler only notes the signal (it is async: it must
 not touch a collective or a file); the loop sees it at the next optimizer-step boundary, where all
@@ -19,7 +22,21 @@ from llava_ln.core.errors import LlavaLnError
 
 logger = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+ALWAYS = ("TERM", "INT")
+DEFAULT_STOP_SIGNALS = "TERM,INT,HUP,USR1"
+
+
+def parse_stop_signals(spec: str) -> tuple:
+    """--stop_signals "TERM,INT,HUP,USR1" -> the signal numbers (TERM and INT always included)."""
+    names = [part.strip().upper().removeprefix("SIG") for part in (spec or "").split(",") if part.strip()]
+    found = []
+    for name in list(ALWAYS) + names:
+        number = getattr(signal, f"SIG{name}", None)
+        if not isinstance(number, signal.Signals) or name in ("KILL", "STOP"):
+            raise LlavaLnError(f"--stop_signals: {name!r} is not a signal a run can catch (e.g. TERM,INT,HUP,USR1)")
+        if number not in found:
+            found.append(number)
+    return tuple(found)
 
 
 class Interrupted(LlavaLnError):
@@ -34,9 +51,10 @@ class Interrupted(LlavaLnError):
 
 
 class StopSignals:
-    """Context manager owning the SIGTERM/SIGINT handlers of one training run (main thread only)."""
+    """Context manager owning the stop-signal handlers of one training run (main thread only)."""
 
-    def __init__(self):
+    def __init__(self, spec: str = DEFAULT_STOP_SIGNALS):
+        self.signals = parse_stop_signals(spec)
         self.received = None  # the first stop signal seen while training
         self.training = False
         self._previous = {}
@@ -44,7 +62,9 @@ class StopSignals:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
+            for signum in self.signals:
+                if signal.getsignal(signum) is signal.SIG_IGN and signum not in (signal.SIGTERM, signal.SIGINT):
+                    continue  # ignored on purpose (nohup): keep it so
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 

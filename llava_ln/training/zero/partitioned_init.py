@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from llava_ln.checkpoint.run_start import build_start_model, is_llava_ln_folder
 from llava_ln.core.distributed import DistContext
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.pretrained import load_pretrained
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import MultimodalSpec
 from llava_ln.model.llava_checkpoints import detect_source
@@ -47,7 +48,7 @@ def _text_hidden_size(path: str) -> int:
 
         return _text_hidden_size(effective_manifest(path).llm)  # a run folder: its base
     source = detect_source(path)
-    config = source.text_config() if source else AutoConfig.from_pretrained(path).get_text_config()
+    config = source.text_config() if source else load_pretrained(AutoConfig, path).get_text_config()
     return config.hidden_size
 
 

@@ -18,9 +18,7 @@ The config's "auto" values come from the flags, and what would silently break is
     DeepSpeed's optimizers keep (a group's own "lr" wins over the block's default).
 """
 import copy
-import json
 import math
-import os
 from typing import Protocol
 
 import torch
@@ -31,7 +29,7 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.args import TrainingArguments
 from llava_ln.training.memory.policy import Precision
 from llava_ln.training.strategy import StepOutcome, Strategy, TrainingModule, group_norm, make_adamw
-from llava_ln.training.zero.config_types import check_zero_config_types
+from llava_ln.training.zero.config_types import check_zero_config_types, load_zero_config
 
 
 def _is_partitioned(param) -> bool:
@@ -210,16 +208,6 @@ class _EffectivePrecision:
 AUTO = "auto"
 
 
-def load_zero_config(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise LlavaLnError(f"--deepspeed {path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LlavaLnError(f"--deepspeed {path}: not valid JSON ({err})") from None
-
-
 def _fill(section: dict, key: str, value: int | float | bool | list[float], *, source: str, where: str) -> None:
     """Set section[key] to value when absent or "auto"; a different explicit value is an error."""
     current = section.get(key, AUTO)
@@ -235,9 +223,6 @@ def fill_zero_config(config: dict, args: ZeroConfigFlags, *, world_size: int, hi
     """A copy of config with every "auto" resolved from the TrainingArguments."""
     check_zero_config_types(config, path)
     config = copy.deepcopy(config)
-    if "scheduler" in config:
-        raise LlavaLnError(f"{path}: remove the `scheduler` block; the schedule comes from --lr_scheduler_type and "
-                           "--warmup_ratio so that per-group learning rates survive")
     micro, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
     _fill(config, "train_micro_batch_size_per_gpu", micro, source="--per_device_train_batch_size", where=path)
     _fill(config, "gradient_accumulation_steps", accumulation, source="--gradient_accumulation_steps", where=path)
@@ -248,10 +233,6 @@ def fill_zero_config(config: dict, args: ZeroConfigFlags, *, world_size: int, hi
         section = config.setdefault(name, {})
         _fill(section, "enabled", bool(flag), source=f"--{name}", where=f"{path} [{name}]")
     zero = config.setdefault("zero_optimization", {})
-    stage = zero.get("stage", 0)
-    if stage not in (1, 2, 3):
-        raise LlavaLnError(f"{path}: zero_optimization.stage {stage!r}: use 1, 2 or 3 (or drop --deepspeed for "
-                           "plain PyTorch)")
     _fill_bucket_sizes(zero, hidden_size)
     optimizer = config.get("optimizer")
     if optimizer is not None:
