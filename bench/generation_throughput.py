@@ -36,12 +36,12 @@ import time
 
 import torch
 
+from llava_ln.core.benchmarks import BENCHMARKS
 from llava_ln.data.images import ImageLoader, load_image_processor
 from llava_ln.data.templates import get_template
 from llava_ln.evaluation.answering import PER_QUESTION, SHARED_PREFIX, QuestionAnswerer
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.during_training import BENCHMARK_FOLDERS
 from llava_ln.evaluation.generation import GenerationSettings, PromptEncoder
 from llava_ln.evaluation.model_loading import EvalModel
 from llava_ln.model.args import ModelArguments
@@ -112,7 +112,7 @@ def run_path(eval_model, settings, share: bool, items, prompts, batch_size: int)
 
 def measure(eval_model, settings, name: str, eval_root: str, args) -> dict:
     benchmark = get_benchmark(name)
-    sources = benchmark.locate(DataFlags(data=os.path.join(eval_root, BENCHMARK_FOLDERS[name])))
+    sources = benchmark.locate(DataFlags(data=os.path.join(eval_root, BENCHMARKS[name].folder)))
     items = benchmark.read_items(sources, benchmark.default_prompt)
     encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
                             eval_model.num_image_tokens)

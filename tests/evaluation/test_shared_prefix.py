@@ -13,6 +13,7 @@ import torch
 from eval_helpers import make_run_folder
 from transformers import LlamaConfig, LlavaConfig, MistralConfig
 
+from llava_ln.core.benchmarks import BENCHMARKS
 from llava_ln.core.distributed import DistContext
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.evaluation import answer_store, answering, runner
@@ -20,7 +21,6 @@ from llava_ln.evaluation.answering import PER_QUESTION, SHARED_PREFIX, QuestionA
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.during_training import BENCHMARK_FOLDERS
 from llava_ln.evaluation.generation import GenerationSettings, PromptEncoder
 from llava_ln.evaluation.model_loading import load_eval_model
 from llava_ln.evaluation.shared_prefix import SharedPrefixGenerator, unsupported_reason
@@ -39,7 +39,7 @@ def runs(toy, tiny_llm, tmp_path_factory):
 
 def questions(toy, name: str, encoder: PromptEncoder) -> tuple[list, list]:
     benchmark = get_benchmark(name)
-    sources = benchmark.locate(DataFlags(data=os.path.join(toy["eval"], BENCHMARK_FOLDERS[name])))
+    sources = benchmark.locate(DataFlags(data=os.path.join(toy["eval"], BENCHMARKS[name].folder)))
     items = benchmark.read_items(sources, benchmark.default_prompt)
     return items, [encoder.encode(item.prompt) for item in items]
 
@@ -59,7 +59,7 @@ def test_both_paths_give_the_same_answer_tokens_on_every_benchmark_at_batch_size
                             eval_model.num_image_tokens)
     assert eval_model.num_image_tokens == 16
     distinct = set()
-    for name in BENCHMARK_FOLDERS:
+    for name in BENCHMARKS:
         items, prompts = questions(toy, name, encoder)
         images = len({item.image for item in items})
         reference, _ = answer_ids(eval_model, items, prompts, share=False, batch_size=16)
@@ -103,7 +103,8 @@ def test_in_step_ranks_fill_once_per_batch_and_repeat_batches_to_match_the_busie
 
 
 def eval_args(toy, run, name, output_dir, **overrides) -> EvalArguments:
-    values = dict(benchmark=name, model_path=run, data=os.path.join(toy["eval"], BENCHMARK_FOLDERS.get(name, "pope")),
+    folder = BENCHMARKS[name].folder if name in BENCHMARKS else "pope"  # generic: LLaVA's POPE question file
+    values = dict(benchmark=name, model_path=run, data=os.path.join(toy["eval"], folder),
                   output_dir=str(output_dir), max_new_tokens=6, batch_size=8, device="cpu")
     if name == "generic":  # LLaVA's POPE question file: all three splits in one file
         values.update(data=None, question_file=os.path.join(toy["eval"], "pope", "llava_pope_test.jsonl"),
