@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import torch
 
-from llava_ln.core.bounded_json import JsonLimitError, read_json
 from llava_ln.core.constants import DTYPES
 from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.core.pretrained import load_pretrained
 from llava_ln.data.args import ASPECT_RATIOS, DEFAULT_MAX_IMAGE_PIXELS
 from llava_ln.data.images import ImageLoader, load_image_processor
 from llava_ln.data.templates import get_template
+from llava_ln.model.llava_checkpoints import model_json
 from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import quant_settings, quantize_llm_linears, settings_from_dict
 
@@ -57,16 +57,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def _is_native_llava(path: str) -> bool:
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
-        return False
-    try:
-        payload = read_json(config, "model file")
-    except JsonLimitError as err:
-        if "not valid JSON" in str(err):
-            return False
-        raise
-    return isinstance(payload, dict) and payload.get("model_type") == "llava"
+    config = model_json(path, "config.json")
+    return config is not None and config.get("model_type") == "llava"
 
 
 def _load_native(path: str, dtype, device, attn_implementation):

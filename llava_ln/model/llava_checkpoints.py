@@ -125,7 +125,7 @@ class Source:
         if self.kind == ORIGINAL_LLAVA:
             # LLaVA's "square" (its default) lets the CLIP processor resize the short side and crop the centre.
             return {"pad": "pad", "square": "square"}.get(self.config.get("image_aspect_ratio") or "square")
-        processor = _raw_json(self.path, "preprocessor_config.json")
+        processor = model_json(self.path, "preprocessor_config.json")
         if processor is None:
             return None
         return "pad" if processor.get("do_pad") else "square"
@@ -209,7 +209,8 @@ class Source:
         return causal
 
 
-def _raw_json(path: str, name: str) -> dict | None:
+def model_json(path: str, name: str) -> dict | None:
+    """A model folder's JSON file as a dict; None when absent, not valid JSON or not an object (bounded read)."""
     file = os.path.join(path, name)
     if not os.path.isfile(file):
         return None
