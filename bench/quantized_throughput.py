@@ -85,7 +85,7 @@ def run(mode: str, micro: int, opts, model_args, device) -> dict:
     started = time.time()
     model, spec, plan, settings, footprint = build(mode, opts, model_args, device, precision)
     enable_gradient_checkpointing(model, opts.gc_ratio)
-    strategy = TorchStrategy(train_args, DistContext(0, 1, 0, device, None), precision)
+    strategy = TorchStrategy(train_args, DistContext(device=device), precision)
     strategy.setup(model, plan.param_groups(model, train_args.learning_rate, train_args.weight_decay))
     unwrap(model).train()
     build_s = time.time() - started

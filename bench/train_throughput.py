@@ -100,7 +100,7 @@ def run(mode: str, gc_ratio, opts, model_args: ModelArguments, device) -> dict:
     materialise(model, device, precision.compute_dtype)
     kernels = apply_kernels(model, opts.kernels, device)
     checkpoint_first_blocks(model, recompute.checkpointed_blocks)
-    strategy = TorchStrategy(train_args, DistContext(0, 1, 0, device, None), precision)
+    strategy = TorchStrategy(train_args, DistContext(device=device), precision)
     strategy.setup(model, plan.param_groups(model, train_args.learning_rate, train_args.weight_decay))
     unwrap(model).train()
     build_s = time.time() - started

@@ -56,8 +56,8 @@ def materialise(model, device, dtype) -> None:
 
 def device_batch(model, spec, batch: int, seq: int, device) -> dict:
     config = unwrap(model).config
-    synthetic = synthetic_batch(spec, config.vision_config.image_size, config.text_config.vocab_size, batch, seq,
-                                pixel_device=device)
+    synthetic = synthetic_batch(spec, image_size=config.vision_config.image_size,
+                                vocab_size=config.text_config.vocab_size, batch=batch, seq=seq, pixel_device=device)
     moved = {key: value.to(device) if torch.is_tensor(value) else value for key, value in synthetic.items()}
     moved["attention_mask"] = torch.ones_like(moved["input_ids"])
     return moved

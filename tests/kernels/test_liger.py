@@ -149,7 +149,7 @@ def test_the_fused_loss_through_liger_matches_torch(liger):
     for backend in ("liger", "torch", "none"):
         head.zero_grad(set_to_none=True)
         hidden.grad = None
-        losses[backend] = supervised_lm_loss(hidden, head, labels, backend)
+        losses[backend] = supervised_lm_loss(hidden, head, labels, backend=backend)
         losses[backend].backward()
         grads[backend] = (hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone())
     for backend in ("torch", "none"):
@@ -162,7 +162,7 @@ def test_the_fused_loss_through_liger_matches_torch(liger):
     assert call["weight"] is head.weight and call["bias"] is head.bias
     assert (call["ignore_index"], call["reduction"]) == (IGNORE_INDEX, "mean")
     # No supervised row at all: the loss is a zero in the graph, and liger is not called with empty input.
-    empty = supervised_lm_loss(hidden, head, torch.full_like(labels, IGNORE_INDEX), "liger")
+    empty = supervised_lm_loss(hidden, head, torch.full_like(labels, IGNORE_INDEX), backend="liger")
     assert empty.requires_grad and float(empty.detach()) == 0.0 and len(liger.of("liger_fused_linear_cross_entropy")) == 1
 
 

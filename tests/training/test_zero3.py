@@ -71,7 +71,7 @@ def _non_native_merged(root: str, llm: str, vision: str) -> str:
                         num_image_tokens=spec.num_image_tokens)
     path = os.path.join(root, "phi_mlp3x_merged")
     os.makedirs(path)
-    non_native = write_merged_folder(model, LoadedModel(root, manifest, model, tokenizer), path)
+    non_native = write_merged_folder(model, LoadedModel(path=root, manifest=manifest, model=model, tokenizer=tokenizer), path)
     assert "lm_head.bias" in non_native and any("linear_3" in n for n in non_native)
     return path
 
