@@ -6,9 +6,11 @@ steps already done are reused and a stage stopped part-way continues from its ne
 (experiments/demo_state.py says what counts as done); --restart starts over. One progress line per step
 says where the demo is and how long it has run.
 """
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import time
 
 from llava_ln.commands.args import DEMO_FLAGS, DemoArguments
@@ -27,11 +29,13 @@ class Progress:
         self.started = time.time()
         self.timings: dict = {}
         self.index = 0
+        self.current = "setup"  # the step under way, for the stop message
 
     def step(self, name: str, how: str):
         from contextlib import contextmanager
 
         self.index += 1
+        self.current = name
 
         @contextmanager
         def timed():
@@ -85,6 +89,28 @@ def _eval_sets(out: str, world: str, recipe: DemoRecipe) -> tuple[str, dict]:
     return os.path.join(folder, layout.EVAL), counts
 
 
+def _again(command: str) -> str:
+    return f"run `{command}` again to continue (add --restart to start over)"
+
+
+@contextlib.contextmanager
+def stop_says_how_to_continue(progress: Progress, command: str):
+    """SIGTERM or SIGHUP outside training (which saves a checkpoint under its own handler first) end the demo
+    with the line that says how to continue, not silently; what is done stays recorded."""
+    from llava_ln.training.guards.stop_signals import Interrupted
+
+    def stop(signum, frame):
+        raise Interrupted(signum, f"stopped the demo in {progress.current}; {_again(command)}")
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            # None: a handler installed outside Python, which signal.signal cannot take back; the default then.
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 def _train(name: str, run_dir: str, argv: list, state, progress: Progress, command: str) -> None:
     """Train one stage unless it is done; continue it from its newest checkpoint when one is there."""
     from llava_ln.experiments.demo_state import newest_checkpoint
@@ -103,8 +129,7 @@ def _train(name: str, run_dir: str, argv: list, state, progress: Progress, comma
         except Interrupted as err:
             saved = newest_checkpoint(run_dir)
             kept = f"{saved} is saved" if saved else "the steps already done are kept"
-            raise Interrupted(err.signum, f"stopped the demo in {name}: {kept}; run `{command}` again to continue "
-                                          "(add --restart to start over)") from None
+            raise Interrupted(err.signum, f"stopped the demo in {name}: {kept}; {_again(command)}") from None
 
 
 def _evaluate(name: str, model_dir: str, sets: tuple[str, str], out_dir: str, state, progress: Progress, *,
@@ -130,25 +155,32 @@ def run_demo(args: DemoArguments, recipe: DemoRecipe, command: str = "llava-ln d
     import torch
 
     from llava_ln.experiments.demo_state import DemoState
-    from llava_ln.experiments.recipe import stage1_argv, stage2_argv
-    from llava_ln.experiments.report import write_report
-    from llava_ln.toy.generate import write_toy_world
     from llava_ln.tuning.modes import TUNE_MODES
 
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
-    world = os.path.join(args.out, "toy_world")
-    stage1, stage2 = os.path.join(args.out, "stage1_connector"), os.path.join(args.out, f"stage2_{recipe.tune_mode}")
-    eval1, eval2 = os.path.join(args.out, "eval_stage1"), os.path.join(args.out, "eval_stage2")
     state = DemoState(args.out)
     if args.restart:
         derived = [os.path.join(args.out, name) for name in os.listdir(args.out) if name.startswith("eval_sets_x")]
         stages = [os.path.join(args.out, "stage1_connector")] + [os.path.join(args.out, f"stage2_{mode}")
                                                                 for mode in TUNE_MODES]
         reports = [os.path.join(args.out, name) for name in ("report.md", "report.png", RESULT_FILE)]
-        state.restart(stages + [eval1, eval2, *derived], files=reports)
+        evaluations = [os.path.join(args.out, "eval_stage1"), os.path.join(args.out, "eval_stage2")]
+        state.restart(stages + evaluations + derived, files=reports)
     progress = Progress()
+    with stop_says_how_to_continue(progress, command):
+        return _run_steps(args, recipe, progress, state, command)
+
+
+def _run_steps(args: DemoArguments, recipe: DemoRecipe, progress: Progress, state, command: str) -> dict:
+    from llava_ln.experiments.recipe import stage1_argv, stage2_argv
+    from llava_ln.experiments.report import write_report
+    from llava_ln.toy.generate import write_toy_world
+
+    world = os.path.join(args.out, "toy_world")
+    stage1, stage2 = os.path.join(args.out, "stage1_connector"), os.path.join(args.out, f"stage2_{recipe.tune_mode}")
+    eval1, eval2 = os.path.join(args.out, "eval_stage1"), os.path.join(args.out, "eval_stage2")
     rewrite = _toy_world(args, recipe, world)
     with progress.step("toy world", "writing" if rewrite else "reused"):
         if rewrite:

@@ -152,3 +152,20 @@ def test_a_folder_the_demo_did_not_record_is_not_taken_for_a_finished_stage(tmp_
     assert DemoState(str(tmp_path)).training_plan("stage 1", str(run_dir), ["--max_steps", "4"]) == "done"
     (run_dir / "manifest.json").unlink()  # the folder alone is not a finished stage
     assert DemoState(str(tmp_path)).training_plan("stage 1", str(run_dir), ["--max_steps", "4"]) == "start"
+
+
+def test_a_stop_outside_training_also_says_how_to_continue():
+    from llava_ln.commands.demo import Progress, stop_says_how_to_continue
+    from llava_ln.training.guards.stop_signals import Interrupted
+
+    progress = Progress()
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as stopped:
+        with stop_says_how_to_continue(progress, "llava-ln demo --out d"):
+            with progress.step("evaluate the stage-2 model (ln)", "answering and scoring"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises at once
+    assert str(stopped.value) == ("SIGTERM stopped the demo in evaluate the stage-2 model (ln); run `llava-ln demo "
+                                  "--out d` again to continue (add --restart to start over)")
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before
