@@ -21,10 +21,16 @@ from llava_ln.experiments.demo_state import STATE_FILE
 STAGE1, STAGE2 = "stage1_connector", "stage2_ln"
 
 
+def _user_env() -> dict:
+    """The environment a user's shell gives: without what an in-process command of this session set."""
+    return {key: value for key, value in os.environ.items() if key != "HF_HUB_DISABLE_PROGRESS_BARS"}
+
+
 def _demo_process(out: str) -> subprocess.Popen:
     """`llava-ln demo` in a process group of its own (so the test can signal the whole group, as a terminal does)."""
     return subprocess.Popen([sys.executable, "-m", "llava_ln.cli", "demo", "--out", out, *TINY_DEMO_FLAGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=_user_env())
 
 
 def _wait_for_checkpoint(process: subprocess.Popen, run_dir: str, timeout: float = 300.0) -> str:
@@ -58,7 +64,7 @@ def demos(tmp_path_factory):
     stage1_manifest = os.path.join(stopped, STAGE1, "manifest.json")
     stage1_written = os.stat(stage1_manifest).st_mtime_ns
     again = subprocess.run([sys.executable, "-m", "llava_ln.cli", "demo", "--out", stopped, *TINY_DEMO_FLAGS],
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=600, env=_user_env())
     return {"whole": whole, "stopped": stopped, "stop_code": process.returncode, "stop_output": stop_output,
             "again": again, "stage1_rewritten": os.stat(stage1_manifest).st_mtime_ns != stage1_written}
 

@@ -1,6 +1,7 @@
 """merge and export import no DeepSpeed (they never use it; importing it prints its accelerator warning), and
 load their models without progress bars unless --verbose."""
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 from export_helpers import make_run
 
 PROBE = """
-import contextlib, io, json, sys
+import json, sys
 from llava_ln.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "deepspeed": "deepspeed" in sys.modules}))
@@ -21,8 +22,10 @@ def run(tmp_path_factory, tiny_llm, tiny_vision):
 
 
 def _merge(run: str, out: str, *extra) -> tuple[dict, str]:
+    # As a user's shell starts it: without the variable an earlier command in this test process may have set.
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_DISABLE_PROGRESS_BARS"}
     done = subprocess.run([sys.executable, "-c", PROBE, "merge", "--checkpoint", run, "--output_dir", out, *extra],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
