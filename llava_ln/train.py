@@ -24,15 +24,14 @@ from llava_ln.checkpoint.manifest import run_manifest
 from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connector
 from llava_ln.checkpoint.run_start import resolve_start
 from llava_ln.core.distributed import distributed_session
-from llava_ln.core.flags import parse_flags
+from llava_ln.core.flags import parse_command_flags
 from llava_ln.core.folder_lock import owned_folder
-from llava_ln.data import DataArguments, DataCollator, build_train_dataset, build_train_sampler, load_data_components
+from llava_ln.data import DataCollator, build_train_dataset, build_train_sampler, load_data_components
 from llava_ln.evaluation.during_training import in_training_hooks
 from llava_ln.kernels import apply_kernels
-from llava_ln.model.args import ModelArguments
 from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import quantize_llm_linears
-from llava_ln.training.args import TrainingArguments, check_training_args
+from llava_ln.training.args import TRAIN_FLAGS, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
 from llava_ln.training.data_order import DataOrder, total_steps_for
 from llava_ln.training.guards.flag_checks import check_numeric_flags
@@ -55,7 +54,6 @@ from llava_ln.training.reporting import (
 from llava_ln.training.strategy import TorchStrategy
 from llava_ln.training.zero.config_types import check_zero_config_file
 from llava_ln.training.zero.partitioned_init import build_training_model
-from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
 
 logger = logging.getLogger("llava_ln.train")
@@ -64,11 +62,7 @@ logger = logging.getLogger("llava_ln.train")
 def main(argv=None) -> int:
     # 1. Flags (LLaVA's names too); a multimodal --model_name_or_path decides the model flags it fixes.
     argv, llava_flags = translate_llava_flags(sys.argv[1:] if argv is None else argv)
-    model_args, data_args, tuning_args, args = parse_flags(
-        argv,
-        (ModelArguments, DataArguments, TuningArguments, TrainingArguments),
-        prog="llava-ln train", description="Stage 1 or stage 2 training of a LLaVA-style model.",
-    )
+    model_args, data_args, tuning_args, args = parse_command_flags(argv, TRAIN_FLAGS)
     check_training_args(args)
     check_numeric_flags(args, tuning_args)
     check_zero_config_file(args.deepspeed)  # every field's type and domain, the optimizer type: before any model
@@ -179,7 +173,7 @@ def main(argv=None) -> int:
         checkpointer.save_run_folder(args.output_dir, state.global_step)
         dataset.log_skip_summary()
         if context.is_main:
-            logger.info("saved the run folder %s", args.output_dir)
+            print(reporter.summary(state.global_step), flush=True)
     return 0
 
 

@@ -33,6 +33,7 @@ from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.constants import CONNECTOR_PREFIX, IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.core.pretrained import load_pretrained
+from llava_ln.core.saving import save_pretrained
 from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS
 from llava_ln.model.connector import NATIVE_PROJECTOR_TYPE, build_connector
 from llava_ln.model.parts import unwrap
@@ -45,7 +46,7 @@ SELF = "."
 def write_model_files(model, directory: str, projector_type: str) -> list:
     """save_pretrained plus the non-native side file; returns the non-native tensor names."""
     extra = non_native_parameters(model, projector_type)
-    model.save_pretrained(directory, safe_serialization=True)
+    save_pretrained(model, directory, safe_serialization=True)
     if extra:
         save_tensors(directory, NON_NATIVE_STEM, extra)
     return sorted(extra)

@@ -43,6 +43,7 @@ from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.constants import CONNECTOR_PREFIX, strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError, short_reason
 from llava_ln.core.pretrained import load_pretrained
+from llava_ln.core.saving import save_pretrained
 from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS
 from llava_ln.model.parts import unwrap
 from llava_ln.tuning.plan import saved_tensor_names
@@ -150,7 +151,7 @@ def save_run(directory: str, model: nn.Module, manifest: Manifest, *, tensors: d
         files.update(save_tensors(directory, STAGE1_CONNECTOR_STEM, stage1_connector))
     if manifest.lora is not None:
         with atomic_directory(os.path.join(directory, ADAPTER_DIR)) as tmp:
-            model.save_pretrained(tmp, state_dict=lora_state_dict, safe_serialization=True)
+            save_pretrained(model, tmp, state_dict=lora_state_dict, safe_serialization=True)
             written = [name for name in os.listdir(tmp) if os.path.isfile(os.path.join(tmp, name))]
             files.update({f"{ADAPTER_DIR}/{name}": digest for name, digest in digests_of(tmp, written).items()})
     manifest.trained_tensors = {n: [*t.shape, str(t.dtype).replace("torch.", "")] for n, t in sorted(tensors.items())}

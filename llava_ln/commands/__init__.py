@@ -3,7 +3,8 @@
   prepare   describe, inspect-data, toy    (before training)
   evaluate  eval, score
   ship      merge, export
-  experiments  demo (the whole pipeline on the toy world), compare (tuning modes side by side), analyze
+  demo      demo: the whole pipeline on the toy world, continued where it stopped when run again
+  experiments  compare (tuning modes side by side), analyze
   args      the flags of describe, inspect-data, toy, merge, export and demo (no torch at import)
 Training's entry point is llava_ln/train.py (so `deepspeed llava_ln/train.py` works as in LLaVA).
 """

@@ -1,10 +1,13 @@
-"""The flags of the commands that have no package of their own: describe, inspect-data, toy, merge, export, demo.
+"""The flags of every `llava-ln` command but train (training.args.TRAIN_FLAGS): each command's CommandFlags,
+and the flag dataclasses of the commands that have no package of their own (describe, inspect-data, toy,
+merge, export, demo, and the output flags of eval and score).
 
 Each composes the shared flag dataclasses (core.args, model.args, data.args, training.args) and adds only
 what is its own; each checks its own values in __post_init__, so a bad value is one line before any work.
+Nothing here imports torch: cli.py answers `--help` from these alone.
 """
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from llava_ln.core.args import (
     DeviceArguments,
@@ -14,10 +17,15 @@ from llava_ln.core.args import (
     default_of,
 )
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flags import CommandFlags
 from llava_ln.data.args import DataArguments
-from llava_ln.experiments.recipe import TOY
-from llava_ln.model.args import BitsArguments
+from llava_ln.evaluation.args import EvalArguments
+from llava_ln.experiments.args import AnalyzeArguments, CompareArguments
+from llava_ln.experiments.recipe import TOY, DemoRecipe
+from llava_ln.model.args import BaseOverrides, BitsArguments, ModelArguments
+from llava_ln.scoring.dispatch import ScoreRequest
 from llava_ln.training.args import MemoryArguments
+from llava_ln.tuning.args import TuningArguments
 
 INSPECT_FORMATS = ("text", "json")
 EXPORT_FORMATS = ("hf", "llava", "peft-ln", "peft-lora")
@@ -66,6 +74,8 @@ class ToyArguments:
 class ShipArguments(DeviceArguments, ReplaceOutputArguments):
     """What merge and export share: which checkpoint, written in which dtype, loaded on which device."""
 
+    required_flags: ClassVar[tuple] = ("checkpoint", "output_dir")  # checked by the command; --help says so
+
     checkpoint: Optional[str] = field(default=None, metadata={
         "help": "Run folder, OUTPUT_DIR/checkpoint-<step> or (export) merged folder."})
     dtype: str = field(default="auto", metadata={
@@ -103,4 +113,47 @@ class ExportArguments(BitsArguments, ShipArguments):
 @dataclass(kw_only=True)
 class DemoArguments(ThreadArguments):
     out: str = field(default="demo_out", metadata={"help": "Folder for the toy world, the runs and the report."})
-    reuse_world: bool = field(default=True, metadata={"help": "Reuse a toy world already in --out."})
+    reuse_world: bool = field(default=True, metadata={"help": "Reuse a toy world already in --out (of the same "
+                                                               "--seed)."})
+    restart: bool = field(default=False, metadata={
+        "help": "Start over: remove the stages, evaluations and report an earlier demo wrote into --out (the toy "
+                "world stays). Without it, a rerun reuses the steps already done and continues a stopped stage "
+                "from its newest checkpoint."})
+
+
+@dataclass(kw_only=True)
+class JsonOutput:
+    json: bool = field(default=False, metadata={
+        "help": "Print the whole JSON result on stdout instead of the one-line headline (the file has it either way)."})
+
+
+SCORES_FILE = "scores.json"  # the scorer's JSON: eval --score writes it in OUTPUT_DIR, score beside the predictions
+
+
+@dataclass(kw_only=True)
+class ScoreOutput(JsonOutput):
+    output_file: Optional[str] = field(default=None, metadata={
+        "help": f"Where to write the whole JSON result (default: {SCORES_FILE} in the folder that holds "
+                "--predictions)."})
+
+
+DESCRIBE_FLAGS = CommandFlags("llava-ln describe", "Print parameter counts (total, trainable, per group) as one JSON "
+                              "object.", (ModelArguments, TuningArguments, DescribeArguments))
+INSPECT_FLAGS = CommandFlags("llava-ln inspect-data", "Print processed samples (rendered text, tokens, labels) "
+                             "without loading model weights.", (ModelArguments, DataArguments, InspectArguments))
+TOY_FLAGS = CommandFlags("llava-ln toy", "Write the synthetic toy world deterministically from --seed.",
+                         (ToyArguments,))
+EVAL_FLAGS = CommandFlags("llava-ln eval", "Generate benchmark answers in batches and write the official result "
+                          "files; prints one line (--json: the whole result).", (EvalArguments, JsonOutput))
+SCORE_FLAGS = CommandFlags("llava-ln score", "Score prediction files as the official tools do; prints one line "
+                           "(--json: the whole JSON).", (ScoreRequest, ScoreOutput))
+MERGE_FLAGS = CommandFlags("llava-ln merge", "Fold trained tensors into one standalone checkpoint folder.",
+                           (MergeArguments, BaseOverrides))
+EXPORT_FLAGS = CommandFlags("llava-ln export", "Export to the transformers-native LLaVA format or a PEFT adapter.",
+                            (ExportArguments, BaseOverrides))
+DEMO_FLAGS = CommandFlags("llava-ln demo", "Run the whole pipeline on the toy world and write a report. Run again, it "
+                          "continues where it stopped (--restart starts over).", (DemoArguments, DemoRecipe))
+COMPARE_FLAGS = CommandFlags("llava-ln compare", "Train tuning modes the same way, evaluate each, write a comparison.",
+                             (CompareArguments,))
+ANALYZE_FLAGS = CommandFlags("llava-ln analyze", "Layer-representation similarity and gradient statistics of runs.",
+                             (AnalyzeArguments,))

@@ -26,10 +26,10 @@ import time
 import torch
 
 from llava_ln.checkpoint.run_start import build_start_model, resolve_start
-from llava_ln.commands.args import DescribeArguments, InspectArguments, ToyArguments
+from llava_ln.commands.args import DESCRIBE_FLAGS, INSPECT_FLAGS, TOY_FLAGS, DescribeArguments
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.core.flags import parse_flags
+from llava_ln.core.flags import parse_command_flags
 from llava_ln.data.args import DataArguments
 from llava_ln.data.dataset import SkipSample, build_train_dataset, load_data_components
 from llava_ln.model.args import ModelArguments
@@ -113,10 +113,7 @@ def describe_recompute(model_args: ModelArguments, tuning_args: TuningArguments,
 
 def describe_main(argv) -> int:
     logging.getLogger("llava_ln").setLevel(logging.WARNING)
-    model_args, tuning_args, describe_args = parse_flags(
-        argv, (ModelArguments, TuningArguments, DescribeArguments), prog="llava-ln describe",
-        description="Print parameter counts (total, trainable, per group) as one JSON object.",
-    )
+    model_args, tuning_args, describe_args = parse_command_flags(argv, DESCRIBE_FLAGS)
     resolve_start(model_args, DataArguments(), given_flags(argv))  # a multimodal checkpoint decides its parts
     print(json.dumps(describe(model_args, tuning_args, describe_args.names, describe_args)))
     return 0
@@ -162,10 +159,7 @@ def format_json(sample) -> str:
 
 
 def inspect_data_main(argv) -> int:
-    model_args, data_args, args = parse_flags(
-        argv, (ModelArguments, DataArguments, InspectArguments), prog="llava-ln inspect-data",
-        description="Print processed samples (rendered text, tokens, labels) without loading model weights.",
-    )
+    model_args, data_args, args = parse_command_flags(argv, INSPECT_FLAGS)
     resolve_start(model_args, data_args, given_flags(argv))  # a multimodal checkpoint decides tower and template
     parts = load_data_components(model_args, data_args)
     dataset = build_train_dataset(data_args, parts.tokenizer, parts.image_processor, parts.template,
@@ -190,8 +184,7 @@ def inspect_data_main(argv) -> int:
 def toy_main(argv) -> int:
     from llava_ln.toy.generate import write_toy_world
 
-    (args,) = parse_flags(argv, (ToyArguments,), prog="llava-ln toy",
-                          description="Write the synthetic toy world deterministically from --seed.")
+    (args,) = parse_command_flags(argv, TOY_FLAGS)
     started = time.time()
     manifest = write_toy_world(args.out, seed=args.seed, scale=args.scale, backbones=args.backbones)
     summary = {"out": args.out, "seconds": round(time.time() - started, 1), **manifest["counts"]}

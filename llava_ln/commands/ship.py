@@ -16,17 +16,15 @@ and PEFT; llava by reading it back as an original LLaVA checkpoint) and exits wi
 does not reproduce our model; refusals (a connector or image mode a format cannot express, a
 non-norm run for peft-ln, a non-LoRA run for peft-lora) exit with status 2.
 """
-from llava_ln.commands.args import ExportArguments, MergeArguments
-from llava_ln.core.flags import parse_flags
-from llava_ln.model.args import BaseOverrides
+from llava_ln.commands.args import EXPORT_FLAGS, MERGE_FLAGS
+from llava_ln.core.flags import parse_command_flags
 
 
 def merge_main(argv) -> int:
     from llava_ln.export.merge import merge_checkpoint
     from llava_ln.export.output_folder import owned_output
 
-    args, overrides = parse_flags(argv, (MergeArguments, BaseOverrides), prog="llava-ln merge",
-                                  description="Fold trained tensors into one standalone checkpoint folder.")
+    args, overrides = parse_command_flags(argv, MERGE_FLAGS)
     with owned_output(args.output_dir, "merge", args.checkpoint, overrides, args.overwrite):
         result = merge_checkpoint(args.checkpoint, args.output_dir, overrides, dtype=args.dtype,
                                   overwrite=args.overwrite, device=args.device)
@@ -42,8 +40,7 @@ def merge_main(argv) -> int:
 def export_main(argv) -> int:
     from llava_ln.export.verify import ExportSettings, Tolerance
 
-    args, overrides = parse_flags(argv, (ExportArguments, BaseOverrides), prog="llava-ln export",
-                                  description="Export to the transformers-native LLaVA format or a PEFT adapter.")
+    args, overrides = parse_command_flags(argv, EXPORT_FLAGS)
     settings = ExportSettings(dtype=args.dtype, device=args.device, verify=args.verify,
                               max_new_tokens=args.max_new_tokens, overwrite=args.overwrite,
                               tolerance=Tolerance(atol=args.atol, rtol=args.rtol), bits=args.bits)

@@ -30,6 +30,23 @@ class BenchmarkSpec:
         value = scores[self.headline_key]
         return None if value is None else float(value) * self.headline_scale
 
+    def scored(self, scores: dict) -> tuple[int | None, str]:
+        """(how many items the scorer JSON covers, what they are): questions, or images for captions."""
+        if self.rules == "vqa":
+            return scores.get("counts", {}).get("questions"), "questions"
+        if self.rules == "pope":
+            return sum(split.get("questions", 0) for split in scores.get("splits", {}).values()), "questions"
+        if self.rules == "mme":
+            return sum(item.get("questions", 0) for item in scores.get("details", {}).values()), "questions"
+        return scores.get("counts", {}).get("images"), "images"
+
+    def headline_line(self, scores: dict) -> str:
+        """One line a person reads: `vqav2: VQA accuracy (%) 59.48 (n=400 questions)`."""
+        value = self.headline(scores)
+        count, unit = self.scored(scores)
+        shown = "undefined" if value is None else f"{value:.2f}"
+        return f"{self.name}: {self.label} {shown} (n={count if count is not None else '?'} {unit})"
+
 
 BENCHMARKS = {
     spec.name: spec

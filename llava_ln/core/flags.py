@@ -1,13 +1,116 @@
-"""Parse command-line flags into dataclasses (HfArgumentParser), with one-line errors."""
-from transformers import HfArgumentParser
+"""Parse command-line flags into dataclasses (HfArgumentParser), with one-line errors; --help without torch.
+
+A command's flags are a CommandFlags (its name as shown, a description, its flag dataclasses), declared in
+a module that imports neither torch nor transformers, so that `llava-ln <command> --help` is answered
+from the dataclasses alone (render_help: argparse, no transformers) before the command is even imported.
+"""
+from dataclasses import dataclass
 
 from llava_ln.core.errors import LlavaLnError
+
+HELP_FLAGS = ("-h", "--help")
+
+
+@dataclass(frozen=True)
+class CommandFlags:
+    """What parse_flags and --help need of a command: prog ("llava-ln eval"), description, flag dataclasses."""
+
+    prog: str
+    description: str
+    types: tuple
 
 
 def parse_flags(argv, dataclass_types, prog: str, description: str = ""):
     """Return one instance per dataclass type; unknown flags are a LlavaLnError naming them."""
+    if wants_help(argv):
+        print_help_and_exit(CommandFlags(prog, description, tuple(dataclass_types)))
+    from transformers import HfArgumentParser
+
     parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
     *parsed, remaining = parser.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=True)
     if remaining:
         raise LlavaLnError(f"{prog}: unknown flag(s): {' '.join(remaining)}")
     return parsed
+
+
+def parse_command_flags(argv, command: CommandFlags):
+    return parse_flags(argv, command.types, command.prog, command.description)
+
+
+# ---- --help, rendered from the dataclasses alone ----
+
+def wants_help(argv) -> bool:
+    return any(word in HELP_FLAGS for word in argv)
+
+
+def print_help_and_exit(command: CommandFlags) -> None:
+    print(render_help(command))
+    raise SystemExit(0)
+
+
+def render_help(command: CommandFlags) -> str:
+    """The command's --help: every flag with its value type or choices, its help and its default.
+
+    A flag without a default, or named in a dataclass's `required_flags` (checked by the command itself),
+    says "(required)"; a flag whose default is None shows none. A boolean takes an optional true/false;
+    one that defaults to true also gets its --no_<name> line, saying what it turns off.
+    """
+    import argparse
+    import typing
+    from dataclasses import MISSING, fields
+
+    parser = argparse.ArgumentParser(prog=command.prog, description=command.description,
+                                     formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32))
+    required = {name for kind in command.types for name in getattr(kind, "required_flags", ())}
+    seen = set()
+    for kind in command.types:
+        hints = typing.get_type_hints(kind)
+        for spec in fields(kind):
+            if spec.name in seen or not spec.init:
+                continue
+            seen.add(spec.name)
+            value_type = _plain_type(hints[spec.name])
+            text = spec.metadata.get("help", "").strip()
+            has_default = spec.default is not MISSING or spec.default_factory is not MISSING
+            default = spec.default if spec.default is not MISSING else None
+            is_required = not has_default or spec.name in required
+            choices = spec.metadata.get("choices")
+            if is_required:
+                suffix = " (required)"
+            elif default is None:
+                suffix = ""
+            else:
+                suffix = f" (default: {_shown(default)})"
+            options = {"help": text + suffix, "required": is_required}  # help texts write % as %% (argparse)
+            if value_type is bool:
+                parser.add_argument(f"--{spec.name}", nargs="?", metavar="true|false", **options)
+                if default is True:
+                    parser.add_argument(f"--no_{spec.name}", action="store_true", help=(
+                    f"Same as --{spec.name} false: turns off what --{spec.name} does ({_lowered(text).rstrip('.')})."))
+            else:
+                metavar = "{" + ",".join(map(str, choices)) + "}" if choices else value_type.__name__.upper()
+                parser.add_argument(f"--{spec.name}", metavar=metavar, **options)
+    return parser.format_help()
+
+
+def _plain_type(hint):
+    """Optional[X] -> X (the flag takes an X)."""
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if value == "" else str(value)
+
+
+def _lowered(text: str) -> str:
+    """'Load the export ...' -> 'load the export ...' (the sentence continues after 'Turn off --x:')."""
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text

@@ -1,6 +1,6 @@
 """The flags of `llava-ln eval` (LLaVA's names where LLaVA has the concept)."""
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from llava_ln.core.args import LaunchArguments, ReplaceOutputArguments, SeedArguments
 from llava_ln.core.benchmarks import BENCHMARKS, GENERATION_BATCH_SIZE, GENERIC_BENCHMARK, LLAVA_ANSWER_LENGTHS
@@ -10,6 +10,7 @@ from llava_ln.model.args import BitsArguments
 
 @dataclass(kw_only=True)
 class EvalArguments(BitsArguments, ImageFileArguments, LaunchArguments, SeedArguments, ReplaceOutputArguments):
+    required_flags: ClassVar[tuple] = ("output_dir",)  # checked in __post_init__; --help says so
     benchmark: str = field(metadata={"help": "Which benchmark to generate answers for.",
                                      "choices": [*BENCHMARKS, GENERIC_BENCHMARK]})
     model_path: str = field(metadata={"help": "A training OUTPUT_DIR, a merged folder, or a transformers LLaVA folder."})

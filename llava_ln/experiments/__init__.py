@@ -4,6 +4,7 @@ The demo (`llava-ln demo`): the whole pipeline on the toy world (stage 1 -> stag
   recipe       the recipes as data (LLaVA-1.5-7B's, the toy world's), the demo's flags and train commands
   benchmarks   evaluate a run on the toy benchmarks and pick each one's headline number
   report       report.md and report.png
+  demo_state   which of the demo's steps are done, so a rerun continues where the last one stopped
 The comparison (`llava-ln compare`) and its analyses (`llava-ln analyze`):
   runs         the runs: one per tuning mode with its recipe rates, plus named variants
   launcher     each run as a child process under python / torchrun / deepspeed, output to a log

@@ -106,12 +106,13 @@ def run_analyze(args: AnalyzeArguments) -> dict:
     return result
 
 
-def _plots(output_dir: str, matrices: dict, series: dict) -> list:
-    from llava_ln.experiments.plots import _pyplot, grad_stats_plot, similarity_plot
+def _plots(output_dir: str, matrices: dict, series: dict) -> list | None:
+    """The plots' paths; None without matplotlib."""
+    from llava_ln.experiments.plots import grad_stats_plot, pyplot, similarity_plot
 
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
-        return []
+        return None
     paths = []
     if matrices:
         paths.append(similarity_plot(plt, matrices, os.path.join(output_dir, "layer_similarity.png")))
@@ -134,6 +135,10 @@ def print_result(result: dict, as_json: bool) -> None:
         overall = groups.get("all", {})
         print(f"{label}: gradient norm {_fmt(overall.get('mean_norm'))}, window variance "
               f"{_fmt(overall.get('mean_var'), '.3g')}, relative variance {_fmt(overall.get('mean_rel_var'), '.3g')}")
+    if "plots" in result:
+        from llava_ln.experiments.plots import NO_MATPLOTLIB
+
+        print(NO_MATPLOTLIB if result["plots"] is None else "plots: " + ", ".join(result["plots"]))
 
 
 def _fmt(value, spec: str = ".4f") -> str:

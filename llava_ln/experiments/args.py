@@ -4,7 +4,7 @@ compare's flags that default to a recipe (experiments/recipe.py) are None until 
 fills them from the toy world's or LLaVA-1.5-7B's; their --help names both values, read from the recipes.
 """
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from llava_ln.core.args import DeviceArguments, OutputArguments, ThreadArguments
 from llava_ln.core.benchmarks import BENCHMARKS
@@ -20,12 +20,22 @@ def _recipe_default(what: str, name: str) -> str:
         value = getattr(recipe, name)
         return "one epoch" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
-    return f"{what} (default: {TOY.name} {shown(TOY)}, {LLAVA_15.name} {shown(LLAVA_15)})."
+    if shown(TOY) == shown(LLAVA_15):  # one value, said once
+        return f"{what} (default: {shown(TOY)}, with either recipe)."
+    return f"{what} (default with --world, the {TOY.name} recipe: {shown(TOY)}; else {LLAVA_15.name}'s: " \
+           f"{shown(LLAVA_15)})."
+
+
+def _lengths(recipe: Recipe) -> str:
+    short, caption = recipe.answer_lengths.short, recipe.answer_lengths.caption
+    return f"{short} for every answer" if short == caption else f"{short} for short answers and {caption} for captions"
 
 
 @dataclass(kw_only=True)
 class CompareArguments(ThreadArguments, ImageFileArguments, BackboneArguments, OutputArguments):
     """Every run's flags, the recipe (--world: the toy world's) filling what is not given; output_dir is required."""
+
+    required_flags: ClassVar[tuple] = ("output_dir",)  # checked by compare_settings.resolve; --help says so
 
     world: Optional[str] = field(default=None, metadata={
         "help": "A toy world (llava-ln toy): fills every path below and uses the toy recipe."})
@@ -78,9 +88,8 @@ class CompareArguments(ThreadArguments, ImageFileArguments, BackboneArguments, O
     eval_batch_size: Optional[int] = field(default=None, metadata={
         "help": _recipe_default("Questions per generate call, per device", "eval_batch_size")})
     max_new_tokens: int = field(default=0, metadata={
-        "help": f"Longest answer in the final evaluation (0: toy {TOY.answer_lengths.short} for short answers and "
-                f"{TOY.answer_lengths.caption} for captions; else {LLAVA_15.answer_lengths.short} and "
-                f"{LLAVA_15.answer_lengths.caption})."})
+        "help": f"Longest answer in the final evaluation, in tokens (0: the recipe's; with --world "
+                f"{_lengths(TOY)}, else {_lengths(LLAVA_15)})."})
     parallel: int = field(default=1, metadata={
         "help": "Runs trained at once (CPU: with --threads 1, 2 on a 2-core machine beats one run on 2 threads "
                 "for small models; their times then share the CPU). GPUs: keep 1."})

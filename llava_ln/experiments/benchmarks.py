@@ -16,15 +16,18 @@ def _pope_accuracy(scores: dict) -> float:
 
 
 def evaluate(model_path: str, world: str, output_dir: str, conv_template: str | None = None,
-             batch_size: int = TOY.eval_batch_size, bits: int = 16) -> dict:
+             batch_size: int = TOY.eval_batch_size, bits: int = 16, eval_root: str | None = None,
+             benchmarks: list | None = None) -> dict:
     """Run llava-ln eval --score for every benchmark; returns {benchmark: scorer JSON}.
 
     conv_template: None uses the checkpoint's own (its manifest); the demo asks the stage-1
     model in the stage-2 template so that both models get the very same prompts. bits: eval --bits
-    (4: a --bits 4 run evaluated on the quantized base it trained on).
+    (4: a --bits 4 run evaluated on the quantized base it trained on). eval_root: other evaluation sets than
+    the world's own (the demo's smaller ones for a shortened recipe). benchmarks: None for all five.
     """
-    return evaluate_benchmarks(model_path, os.path.join(world, "eval"), output_dir, list(BENCHMARKS),
-                               TOY.answer_lengths.per_benchmark(BENCHMARKS), batch_size,
+    benchmarks = list(benchmarks or BENCHMARKS)
+    return evaluate_benchmarks(model_path, eval_root or os.path.join(world, "eval"), output_dir, benchmarks,
+                               TOY.answer_lengths.per_benchmark(benchmarks), batch_size,
                                conv_template=conv_template, dtype="float32",
                                device="cpu", overwrite=True, bits=bits)
 

@@ -1,4 +1,5 @@
-"""PNG plots of a comparison and of an analysis (matplotlib, the `demo` extra; without it, no plots).
+"""PNG plots of a comparison and of an analysis (matplotlib, the `demo` extra; without it, no plots, and the
+commands print NO_MATPLOTLIB instead of the plots' paths).
 
 Comparison (llava-ln compare):
   score_vs_trainable.png   average and each benchmark's score against trainable parameters (log axis), per mode
@@ -15,8 +16,10 @@ import os
 from llava_ln.core.atomic import atomic_path
 from llava_ln.experiments.entries import column_label, eval_records, read_log, train_records
 
+NO_MATPLOTLIB = "plots: none written, matplotlib is not installed (pip install 'llava-ln[demo]')"
 
-def _pyplot():
+
+def pyplot():
     try:
         import matplotlib
 
@@ -35,10 +38,13 @@ def _save(plt, figure, path: str) -> str:
     return path
 
 
-def comparison_plots(output_dir: str, payload: dict) -> list[str]:
-    plt = _pyplot()
+def comparison_plots(output_dir: str, payload: dict) -> list[str] | None:
+    """The plots' paths; None without matplotlib."""
+    plt = pyplot()
     entries = payload["modes"]
-    if plt is None or not entries:
+    if plt is None:
+        return None
+    if not entries:
         return []
     modes = {name: entry for name, entry in entries.items() if not entry.get("variant_of")} or entries
     return [score_vs_trainable(plt, modes, os.path.join(output_dir, "score_vs_trainable.png")),
@@ -97,7 +103,8 @@ def learning_curves(plt, entries: dict, path: str) -> str:
                 points = [(r["step"], r["eval"][panel]) for r in eval_records(records)
                           if r["eval"].get(panel) is not None]
             if points:
-                axis.plot(*zip(*points), marker="." if panel != "loss" else None, label=name, linewidth=1)
+                # Markers on every curve: a short run logs a point or two, which a line alone does not show.
+                axis.plot(*zip(*points), marker="o", markersize=3, label=name, linewidth=1)
         axis.set_title("training loss" if panel == "loss" else f"{column_label(panel)} (subset)",
                        fontsize=9)
         axis.set_xlabel("step", fontsize=8)

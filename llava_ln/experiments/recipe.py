@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
-from llava_ln.core.benchmarks import LLAVA_ANSWER_LENGTHS, TOY_ANSWER_LENGTHS, AnswerLengths
+from llava_ln.core.benchmarks import BENCHMARKS, LLAVA_ANSWER_LENGTHS, TOY_ANSWER_LENGTHS, AnswerLengths, benchmark_list
 from llava_ln.toy import layout
 from llava_ln.tuning.modes import TUNE_MODES
 
@@ -96,7 +96,18 @@ TOY = Recipe(
     answer_lengths=TOY_ANSWER_LENGTHS, eval_batch_size=32,
 )
 
-STAGE2_TEMPLATE = "vicuna_v1"  # the toy LLM was pretrained on Vicuna-v1 conversations
+STAGE2_TEMPLATE = "vicuna_v1"
+
+DEMO_STAGE2_STEPS = 600  # the demo's default stage-2 length; shorter runs evaluate proportionally fewer questions
+
+# The demo's reference numbers: what the default recipe measured (README.md's demo table, checked against
+# this by tests/experiments/test_demo.py). The report prints them beside a run's own.
+DEMO_REFERENCE = {
+    "connector only": {"VQA accuracy (%)": 49.70, "POPE mean F1 (x100)": 64.37, "POPE accuracy (%)": 51.67,
+                       "MME perception": 193.33, "COCO CIDEr (x100)": 105.56, "Flickr30k CIDEr (x100)": 126.42},
+    "stage 2 (ln)": {"VQA accuracy (%)": 59.48, "POPE mean F1 (x100)": 73.83, "POPE accuracy (%)": 74.44,
+                     "MME perception": 321.67, "COCO CIDEr (x100)": 175.93, "Flickr30k CIDEr (x100)": 202.79},
+}  # the toy LLM was pretrained on Vicuna-v1 conversations
 
 
 @dataclass(kw_only=True)
@@ -110,7 +121,7 @@ class DemoRecipe:
     stage1_steps: int = field(default=TOY.stage1_steps, metadata={"help": "Stage-1 (connector) optimizer steps."})
     stage1_lr: float = field(default=TOY.stage1_lr, metadata={"help": "Stage-1 learning rate."})
     # Twice each of compare's runs: the demo trains one mode and shows it at its best.
-    stage2_steps: int = field(default=600, metadata={"help": "Stage-2 optimizer steps."})
+    stage2_steps: int = field(default=DEMO_STAGE2_STEPS, metadata={"help": "Stage-2 optimizer steps."})
     stage2_lr: Optional[float] = field(default=None, metadata={
         "help": "Stage-2 --learning_rate (default: the toy recipe's for --tune_mode)."})
     stage2_norm_lr: Optional[float] = field(default=None, metadata={
@@ -123,6 +134,40 @@ class DemoRecipe:
         "help": "Stage-2 toy data: kinds conversation, detail, reasoning, captions, each with an optional :COUNT."})
     model_max_length: int = field(default=TOY.model_max_length, metadata={"help": "Longest sequence in tokens."})
     warmup_ratio: float = field(default=TOY.warmup_ratio, metadata={"help": "Warmup share of each stage."})
+    save_steps: int = field(default=100, metadata={
+        "help": "Each stage saves a checkpoint every N optimizer steps (the newest only), so a stopped demo "
+                "continues from there when run again."})
+    eval_scale: Optional[float] = field(default=None, metadata={
+        "help": "Size of the evaluation sets as a share of the full toy sets (1: all of them). Default: the "
+                f"share of the default {DEMO_STAGE2_STEPS} stage-2 steps this run trains, so a shortened demo "
+                "evaluates proportionally fewer questions."})
+
+    benchmarks: str = field(default=",".join(BENCHMARKS), metadata={
+        "help": "The benchmarks both models are evaluated on, comma separated (captions need Java)."})
+
+    def __post_init__(self):
+        benchmark_list(self.benchmarks, "--benchmarks")  # an unknown name: one line before any work
+
+    def benchmark_names(self) -> list[str]:
+        return benchmark_list(self.benchmarks, "--benchmarks")
+
+    def eval_share(self) -> float:
+        """The evaluation sets' size as a share of the full toy sets: --eval_scale, else the recipe's length."""
+        if self.eval_scale is not None:
+            return min(1.0, self.eval_scale)
+        return min(1.0, max(self.stage1_steps / TOY.stage1_steps, self.stage2_steps / DEMO_STAGE2_STEPS))
+
+    def summary(self) -> dict:
+        """What the report records: steps, rates, batch, data, warmup and the evaluation's size."""
+        return {"tune_mode": self.tune_mode, "seed": self.seed, "batch_size": self.batch_size,
+                "stage1_steps": self.stage1_steps, "stage1_lr": self.stage1_lr,
+                "stage2_steps": self.stage2_steps, "stage2_rates": self.stage2_rates(),
+                "stage2_data": self.stage2_data, "model_max_length": self.model_max_length,
+                "warmup_ratio": self.warmup_ratio, "benchmarks": self.benchmarks, "eval_share": self.eval_share()}
+
+    def is_reference(self) -> bool:
+        """Whether this is the recipe the README's reference numbers (DEMO_REFERENCE) were measured with."""
+        return self.summary() == DemoRecipe().summary()
 
     def stage2_rates(self) -> dict:
         """{train.py rate flag: value}: the toy recipe's rates for the mode, overridden by the flags given."""
@@ -132,7 +177,9 @@ class DemoRecipe:
         return {**rates, **{flag: value for flag, value in given.items() if value is not None}}
 
 
-def _common(world: str, recipe: DemoRecipe, output_dir: str) -> list[str]:
+def _common(world: str, recipe: DemoRecipe, output_dir: str, overwrite: bool) -> list[str]:
+    """The flags both stages share. overwrite: start afresh in output_dir (moving an earlier run aside); the
+    demo passes False and decides itself whether a stage starts, resumes or is already done."""
     return [
         "--model_name_or_path", os.path.join(world, "llm"),
         "--vision_tower", os.path.join(world, "vision"),
@@ -141,14 +188,16 @@ def _common(world: str, recipe: DemoRecipe, output_dir: str) -> list[str]:
         "--model_max_length", str(recipe.model_max_length),
         "--per_device_train_batch_size", str(recipe.batch_size),
         "--lr_scheduler_type", "cosine", "--warmup_ratio", str(recipe.warmup_ratio),
-        "--logging_steps", "10", "--save_strategy", "no", "--report_to", "none",
-        "--seed", str(recipe.seed), "--output_dir", output_dir, "--overwrite_output_dir",
-    ]
+        "--logging_steps", "10", "--report_to", "none",
+        # Only the newest checkpoint: enough to continue a stopped stage, little disk.
+        "--save_strategy", "steps", "--save_steps", str(recipe.save_steps), "--save_total_limit", "1",
+        "--seed", str(recipe.seed), "--output_dir", output_dir,
+    ] + (["--overwrite_output_dir"] if overwrite else [])
 
 
-def stage1_argv(world: str, recipe: DemoRecipe, output_dir: str) -> list[str]:
+def stage1_argv(world: str, recipe: DemoRecipe, output_dir: str, *, overwrite: bool = True) -> list[str]:
     """Stage 1: the connector alone on captions, plain template."""
-    return _common(world, recipe, output_dir) + [
+    return _common(world, recipe, output_dir, overwrite) + [
         "--data_path", os.path.join(world, layout.PRETRAIN_JSON),
         "--conv_template", "plain", "--tune_mode", "connector",
         "--max_steps", str(recipe.stage1_steps), "--learning_rate", str(recipe.stage1_lr),
@@ -170,10 +219,11 @@ def stage2_data_path(world: str, spec: str) -> str:
     return ",".join(parts)
 
 
-def stage2_argv(world: str, recipe: DemoRecipe, output_dir: str, stage1_dir: str) -> list[str]:
+def stage2_argv(world: str, recipe: DemoRecipe, output_dir: str, stage1_dir: str, *,
+                overwrite: bool = True) -> list[str]:
     """Stage 2: instruction tuning in recipe.tune_mode from the stage-1 connector."""
     rates = [part for flag, value in recipe.stage2_rates().items() for part in (f"--{flag}", str(value))]
-    return _common(world, recipe, output_dir) + [
+    return _common(world, recipe, output_dir, overwrite) + [
         "--data_path", stage2_data_path(world, recipe.stage2_data),
         "--conv_template", STAGE2_TEMPLATE, "--tune_mode", recipe.tune_mode,
         "--pretrain_mm_mlp_adapter", stage1_dir,

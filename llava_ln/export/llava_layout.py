@@ -33,6 +33,7 @@ from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.pretrained import load_pretrained
+from llava_ln.core.saving import save_pretrained
 from llava_ln.data.args import DataArguments
 from llava_ln.export.merge import cast_saved_tensors, check_output_dir, fold_lora, resolve_dtype
 from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_images
@@ -89,7 +90,7 @@ def _tower_name(manifest, model, output_dir: str, folder: str, log) -> str:
         return manifest.vision_tower
     from llava_ln.data.images import load_image_processor
 
-    unwrap(model).model.vision_tower.save_pretrained(os.path.join(folder, TOWER_FOLDER), safe_serialization=True)
+    save_pretrained(unwrap(model).model.vision_tower, os.path.join(folder, TOWER_FOLDER), safe_serialization=True)
     tower_processor = load_image_processor(manifest.vision_tower)
     if type(tower_processor).__name__.startswith("Llava"):
         from transformers import CLIPImageProcessor

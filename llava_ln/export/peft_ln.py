@@ -24,6 +24,7 @@ from llava_ln.checkpoint.tensor_checks import check_model_finite
 from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.pretrained import load_pretrained
+from llava_ln.core.saving import save_pretrained
 from llava_ln.data.templates import get_template, stop_token_ids
 from llava_ln.export.merge import check_output_dir
 from llava_ln.export.probes import OurPipeline, Probe, run_probes
@@ -32,6 +33,7 @@ from llava_ln.model.builder import build_mllm
 from llava_ln.model.parts import language_model_of, unwrap
 from llava_ln.tuning.groups import classify_parameters, is_norm_module
 from llava_ln.tuning.modes import get_tune_mode
+from llava_ln.tuning.plan import wrap_peft
 
 
 @dataclass
@@ -96,7 +98,7 @@ def export_peft_ln(checkpoint: str, output_dir: str, overrides=None, settings=No
 
 
 def _write_adapter(folder: str, base_llm: str, norm_values: dict) -> list:
-    from peft import LNTuningConfig, get_peft_model
+    from peft import LNTuningConfig
     from transformers import AutoModelForCausalLM
 
     causal_lm = load_pretrained(AutoModelForCausalLM, base_llm, dtype=torch.float32)
@@ -106,7 +108,7 @@ def _write_adapter(folder: str, base_llm: str, norm_values: dict) -> list:
     with warnings.catch_warnings():
         # PEFT warns that norm classes are not Linear-like ("proceed at your own risk"); LN tuning copies them whole.
         warnings.filterwarnings("ignore", message="Unsupported layer type")
-        peft_model = get_peft_model(causal_lm, LNTuningConfig(target_modules=targets, task_type="CAUSAL_LM"))
+        peft_model = wrap_peft(causal_lm, LNTuningConfig(target_modules=targets, task_type="CAUSAL_LM"))
     inner = peft_model.get_base_model()
     for target, name in zip(targets, sorted(norm_values)):
         layer = inner.get_submodule(target)
@@ -117,7 +119,7 @@ def _write_adapter(folder: str, base_llm: str, norm_values: dict) -> list:
                                f"the run has {sorted(norm_values[name])} (checkpoint from another model?)")
         copy.load_state_dict(norm_values[name])
     check_model_finite(peft_model, "the adapter")
-    peft_model.save_pretrained(folder, safe_serialization=True)
+    save_pretrained(peft_model, folder, safe_serialization=True)
     return targets
 
 

@@ -27,12 +27,14 @@ from llava_ln.core.atomic import atomic_directory
 from llava_ln.core.constants import strip_peft_prefix
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.pretrained import load_pretrained
+from llava_ln.core.saving import save_pretrained
 from llava_ln.data.templates import get_template, stop_token_ids
 from llava_ln.export.merge import check_output_dir
 from llava_ln.export.peft_ln import text_probes
 from llava_ln.export.probes import OurPipeline, run_probes
 from llava_ln.export.verify import ExportSettings, compare_all, probe_results, run_child
 from llava_ln.model.builder import build_mllm
+from llava_ln.tuning.plan import wrap_peft
 
 LLM_PREFIX = "model.language_model."
 
@@ -90,7 +92,7 @@ def export_peft_lora(checkpoint: str, output_dir: str, overrides=None, settings=
 
 
 def _write_adapter(folder: str, manifest, factors: dict) -> list:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
     causal_lm = load_pretrained(AutoModelForCausalLM, manifest.llm, dtype=torch.float32)
@@ -98,7 +100,7 @@ def _write_adapter(folder: str, manifest, factors: dict) -> list:
     targets = [f"{prefix}.{module}" for module in sorted(factors)]
     config = LoraConfig(r=manifest.lora["r"], lora_alpha=manifest.lora["alpha"], lora_dropout=manifest.lora["dropout"],
                         target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    peft_model = get_peft_model(causal_lm, config)
+    peft_model = wrap_peft(causal_lm, config)
     inner = peft_model.get_base_model()
     with torch.no_grad():
         for target, module in zip(targets, sorted(factors)):
@@ -110,7 +112,7 @@ def _write_adapter(folder: str, manifest, factors: dict) -> list:
                                        f"module needs {tuple(weight.shape)} (checkpoint from another model?)")
                 weight.copy_(value)
     check_model_finite(peft_model, "the adapter")
-    peft_model.save_pretrained(folder, safe_serialization=True)
+    save_pretrained(peft_model, folder, safe_serialization=True)
     return targets
 
 

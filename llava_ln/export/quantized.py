@@ -19,6 +19,7 @@ from llava_ln.checkpoint.loading import load_checkpoint, reference_attention
 from llava_ln.checkpoint.manifest import read_manifest, write_manifest
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.pretrained import load_pretrained
+from llava_ln.core.saving import save_pretrained
 from llava_ln.model.parts import connector_of, unwrap, vision_tower_of
 from llava_ln.model.quantize import (
     QuantSettings,
@@ -110,7 +111,7 @@ def quantize_folder(folder: str, settings: QuantSettings, dtype: torch.dtype) ->
     if converted != len(block_linears(shell)):
         raise LlavaLnError(f"{folder}: transformers quantized {converted} linear layers, llava-ln expected "
                            f"{len(block_linears(shell))} (the LLM's block linears)")
-    model.save_pretrained(folder, safe_serialization=True)
+    save_pretrained(model, folder, safe_serialization=True)
     manifest = read_manifest(folder)
     manifest.quantization = settings.to_dict()
     write_manifest(folder, manifest)

@@ -161,6 +161,20 @@ def write_captions(out: str, seed: int, name: str, count: int) -> int:
     return count
 
 
+def write_eval_sets(out: str, seed: int, sizes: ToySizes) -> dict:
+    """The five benchmarks under out/eval (their images, files, index and README); returns their counts.
+
+    Alone, for a smaller evaluation than the world's own: each set draws from its own stream, so a set
+    written at another size is the same kind of sample, only longer or shorter."""
+    counts = {"vqav2_questions": write_vqa(out, seed, sizes), "pope_questions": write_pope(out, seed, sizes),
+              "mme_questions": write_mme(out, seed, sizes),
+              "coco_caption_images": write_captions(out, seed, "coco_caption", sizes.coco_images),
+              "flickr30k_images": write_captions(out, seed, "flickr30k", sizes.flickr_images)}
+    write_json(_eval_path(out, layout.EVAL_INDEX), layout.eval_index(), indent=2)
+    write_text(_eval_path(out, layout.EVAL_README), eval_readme(sizes, counts))
+    return counts
+
+
 def eval_readme(sizes: ToySizes, counts: dict) -> str:
     """DIR/eval/README.md: layout, file formats and prompts of each toy benchmark."""
     pope_labels = "\n".join(f"    {path}" for path in layout.POPE_LABELS.values())
@@ -235,13 +249,7 @@ def write_toy_world(out: str, seed: int = 0, scale: float = 1.0, backbones: bool
     sizes = ToySizes().scaled(scale)
     _prepare_out_dir(out)
     counts = write_training_data(out, seed, sizes)
-    counts["vqav2_questions"] = write_vqa(out, seed, sizes)
-    counts["pope_questions"] = write_pope(out, seed, sizes)
-    counts["mme_questions"] = write_mme(out, seed, sizes)
-    counts["coco_caption_images"] = write_captions(out, seed, "coco_caption", sizes.coco_images)
-    counts["flickr30k_images"] = write_captions(out, seed, "flickr30k", sizes.flickr_images)
-    write_json(_eval_path(out, layout.EVAL_INDEX), layout.eval_index(), indent=2)
-    write_text(_eval_path(out, layout.EVAL_README), eval_readme(sizes, counts))
+    counts.update(write_eval_sets(out, seed, sizes))
     if backbones:
         install_backbones(out)
     manifest = {

@@ -4,14 +4,20 @@ Only flags that this trainer really honours exist here; a LLaVA launch script po
 keeping these names (see docs/training.md for the few LLaVA flags that became --tune_mode).
 """
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from llava_ln.core.args import LaunchArguments, OutputArguments, SeedArguments
 from llava_ln.core.benchmarks import BENCHMARKS, GENERATION_BATCH_SIZE, LEARNING_CURVE_ANSWER_LENGTHS, benchmark_list
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flags import CommandFlags
+from llava_ln.data.args import DataArguments
 from llava_ln.kernels import KERNEL_CHOICES
+from llava_ln.model.args import ModelArguments
+from llava_ln.tuning.args import TuningArguments
 
 REPORT_TARGETS = ("none", "tensorboard", "wandb")
+# What each --report_to target imports, and how to install it: checked with the flags, before any work.
+REPORT_PACKAGES = {"tensorboard": ("tensorboard", "pip install 'llava-ln[train]'"), "wandb": ("wandb", "pip install wandb")}
 SAVE_STRATEGIES = ("steps", "epoch", "no")
 OPTIM_STATE_DTYPES = ("fp32", "bf16")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -49,6 +55,7 @@ class MemoryArguments:
 
 @dataclass(kw_only=True)
 class TrainingArguments(MemoryArguments, LaunchArguments, SeedArguments, OutputArguments):
+    required_flags: ClassVar[tuple] = ("output_dir",)  # checked by check_training_args; --help says so
     pretrain_mm_mlp_adapter: Optional[str] = field(
         default=None,
         metadata={"help": "Stage 2: the stage-1 connector (its safetensors file or its run folder) to start from."},
@@ -162,6 +169,8 @@ def check_training_args(args: TrainingArguments) -> None:
     unknown = [t for t in report_targets(args) if t not in REPORT_TARGETS]
     if unknown:
         raise LlavaLnError(f"--report_to {','.join(unknown)} is not one of {', '.join(REPORT_TARGETS)}")
+    for target in report_targets(args):
+        refuse_missing_reporter(target)
     if args.save_total_limit is not None and args.save_total_limit < 1:
         raise LlavaLnError("--save_total_limit must be >= 1")
     benchmark_list(args.eval_benchmarks, "--eval_benchmarks")
@@ -193,6 +202,16 @@ def gradient_checkpointing_choice(value) -> str:
     raise LlavaLnError(f"--gradient_checkpointing {value!r} is not one of true, false, auto")
 
 
+def refuse_missing_reporter(target: str) -> None:
+    """A --report_to target whose package is not installed: one line, before the model, data or run folder."""
+    import importlib.util
+
+    package, install = REPORT_PACKAGES[target]
+    if importlib.util.find_spec(package) is None:
+        raise LlavaLnError(f"--report_to {target} needs the {package} package, which is not installed ({install}); "
+                           "or leave it out of --report_to")
+
+
 def report_targets(args: TrainingArguments) -> list[str]:
     return [t.strip() for t in (args.report_to or "none").split(",") if t.strip() and t.strip() != "none"]
 
@@ -202,3 +221,8 @@ def steps_from(value: float, total_steps: int) -> int:
     if value <= 0:
         return 0
     return max(1, round(value * total_steps)) if value < 1 else int(value)
+
+
+# train.py parses these; cli.py answers `llava-ln train --help` from them without importing train.py.
+TRAIN_FLAGS = CommandFlags("llava-ln train", "Stage 1 or stage 2 training of a LLaVA-style model.",
+                           (ModelArguments, DataArguments, TuningArguments, TrainingArguments))

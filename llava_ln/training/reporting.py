@@ -25,11 +25,10 @@ from typing import Protocol
 
 from llava_ln.core.atomic import atomic_path, write_json_atomic
 from llava_ln.core.distributed import DistContext, barrier
-from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.builder import MultimodalSpec
-from llava_ln.training.args import TrainingArguments, report_targets
+from llava_ln.training.args import TrainingArguments, refuse_missing_reporter, report_targets
 from llava_ln.training.guards.run_ownership import RunStart, start_run
 from llava_ln.training.guards.shared_storage import check_shared_output_dir
 from llava_ln.training.memory.policy import Precision
@@ -96,6 +95,8 @@ class Reporter:
         """
         self.enabled = context.is_main
         self.output_dir = args.output_dir
+        self.board_dir = tensorboard_dir(args) if "tensorboard" in report_targets(args) else None
+        self.started, self.start_step, self.last_loss = time.perf_counter(), start_step, None
         self.bar = None
         self.writers: list[MetricsWriter] = []
         if not self.enabled:
@@ -120,6 +121,7 @@ class Reporter:
         elapsed = max(now - self.interval_start, 1e-9)
         self.interval_start = now
         record = {"step": step, **metrics}
+        self.last_loss = metrics.get("loss", self.last_loss)
         if "tokens" in metrics:
             record["tokens_per_s"] = metrics["tokens"] / elapsed
         with open(os.path.join(self.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
@@ -153,6 +155,16 @@ class Reporter:
                           for key, value in metrics.items() if isinstance(value, (int, float)))
         self.message(f"step {step}: {name}: {shown}")
 
+    def summary(self, step: int) -> str:
+        """The line a run ends with: final loss, steps, time, where the run folder and TensorBoard files are."""
+        loss = "n/a" if self.last_loss is None else f"{self.last_loss:.4f}"
+        minutes, seconds = divmod(int(time.perf_counter() - self.started), 60)
+        ran = step - self.start_step
+        steps = f"{step} steps" + (f" ({ran} in this run, resumed at {self.start_step})" if self.start_step else "")
+        board = self.board_dir or "not written (--report_to tensorboard writes it)"
+        return (f"train: done: {steps} in {minutes}m{seconds:02d}s, final loss {loss}; run folder {self.output_dir}; "
+                f"TensorBoard {board}")
+
     def message(self, text: str) -> None:
         if self.enabled:
             (self.bar.write if self.bar is not None else print)(text)
@@ -164,14 +176,16 @@ class Reporter:
             writer.close()
 
 
+def tensorboard_dir(args: TrainingArguments) -> str:
+    return args.logging_dir or os.path.join(args.output_dir, "runs")
+
+
 def _open_writer(target: str, args: TrainingArguments, config: dict) -> MetricsWriter:
     if target == "tensorboard":
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise LlavaLnError("--report_to tensorboard needs the tensorboard package "
-                               "(pip install 'llava-ln[train]')") from None
-        board = SummaryWriter(log_dir=args.logging_dir or os.path.join(args.output_dir, "runs"))
+        refuse_missing_reporter(target)  # checked with the flags already; here for callers that skip that
+        from torch.utils.tensorboard import SummaryWriter
+
+        board = SummaryWriter(log_dir=tensorboard_dir(args))
         board.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```")
 
         class TensorBoardWriter:
@@ -183,10 +197,9 @@ def _open_writer(target: str, args: TrainingArguments, config: dict) -> MetricsW
                 board.close()
 
         return TensorBoardWriter()
-    try:
-        import wandb
-    except ImportError:
-        raise LlavaLnError("--report_to wandb needs the wandb package (pip install wandb)") from None
+    refuse_missing_reporter(target)
+    import wandb
+
     run = wandb.init(name=args.run_name, config=config, dir=args.output_dir)
 
     class WandbWriter:

@@ -157,11 +157,23 @@ def lora_target_modules(model) -> list[str]:
 
 
 def _wrap_lora(model, lora: LoraSettings):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora_target_modules(model), bias="none")
-    return get_peft_model(model, config)
+    return wrap_peft(model, config)
+
+
+def wrap_peft(model, config):
+    """get_peft_model(model, config), without the FutureWarning transformers raises when PEFT reads the
+    deprecated `is_gradient_checkpointing` while wrapping: the deprecated call is PEFT's, the value unchanged."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def _optimizer_groups(group_of: dict, trainable: set, params: dict) -> tuple:

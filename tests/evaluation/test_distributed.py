@@ -34,7 +34,7 @@ def test_two_ranks_split_the_questions_and_rank0_writes_the_same_results(assets,
     env.pop("WORLD_SIZE", None)
     process = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "llava_ln.cli", "eval", *flags, "--output_dir", str(tmp_path / "two")],
+         "-m", "llava_ln.cli", "eval", *flags, "--output_dir", str(tmp_path / "two"), "--json"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert process.returncode == 0, process.stderr[-3000:]

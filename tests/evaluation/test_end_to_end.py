@@ -55,6 +55,14 @@ def test_mme_files_are_the_eval_tool_layout(capsys, toy, tmp_path):
     assert set(scores["subtasks"]) == {name[:-4] for name in os.listdir(templates)}
     assert sum(d["questions"] for d in scores["details"].values()) == summary["questions"] == 16
     assert json.load(open(tmp_path / "scores.json")) == scores
+    # Without --json: one headline line (the answers are reused), the whole result in eval_summary.json.
+    from llava_ln.cli import main
+
+    assert main(["eval", "--benchmark", "mme", "--model_path", toy["run"], "--data", os.path.join(toy["eval"], "MME"),
+                 "--output_dir", str(tmp_path), *COMMON, "--score"]) == 0
+    assert capsys.readouterr().out == (f"mme: MME perception {scores['perception']:.2f} (n=16 questions); full results: "
+                                       f"{tmp_path / 'scores.json'} and {tmp_path / 'eval_summary.json'}\n")
+    assert json.load(open(tmp_path / "eval_summary.json"))["reused_answers"] == 16
 
 
 def test_vqav2_results_and_score(capsys, toy, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 from demo_helpers import SHORT_RECIPE, short_stage1, vqa_accuracy
 
 from llava_ln.experiments.benchmarks import headline_numbers
-from llava_ln.experiments.recipe import DemoRecipe, stage2_argv, stage2_data_path
+from llava_ln.experiments.recipe import DEMO_REFERENCE, DemoRecipe, stage2_argv, stage2_data_path
 from llava_ln.experiments.report import write_report
 from llava_ln.train import main as train_main
 
@@ -42,7 +42,13 @@ def test_headline_numbers_and_report(tmp_path):
     rows = {"connector only": {k: v / 2 for k, v in numbers.items()}, "stage 2 (ln)": numbers}
     report = write_report(str(tmp_path), rows, {"total": 1.0}, DemoRecipe(), "world")
     text = open(report["markdown"]).read()
-    assert "| VQA accuracy (%) | 29.88 | 59.75 |" in text
+    # the run's numbers, then the reference numbers (README.md's) beside them
+    assert "| VQA accuracy (%) | 29.88 | 59.75 | 49.70 | 59.48 |" in text
+    assert "This run's recipe is the same as the reference's." in text
+    assert "| stage2_steps | 600 |" in text and "| eval_share | 1 |" in text
+    shortened = DemoRecipe(stage1_steps=30, stage2_steps=60)
+    short = write_report(str(tmp_path), rows, {"total": 1.0}, shortened, "world")["text"]
+    assert "NOT the reference's" in short and "| eval_share | 0.1 |" in short
     if report["chart"]:  # matplotlib is in the demo extra, installed by make
         with open(report["chart"], "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -56,3 +62,14 @@ def test_the_readme_demo_table_has_the_report_rows_in_order():
     rows = [line.split("|")[1].strip() for line in table[:table.index("\n\n")].splitlines()[2:]]
     labels = list(headline_numbers(scores))
     assert len(rows) == len(labels) and all(row.startswith(label) for row, label in zip(rows, labels)), rows
+
+
+def test_the_readme_demo_table_shows_the_reference_numbers_the_report_prints():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    table = readme[readme.index("| metric | connector only (untuned LLM) |"):]
+    rows = [[cell.strip() for cell in line.split("|")[1:4]] for line in table[:table.index("\n\n")].splitlines()[2:]]
+    untuned, tuned = DEMO_REFERENCE["connector only"], DEMO_REFERENCE["stage 2 (ln)"]
+    assert len(rows) == len(untuned) == len(tuned)
+    for (label, first, second), metric in zip(rows, untuned):
+        assert label.startswith(metric), (label, metric)
+        assert (float(first), float(second)) == (untuned[metric], tuned[metric]), label

@@ -109,7 +109,7 @@ def test_norms_with_fp32_master_weights_and_bf16_input(family):
 
 def _model_grads(model, ids, autocast=False, checkpointing=False):
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         loss = model(input_ids=ids, labels=ids).loss

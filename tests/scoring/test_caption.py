@@ -171,7 +171,7 @@ def test_caption_cli_end_to_end(caption_cli_run, capsys):
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "1 of 4 annotated images have no prediction (first: 40)" in err
-    code = cli_main([*argv, "--allow_missing"])
+    code = cli_main([*argv, "--allow_missing", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["counts"] == {"duplicate_ids": 1, "invalid_records": 0, "images": 4, "scored": 4,

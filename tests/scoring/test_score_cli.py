@@ -1,4 +1,5 @@
-"""`llava-ln score` end to end: flags, one JSON object on stdout, counts, and one-line errors."""
+"""`llava-ln score` end to end: flags, the headline line (the JSON with --json, and in its file), counts, and
+one-line errors."""
 import json
 
 import pytest
@@ -8,7 +9,8 @@ from llava_ln.scoring.files import write_mme_subtask_files, write_pope_answers, 
 
 
 def _run(argv, capsys):
-    code = cli_main(["score", *argv])
+    """Its exit code, stdout and stderr, asked for the whole JSON on stdout (--json)."""
+    code = cli_main(["score", *argv, "--json"])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -123,3 +125,25 @@ def test_mme_missing_answer_through_the_cli(tmp_path, capsys):
     code, out, _ = _run(["--benchmark", "mme", "--predictions", str(tmp_path), "--allow_missing"], capsys)
     result = json.loads(out)
     assert code == 0 and result["missing"] == 1 and result["subtasks"]["existence"] == 50.0  # acc 1/2, acc+ 0
+
+
+def test_score_prints_one_headline_line_and_writes_the_json_beside_the_predictions(vqa_files, capsys):
+    argv = ["score", "--benchmark", "vqav2", "--annotations", str(vqa_files / "ann.json"),
+            "--predictions", str(vqa_files / "res.json"), "--allow_missing"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    written = vqa_files / "scores.json"
+    assert out == f"vqav2: VQA accuracy (%) 20.00 (n=3 questions); full results: {written}\n"
+    assert json.loads(written.read_text())["counts"]["questions"] == 3
+    elsewhere = vqa_files / "elsewhere.json"
+    assert cli_main([*argv, "--output_file", str(elsewhere)]) == 0
+    assert capsys.readouterr().out.endswith(f"full results: {elsewhere}\n") and elsewhere.is_file()
+
+
+def test_the_default_scores_file_sits_beside_the_predictions(tmp_path):
+    from llava_ln.commands.evaluate import default_scores_file
+
+    assert default_scores_file(str(tmp_path / "res.json")) == str(tmp_path / "scores.json")
+    assert default_scores_file(str(tmp_path / "mme_answers")) == str(tmp_path / "scores.json")  # a folder: its parent
+    pope = f"adversarial={tmp_path}/a/ans.jsonl,random={tmp_path}/b/ans.jsonl"
+    assert default_scores_file(pope) == str(tmp_path / "a" / "scores.json")

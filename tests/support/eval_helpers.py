@@ -156,11 +156,11 @@ def session_assets(tmp_path_factory, tiny_llm, tiny_vision) -> dict:
 
 
 def eval_cli(capsys, *argv) -> dict:
-    """Run `llava-ln eval` in this process; returns its printed JSON (fails the test on a non-zero exit)."""
+    """Run `llava-ln eval --json` in this process; returns its printed JSON (fails the test on a non-zero exit)."""
     from llava_ln.cli import main
 
     capsys.readouterr()
-    code = main(["eval", *argv])
+    code = main(["eval", *argv, "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     return json.loads(captured.out)

@@ -3,6 +3,8 @@
 Built once per session (module-level cache) and shared by every test_train_* file, so the
 tiny backbones, the data and the stage-1 run exist once.
 """
+import contextlib
+import io
 import json
 import os
 
@@ -82,10 +84,18 @@ def stage1_run(world: dict) -> str:
         from llava_ln.cli import main
 
         output = os.path.join(world["root"], "stage1")
+        printed = io.StringIO()
         # Through the console entry point, with TensorBoard on: `llava-ln train ...`.
-        assert main(["train", *flags(world, output, stage=1, report_to="tensorboard")]) == 0
-        _CACHE["stage1"] = output
+        with contextlib.redirect_stdout(printed):
+            assert main(["train", *flags(world, output, stage=1, report_to="tensorboard")]) == 0
+        _CACHE["stage1"], _CACHE["stage1_stdout"] = output, printed.getvalue()
     return _CACHE["stage1"]
+
+
+def stage1_stdout(world: dict) -> str:
+    """What the stage-1 run of stage1_run printed on stdout."""
+    stage1_run(world)
+    return _CACHE["stage1_stdout"]
 
 
 def read_log(directory: str) -> dict:

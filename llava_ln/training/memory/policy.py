@@ -88,7 +88,13 @@ def checkpoint_first_blocks(model, count: int) -> int:
     llava = unwrap(model)
     blocks = decoder_layers_of(model)
     if count > 0:
-        llava.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers deprecates gradient_checkpointing_enable for this name (5.25 warns, v6 removes it);
+        # earlier 5.x releases have only the old one.
+        enable = getattr(llava, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            llava.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         llava.config.use_cache = False
     for index, block in enumerate(blocks):
         if hasattr(block, "gradient_checkpointing"):
