@@ -1,5 +1,6 @@
 """--vision_tune_mode: each tower mode trains exactly the expected tower tensors, only reachable ones,
 at --mm_vision_tower_lr, and one optimizer step leaves every other tensor bit-identical."""
+import os
 import re
 
 import pytest
@@ -142,3 +143,10 @@ def test_llm_lora_and_tower_lora_share_one_adapter_with_their_own_ranks(tiny_llm
 def test_unknown_tower_mode_is_one_line(tiny_llm, tiny_vision):
     with pytest.raises(LlavaLnError, match="--vision_tune_mode 'norms' is not one of frozen, ln, lora, full"):
         build(tiny_llm, tiny_vision, vision_tune_mode="norms")
+
+
+def test_the_readme_tower_table_lists_every_tower_mode_in_the_registry_order():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
+    table = readme[readme.index("| tower mode | trainable |"):]
+    rows = re.findall(r"^  \| `(\w+)` \|", table[:table.index("\n\n")], flags=re.MULTILINE)
+    assert rows == list(VISION_TUNE_MODES)
