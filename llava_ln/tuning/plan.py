@@ -4,10 +4,12 @@
 requires_grad on every parameter (the only place in llava-ln that does), classifies the parameters
 once, and returns a TuningPlan: the mode and stage, the tower's mode and scope, the trainable
 parameter names per group, how they split into optimizer groups, the dtype trained tensors are saved
-in, whether the LLM's linear layers stay frozen, and the LoRA settings (the LLM's and the tower's). The optimizer, the run manifest, the checkpointer, merge and export
-take the plan instead of re-deriving any of it from the mode's name.
+in, whether the LLM's linear layers stay frozen, and the LoRA settings (the LLM's and the tower's).
+The optimizer, the run manifest, the checkpointer, merge and export take the plan instead of
+re-deriving any of it from the mode's name.
 """
 import logging
+import re
 from dataclasses import dataclass
 
 import torch
@@ -25,10 +27,10 @@ from llava_ln.tuning.vision_modes import VISION_TUNE_MODES, VisionTuneMode, get_
 logger = logging.getLogger(__name__)
 
 _QV_NAMES = ("q_proj", "v_proj")
+_MLP_NAMES = ("mlp", "feed_forward")
 ADAPTER_GROUPS = ("lora", "vision_lora")  # PEFT factors: saved in the adapter, not in trained.safetensors
 VISION_GROUPS = ("vision_norms", "vision_other", "vision_lora")
 NORM_GROUPS = ("llm_norms", "vision_norms")  # never weight-decayed
-_MLP_NAMES = ("mlp", "feed_forward")
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,6 @@ def lora_target_modules(model) -> list[str]:
 def _wrap_lora(model, lora: LoraSettings | None, vision_lora: LoraSettings | None, vision_targets: list):
     """One PEFT adapter for the LLM's LoRA and the tower's: the tower's modules get their own rank and alpha
     (rank_pattern / alpha_pattern, each name escaped and anchored as PEFT matches it), the dropout is shared."""
-    import re
-
     from peft import LoraConfig, get_peft_model
 
     llm_targets = lora_target_modules(model) if lora else []
