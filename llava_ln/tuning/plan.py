@@ -9,6 +9,7 @@ The optimizer, the run manifest, the checkpointer, merge and export take the pla
 re-deriving any of it from the mode's name.
 """
 import logging
+import math
 import re
 from dataclasses import dataclass
 
@@ -233,6 +234,9 @@ def _trainable_names(model, mode: TuneMode, tune_embeddings: bool, group_of: dic
 def _vision_settings(model, args: TuningArguments):
     """(VisionTuneMode, TowerScope or None, tower LoRA settings or None), checked."""
     vision_mode = get_vision_tune_mode(args.vision_tune_mode)
+    rate = args.mm_vision_tower_lr
+    if rate is not None and not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0):
+        raise LlavaLnError(f"--mm_vision_tower_lr {rate}: must be a finite number >= 0")
     if vision_mode.name == "frozen":
         if args.vision_tune_last_layers:
             raise LlavaLnError(f"--vision_tune_last_layers {args.vision_tune_last_layers} needs a --vision_tune_mode "

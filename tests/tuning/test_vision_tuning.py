@@ -140,9 +140,13 @@ def test_llm_lora_and_tower_lora_share_one_adapter_with_their_own_ranks(tiny_llm
                                                              if plan.group_of[n] == "vision_lora")
 
 
-def test_unknown_tower_mode_is_one_line(tiny_llm, tiny_vision):
+def test_bad_tower_flags_are_one_line(tiny_llm, tiny_vision):
     with pytest.raises(LlavaLnError, match="--vision_tune_mode 'norms' is not one of frozen, ln, lora, full"):
         build(tiny_llm, tiny_vision, vision_tune_mode="norms")
+    with pytest.raises(LlavaLnError, match="--mm_vision_tower_lr inf: must be a finite number >= 0"):
+        build(tiny_llm, tiny_vision, vision_tune_mode="ln", mm_vision_tower_lr=float("inf"))
+    with pytest.raises(LlavaLnError, match="--vision_lora_r 0 / --vision_lora_alpha 4: both must be positive"):
+        build(tiny_llm, tiny_vision, vision_tune_mode="lora", vision_lora_r=0)
 
 
 def test_the_readme_tower_table_lists_every_tower_mode_in_the_registry_order():
