@@ -19,6 +19,7 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.model.quantize import quant_settings
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.modes import TUNE_MODES
+from llava_ln.tuning.vision_modes import FROZEN, VISION_TUNE_MODES
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2  # 2: `files` (checksums)
@@ -55,11 +56,21 @@ class Manifest:
     # {"bits", "quant_type", "double_quant"} when training saw the block linears quantized (--bits 4|8);
     # the folder still holds trained tensors only, applied to the unquantized base when loaded.
     quantization: dict | None = None
+    # The vision tower's tuning: a tower that trains has its tensors in trained.safetensors (ln, full) or
+    # in the PEFT adapter beside the LLM's (lora, with its own {"r", "alpha", "dropout"}).
+    vision_tune_mode: str = FROZEN
+    vision_tune_last_layers: int = 0
+    vision_lora: dict | None = None
     format_version: int = FORMAT_VERSION
     llava_ln_version: str = __version__
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def has_adapter(self) -> bool:
+        """The run folder holds a PEFT adapter (LoRA on the LLM, on the tower, or both)."""
+        return self.lora is not None or self.vision_lora is not None
 
 
 def write_manifest(directory: str, manifest: Manifest) -> str:
@@ -141,6 +152,9 @@ _FIELD_CHECKS = {
     "source": (_optional(lambda v: isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("kind", "path"))),
                "null or {\"kind\": str, \"path\": str}"),
     "tune_connector": (_optional(lambda v: isinstance(v, bool)), "null, true or false"),
+    "vision_tune_mode": (lambda v: v in VISION_TUNE_MODES, f"one of {', '.join(VISION_TUNE_MODES)}"),
+    "vision_tune_last_layers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "vision_lora": (_optional(_lora), "null or {\"r\": int > 0, \"alpha\": number, \"dropout\": number}"),
     "llava_ln_version": (lambda v: isinstance(v, str), "a string"),
 }
 
@@ -184,6 +198,9 @@ def run_manifest(spec, model_args, data_args, plan, pretrain_adapter: str | None
         source=spec.source,
         tune_connector=None if plan.trains_connector == ("connector" in plan.mode.groups) else plan.trains_connector,
         quantization=_quantization(model_args),
+        vision_tune_mode=plan.vision_mode.name,
+        vision_tune_last_layers=plan.vision_last_layers,
+        vision_lora=plan.vision_lora.to_dict() if plan.vision_lora else None,
     )
 
 
@@ -196,7 +213,12 @@ def tuning_arguments(manifest: Manifest) -> TuningArguments:
     """The TuningArguments that rebuild the run's trainable set (LoRA settings as the run had them)."""
     defaults = TuningArguments()
     lora = manifest.lora or {}
+    vision_lora = manifest.vision_lora or {}
+    dropout = lora.get("dropout", vision_lora.get("dropout", defaults.lora_dropout))  # one dropout for both
     return TuningArguments(tune_mode=manifest.tune_mode, tune_embeddings=manifest.tune_embeddings,
                            lora_r=lora.get("r", defaults.lora_r), lora_alpha=lora.get("alpha", defaults.lora_alpha),
-                           lora_dropout=lora.get("dropout", defaults.lora_dropout),
-                           tune_connector=manifest.tune_connector)
+                           lora_dropout=dropout, tune_connector=manifest.tune_connector,
+                           vision_tune_mode=manifest.vision_tune_mode,
+                           vision_tune_last_layers=manifest.vision_tune_last_layers,
+                           vision_lora_r=vision_lora.get("r", defaults.vision_lora_r),
+                           vision_lora_alpha=vision_lora.get("alpha", defaults.vision_lora_alpha))

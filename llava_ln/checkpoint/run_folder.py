@@ -149,7 +149,7 @@ def save_run(directory: str, model: nn.Module, manifest: Manifest, *, tensors: d
     files.update(save_tensors(directory, TRAINED_STEM, tensors))
     if stage1_connector:
         files.update(save_tensors(directory, STAGE1_CONNECTOR_STEM, stage1_connector))
-    if manifest.lora is not None:
+    if manifest.has_adapter:
         with atomic_directory(os.path.join(directory, ADAPTER_DIR)) as tmp:
             save_pretrained(model, tmp, state_dict=lora_state_dict, safe_serialization=True)
             written = [name for name in os.listdir(tmp) if os.path.isfile(os.path.join(tmp, name))]
@@ -176,7 +176,7 @@ def load_run_connector(model, directory: str, manifest: Manifest) -> None:
 def apply_run(model, directory: str, manifest: Manifest):
     """Apply a run folder to a freshly built base model; returns the model (a PeftModel for lora)."""
     load_run_connector(model, directory, manifest)
-    if manifest.lora is not None:
+    if manifest.has_adapter:
         model = _attach_adapter(model, os.path.join(directory, ADAPTER_DIR))
     assign_tensors(model, load_trained_tensors(directory), source=os.path.join(directory, TRAINED_STEM))
     return model
@@ -211,9 +211,12 @@ def _check_adapter(adapter_dir: str, base_modules: dict) -> None:
     config_path = os.path.join(adapter_dir, "adapter_config.json")
     if not os.path.exists(config_path):
         raise LlavaLnError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json not found)")
+    config = read_json_object(config_path)
     try:
-        rank = int(read_json_object(config_path).get("r", 0))
-    except (ValueError, TypeError) as err:
+        rank = int(config.get("r", 0))
+        # The tower's LoRA has its own rank (tuning.plan gives it through rank_pattern, one anchored name each).
+        ranks = {str(key): int(value) for key, value in (config.get("rank_pattern") or {}).items()}
+    except (ValueError, TypeError, AttributeError) as err:
         raise LlavaLnError(f"{config_path} is not a valid adapter config ({err})") from None
     for name, (shape, file) in sorted(stored_shapes([_adapter_weights(adapter_dir)]).items()):
         # PEFT's file format: <module>.lora_A.weight / <module>.lora_B.weight
@@ -222,10 +225,19 @@ def _check_adapter(adapter_dir: str, base_modules: dict) -> None:
         if module is None or not hasattr(module, "in_features"):
             raise LlavaLnError(f"{file}: tensor {name} targets {module_name}, which is no linear layer "
                                f"of the base model {_HINT}")
-        want = {"A.weight": (rank, module.in_features), "B.weight": (module.out_features, rank)}.get(factor)
+        r = next((value for key, value in ranks.items() if _pattern_names(key, module_name)), rank)
+        want = {"A.weight": (r, module.in_features), "B.weight": (module.out_features, r)}.get(factor)
         if want is not None and shape != want:
             raise LlavaLnError(f"{file}: tensor {name} has shape {shape} but the base layer {module_name} "
                                f"needs {want} at rank {rank} {_HINT}")
+
+
+def _pattern_names(pattern: str, module_name: str) -> bool:
+    """Whether an adapter's rank_pattern key applies to module_name (PEFT matches a key at a name's end)."""
+    try:
+        return re.match(rf"(.*\.)?({pattern})$", module_name) is not None
+    except re.error:
+        return False
 
 
 def _adapter_weights(adapter_dir: str) -> str:
@@ -248,7 +260,7 @@ def verify_run_files(run_dir: str, manifest: Manifest) -> None:
     """
     trained = tensor_file_names(run_dir, TRAINED_STEM)
     opened = trained + tensor_file_names(run_dir, STAGE1_CONNECTOR_STEM)
-    if manifest.lora is not None and trained:
+    if manifest.has_adapter and trained:
         opened += [f"{ADAPTER_DIR}/adapter_config.json", f"{ADAPTER_DIR}/adapter_model.safetensors"]
     verify_files(run_dir, manifest, opened)
 
@@ -283,7 +295,7 @@ def check_run_against_base(run_dir: str, manifest: Manifest, base_model) -> None
     if stage1:
         shapes = stored_shapes(stage1)
         _check_named({connector_name(n) or n: v for n, v in shapes.items()}, params)
-    if manifest.lora is not None:
+    if manifest.has_adapter:
         _check_adapter(os.path.join(run_dir, ADAPTER_DIR), dict(base_model.named_modules()))
     trained = tensor_files(run_dir, TRAINED_STEM)
     if trained:

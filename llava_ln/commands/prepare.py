@@ -77,6 +77,7 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
         "groups": trainable_by_group,
         "group_totals": totals,
         "tune_mode": tuning_args.tune_mode,
+        "vision_tune_mode": tuning_args.vision_tune_mode,
     }
     if quantization is not None:
         result["quantization"] = {**quantization.to_dict(), **footprint.to_dict()}

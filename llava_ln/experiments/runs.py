@@ -12,7 +12,8 @@ Variants (`--variants`) are named runs that differ from a mode's run in a few se
 inline, `NAME=MODE key=value ...` separated by ";", or as a YAML / JSON file mapping names to
 {"mode": MODE, key: value}. Keys: `data` (the stage-2 data: a toy mix such as conversation:300, or
 --data_path's own syntax), `lr` (the headline rate), `steps` (stage-2 optimizer steps), and any
-train.py flag without its dashes (norm_lr, mm_projector_lr, tune_embeddings, lora_r, num_train_epochs).
+train.py flag without its dashes (norm_lr, mm_projector_lr, tune_embeddings, lora_r, num_train_epochs,
+vision_tune_mode with mm_vision_tower_lr: the same LLM mode with its vision tower tuned).
 """
 import json
 import os
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments.recipe import Recipe, headline_rate
 from llava_ln.tuning.modes import TUNE_MODES
+from llava_ln.tuning.vision_modes import VISION_TUNE_MODES
 
 
 @dataclass(kw_only=True)
@@ -132,9 +134,12 @@ def variant_runs(variants: dict, recipe: Recipe, overrides: dict, taken: set) ->
         rates = mode_rates(mode, recipe, overrides)
         if "lr" in values:
             rates[headline_rate(mode)] = _positive(values.pop("lr"), f"{where} lr")
-        for key in ("learning_rate", "norm_lr", "mm_projector_lr"):
+        for key in ("learning_rate", "norm_lr", "mm_projector_lr", "mm_vision_tower_lr"):
             if key in values:
                 rates[key] = _positive(values.pop(key), f"{where} {key}")
+        tower = values.get("vision_tune_mode")
+        if tower is not None and tower not in VISION_TUNE_MODES:  # checked here, not hours later in its run
+            raise LlavaLnError(f"{where}: vision_tune_mode {tower!r} is not one of {', '.join(VISION_TUNE_MODES)}")
         steps = values.pop("steps", None)
         runs.append(RunSpec(name=name, mode=mode, rates=rates, data=values.pop("data", None),
                             steps=int(_positive(steps, f"{where} steps")) if steps is not None else None,

@@ -9,11 +9,24 @@ SPEC.json: {"kind": "hf" | "peft", "device", "max_new_tokens", "output", ...}
         LlavaForConditionalGeneration.from_pretrained, the processor's chat template, generate().
   peft: {"base", "adapter", "stop_ids", "probes": [{"name", "input_ids"}]}: AutoModelForCausalLM +
         PeftModel.from_pretrained on text prompts.
-Writes OUTPUT.safetensors (per probe: input_ids, logits[, pixel_values]) and OUTPUT.json
+Writes OUTPUT.safetensors (per probe: input_ids, logits[, pixel_values, image_features]) and OUTPUT.json
 (generated ids, library versions, the classes that were loaded).
 """
 import json
 import sys
+
+
+def _image_features(model, pixel_values):
+    """The connector's output for the images, through transformers' own get_image_features: [n, tokens, hidden]."""
+    import torch
+
+    config = model.config
+    out = model.get_image_features(pixel_values=pixel_values, vision_feature_layer=config.vision_feature_layer,
+                                   vision_feature_select_strategy=config.vision_feature_select_strategy)
+    out = getattr(out, "pooler_output", out)  # newer transformers return a model output around the list
+    if isinstance(out, (list, tuple)):
+        out = torch.stack(list(out))
+    return out.float().cpu().contiguous()
 
 
 def _run_hf(spec: dict):
@@ -39,6 +52,8 @@ def _run_hf(spec: dict):
         tensors[f"{name}.logits"] = logits.contiguous()
         if "pixel_values" in inputs:
             tensors[f"{name}.pixel_values"] = inputs["pixel_values"].float().cpu().contiguous()
+            with torch.no_grad():
+                tensors[f"{name}.image_features"] = _image_features(model, inputs["pixel_values"])
         generated[name] = output[0, inputs["input_ids"].shape[1]:].tolist()
     summary = {"transformers_version": transformers.__version__, "processor_class": type(processor).__name__,
                "image_processor_class": type(processor.image_processor).__name__,

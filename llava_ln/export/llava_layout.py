@@ -10,7 +10,8 @@
     tokenizer files      without `<image>` when llava-ln added it (LLaVA splices image features at its
                          placeholder id -200; the added embedding row is dropped with it)
     vision_tower/        only when the tower has no checkpoint of its own to name (it came inside a LLaVA
-                         folder): mm_vision_tower then points here, as an absolute path
+                         folder, or the run tuned it: --vision_tune_mode): mm_vision_tower then points
+                         here, as an absolute path
 
 LLaVA's own code (llava.model.builder.load_pretrained_model, with "llava" in the folder name) and
 llava-ln (as --model_name_or_path) load it. The template is not part of LLaVA's format: pass the
@@ -41,6 +42,7 @@ from llava_ln.export.verify import ExportSettings, as_other_side, compare_all
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import VISION_FAMILIES
 from llava_ln.model.parts import unwrap
+from llava_ln.tuning.vision_modes import FROZEN
 
 ARCHITECTURES = {"llama": ("LlavaLlamaForCausalLM", "llava_llama"), "mistral": ("LlavaMistralForCausalLM", "llava_mistral")}
 ASPECT_RATIOS = ("pad", "square")  # LLaVA's own image modes that llava-ln's reproduce exactly
@@ -79,14 +81,16 @@ def _added_image_row(tokenizer_path: str, image_token_id: int, rows: int) -> boo
 
 
 def _tower_name(manifest, model, output_dir: str, folder: str, log) -> str:
-    """mm_vision_tower: the tower's own checkpoint, or a copy written beside the weights."""
+    """mm_vision_tower: the tower's own checkpoint, or a copy written beside the weights (a tuned tower's
+    weights are no longer those of any checkpoint LLaVA could name)."""
     from transformers import PretrainedConfig
 
     try:
         config, _ = PretrainedConfig.get_config_dict(manifest.vision_tower)
     except (OSError, ValueError):
         config = {}
-    if config.get("model_type") in VISION_FAMILIES:
+    tuned = manifest.vision_tune_mode != FROZEN
+    if config.get("model_type") in VISION_FAMILIES and not tuned:
         return manifest.vision_tower
     from llava_ln.data.images import load_image_processor
 
@@ -99,7 +103,9 @@ def _tower_name(manifest, model, output_dir: str, folder: str, log) -> str:
                                                 if k not in ("do_pad", "image_processor_type", "processor_class")})
     tower_processor.save_pretrained(os.path.join(folder, TOWER_FOLDER))
     target = os.path.join(os.path.abspath(output_dir), TOWER_FOLDER)
-    log(f"  the vision tower came inside {manifest.vision_tower}; written to {target} (mm_vision_tower)")
+    why = (f"the run tuned the vision tower (--vision_tune_mode {manifest.vision_tune_mode})" if tuned
+           else f"the vision tower came inside {manifest.vision_tower}")
+    log(f"  {why}; written to {target} (mm_vision_tower)")
     return target
 
 

@@ -38,6 +38,7 @@ from llava_ln.export.probes import ProbeRunner, default_probes, draw_probe_image
 from llava_ln.export.quantized import note_unquantized_export
 from llava_ln.export.verify import Tolerance, as_other_side, compare_all
 from llava_ln.model.parts import unwrap
+from llava_ln.tuning.vision_modes import FROZEN
 
 
 @dataclass
@@ -113,6 +114,15 @@ def check_output_dir(output_dir: str, overwrite: bool, checkpoint: str, override
         raise LlavaLnError(f"--output_dir {output_dir} exists and is not a folder")
 
 
+def refuse_tuned_tower(export_format: str, checkpoint: str, manifest) -> None:
+    """A PEFT adapter is applied to the plain base LLM, which has no vision tower: a tuned tower cannot ride along,
+    and dropping it would hand the user a different model."""
+    if manifest.vision_tune_mode != FROZEN:
+        raise LlavaLnError(f"--format {export_format}: {checkpoint} tuned the vision tower (--vision_tune_mode "
+                           f"{manifest.vision_tune_mode}), which an adapter for the base LLM cannot carry; use "
+                           "--format hf or llava (or `llava-ln merge`)")
+
+
 def fold_lora(loaded: LoadedModel, runner: ProbeRunner, before: list | None = None, log=print):
     """(plain Llava model, its probe outputs): LoRA merged in, the fold verified on the probes.
 
@@ -143,7 +153,7 @@ def generation_config_for(loaded: LoadedModel):
 def merged_manifest(loaded: LoadedModel):
     """The source's manifest, now describing a self-contained folder."""
     return replace(loaded.manifest, kind="merged", llm=SELF, tokenizer=SELF, vision_tower=SELF, lora=None,
-                   pretrain_mm_mlp_adapter=None, trained_tensors={}, files={}, format_version=FORMAT_VERSION,
+                   vision_lora=None, pretrain_mm_mlp_adapter=None, trained_tensors={}, files={}, format_version=FORMAT_VERSION,
                    source=None, quantization=None)
 
 

@@ -26,7 +26,7 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.pretrained import load_pretrained
 from llava_ln.core.saving import save_pretrained
 from llava_ln.data.templates import get_template, stop_token_ids
-from llava_ln.export.merge import check_output_dir
+from llava_ln.export.merge import check_output_dir, refuse_tuned_tower
 from llava_ln.export.probes import OurPipeline, Probe, run_probes
 from llava_ln.export.verify import ExportSettings, compare_all, probe_results, run_child
 from llava_ln.model.builder import build_mllm
@@ -75,6 +75,7 @@ def export_peft_ln(checkpoint: str, output_dir: str, overrides=None, settings=No
         what = "a merged checkpoint" if manifest.kind == "merged" else f"a --tune_mode {manifest.tune_mode} run"
         raise LlavaLnError(f"--format peft-ln carries the norm deltas of an ln or ln_simple run folder; {checkpoint} "
                            f"is {what}; use --format hf (or `llava-ln merge`) instead")
+    refuse_tuned_tower("peft-ln", checkpoint, manifest)
     source = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device=settings.device,
                              attn_implementation=reference_attention())
     norms = _norm_modules(source.model)

@@ -29,7 +29,7 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.pretrained import load_pretrained
 from llava_ln.core.saving import save_pretrained
 from llava_ln.data.templates import get_template, stop_token_ids
-from llava_ln.export.merge import check_output_dir
+from llava_ln.export.merge import check_output_dir, refuse_tuned_tower
 from llava_ln.export.peft_ln import text_probes
 from llava_ln.export.probes import OurPipeline, run_probes
 from llava_ln.export.verify import ExportSettings, compare_all, probe_results, run_child
@@ -44,6 +44,7 @@ def _refuse(checkpoint: str, manifest) -> None:
         what = "a merged checkpoint" if manifest.kind == "merged" else f"a --tune_mode {manifest.tune_mode} run"
         raise LlavaLnError(f"--format peft-lora carries the LoRA factors of a lora run folder; {checkpoint} is {what}; "
                            "use --format hf (or peft-ln for norm runs)")
+    refuse_tuned_tower("peft-lora", checkpoint, manifest)
     if manifest.source:
         raise LlavaLnError(f"--format peft-lora: {checkpoint} started from the multimodal checkpoint "
                            f"{manifest.source['path']}, which has no plain base LLM to apply an adapter to; use "

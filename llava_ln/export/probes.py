@@ -22,7 +22,7 @@ from llava_ln.core.constants import IMAGE_TOKEN
 from llava_ln.data.encode import encode, special_prefix_ids
 from llava_ln.data.images import ImageLoader, load_image_processor
 from llava_ln.data.templates import Rendered, get_template, stop_token_ids
-from llava_ln.model.forward import multimodal_forward
+from llava_ln.model.forward import image_features, multimodal_forward
 from llava_ln.model.parts import unwrap
 
 
@@ -95,6 +95,7 @@ class ProbeOutput:
     logits: torch.Tensor  # [L, V] float32, the prompt's logits
     generated: list  # greedy token ids, stop token included
     step_logits: list  # [V] float32 logits each generated token was chosen from
+    image_features: torch.Tensor | None = None  # [n, tokens, hidden] float32: the connector's output
 
 
 class OurPipeline:
@@ -143,6 +144,16 @@ def greedy_decode(model, input_ids, pixel_values, max_new_tokens: int, stop_ids:
     return limit.cpu(), generated, rows
 
 
+@torch.no_grad()
+def probe_image_features(model, pixel_values) -> torch.Tensor | None:
+    """The tower + connector output for a probe's images (compared on its own: a tuned tower written wrong
+    shows here even where the logits happen to hide it)."""
+    if pixel_values is None:
+        return None
+    device = next(unwrap(model).parameters()).device
+    return image_features(model, pixel_values.to(device)).float().cpu()
+
+
 def run_probes(model, pipeline: OurPipeline, probes, image_dir: str, max_new_tokens: int, stop_ids: set,
                vocab_limit: int | None = None) -> list:
     """Our outputs for every probe."""
@@ -151,7 +162,8 @@ def run_probes(model, pipeline: OurPipeline, probes, image_dir: str, max_new_tok
     for probe in probes:
         input_ids, pixel_values = pipeline.inputs(probe, image_dir, config)
         logits, generated, rows = greedy_decode(model, input_ids, pixel_values, max_new_tokens, stop_ids, vocab_limit)
-        outputs.append(ProbeOutput(probe.name, input_ids, pixel_values, logits, generated, rows))
+        outputs.append(ProbeOutput(probe.name, input_ids, pixel_values, logits, generated, rows,
+                                   probe_image_features(model, pixel_values)))
     return outputs
 
 

@@ -4,6 +4,8 @@ Tolerances (both sides compute in float32 with the same weights, so differences 
 kernel-order rounding):
   * input ids: identical;
   * pixel values: max |diff| <= pixel_atol (1e-4);
+  * image features (the tower + connector output, so a tuned tower is checked on its own): max |diff|
+    <= atol + rtol * max |reference feature|;
   * logits: max |diff| <= atol + rtol * max |reference logit| (1e-4 + 1e-4 * scale by default), and
     finite on both sides (a NaN compares false with everything, so it would otherwise pass);
   * greedy answers: identical, except that a divergence is accepted at a near-tie, i.e.
@@ -65,12 +67,15 @@ class ProbeComparison:
     max_pixel_diff: float | None
     answers_equal: bool
     problem: str | None  # None when the probe passes
+    max_feature_diff: float | None = None
 
     def line(self) -> str:
         pixels = "-" if self.max_pixel_diff is None else f"{self.max_pixel_diff:.2e}"
+        features = "-" if self.max_feature_diff is None else f"{self.max_feature_diff:.2e}"
         verdict = "ok" if self.problem is None else f"FAIL: {self.problem}"
         return (f"  {self.name:<12} max|dlogit| {self.max_logit_diff:.2e} (bound {self.logit_bound:.2e})  "
-                f"max|dpixel| {pixels}  greedy {'same' if self.answers_equal else 'differs'}  {verdict}")
+                f"max|dpixel| {pixels}  max|dfeature| {features}  greedy {'same' if self.answers_equal else 'differs'}"
+                f"  {verdict}")
 
 
 def _first_difference(a: list, b: list) -> int | None:
@@ -113,6 +118,7 @@ def compare_probe(reference, other: dict, tolerance: Tolerance, tokenizer) -> Pr
                                    f"pixel_values shape {None if theirs is None else tuple(theirs.shape)} "
                                    f"!= ours {tuple(reference.pixel_values.shape)}")
         pixel_diff = float((theirs.float() - reference.pixel_values.float()).abs().max())
+    feature_diff, feature_problem = _feature_difference(reference, other.get("image_features"), tolerance)
     logits = other["logits"].float()[:, : reference.logits.shape[1]]
     logit_diff = float((logits - reference.logits).abs().max())
     bound = tolerance.logit_bound(reference.logits)
@@ -121,6 +127,8 @@ def compare_probe(reference, other: dict, tolerance: Tolerance, tokenizer) -> Pr
     if pixel_diff is not None and pixel_diff > tolerance.pixel_atol:
         problem = (f"image preprocessing differs (max |pixel diff| {pixel_diff:.3g} > {tolerance.pixel_atol:g}); "
                    "the exported image processor does not reproduce llava-ln's")
+    elif feature_problem is not None:
+        problem = feature_problem
     elif not (math.isfinite(logit_diff) and math.isfinite(bound)):
         side = "ours" if not math.isfinite(bound) else "the export's"
         problem = f"{side} logits are not finite (NaN or infinity): nothing to compare, the weights are broken"
@@ -128,13 +136,29 @@ def compare_probe(reference, other: dict, tolerance: Tolerance, tokenizer) -> Pr
         problem = f"logits differ by up to {logit_diff:.3g} (> {bound:.3g})"
     else:
         problem = _greedy_problem(reference, tokens, bound, tokenizer)
-    return ProbeComparison(name, logit_diff, bound, pixel_diff, tokens == reference.generated, problem)
+    return ProbeComparison(name, logit_diff, bound, pixel_diff, tokens == reference.generated, problem, feature_diff)
+
+
+def _feature_difference(reference, theirs, tolerance: Tolerance) -> tuple:
+    """(max |diff| of the image features or None, the problem or None)."""
+    ours = getattr(reference, "image_features", None)
+    if ours is None:
+        return None, None
+    if theirs is None or tuple(theirs.shape) != tuple(ours.shape):
+        return None, (f"image features of shape {None if theirs is None else tuple(theirs.shape)} != ours "
+                      f"{tuple(ours.shape)}")
+    diff = float((theirs.float() - ours).abs().max())
+    bound = tolerance.logit_bound(ours)
+    if not math.isfinite(diff) or diff > bound:
+        return diff, (f"image features (vision tower + connector) differ by up to {diff:.3g} (> {bound:.3g}); "
+                      "the written tower or connector is not the model's")
+    return diff, None
 
 
 def as_other_side(outputs: list) -> list:
     """Our ProbeOutputs in the shape compare_probe takes for the other side (e.g. a model after a LoRA fold)."""
-    return [{"input_ids": o.input_ids, "pixel_values": o.pixel_values, "logits": o.logits, "generated": o.generated}
-            for o in outputs]
+    return [{"input_ids": o.input_ids, "pixel_values": o.pixel_values, "logits": o.logits, "generated": o.generated,
+             "image_features": o.image_features} for o in outputs]
 
 
 def compare_all(references: list, others: list, tolerance: Tolerance, tokenizer, what: str, log=print) -> list:
@@ -178,4 +202,5 @@ def run_child(spec: dict, work_dir: str, what: str, timeout_s: int = 3600) -> tu
 def probe_results(tensors: dict, summary: dict, names: list) -> list:
     """Reshape the child's flat outputs into one dict per probe (the layout compare_probe takes)."""
     return [{"input_ids": tensors[f"{n}.input_ids"], "pixel_values": tensors.get(f"{n}.pixel_values"),
-             "logits": tensors[f"{n}.logits"], "generated": summary["generated"][n]} for n in names]
+             "logits": tensors[f"{n}.logits"], "generated": summary["generated"][n],
+             "image_features": tensors.get(f"{n}.image_features")} for n in names]

@@ -26,7 +26,7 @@ def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     llava = unwrap(model)
     tower = vision_tower_of(model)
     tower_dtype = next(tower.parameters()).dtype
-    # A frozen tower (every built-in mode) keeps no activations for backward; one that trains does.
+    # A frozen tower (--vision_tune_mode frozen, the default) keeps no activations for backward; one that trains does.
     tower_trains = any(p.requires_grad for p in tower.parameters())
     with torch.set_grad_enabled(tower_trains and torch.is_grad_enabled()):
         outputs = tower(pixel_values.to(tower_dtype), output_hidden_states=True)

@@ -115,7 +115,7 @@ class Checkpointer:
             tensors, lora = self._trained_tensors(writes)
             manifest = replace(self.manifest, global_step=global_step)
             writes.run(save_run, directory, self.model, manifest, tensors=tensors,
-                       lora_state_dict=lora if manifest.lora is not None else None,
+                       lora_state_dict=lora if manifest.has_adapter else None,
                        stage1_connector=self.stage1_connector)
 
     # ---- resumable checkpoints ----
@@ -161,7 +161,7 @@ class Checkpointer:
                 })
                 digests[STATE_FILE] = writes.run(sha256_file, os.path.join(resume, STATE_FILE))
                 writes.run(save_run, writes.tmp, self.model, replace(self.manifest, global_step=state.global_step),
-                           tensors=tensors, lora_state_dict=lora if self.manifest.lora is not None else None,
+                           tensors=tensors, lora_state_dict=lora if self.manifest.has_adapter else None,
                            stage1_connector=self.stage1_connector,
                            extra_files={f"{RESUME_DIR}/{name}": digest for name, digest in digests.items()})
         if self.context.is_main:

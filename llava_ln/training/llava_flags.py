@@ -138,6 +138,11 @@ class LlavaFlags:
         trains_norms = any(plan.group_of[n] == "llm_norms" for n in plan.trainable)
         if "norm_lr" in self.explicit and not trains_norms:
             lines.append(f"--norm_lr has no effect: no LLM norm trains in --tune_mode {plan.mode.name}")
+        if not plan.vision_mode.uses_lora:
+            lines += [f"--{name} has no effect: --vision_tune_mode {plan.vision_mode.name} trains no tower LoRA"
+                      for name in ("vision_lora_r", "vision_lora_alpha") if name in self.explicit]
+        if "mm_vision_tower_lr" in self.explicit and not plan.tower_trains:
+            lines.append("--mm_vision_tower_lr has no effect: the vision tower is frozen (--vision_tune_mode frozen)")
         if "gradient_checkpointing_ratio" in self.explicit and not args.gradient_checkpointing:
             lines.append("--gradient_checkpointing_ratio has no effect without --gradient_checkpointing")
         for line in lines:
@@ -271,6 +276,18 @@ def _refuse(instead: str):
     return rule
 
 
+def _unfreeze_tower(flags, name, value, given):
+    """LLaVA-NeXT's switch for training the whole tower (at --mm_vision_tower_lr, a llava-ln flag of the same name)."""
+    if not _bool(name, value):
+        flags.note(f"--{name} {value}", "", "the tower stays frozen, llava-ln's default")
+        return []
+    if given.get("vision_tune_mode") not in (None, "full"):
+        raise LlavaLnError(f"--{name} True means --vision_tune_mode full, but --vision_tune_mode "
+                           f"{given['vision_tune_mode']} is also given; pass one of them")
+    flags.note(f"--{name} True", "--vision_tune_mode full")
+    return [] if "vision_tune_mode" in given else ["--vision_tune_mode", "full"]
+
+
 def _group_by_length(flags, name, value, given):
     if not _bool(name, value):
         flags.note(f"--{name} {value}", "")
@@ -318,8 +335,7 @@ _RULES = {
     "image_aspect_ratio": _image_aspect_ratio,
     "cache_dir": _cache_dir,
     "freeze_backbone": _refuse("use --tune_mode connector (only the connector trains) or ln_simple"),
-    "unfreeze_mm_vision_tower": _refuse("the vision tower stays frozen in every llava-ln tune mode"),
-    "mm_vision_tower_lr": _refuse("the vision tower stays frozen in every llava-ln tune mode"),
+    "unfreeze_mm_vision_tower": _unfreeze_tower,
     "fsdp": _refuse("use --deepspeed zero_configs/zero3.json"),
     "fsdp_config": _refuse("use --deepspeed zero_configs/zero3.json"),
 }

@@ -1,8 +1,9 @@
-"""Flags for the tuning mode, LoRA and per-group learning rates."""
+"""Flags for the tuning mode, LoRA, the vision tower's tuning and per-group learning rates."""
 from dataclasses import dataclass, field
 from typing import Optional
 
 from llava_ln.tuning.modes import TUNE_MODES
+from llava_ln.tuning.vision_modes import FROZEN, VISION_TUNE_MODES
 
 
 @dataclass(kw_only=True)
@@ -31,4 +32,23 @@ class TuningArguments:
         default=None,
         metadata={"help": "Override whether the connector trains (default: as the mode says); LLaVA's "
                   "--freeze_mm_mlp_adapter True is --tune_connector false."},
+    )
+    # ---- the vision tower (tuning/vision_modes.py, tuning/tower_scope.py) ----
+    vision_tune_mode: str = field(
+        default=FROZEN,
+        metadata={"help": " | ".join(VISION_TUNE_MODES) + ": what trains in the vision tower, independent of "
+                  "--tune_mode (" + "; ".join(f"{m.name}: {m.summary}" for m in VISION_TUNE_MODES.values())
+                  + "). Only tower tensors that can change the selected image features ever train."},
+    )
+    vision_tune_last_layers: int = field(
+        default=0,
+        metadata={"help": "Train only the last K encoder layers the selected feature layer reaches (0: every "
+                  "reachable layer, plus the patch embeddings and the tower's pre-norm)."},
+    )
+    vision_lora_r: int = field(default=16, metadata={"help": "LoRA rank of the vision tower (--vision_tune_mode lora)."})
+    vision_lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha of the vision tower."})
+    mm_vision_tower_lr: Optional[float] = field(
+        default=None,
+        metadata={"help": "Learning rate of every trained tower tensor (default: --learning_rate); LLaVA-NeXT's "
+                  "name. Full tower tuning usually wants a rate well below the LLM's (LLaVA-NeXT: 2e-6)."},
     )

@@ -1,7 +1,9 @@
-"""Sort every parameter of a composed model into one of seven groups.
+"""Sort every parameter of a composed model into one of nine groups.
 
 Groups are decided by module identity (which part owns the tensor) and norm modules by
-class, never by parameter-name substrings, so the rules hold for any LLM family.
+class, never by parameter-name substrings, so the rules hold for any LLM family and any tower.
+The vision tower splits like the LLM: its norms, its LoRA factors (--vision_tune_mode lora) and
+every other tower weight.
 """
 from collections import OrderedDict
 
@@ -17,10 +19,17 @@ from llava_ln.model.parts import (
     vision_tower_of,
 )
 
-GROUPS = ("vision_tower", "connector", "llm_norms", "embeddings", "lm_head", "llm_other", "lora")
+GROUPS = ("vision_norms", "vision_other", "vision_lora", "connector", "llm_norms", "embeddings", "lm_head", "llm_other",
+          "lora")
+
 
 def _ids(module: nn.Module) -> set[int]:
     return {id(p) for p in module.parameters()}
+
+
+def _norm_ids(module: nn.Module) -> set[int]:
+    """Parameters of every norm module inside module (found by class, model.parts.is_norm_module)."""
+    return {key for sub in module.modules() if is_norm_module(sub) for key in _ids(sub)}
 
 
 def _adapter_ids(model) -> set[int]:
@@ -43,20 +52,18 @@ def classify_parameters(model) -> "OrderedDict[str, str]":
     connector_ids = _ids(connector_of(model))
     embedding_ids = _ids(input_embeddings_of(model))
     head_ids = _ids(lm_head_of(model)) - embedding_ids  # a tied head is the embedding tensor
-    norm_ids = set()
-    for module in language_model.modules():
-        if is_norm_module(module):
-            norm_ids |= _ids(module)
+    norm_ids = _norm_ids(language_model)
+    vision_norm_ids = _norm_ids(vision_tower_of(model))
     llm_ids = _ids(language_model)
-    adapter_ids = _adapter_ids(language_model)
+    adapter_ids = _adapter_ids(llava)
 
     groups = OrderedDict()
     for name, param in llava.named_parameters():  # named_parameters yields a tied tensor once
         key = id(param)
         if key in adapter_ids:
-            group = "lora"
+            group = "vision_lora" if key in vision_ids else "lora"
         elif key in vision_ids:
-            group = "vision_tower"
+            group = "vision_norms" if key in vision_norm_ids else "vision_other"
         elif key in connector_ids:
             group = "connector"
         elif key in embedding_ids:

@@ -1,13 +1,16 @@
 """Apply a tuning mode and say what it decided: the TuningPlan every later step reads.
 
-`apply_tune_mode` wraps the model with PEFT LoRA when the mode asks for it, sets requires_grad on
-every parameter (the only place in llava-ln that does), classifies the parameters once, and returns
-a TuningPlan: the mode and stage, the trainable parameter names per group, how they split into
-optimizer groups, the dtype trained tensors are saved in, whether the LLM's linear layers stay
-frozen, and the LoRA settings. The optimizer, the run manifest, the checkpointer, merge and export
-take the plan instead of re-deriving any of it from the mode's name.
+`apply_tune_mode` wraps the model with PEFT LoRA when the mode (or the tower's mode) asks for it, sets
+requires_grad on every parameter (the only place in llava-ln that does), classifies the parameters
+once, and returns a TuningPlan: the mode and stage, the tower's mode and scope, the trainable
+parameter names per group, how they split into optimizer groups, the dtype trained tensors are saved
+in, whether the LLM's linear layers stay frozen, and the LoRA settings (the LLM's and the tower's).
+The optimizer, the run manifest, the checkpointer, merge and export take the plan instead of
+re-deriving any of it from the mode's name.
 """
 import logging
+import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -19,11 +22,16 @@ from llava_ln.model.quantize import logical_numel, quantization_of
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.groups import GROUPS, classify_parameters
 from llava_ln.tuning.modes import TuneMode, get_tune_mode, refuse_on_quantized_base, resolve_tune_embeddings
+from llava_ln.tuning.tower_scope import tower_lora_targets, tower_scope
+from llava_ln.tuning.vision_modes import VISION_TUNE_MODES, VisionTuneMode, get_vision_tune_mode
 
 logger = logging.getLogger(__name__)
 
 _QV_NAMES = ("q_proj", "v_proj")
 _MLP_NAMES = ("mlp", "feed_forward")
+ADAPTER_GROUPS = ("lora", "vision_lora")  # PEFT factors: saved in the adapter, not in trained.safetensors
+VISION_GROUPS = ("vision_norms", "vision_other", "vision_lora")
+NORM_GROUPS = ("llm_norms", "vision_norms")  # never weight-decayed
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,9 @@ class OptimizerGroup:
     """One optimizer parameter group: its role decides the learning rate, `decay` the weight decay."""
 
     name: str  # e.g. "norms_no_decay"
-    role: str  # "connector" (--mm_projector_lr), "norms" (--norm_lr) or "other" (--learning_rate)
+    # "connector" (--mm_projector_lr), "norms" (--norm_lr), "vision_norms" / "vision_lora" / "vision_other"
+    # (--mm_vision_tower_lr) or "other" (--learning_rate)
+    role: str
     decay: bool
     parameters: tuple  # names relative to the Llava model
 
@@ -59,11 +69,25 @@ class TuningPlan:
     optimizer_groups: tuple  # OptimizerGroup, in a fixed order
     mm_projector_lr: float | None = None
     norm_lr: float | None = None
+    vision_mode: VisionTuneMode = VISION_TUNE_MODES["frozen"]
+    vision_last_layers: int = 0  # --vision_tune_last_layers (0: every reachable encoder layer)
+    vision_lora: LoraSettings | None = None
+    mm_vision_tower_lr: float | None = None
 
     @property
     def lora_names(self) -> frozenset:
-        """Trainable adapter tensors (saved in the PEFT adapter, not in trained.safetensors)."""
-        return frozenset(n for n in self.trainable if self.group_of[n] == "lora")
+        """Trainable adapter tensors, the LLM's and the tower's (saved in the PEFT adapter, not in
+        trained.safetensors)."""
+        return frozenset(n for n in self.trainable if self.group_of[n] in ADAPTER_GROUPS)
+
+    @property
+    def has_adapter(self) -> bool:
+        """The model is a PeftModel: LoRA on the LLM, on the tower, or both."""
+        return self.lora is not None or self.vision_lora is not None
+
+    @property
+    def tower_trains(self) -> bool:
+        return any(self.group_of[n] in VISION_GROUPS for n in self.trainable)
 
     @property
     def trains_connector(self) -> bool:
@@ -79,7 +103,7 @@ class TuningPlan:
         return compute_dtype if self.mode.saves_compute_dtype else torch.float32
 
     def counts(self) -> dict:
-        """{group: {"total": n, "trainable": n}} over the seven groups."""
+        """{group: {"total": n, "trainable": n}} over the nine groups."""
         counts = {group: {"total": 0, "trainable": 0} for group in GROUPS}
         for name, group in self.group_of.items():
             counts[group]["total"] += self.numel[name]
@@ -94,7 +118,8 @@ class TuningPlan:
         optimizer really received.
         """
         params = dict(unwrap(model).named_parameters())
-        rates = {"connector": self.mm_projector_lr, "norms": self.norm_lr, "other": None}
+        rates = {"connector": self.mm_projector_lr, "norms": self.norm_lr, "other": None,
+                 **{group: self.mm_vision_tower_lr for group in VISION_GROUPS}}
         groups = []
         for group in self.optimizer_groups:
             lr = rates[group.role] if rates[group.role] is not None else learning_rate
@@ -156,11 +181,19 @@ def lora_target_modules(model) -> list[str]:
     return targets
 
 
-def _wrap_lora(model, lora: LoraSettings):
+def _wrap_lora(model, lora: LoraSettings | None, vision_lora: LoraSettings | None, vision_targets: list):
+    """One PEFT adapter for the LLM's LoRA and the tower's: the tower's modules get their own rank and alpha
+    (rank_pattern / alpha_pattern, each name escaped and anchored as PEFT matches it), the dropout is shared."""
     from peft import LoraConfig
 
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora_target_modules(model), bias="none")
+    llm_targets = lora_target_modules(model) if lora else []
+    main = lora or vision_lora
+    patterns = {}
+    if lora and vision_lora:
+        patterns = {"rank_pattern": {re.escape(t): vision_lora.r for t in vision_targets},
+                    "alpha_pattern": {re.escape(t): vision_lora.alpha for t in vision_targets}}
+    config = LoraConfig(r=main.r, lora_alpha=main.alpha, lora_dropout=main.dropout,
+                        target_modules=llm_targets + list(vision_targets), bias="none", **patterns)
     return wrap_peft(model, config)
 
 
@@ -182,9 +215,9 @@ def _optimizer_groups(group_of: dict, trainable: set, params: dict) -> tuple:
     for name, group in group_of.items():
         if name not in trainable:
             continue
-        role = {"connector": "connector", "llm_norms": "norms"}.get(group, "other")
+        role = {"connector": "connector", "llm_norms": "norms", **{g: g for g in VISION_GROUPS}}.get(group, "other")
         ndim = len(getattr(params[name], "ds_shape", params[name].shape))  # ZeRO-3 partitions report ds_shape
-        decay = group != "llm_norms" and not name.endswith(".bias") and ndim > 1
+        decay = group not in NORM_GROUPS and not name.endswith(".bias") and ndim > 1
         buckets.setdefault((role, decay), []).append(name)
     return tuple(OptimizerGroup(name=f"{role}_{'decay' if decay else 'no_decay'}", role=role, decay=decay,
                                 parameters=tuple(names))
@@ -192,15 +225,43 @@ def _optimizer_groups(group_of: dict, trainable: set, params: dict) -> tuple:
 
 
 def _trainable_names(model, mode: TuneMode, tune_embeddings: bool, group_of: dict,
-                     tune_connector: bool | None = None) -> set:
-    """The mode's trainable names; tune_connector (when not None) overrides whether the connector trains."""
+                     tune_connector: bool | None = None, vision: tuple | None = None) -> set:
+    """The mode's trainable names; tune_connector (when not None) overrides whether the connector trains.
+
+    vision: (VisionTuneMode, TowerScope) of a tower that tunes; its groups train inside the scope only.
+    """
     train_groups = set(mode.groups) | ({"embeddings", "lm_head"} if tune_embeddings else set())
     if tune_connector is not None:
         train_groups = (train_groups | {"connector"}) if tune_connector else (train_groups - {"connector"})
     trainable = {name for name, group in group_of.items() if group in train_groups}
     if mode.block_part:
         trainable |= _block_part_parameter_names(model, mode.block_part)
+    if vision is not None:
+        vision_mode, scope = vision
+        trainable |= {name for name, group in group_of.items()
+                      if group in vision_mode.groups and scope.covers(name)}
     return trainable
+
+
+def _vision_settings(model, args: TuningArguments):
+    """(VisionTuneMode, TowerScope or None, tower LoRA settings or None), checked."""
+    vision_mode = get_vision_tune_mode(args.vision_tune_mode)
+    rate = args.mm_vision_tower_lr
+    if rate is not None and not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0):
+        raise LlavaLnError(f"--mm_vision_tower_lr {rate}: must be a finite number >= 0")
+    if vision_mode.name == "frozen":
+        if args.vision_tune_last_layers:
+            raise LlavaLnError(f"--vision_tune_last_layers {args.vision_tune_last_layers} needs a --vision_tune_mode "
+                               "other than frozen")
+        return vision_mode, None, None
+    scope = tower_scope(model, args.vision_tune_last_layers)
+    vision_lora = None
+    if vision_mode.uses_lora:
+        if args.vision_lora_r < 1 or args.vision_lora_alpha <= 0:
+            raise LlavaLnError(f"--vision_lora_r {args.vision_lora_r} / --vision_lora_alpha {args.vision_lora_alpha}: "
+                               "both must be positive")
+        vision_lora = LoraSettings(args.vision_lora_r, args.vision_lora_alpha, args.lora_dropout)
+    return vision_mode, scope, vision_lora
 
 
 def saved_tensor_names(model, args: TuningArguments) -> frozenset:
@@ -209,17 +270,18 @@ def saved_tensor_names(model, args: TuningArguments) -> frozenset:
     model: the unwrapped base model (the meta device is enough); nothing in it is changed.
     """
     mode = get_tune_mode(args.tune_mode)
+    vision_mode, scope, _ = _vision_settings(model, args)
     group_of = classify_parameters(model)
     names = _trainable_names(model, mode, resolve_tune_embeddings(mode, args.tune_embeddings), group_of,
-                             args.tune_connector)
-    return frozenset(name for name in names if group_of[name] != "lora")
+                             args.tune_connector, vision=(vision_mode, scope) if scope else None)
+    return frozenset(name for name in names if group_of[name] not in ADAPTER_GROUPS)
 
 
 def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = False):
-    """Make the model trainable as args.tune_mode says; return (model, TuningPlan).
+    """Make the model trainable as args.tune_mode and args.vision_tune_mode say; return (model, TuningPlan).
 
-    The model comes back wrapped in a PeftModel for lora. connector_pretrained: the connector comes
-    from an earlier run or checkpoint (so a connector-only run is not stage 1).
+    The model comes back wrapped in a PeftModel for lora (LLM or tower). connector_pretrained: the
+    connector comes from an earlier run or checkpoint (so a connector-only run is not stage 1).
     """
     mode = get_tune_mode(args.tune_mode)
     quantized = quantization_of(model)
@@ -233,20 +295,29 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
         if not 0.0 <= args.lora_dropout < 1.0:
             raise LlavaLnError(f"--lora_dropout {args.lora_dropout} is not in [0, 1)")
         lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout)
-        model = _wrap_lora(model, lora)
+    vision_mode, scope, vision_lora = _vision_settings(model, args)
+    if lora or vision_lora:
+        model = _wrap_lora(model, lora, vision_lora, tower_lora_targets(model, scope) if vision_lora else [])
     group_of = classify_parameters(model)
-    trainable = _trainable_names(model, mode, tune_embeddings, group_of, args.tune_connector)
+    trainable = _trainable_names(model, mode, tune_embeddings, group_of, args.tune_connector,
+                                 vision=(vision_mode, scope) if scope else None)
     params = dict(unwrap(model).named_parameters())
     for name, param in params.items():
         param.requires_grad_(name in trainable)
     if not trainable:
         raise LlavaLnError(f"--tune_mode {mode.name} leaves nothing to train in this model")
+    if scope and not any(group_of[n] in VISION_GROUPS for n in trainable):
+        raise LlavaLnError(f"--vision_tune_mode {vision_mode.name}: nothing of the tower can train (the feature layer "
+                           f"{unwrap(model).config.vision_feature_layer} reaches no tensor of that kind)")
     only_connector = all(group_of[n] == "connector" for n in trainable)
     plan = TuningPlan(
         mode=mode, stage=1 if only_connector and not connector_pretrained else 2, tune_embeddings=tune_embeddings,
         lora=lora, group_of=dict(group_of), numel={n: logical_numel(p) for n, p in params.items()},
         trainable=frozenset(trainable), optimizer_groups=_optimizer_groups(group_of, trainable, params),
-        mm_projector_lr=args.mm_projector_lr, norm_lr=args.norm_lr,
+        mm_projector_lr=args.mm_projector_lr, norm_lr=args.norm_lr, vision_mode=vision_mode,
+        vision_last_layers=args.vision_tune_last_layers, vision_lora=vision_lora,
+        mm_vision_tower_lr=args.mm_vision_tower_lr,
     )
-    logger.info("tune_mode=%s (%s)\n%s", mode.name, mode.summary, plan.table())
+    logger.info("tune_mode=%s (%s), vision_tune_mode=%s (%s)\n%s", mode.name, mode.summary, vision_mode.name,
+                vision_mode.summary, plan.table())
     return model, plan

@@ -16,18 +16,20 @@ LLM_BLOCK = 4 * H * H + 3 * H * FFN + 2 * H  # q,k,v,o + gate,up,down + two RMSN
 NORMS = L * 2 * H + H  # = 266,240
 EMBED = V * H
 VISION_H, VISION_I, VISION_L, PATCHES = 1024, 4096, 24, (336 // 14) ** 2
+VISION_LAYER = 4 * (VISION_H * VISION_H + VISION_H) + 2 * VISION_H * VISION_I + VISION_I + VISION_H + 4 * VISION_H
 VISION = (
     3 * 14 * 14 * VISION_H + VISION_H + (PATCHES + 1) * VISION_H  # patch conv (no bias), CLS, positions
     + 2 * 2 * VISION_H  # pre- and post-layernorm (weight + bias)
-    + VISION_L * (4 * (VISION_H * VISION_H + VISION_H) + 2 * VISION_H * VISION_I + VISION_I + VISION_H + 4 * VISION_H)
+    + VISION_L * VISION_LAYER
 )
 CONNECTOR = (VISION_H * H + H) + (H * H + H)  # = 20,979,712
 TOTAL = L * LLM_BLOCK + H + 2 * EMBED + VISION + CONNECTOR
 
 
-def run(config_only_7b, mode, **extra):
+def run(config_only_7b, mode, with_names=False, **extra):
     llm, vision = config_only_7b
-    return describe(ModelArguments(model_name_or_path=llm, vision_tower=vision), TuningArguments(tune_mode=mode, **extra))
+    return describe(ModelArguments(model_name_or_path=llm, vision_tower=vision), TuningArguments(tune_mode=mode, **extra),
+                    with_names=with_names)
 
 
 def test_hand_computed_constants_are_the_published_ones():
@@ -43,8 +45,9 @@ def test_7b_ln_simple_and_connector(config_only_7b):
 
 def test_7b_ln_and_full_and_lora(config_only_7b):
     ln = run(config_only_7b, "ln")
-    assert ln["groups"] == {"vision_tower": 0, "connector": CONNECTOR, "llm_norms": NORMS, "embeddings": EMBED,
-                            "lm_head": EMBED, "llm_other": 0, "lora": 0}
+    assert ln["groups"] == {"vision_norms": 0, "vision_other": 0, "vision_lora": 0, "connector": CONNECTOR,
+                            "llm_norms": NORMS, "embeddings": EMBED, "lm_head": EMBED, "llm_other": 0, "lora": 0}
+    assert sum(ln["group_totals"][g] for g in ("vision_norms", "vision_other")) == VISION
     full = run(config_only_7b, "full")
     assert full["trainable"] == TOTAL - VISION
     lora = run(config_only_7b, "lora")
@@ -53,6 +56,40 @@ def test_7b_ln_and_full_and_lora(config_only_7b):
     assert lora["groups"]["lora"] == lora_params
     assert lora["trainable"] == lora_params + CONNECTOR
     assert lora["total"] == TOTAL + lora_params
+
+
+# The tower's norms by hand at the default feature layer -2: LLaVA reads hidden_states[-2], the output of
+# encoder layer 23 of 24, so layer 24 (index 23) cannot change the features, and post_layernorm acts on
+# nothing LLaVA reads (hidden_states come before it) at any feature layer. What can train:
+#   23 reachable layers x 2 LayerNorms (layer_norm1, layer_norm2) x (1024 weight + 1024 bias) = 94,208
+#   + pre_layrnorm (1024 weight + 1024 bias)                                                 =  2,048
+#                                                                                              = 96,256
+# At feature layer -1 all 24 layers reach the features: 24 x 2 x 2048 + 2048 = 100,352.
+TOWER_NORMS_AT_MINUS_2 = 23 * 2 * (VISION_H + VISION_H) + 2 * VISION_H
+TOWER_NORMS_AT_MINUS_1 = 24 * 2 * (VISION_H + VISION_H) + 2 * VISION_H
+
+
+def test_7b_tower_ln_counts_exactly_the_reachable_tower_norms(config_only_7b):
+    assert (TOWER_NORMS_AT_MINUS_2, TOWER_NORMS_AT_MINUS_1) == (96_256, 100_352)
+    frozen, tower_ln = run(config_only_7b, "ln"), run(config_only_7b, "ln", vision_tune_mode="ln", with_names=True)
+    assert tower_ln["groups"]["vision_norms"] == TOWER_NORMS_AT_MINUS_2
+    assert tower_ln["trainable"] == frozen["trainable"] + TOWER_NORMS_AT_MINUS_2
+    assert tower_ln["total"] == frozen["total"] == TOTAL and tower_ln["vision_tune_mode"] == "ln"
+    tower_names = [n for n in tower_ln["names"] if n.startswith("model.vision_tower.")]
+    assert len(tower_names) == 23 * 2 * 2 + 2
+    assert not any(".layers.23." in n or "post_layernorm" in n for n in tower_names)
+    # The full tower: everything but layer 24 and post_layernorm; static memory (plain PyTorch, bf16) then
+    # counts 4 + 4 + 8 bytes per trained tower weight instead of a frozen bf16 weight's 2.
+    reachable = VISION - VISION_LAYER - 2 * VISION_H
+    full = run(config_only_7b, "ln", vision_tune_mode="full")
+    assert full["groups"]["vision_norms"] + full["groups"]["vision_other"] == reachable
+    added_gib = reachable * (16 - 2) / 2**30  # about 3.94 GiB
+    assert full["memory_gib_per_gpu"]["total_static"] - frozen["memory_gib_per_gpu"]["total_static"] == \
+        pytest.approx(added_gib, abs=0.011)
+    llm, vision = config_only_7b
+    last = describe(ModelArguments(model_name_or_path=llm, vision_tower=vision, mm_vision_select_layer=-1),
+                    TuningArguments(tune_mode="ln", vision_tune_mode="ln"))
+    assert last["groups"]["vision_norms"] == TOWER_NORMS_AT_MINUS_1
 
 
 def test_gemma2_extra_norms_count_as_llm_norms(tmp_path, config_only_7b):

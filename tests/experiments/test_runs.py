@@ -39,6 +39,16 @@ def test_variants_inline_and_from_yaml(tmp_path):
         parse_variants("just_a_name")
 
 
+def test_a_variant_can_tune_the_vision_tower_at_its_own_rate():
+    spec = parse_variants("tower_ln=ln vision_tune_mode=ln mm_vision_tower_lr=1e-3; tower_full=ln vision_tune_mode=full")
+    runs = {r.name: r for r in variant_runs(spec, TOY, overrides={}, taken={"ln"})}
+    assert runs["tower_ln"].rates["mm_vision_tower_lr"] == pytest.approx(1e-3)
+    assert runs["tower_ln"].train_flags()[-2:] == ["--vision_tune_mode", "ln"]
+    assert "--mm_vision_tower_lr" in runs["tower_ln"].train_flags() and runs["tower_full"].variant_of == "ln"
+    with pytest.raises(LlavaLnError, match="vision_tune_mode 'norms' is not one of frozen, ln, lora, full"):
+        variant_runs(parse_variants("bad=ln vision_tune_mode=norms"), TOY, overrides={}, taken=set())
+
+
 def test_toy_data_mixes_become_files_and_other_specs_pass_through():
     assert resolve_data("conversation,detail:30", "/w") == "/w/data/instruct_conversation.json,/w/data/instruct_detail.json:30"
     assert resolve_data("/data/mix665k.json:100", "/w") == "/data/mix665k.json:100"

@@ -19,6 +19,7 @@ from llava_ln.export.verify import ExportSettings
 from llava_ln.model.builder import build_mllm
 
 MODES = ("lora", "ln", "ln_simple", "full")
+TOWER = {"lora": "lora", "ln": "ln"}
 FAST = dict(max_new_tokens=4)
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
@@ -26,7 +27,10 @@ SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_llm, tiny_vision):
     root = tmp_path_factory.mktemp("hf_runs")
-    return {mode: make_run(str(root / mode), tiny_llm("llama"), tiny_vision("clip"), mode) for mode in MODES}
+    # lora and ln tune the tower too (its LoRA in the same adapter, its norms in trained.safetensors): every
+    # export below must then carry the tuned tower, and the verification compares image features as well.
+    return {mode: make_run(str(root / mode), tiny_llm("llama"), tiny_vision("clip"), mode,
+                           vision_tune_mode=TOWER.get(mode, "frozen")) for mode in MODES}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +57,7 @@ def test_export_verifies_itself_in_a_fresh_process(exports):
     for comparison in result.comparisons:
         assert comparison.problem is None and comparison.answers_equal
         assert comparison.max_logit_diff <= comparison.logit_bound
+        assert (comparison.max_feature_diff is None) == (comparison.name == "text_only")
 
 
 @pytest.mark.parametrize("mode", MODES)

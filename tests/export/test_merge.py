@@ -8,12 +8,15 @@ from export_helpers import make_run, multimodal_logits, save_wide_llama
 from safetensors import safe_open
 
 from llava_ln.checkpoint.loading import load_checkpoint
+from llava_ln.checkpoint.manifest import read_manifest
 from llava_ln.cli import main as cli_main
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.export.merge import merge_checkpoint
 from llava_ln.model.args import BaseOverrides
+from llava_ln.model.parts import unwrap
 
 MODES = ("lora", "ln", "ln_simple", "full")
+TOWER_MODES = ("ln", "lora", "full")
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +27,10 @@ def runs(tmp_path_factory, tiny_llm, tiny_vision):
     made["mlp3x_gelu"] = make_run(str(root / "mlp3"), tiny_llm("llama"), tiny_vision("clip"), "lora",
                                   projector="mlp3x_gelu")
     made["linear"] = make_run(str(root / "linear"), tiny_llm("llama"), tiny_vision("clip"), "ln", projector="linear")
+    for tower in TOWER_MODES:  # the tower tuned too (LoRA: one adapter with the LLM's, its own rank)
+        made[f"tower_{tower}"] = make_run(str(root / f"tower_{tower}"), tiny_llm("llama"), tiny_vision("siglip"),
+                                          "lora" if tower == "lora" else "ln", aspect_ratio="pad",
+                                          vision_tune_mode=tower)
     return made
 
 
@@ -36,11 +43,11 @@ def weight_names(folder):
     return names
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES + tuple(f"tower_{t}" for t in TOWER_MODES))
 def test_merged_folder_reproduces_the_run(tmp_path, runs, mode):
     out = str(tmp_path / "merged")
     result = merge_checkpoint(runs[mode], out, log=lambda *_: None)
-    assert result.folded_lora is (mode == "lora")
+    assert result.folded_lora is (mode in ("lora", "tower_lora"))
     assert result.non_native == []
     run_logits = multimodal_logits(load_checkpoint(runs[mode]).model)
     merged = load_checkpoint(out)
@@ -52,7 +59,15 @@ def test_merged_folder_reproduces_the_run(tmp_path, runs, mode):
     assert (on_disk["llm"], on_disk["vision_tower"], on_disk["lora"]) == (".", ".", None)
     assert not any("lora_" in name for name in weight_names(out))
     with open(os.path.join(out, "merged_from.json")) as handle:
-        assert json.load(handle)["tune_mode"] == mode
+        assert json.load(handle)["tune_mode"] == read_manifest(runs[mode]).tune_mode
+    if mode.startswith("tower_"):  # the merged tower is the tuned one, not the base checkpoint's
+        base = load_checkpoint(runs[mode]).manifest.vision_tower
+        from safetensors.torch import load_file
+
+        base_tower = {n.removeprefix("vision_model."): t for n, t in load_file(os.path.join(base, "model.safetensors")).items()}
+        merged_tower = unwrap(merged.model).model.vision_tower.state_dict()
+        changed = [n for n, t in base_tower.items() if n in merged_tower and not torch.equal(merged_tower[n], t)]
+        assert changed and not any(part in n for n in changed for part in (".layers.1.", "post_layernorm", "head."))
     assert os.path.exists(os.path.join(out, "preprocessor_config.json"))
 
 

@@ -13,11 +13,14 @@ from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.plan import apply_tune_mode
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
+VISION_LORA = {"r": 2, "alpha": 4, "dropout": 0.0}
 
 
 def make_run(directory: str, llm: str, vision: str, mode: str, projector: str = "mlp2x_gelu",
-             aspect_ratio: str = "resize", template: str = "vicuna_v1", seed: int = 0) -> str:
-    """A stage-2 run folder whose trainable tensors are visibly moved away from the base.
+             aspect_ratio: str = "resize", template: str = "vicuna_v1", seed: int = 0,
+             vision_tune_mode: str = "frozen") -> str:
+    """A stage-2 run folder whose trainable tensors (the tower's too, with vision_tune_mode) are visibly moved
+    away from the base.
 
     The perturbation is large (0.3 std) so that a merge or export that dropped any trained
     tensor would change the outputs, not hide inside the tolerances.
@@ -27,7 +30,9 @@ def make_run(directory: str, llm: str, vision: str, mode: str, projector: str = 
     model, spec = build_mllm(ModelArguments(model_name_or_path=llm, vision_tower=vision,
                                             mm_projector_type=projector), tokenizer)
     model, plan = apply_tune_mode(model, TuningArguments(tune_mode=mode, lora_r=LORA["r"], lora_alpha=LORA["alpha"],
-                                                   lora_dropout=LORA["dropout"]))
+                                                   lora_dropout=LORA["dropout"], vision_tune_mode=vision_tune_mode,
+                                                   vision_lora_r=VISION_LORA["r"],
+                                                   vision_lora_alpha=VISION_LORA["alpha"]))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, param in unwrap(model).named_parameters():
@@ -40,7 +45,9 @@ def make_run(directory: str, llm: str, vision: str, mode: str, projector: str = 
                         mm_vision_select_layer=-2, mm_vision_select_feature="patch", tune_mode=mode,
                         conv_template=template, image_aspect_ratio=aspect_ratio,
                         lora=dict(LORA) if mode == "lora" else None, tune_embeddings=plan.tune_embeddings,
-                        image_token_id=spec.image_token_id, num_image_tokens=spec.num_image_tokens)
+                        image_token_id=spec.image_token_id, num_image_tokens=spec.num_image_tokens,
+                        vision_tune_mode=vision_tune_mode,
+                        vision_lora=dict(VISION_LORA) if plan.vision_lora else None)
     save_run(directory, model, manifest, tensors=trainable_tensors(model, plan), stage1_connector=stage1)
     return directory
 

@@ -76,6 +76,8 @@ def test_the_v15_scripts_llava_only_flags_are_accepted():
     (("--image_aspect_ratio", "anyres"), "use pad"),
     (("--optim", "sgd"), "use adamw_torch"),
     (("--lora_bias", "all"), "use none"),
+    (("--unfreeze_mm_vision_tower", "True", "--vision_tune_mode", "ln"),
+     "--unfreeze_mm_vision_tower True means --vision_tune_mode full, but --vision_tune_mode ln is also given"),
 ])
 def test_refusals_are_one_line_saying_what_to_use(argv, message):
     with pytest.raises(LlavaLnError, match=message) as err:
@@ -109,6 +111,7 @@ def _plan(tiny_llm, tiny_vision, mode, **tuning):
     ("lora", ("--norm_lr", "1e-3", "--lora_r", "4"), ["--norm_lr"]),
     ("connector", ("--mm_projector_lr", "1e-3", "--gradient_checkpointing_ratio", "0.5"),
      ["--gradient_checkpointing_ratio"]),
+    ("ln", ("--mm_vision_tower_lr", "2e-6", "--vision_lora_r", "4"), ["--vision_lora_r", "--mm_vision_tower_lr"]),
 ])
 def test_a_flag_with_no_effect_in_the_mode_is_a_warning_naming_it(tiny_llm, tiny_vision, caplog, mode, argv, ignored):
     _, _, _, train, flags = parsed(*argv, "--tune_mode", mode)
@@ -116,6 +119,15 @@ def test_a_flag_with_no_effect_in_the_mode_is_a_warning_naming_it(tiny_llm, tiny
         lines = flags.warn_ineffective(_plan(tiny_llm, tiny_vision, mode), train)
     assert [line.split()[0] for line in lines] == ignored
     assert all(line in caplog.text for line in lines) and all(line in flags.record()["warnings"] for line in lines)
+
+
+def test_llava_next_unfreeze_is_the_full_tower_at_its_own_rate():
+    _, _, tuning, _, flags = parsed("--unfreeze_mm_vision_tower", "True", "--mm_vision_tower_lr", "2e-6",
+                                    "--tune_mode", "ln")
+    assert (tuning.vision_tune_mode, tuning.mm_vision_tower_lr) == ("full", 2e-6)
+    assert {"given": "--unfreeze_mm_vision_tower True", "becomes": "--vision_tune_mode full", "note": ""} in flags.mapped
+    _, _, tuning, _, _ = parsed("--unfreeze_mm_vision_tower", "False", "--tune_mode", "ln")
+    assert tuning.vision_tune_mode == "frozen"
 
 
 def test_freezing_the_connector_keeps_it_out_of_the_trainable_set(tiny_llm, tiny_vision):

@@ -116,7 +116,9 @@ def _assert_same_training(run: str, ref: str, steps, atol: float) -> None:
 
 def test_zero3_from_a_merged_folder_continues_zero2_exactly_and_ships(world, merged, tmp_path):
     # No --vision_tower, no --pretrain_mm_mlp_adapter: the merged folder brings its tower and its connector.
-    common = dict(model_name_or_path=merged, vision_tower=None, tune_mode="ln", learning_rate=1e-3, norm_lr=2e-2)
+    # The tower's norms train too (--vision_tune_mode ln): partitioned on 2 ranks, resumed across stages.
+    common = dict(model_name_or_path=merged, vision_tower=None, tune_mode="ln", learning_rate=1e-3, norm_lr=2e-2,
+                  vision_tune_mode="ln", mm_vision_tower_lr=2e-2)
     zero2 = str(tmp_path / "zero2_one_process")
     run_in_fresh_process([flags(world, zero2, deepspeed=CONFIGS[2], gradient_accumulation_steps=2, **common)],
                          str(tmp_path))
@@ -130,6 +132,10 @@ def test_zero3_from_a_merged_folder_continues_zero2_exactly_and_ships(world, mer
     assert PARTITIONED_LOG in output
     # 2 ranks sum the two micro-batches in another order than one process with accumulation 2.
     _assert_same_training(zero3, zero2, steps=(3, 4), atol=2e-5)
+
+    tower = {n for n in trained(zero3) if n.startswith("model.vision_tower.")}
+    assert tower and all("layer_norm" in n or "layrnorm" in n for n in tower)
+    assert not any(".layers.1." in n or "post_layernorm" in n for n in tower)  # unreachable at feature layer -2
 
     # The run loads on its merged base, and merging it again gives the same model.
     loaded = unwrap(load_checkpoint(zero3).model)

@@ -31,6 +31,7 @@ from llava_ln.core.distributed import broadcast_object
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.index import parse_data_path
 from llava_ln.training.checkpointing import RESUME_DIR, STATE_FILE
+from llava_ln.tuning.vision_modes import FROZEN
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ DATA_FLAGS = ("image_folder", "image_aspect_ratio", "conv_template", "model_max_
               "skip_bad_samples", "keep_image_placement")
 TUNING_FLAGS = ("tune_mode", "tune_embeddings", "tune_connector", "lora_r", "lora_alpha", "lora_dropout",
                 "mm_projector_lr", "norm_lr")
+# Recorded only when the tower tunes, so that a checkpoint from before tower tuning existed resumes unchanged.
+TOWER_FLAGS = ("vision_tune_mode", "vision_tune_last_layers", "vision_lora_r", "vision_lora_alpha", "mm_vision_tower_lr")
 TRAINING_FLAGS = ("num_train_epochs", "max_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
                   "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",
                   "data_seed", "tf32")
@@ -114,6 +117,8 @@ def run_defining_flags(model_args, data_args, tuning_args, args, *, context, pre
             if name in PATH_FLAGS and isinstance(value, str) and os.path.exists(value):
                 value = os.path.abspath(value)
             flags[f"--{name}"] = value
+    if getattr(tuning_args, "vision_tune_mode", FROZEN) != FROZEN:
+        flags.update({f"--{name}": getattr(tuning_args, name) for name in TOWER_FLAGS})
     fingerprints = None
     if context.is_main:
         try:

@@ -31,8 +31,9 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from transformers.modeling_layers import GradientCheckpointingLayer
 
-from llava_ln.model.parts import decoder_layers_of, unwrap
+from llava_ln.model.parts import decoder_layers_of, unwrap, vision_tower_of
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,15 @@ def checkpoint_first_blocks(model, count: int) -> int:
     for index, block in enumerate(blocks):
         if hasattr(block, "gradient_checkpointing"):
             block.gradient_checkpointing = index < count
-    logger.debug("gradient checkpointing on %d of %d LLM blocks", count, len(blocks))
+    # A tower that trains keeps its activations for backward; with checkpointing on, its layers recompute
+    # them instead. A frozen tower runs without autograd, so it has nothing to recompute.
+    tower = vision_tower_of(model)
+    tower_recomputes = count > 0 and any(p.requires_grad for p in tower.parameters())
+    for module in tower.modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            module.gradient_checkpointing = tower_recomputes
+    logger.debug("gradient checkpointing on %d of %d LLM blocks%s", count, len(blocks),
+                 " and every vision tower layer" if tower_recomputes else "")
     return count
 
 

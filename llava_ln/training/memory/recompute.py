@@ -8,7 +8,8 @@ whose estimated peak memory per device fits --memory_budget_gib. The estimate ad
            (step_account) at per_device_train_batch_size x model_max_length with one image per
            sample: each block that keeps its activations holds its saved bytes, a checkpointed
            block only its inputs, plus the rest of the model (vision tower, connector,
-           embeddings, head + loss);
+           embeddings, head + loss; a tower that trains keeps its layers' activations, or only
+           their inputs once checkpointing is on);
   working  the larger of the head + loss working set at the end of the forward (the fused
            loss's chunk of fp32 logits, its compute-dtype gradient and, when the head trains, the
            fp32 head gradient it accumulates; for the unfused loss the [rows, vocab] logits in the
@@ -54,13 +55,17 @@ class StepMemory:
     forward_flops: int
     flops_without_recompute: int
     recompute_flops_per_block: float
+    # Kept outside the blocks once checkpointing is on: a tower that trains then recomputes its layers too
+    # (memory.policy.checkpoint_first_blocks); None: the same as `other`.
+    other_checkpointed: int | None = None
 
     @property
     def blocks(self) -> int:
         return len(self.kept)
 
     def peak(self, checkpointed: int) -> int:
-        kept = sum(self.kept_checkpointed[:checkpointed]) + sum(self.kept[checkpointed:]) + self.other
+        other = self.other if not checkpointed or self.other_checkpointed is None else self.other_checkpointed
+        kept = sum(self.kept_checkpointed[:checkpointed]) + sum(self.kept[checkpointed:]) + other
         block_backward = max(self.kept, default=0) * (2 if checkpointed else 1)
         return self.static + kept + max(self.head_working, block_backward)
 
@@ -97,7 +102,7 @@ def step_memory(model: nn.Module, spec: MultimodalSpec, *, batch_size: int, seq:
     checkpoint_first_blocks(model, 0)
     rows = int((batch["labels"][:, 1:] != -100).sum())
     return StepMemory(tokens=plain.tokens, kept=plain.block_unique, kept_checkpointed=recomputing.block_unique,
-                      other=plain.other_unique, static=static_bytes,
+                      other=plain.other_unique, other_checkpointed=recomputing.other_unique, static=static_bytes,
                       head_working=head_working_bytes(model, rows, loss_backend=loss_backend, dtype=dtype,
                                                       fp32_masters=fp32_masters),
                       block_packed=plain.block_packed, forward_flops=plain.forward_flops,
