@@ -46,7 +46,9 @@ def test_every_subcommand_help_imports_no_torch(helps):
 def _entry(text: str, flag: str) -> str:
     """The help of one flag, its lines joined."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip().startswith(flag + " ") or line.strip() == flag)
+    # An entry starts at column 2; the wrapped usage lines above the entries are indented further.
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith("  " + flag) and line[2:].split(" ")[0] in (flag, flag + ","))
     entry = [lines[start]]
     for line in lines[start + 1:]:
         if not line.startswith(" " * 10):  # flags start at column 2, continued help far right
