@@ -17,15 +17,16 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments
 from llava_ln.experiments.recipe import TOY
 from llava_ln.model.args import BitsArguments
-from llava_ln.training.args import MemoryArguments
+from llava_ln.training.args import MemoryArguments, PackingArguments
 
 INSPECT_FORMATS = ("text", "json")
 EXPORT_FORMATS = ("hf", "llava", "peft-ln", "peft-lora")
 
 
 @dataclass(kw_only=True)
-class DescribeArguments(MemoryArguments):
-    """describe's own flags; its memory flags are training's (same defaults), for an estimate of that run."""
+class DescribeArguments(PackingArguments, MemoryArguments):
+    """describe's own flags; its memory and packing flags are training's (same defaults), for an estimate of that
+    run (with --packing the micro-batch is one row of --max_tokens_per_batch tokens)."""
 
     names: bool = field(default=False, metadata={"help": "Also list the trainable tensor names."})
     num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over."})
