@@ -75,7 +75,8 @@ def build_packer(dataset, budget: int, seed: int) -> TokenBudgetPacker:
     """The token-budget packer over the dataset's exact sample lengths (every sample tokenized once)."""
     started = time.perf_counter()
     lengths = dataset.token_lengths()
-    packer = TokenBudgetPacker(lengths, budget, seed, describe_sample=dataset.index.where)
+    packer = TokenBudgetPacker(lengths, budget, seed,
+                               describe_sample=lambda i: dataset.index.where(i, dataset.index.conversation(i).id))
     logger.info("packing: %d samples (%d tokens) measured in %.1fs; micro-batches of up to %d tokens fill %.1f%% "
                 "of the budget", len(lengths), int(lengths.sum()), time.perf_counter() - started, budget,
                 100 * packer.budget_fill())
