@@ -50,6 +50,7 @@ from llava_ln.training.packing import (
     check_packing_combination,
     check_packing_model,
     collator_for,
+    row_tokens_for,
     samples_or_tokens_per_step,
 )
 from llava_ln.training.reporting import (
@@ -131,11 +132,13 @@ def main(argv=None) -> int:
         # The grouped sampler sorts by length across all micro-batches of one optimizer step, so a
         # process with accumulation k reads what k ranks read.
         micro_batches_per_step = context.world_size * args.gradient_accumulation_steps
+        row_tokens = row_tokens_for(model, data_args.model_max_length)  # --packing: how long a packed row may be
         order = DataOrder(dataset_size=len(dataset), batch_size=args.per_device_train_batch_size,
                           world_size=context.world_size, accumulation=args.gradient_accumulation_steps,
                           seed=data_seed, grouped_sampler=build_train_sampler(
                               dataset, data_args, args.per_device_train_batch_size, micro_batches_per_step, data_seed),
-                          packer=build_packer(dataset, args.max_tokens_per_batch, data_seed) if args.packing else None)
+                          packer=build_packer(dataset, args.max_tokens_per_batch, data_seed, row_tokens)
+                          if args.packing else None)
         total_steps = total_steps_for(args, order)
 
         # 5. Strategy: plain PyTorch / DDP, or DeepSpeed ZeRO; the optimizer gets the per-group rates.
@@ -164,7 +167,8 @@ def main(argv=None) -> int:
                                   precision=precision, total_steps=total_steps,
                                   zero_stage=strategy.zero_stage)  # --eval_benchmarks
         loop = Loop(args=args, context=context, strategy=strategy, checkpointer=checkpointer, dataset=dataset,
-                    collate_fn=collator_for(args, DataCollator(data.tokenizer)), data_order=order, total_steps=total_steps,
+                    collate_fn=collator_for(args, DataCollator(data.tokenizer), pad_token_id=data.tokenizer.pad_token_id,
+                                            row_tokens=row_tokens), data_order=order, total_steps=total_steps,
                     identity=identity, stops=stops, hooks=hooks)
         start_step = loop.resume(resume_dir).global_step if resume_dir else 0
         config = resolved_config(model_args, data_args, tuning_args, args=args, context=context, precision=precision,
@@ -172,7 +176,7 @@ def main(argv=None) -> int:
                                  steps_per_epoch=order.steps_per_epoch(), dataset_size=len(dataset))
         config["llava_flags"] = llava_flags.record()
         if args.packing:  # a step reads a token budget, not a number of samples
-            config["resolved"].update(global_batch_size=None,
+            config["resolved"].update(global_batch_size=None, packed_row_tokens=order.packer.row_tokens,
                                       tokens_per_step=samples_or_tokens_per_step(args, context.world_size))
         config["resolved"].update(kernels=kernels.as_dict(), gradient_checkpointing=recompute.as_dict())
         config["resolved"].update(run_record(run_start, changed))

@@ -1,24 +1,31 @@
-"""Padding-free micro-batches (--packing): which samples share a micro-batch, and the packed row they make.
+"""Padding-free micro-batches (--packing): which samples share a micro-batch, and the packed rows they make.
 
 Token budget. Each micro-batch holds whole samples whose token counts add up to at most
---max_tokens_per_batch. TokenBudgetPacker fills them greedily, longest sample first, each micro-batch
-topped up with the longest sample that still fits ("best fit decreasing"), so almost every micro-batch
-is full. The samples are shuffled from (seed, epoch) before the stable sort by length, so which
-samples of equal length share a micro-batch changes every epoch, and the micro-batches are then
-shuffled from the same generator. The decisions depend only on the lengths, never on which sample
-holds one, so every epoch has the same number of micro-batches (DataOrder relies on that) and the
-order is a pure function of (lengths, budget, seed, epoch): a resumed run reads exactly what an
+--max_tokens_per_batch, laid out in rows of at most row_tokens. TokenBudgetPacker fills rows greedily,
+longest sample first, each row topped up with the longest sample that still fits ("best fit
+decreasing"), so almost every row is full; a micro-batch is budget // row_tokens consecutive rows.
+The samples are shuffled from (seed, epoch) before the stable sort by length, so which samples of
+equal length share a row changes every epoch, and the rows are then shuffled from the same
+generator. The decisions depend only on the lengths, never on which sample holds one, so every
+epoch has the same number of micro-batches (DataOrder relies on that) and the order is a pure
+function of (lengths, budget, row_tokens, seed, epoch): a resumed run reads exactly what an
 uninterrupted one would.
 
-The packed row (PackedCollator). A micro-batch's samples are concatenated into one row, in order;
-position_ids restart at 0 at each sample, and that is what confines attention to a sample:
-transformers derives the per-sample (block-diagonal causal) mask from position ids that restart,
-for every attention implementation that builds its mask through transformers.masking_utils (eager,
-sdpa, flex_attention), and FlashAttention-2 runs its variable-length kernel from them (cumulative
-lengths taken from the restarts) when the batch is one row and no attention mask is passed; the
-training forward passes none for a packed batch (model.forward). The first label of every sample
-is masked: the last token of one sample never learns to predict the first token of the next (in an
-unpadded batch that label is never a target either, so packed and unpacked losses are the same sums).
+One row or several. Under FlashAttention-2 a micro-batch is one row of up to the whole budget:
+transformers runs FlashAttention's variable-length kernel from position ids that restart (cumulative
+lengths taken from the restarts) when the batch is one row and no attention mask is passed, so each
+sample costs attention over its own length only. Every other attention implementation builds a
+block-diagonal causal mask from the same position ids (transformers.masking_utils' packed-sequence
+detection: eager, sdpa, flex_attention); that mask and its scores grow with the square of the row,
+so there rows are cut at --model_max_length (training.packing decides): no row costs more attention
+than one unpacked sample of the longest length, and the few tokens of padding at row ends are the
+price (bench/packing.py measures them).
+
+The packed rows (PackedCollator). A row holds consecutive samples of the micro-batch; position_ids
+restart at 0 at each sample, and that is what confines attention to a sample; the training forward
+passes no attention mask for a packed batch (model.forward). The first label of every sample is
+masked: the last token of one sample never learns to predict the first token of the next (in an
+unpacked batch that label is never a target either, so packed and unpacked losses are the same sums).
 Images go in sample order, so each sample's image features land in its own placeholders.
 """
 from bisect import bisect_right
@@ -32,10 +39,11 @@ from llava_ln.data.encode import image_fields
 
 
 class TokenBudgetPacker:
-    """Micro-batches of whole samples holding at most `budget` tokens each (module docstring)."""
+    """Micro-batches of whole samples holding at most `budget` tokens each, in rows (module docstring)."""
 
-    def __init__(self, lengths, budget: int, seed: int, describe_sample=None):
-        """lengths: exact token count of each sample; describe_sample(index) -> how errors name a sample."""
+    def __init__(self, lengths, budget: int, seed: int, *, row_tokens: int | None = None, describe_sample=None):
+        """lengths: exact token count of each sample; row_tokens: longest row (None: one row of `budget`);
+        describe_sample(index) -> how errors name a sample."""
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.budget = int(budget)
         self.seed = seed
@@ -43,17 +51,18 @@ class TokenBudgetPacker:
             raise LlavaLnError(f"--max_tokens_per_batch {budget} must be >= 1")
         if len(self.lengths) == 0:
             raise LlavaLnError("packing: there are no samples to pack")
+        self.row_tokens = self.budget if row_tokens is None else min(int(row_tokens), self.budget)
+        self.rows_per_batch = self.budget // self.row_tokens
         longest = int(np.argmax(self.lengths))
-        if self.lengths[longest] > self.budget:
+        if self.lengths[longest] > self.row_tokens:
             name = describe_sample(longest) if describe_sample else f"sample #{longest}"
             raise LlavaLnError(f"{name}: {int(self.lengths[longest])} tokens, more than --max_tokens_per_batch "
                                f"{self.budget}; raise the budget to at least --model_max_length")
         if self.lengths.min() < 1:
             raise LlavaLnError("packing: a sample has no tokens")
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        """The micro-batches of `epoch`, in order (each a list of sample indices)."""
-        rng = np.random.default_rng([self.seed, epoch])
+    def _rows(self, rng: np.random.Generator) -> list[list[int]]:
+        """Best fit decreasing into rows of row_tokens, ties in shuffled order."""
         shuffled = rng.permutation(len(self.lengths))
         by_length: dict[int, list[int]] = {}
         # Longest first, stable: samples of one length keep their shuffled order. Reversed so pop() takes the first.
@@ -68,45 +77,80 @@ class TokenBudgetPacker:
                 del lengths_left[bisect_right(lengths_left, length) - 1]
             return index
 
-        packed = []
+        rows = []
         while lengths_left:
             longest = lengths_left[-1]
-            batch, room = [take(longest)], self.budget - longest
+            row, room = [take(longest)], self.row_tokens - longest
             while True:
                 position = bisect_right(lengths_left, room) - 1
                 if position < 0:
                     break
                 length = lengths_left[position]
-                batch.append(take(length))
+                row.append(take(length))
                 room -= length
-            packed.append(batch)
-        return [packed[i] for i in rng.permutation(len(packed))]
+            rows.append(row)
+        return rows
 
-    def budget_fill(self, epoch: int = 0) -> float:
-        """Share of the budget the micro-batches of `epoch` fill (tokens / (micro-batches * budget))."""
-        batches = self.batches(epoch)
-        return float(self.lengths.sum()) / (len(batches) * self.budget)
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The micro-batches of `epoch`, in order: each the samples of rows_per_batch rows, row after row."""
+        rng = np.random.default_rng([self.seed, epoch])
+        rows = self._rows(rng)
+        order = rng.permutation(len(rows)).tolist()
+        return [[i for r in order[start:start + self.rows_per_batch] for i in rows[r]]
+                for start in range(0, len(order), self.rows_per_batch)]
+
+    def computed_tokens(self, epoch: int = 0) -> tuple[int, int]:
+        """(tokens of samples, tokens computed) over the micro-batches of `epoch`: the rest is row padding."""
+        computed = 0
+        for batch in self.batches(epoch):
+            lengths = self.lengths[batch].tolist()
+            rows = split_rows(lengths, self.row_tokens)
+            computed += len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+        return int(self.lengths.sum()), computed
 
 
-def packed_positions(lengths: list[int]) -> torch.Tensor:
-    """Position ids of samples of these lengths side by side: 0..n-1 for each (LongTensor[sum(lengths)])."""
-    return torch.cat([torch.arange(n, dtype=torch.long) for n in lengths])
+def split_rows(lengths: list[int], row_tokens: int | None) -> list[list[int]]:
+    """Consecutive samples (by position in `lengths`) into as few rows of at most row_tokens as keep their order
+    (None: one row). The packer lays rows out one after another, so this finds its rows or fewer."""
+    if row_tokens is None:
+        return [list(range(len(lengths)))]
+    rows, used = [], row_tokens + 1
+    for position, length in enumerate(lengths):
+        if used + length > row_tokens:
+            rows.append([])
+            used = 0
+        rows[-1].append(position)
+        used += length
+    return rows
 
 
 class PackedCollator:
-    """Samples -> one packed row in the batch contract (data.encode), plus position_ids (module docstring)."""
+    """Samples -> packed rows in the batch contract (data.encode), plus position_ids (module docstring).
+
+    A row shorter than the longest is padded at its end; the padding continues the position ids of the row's last
+    sample and is masked in attention_mask and labels. Causal attention means no real token sees padding that
+    follows it, so the model needs no padding mask."""
+
+    def __init__(self, pad_token_id: int, row_tokens: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.row_tokens = row_tokens
 
     def __call__(self, samples: list) -> dict:
-        labels = []
-        for sample in samples:
-            own = sample["labels"].clone()
-            own[0] = IGNORE_INDEX  # no token predicts the next sample's first token
-            labels.append(own)
-        input_ids = torch.cat([s["input_ids"] for s in samples]).unsqueeze(0)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "labels": torch.cat(labels).unsqueeze(0),
-            "position_ids": packed_positions([len(s["input_ids"]) for s in samples]).unsqueeze(0),
-            **image_fields(samples),
-        }
+        lengths = [len(s["input_ids"]) for s in samples]
+        rows = split_rows(lengths, self.row_tokens)
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        for number, row in enumerate(rows):
+            start = 0
+            for position in row:
+                sample, end = samples[position], start + lengths[position]
+                input_ids[number, start:end] = sample["input_ids"]
+                labels[number, start + 1:end] = sample["labels"][1:]  # no token predicts the next sample's first
+                attention_mask[number, start:end] = 1
+                position_ids[number, start:] = torch.arange(width - start)
+                start = end
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "position_ids": position_ids, **image_fields(samples)}

@@ -5,8 +5,9 @@ this module decides whether a run may use them and what the rest of training see
   * refusals, one line each: flags that contradict a token budget (--group_by_modality_length, an
     explicit --per_device_train_batch_size), and a model whose attention cannot be confined to each
     sample of a row from restarting position ids;
-  * the micro-batch shape the memory plan and describe reason with: one row of --max_tokens_per_batch
-    tokens instead of --per_device_train_batch_size rows of --model_max_length;
+  * how long a packed row may be (one row under FlashAttention, rows of --model_max_length otherwise),
+    and the micro-batch shape the memory plan and describe reason with: --max_tokens_per_batch tokens
+    instead of --per_device_train_batch_size rows of --model_max_length;
   * the step size a resume must match: tokens per optimizer step instead of samples.
 """
 import logging
@@ -58,10 +59,19 @@ def check_packing_model(model) -> None:
         raise LlavaLnError(f"--packing: {problem}; train without --packing")
 
 
+def row_tokens_for(model, model_max_length: int) -> int | None:
+    """The longest packed row: None (one row per micro-batch) under FlashAttention's variable-length kernel, else
+    --model_max_length, so that no block-diagonal mask is larger than an unpacked sample's (data.packing)."""
+    implementation = getattr(language_model_of(model).config, "_attn_implementation", "") or ""
+    return None if implementation.startswith("flash_attention") else model_max_length
+
+
 def micro_batch_shape(args, model_max_length: int) -> tuple[int, int]:
-    """(rows, tokens per row) of the largest micro-batch: the shape the memory plan measures."""
+    """(rows, tokens per row) of the largest micro-batch: the shape the memory plan measures (with --packing rows
+    of --model_max_length, as every attention but FlashAttention's runs them; the same tokens either way)."""
     if getattr(args, "packing", False):
-        return 1, args.max_tokens_per_batch
+        row = min(model_max_length, args.max_tokens_per_batch)
+        return args.max_tokens_per_batch // row, row
     return args.per_device_train_batch_size, model_max_length
 
 
@@ -71,18 +81,19 @@ def samples_or_tokens_per_step(args, world_size: int) -> int:
     return world_size * args.gradient_accumulation_steps * per_micro_batch
 
 
-def build_packer(dataset, budget: int, seed: int) -> TokenBudgetPacker:
+def build_packer(dataset, budget: int, seed: int, row_tokens: int | None) -> TokenBudgetPacker:
     """The token-budget packer over the dataset's exact sample lengths (every sample tokenized once)."""
     started = time.perf_counter()
     lengths = dataset.token_lengths()
-    packer = TokenBudgetPacker(lengths, budget, seed,
+    packer = TokenBudgetPacker(lengths, budget, seed, row_tokens=row_tokens,
                                describe_sample=lambda i: dataset.index.where(i, dataset.index.conversation(i).id))
-    logger.info("packing: %d samples (%d tokens) measured in %.1fs; micro-batches of up to %d tokens fill %.1f%% "
-                "of the budget", len(lengths), int(lengths.sum()), time.perf_counter() - started, budget,
-                100 * packer.budget_fill())
+    tokens, computed = packer.computed_tokens()
+    logger.info("packing: %d samples (%d tokens) measured in %.1fs; micro-batches of up to %d tokens in rows of up "
+                "to %d, %.1f%% of computed tokens padding", len(lengths), tokens, time.perf_counter() - started,
+                budget, packer.row_tokens, 100 * (1 - tokens / computed))
     return packer
 
 
-def collator_for(args, default_collator):
+def collator_for(args, default_collator, *, pad_token_id: int, row_tokens: int | None):
     """The packed collator under --packing, else the padded one given."""
-    return PackedCollator() if args.packing else default_collator
+    return PackedCollator(pad_token_id, row_tokens) if args.packing else default_collator

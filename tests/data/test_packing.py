@@ -6,7 +6,7 @@ from data_helpers import image_record, make_dataset, record, save_image, write_j
 
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.core.errors import LlavaLnError
-from llava_ln.data.packing import PackedCollator, TokenBudgetPacker
+from llava_ln.data.packing import PackedCollator, TokenBudgetPacker, split_rows
 from llava_ln.model.backbones import load_tokenizer
 from llava_ln.training.data_order import DataOrder
 
@@ -20,7 +20,19 @@ def test_every_sample_once_each_micro_batch_within_the_budget():
         assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
         assert max(LENGTHS[b].sum() for b in batches) <= 512
     # Almost every micro-batch is full: the whole epoch wastes under 1% of the budget here.
-    assert packer.budget_fill() > 0.99
+    batches = packer.batches(0)
+    assert LENGTHS.sum() / (len(batches) * 512) > 0.99
+
+
+def test_rows_hold_at_most_the_row_length_and_a_micro_batch_fits_the_budget():
+    packer = TokenBudgetPacker(LENGTHS, 1024, seed=1, row_tokens=300)
+    assert (packer.row_tokens, packer.rows_per_batch) == (300, 3)
+    for batch in packer.batches(0):
+        rows = split_rows(LENGTHS[batch].tolist(), 300)
+        assert len(rows) <= 3 and max(LENGTHS[batch][row].sum() for row in rows) <= 300
+        assert LENGTHS[batch].sum() <= 900
+    tokens, computed = packer.computed_tokens()
+    assert tokens == LENGTHS.sum() and computed - tokens < 0.03 * computed  # padding: under 3% here
 
 
 def test_the_order_is_a_function_of_seed_and_epoch_with_a_fixed_count():
@@ -57,7 +69,7 @@ def test_the_packed_row_restarts_positions_and_masks_each_boundary():
         {"id": "c", "input_ids": torch.tensor([2, 3, 4, 5]), "labels": torch.tensor([2, 3, -100, 5]),
          "pixel_values": torch.ones(2, 3, 4, 4)},
     ]
-    batch = PackedCollator()(samples)
+    batch = PackedCollator(pad_token_id=0)(samples)
     assert batch["input_ids"].tolist() == [[1, 7, 8, 1, 9, 2, 3, 4, 5]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 7, 8, IGNORE_INDEX, 9, IGNORE_INDEX, 3, IGNORE_INDEX, 5]]
@@ -65,6 +77,13 @@ def test_the_packed_row_restarts_positions_and_masks_each_boundary():
     assert batch["image_counts"].tolist() == [1, 0, 2] and batch["sample_ids"] == ["a", "b", "c"]
     assert batch["pixel_values"][:, 0, 0, 0].tolist() == [0.0, 1.0, 1.0]  # images in sample order
     assert samples[1]["labels"].tolist() == [5, 9]  # the samples themselves are not changed
+
+    rows = PackedCollator(pad_token_id=0, row_tokens=5)(samples)  # rows of at most 5 tokens: [a, b] and [c]
+    assert rows["input_ids"].tolist() == [[1, 7, 8, 1, 9], [2, 3, 4, 5, 0]]
+    assert rows["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 4]]  # padding continues its row
+    assert rows["labels"].tolist() == [[IGNORE_INDEX, 7, 8, IGNORE_INDEX, 9], [IGNORE_INDEX, 3, IGNORE_INDEX, 5,
+                                                                                IGNORE_INDEX]]
+    assert rows["attention_mask"].tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
 
 
 def test_token_lengths_are_those_of_the_samples_read(bpe_tokenizer_dir, tiny_vision, tmp_path):

@@ -1,7 +1,7 @@
 """A packed row (--packing) computes what its samples compute unpacked: per-sample losses and gradients.
 
 Samples of different lengths (with and without images) go through the training forward once as a
-right-padded batch and once packed into one row; the per-sample sums of token losses and the
+right-padded batch and once packed (into one row, and into two rows of which one is padded); the per-sample sums of token losses and the
 gradients of every trainable weight must agree to fp32 rounding, for a LLaMA and a Qwen2 toy LLM,
 under SDPA (transformers' block-diagonal mask from restarting position ids) and eager attention.
 """
@@ -45,45 +45,50 @@ def _token_losses(logits, labels):
     return F.cross_entropy(logits[:-1].float(), labels[1:], ignore_index=IGNORE_INDEX, reduction="none")
 
 
-def _per_sample(model, batch, packed_lengths=None):
-    """(per-sample loss sums, summed loss) of one forward of `batch`."""
+def _per_sample(model, batch, packed_rows=None):
+    """(per-sample loss sums, summed loss) of one forward of `batch`; packed_rows: the sample lengths of each row."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = multimodal_forward(model, **inputs).logits
     labels = batch["labels"]
-    if packed_lengths is None:
+    if packed_rows is None:
         sums = [_token_losses(logits[row], labels[row]).sum() for row in range(labels.shape[0])]
         return torch.stack(sums), torch.stack(sums).sum()
-    row_losses = _token_losses(logits[0], labels[0])
-    sums, start = [], 0
-    for length in packed_lengths:
-        sums.append(row_losses[start:start + length - 1].sum())
-        # The position before the next sample's first token predicts nothing (its label is masked).
-        assert start == 0 or row_losses[start - 1] == 0
-        start += length
-    return torch.stack(sums), row_losses.sum()
+    sums, total = [], 0.0
+    for row, lengths in enumerate(packed_rows):
+        row_losses = _token_losses(logits[row], labels[row])
+        total = total + row_losses.sum()
+        start = 0
+        for length in lengths:
+            sums.append(row_losses[start:start + length - 1].sum())
+            # The position before the next sample's first token predicts nothing (its label is masked).
+            assert start == 0 or row_losses[start - 1] == 0
+            start += length
+    return torch.stack(sums), total
 
 
 def _gradients(model):
     return {n: p.grad.clone() for n, p in unwrap(model).named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("family,attention", [("llama", "sdpa"), ("qwen2", "sdpa"), ("llama", "eager")])
+@pytest.mark.parametrize("family,attention,row_tokens", [("llama", "sdpa", None), ("qwen2", "sdpa", None),
+                                                          ("llama", "eager", None), ("llama", "sdpa", 40)])
 @pytest.mark.parametrize("images", [(True, False, True), (False, False, False)], ids=["images", "text_only"])
-def test_packed_row_matches_the_padded_batch(tiny_llm, tiny_vision, family, attention, images):
+def test_packed_rows_match_the_padded_batch(tiny_llm, tiny_vision, family, attention, row_tokens, images):
     torch.manual_seed(0)
     model, spec = build(tiny_llm, tiny_vision, family, "full")
     language_model_of(model).config._attn_implementation = attention
     model.eval()
     lengths = [9 + spec.num_image_tokens, 31, 5 + spec.num_image_tokens]  # lengths differ by up to 6x
     samples = _samples(spec, lengths, images)
-    padded, packed = DataCollator(_PadTokenizer())(samples), PackedCollator()(samples)
-    assert packed["input_ids"].shape == (1, sum(lengths)) and bool(packed["attention_mask"].all())
+    padded, packed = DataCollator(_PadTokenizer())(samples), PackedCollator(0, row_tokens)(samples)
+    rows = [lengths] if row_tokens is None else [lengths[:1], lengths[1:]]  # rows of 40: 13 | 31 + 9, padded
+    assert packed["input_ids"].shape == (len(rows), max(map(sum, rows)))
 
     per_padded, total_padded = _per_sample(model, padded)
     total_padded.backward()
     grads_padded = _gradients(model)
     model.zero_grad(set_to_none=True)
-    per_packed, total_packed = _per_sample(model, packed, packed_lengths=lengths)
+    per_packed, total_packed = _per_sample(model, packed, packed_rows=rows)
     total_packed.backward()
     grads_packed = _gradients(model)
 
@@ -100,10 +105,10 @@ def test_without_restarting_positions_the_samples_would_attend_to_each_other(tin
     model, spec = build(tiny_llm, tiny_vision, "llama", "full")
     model.eval()
     lengths = [12, 20]
-    packed = PackedCollator()(_samples(spec, lengths, (False, False)))
+    packed = PackedCollator(0)(_samples(spec, lengths, (False, False)))
     with torch.no_grad():
-        confined, _ = _per_sample(model, packed, packed_lengths=lengths)
-        leaking, _ = _per_sample(model, {**packed, "position_ids": None}, packed_lengths=lengths)
+        confined, _ = _per_sample(model, packed, packed_rows=[lengths])
+        leaking, _ = _per_sample(model, {**packed, "position_ids": None}, packed_rows=[lengths])
     torch.testing.assert_close(leaking[0], confined[0])  # the first sample sees nothing before it either way
     assert not torch.allclose(leaking[1], confined[1], atol=1e-4)
 
@@ -111,7 +116,7 @@ def test_without_restarting_positions_the_samples_would_attend_to_each_other(tin
 def test_a_packed_image_count_mismatch_names_its_sample(tiny_llm, tiny_vision):
     model, spec = build(tiny_llm, tiny_vision, "llama", "ln")
     samples = _samples(spec, [8 + spec.num_image_tokens, 10], (True, False))
-    batch = PackedCollator()(samples)
+    batch = PackedCollator(0)(samples)
     batch["image_counts"] = torch.tensor([0, 1])  # the image is claimed by the wrong sample
     with pytest.raises(LlavaLnError, match="sample s0: .* image placeholder positions"):
         multimodal_forward(model, **{k: v for k, v in batch.items() if k != "labels"})
