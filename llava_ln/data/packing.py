@@ -3,10 +3,11 @@
 Token budget. Each micro-batch holds whole samples whose token counts add up to at most
 --max_tokens_per_batch, laid out in rows of at most row_tokens. TokenBudgetPacker fills rows greedily,
 longest sample first, each row topped up with the longest sample that still fits ("best fit
-decreasing"), so almost every row is full; a micro-batch is budget // row_tokens consecutive rows.
-The samples are shuffled from (seed, epoch) before the stable sort by length, so which samples of
-equal length share a row changes every epoch, and the rows are then shuffled from the same
-generator. The decisions depend only on the lengths, never on which sample holds one, so every
+decreasing"), so almost every row is full; a micro-batch is budget // row_tokens rows of like
+length (each micro-batch's rows are padded to its longest, so rows are sorted by length before they
+are grouped). The samples are shuffled from (seed, epoch) before the stable sort by length, so which
+samples of equal length share a row changes every epoch, and the micro-batches are then shuffled
+from the same generator. The decisions depend only on the lengths, never on which sample holds one, so every
 epoch has the same number of micro-batches (DataOrder relies on that) and the order is a pure
 function of (lengths, budget, row_tokens, seed, epoch): a resumed run reads exactly what an
 uninterrupted one would.
@@ -17,9 +18,10 @@ lengths taken from the restarts) when the batch is one row and no attention mask
 sample costs attention over its own length only. Every other attention implementation builds a
 block-diagonal causal mask from the same position ids (transformers.masking_utils' packed-sequence
 detection: eager, sdpa, flex_attention); that mask and its scores grow with the square of the row,
-so there rows are cut at --model_max_length (training.packing decides): no row costs more attention
-than one unpacked sample of the longest length, and the few tokens of padding at row ends are the
-price (bench/packing.py measures them).
+so there the budget is split into equal rows of about --model_max_length (training.packing decides;
+longer only where the longest sample would not fit): no row costs much more attention than one
+unpacked sample of the longest length, and the few tokens of padding at row ends are the price
+(bench/packing.py measures them).
 
 The packed rows (PackedCollator). A row holds consecutive samples of the micro-batch; position_ids
 restart at 0 at each sample, and that is what confines attention to a sample; the training forward
@@ -42,8 +44,8 @@ class TokenBudgetPacker:
     """Micro-batches of whole samples holding at most `budget` tokens each, in rows (module docstring)."""
 
     def __init__(self, lengths, budget: int, seed: int, *, row_tokens: int | None = None, describe_sample=None):
-        """lengths: exact token count of each sample; row_tokens: longest row (None: one row of `budget`);
-        describe_sample(index) -> how errors name a sample."""
+        """lengths: exact token count of each sample; row_tokens: the row length to aim for (None: one row of
+        `budget`); describe_sample(index) -> how errors name a sample."""
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.budget = int(budget)
         self.seed = seed
@@ -51,15 +53,18 @@ class TokenBudgetPacker:
             raise LlavaLnError(f"--max_tokens_per_batch {budget} must be >= 1")
         if len(self.lengths) == 0:
             raise LlavaLnError("packing: there are no samples to pack")
-        self.row_tokens = self.budget if row_tokens is None else min(int(row_tokens), self.budget)
-        self.rows_per_batch = self.budget // self.row_tokens
         longest = int(np.argmax(self.lengths))
-        if self.lengths[longest] > self.row_tokens:
+        if self.lengths[longest] > self.budget:
             name = describe_sample(longest) if describe_sample else f"sample #{longest}"
             raise LlavaLnError(f"{name}: {int(self.lengths[longest])} tokens, more than --max_tokens_per_batch "
                                f"{self.budget}; raise the budget to at least --model_max_length")
         if self.lengths.min() < 1:
             raise LlavaLnError("packing: a sample has no tokens")
+        # The budget split into equal rows near row_tokens long; fewer, longer rows when the longest sample needs it.
+        self.rows_per_batch = 1 if row_tokens is None else -(-self.budget // int(row_tokens))
+        while self.budget // self.rows_per_batch < self.lengths[longest]:
+            self.rows_per_batch -= 1
+        self.row_tokens = self.budget // self.rows_per_batch
 
     def _rows(self, rng: np.random.Generator) -> list[list[int]]:
         """Best fit decreasing into rows of row_tokens, ties in shuffled order."""
@@ -95,9 +100,13 @@ class TokenBudgetPacker:
         """The micro-batches of `epoch`, in order: each the samples of rows_per_batch rows, row after row."""
         rng = np.random.default_rng([self.seed, epoch])
         rows = self._rows(rng)
-        order = rng.permutation(len(rows)).tolist()
-        return [[i for r in order[start:start + self.rows_per_batch] for i in rows[r]]
-                for start in range(0, len(order), self.rows_per_batch)]
+        filled = np.array([int(self.lengths[row].sum()) for row in rows])
+        # Rows of a micro-batch are padded to its longest: rows of like length go together (ties shuffled).
+        order = rng.permutation(len(rows))
+        order = order[np.argsort(-filled[order], kind="stable")].tolist()
+        batches = [[i for r in order[start:start + self.rows_per_batch] for i in rows[r]]
+                   for start in range(0, len(order), self.rows_per_batch)]
+        return [batches[i] for i in rng.permutation(len(batches))]
 
     def computed_tokens(self, epoch: int = 0) -> tuple[int, int]:
         """(tokens of samples, tokens computed) over the micro-batches of `epoch`: the rest is row padding."""

@@ -60,18 +60,20 @@ def check_packing_model(model) -> None:
 
 
 def row_tokens_for(model, model_max_length: int) -> int | None:
-    """The longest packed row: None (one row per micro-batch) under FlashAttention's variable-length kernel, else
-    --model_max_length, so that no block-diagonal mask is larger than an unpacked sample's (data.packing)."""
+    """The packed row length to aim for: None (one row per micro-batch) under FlashAttention's variable-length
+    kernel, else --model_max_length, so that no block-diagonal mask is much larger than an unpacked sample's
+    (data.packing)."""
     implementation = getattr(language_model_of(model).config, "_attn_implementation", "") or ""
     return None if implementation.startswith("flash_attention") else model_max_length
 
 
 def micro_batch_shape(args, model_max_length: int) -> tuple[int, int]:
-    """(rows, tokens per row) of the largest micro-batch: the shape the memory plan measures (with --packing rows
-    of --model_max_length, as every attention but FlashAttention's runs them; the same tokens either way)."""
+    """(rows, tokens per row) of the largest micro-batch: the shape the memory plan measures (with --packing the
+    budget in rows of about --model_max_length, as every attention but FlashAttention's runs it; the same tokens
+    either way)."""
     if getattr(args, "packing", False):
-        row = min(model_max_length, args.max_tokens_per_batch)
-        return args.max_tokens_per_batch // row, row
+        rows = -(-args.max_tokens_per_batch // model_max_length)
+        return rows, args.max_tokens_per_batch // rows
     return args.per_device_train_batch_size, model_max_length
 
 
