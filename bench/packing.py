@@ -12,16 +12,19 @@ For each, the share of computed tokens that are padding, over one epoch:
                sampler sorts megabatches of world size x 16); grouped by the length estimate training uses
                (words + image tokens) on the toy world, by the exact lengths on the mix665k model (its best case)
   packed       --packing at the equivalent token budget (16 x the mean sample length, at least the longest
-               sample): rows of about --model_max_length as every attention but FlashAttention's runs them
-               (their row-end padding is counted), and one row under FlashAttention-2 (no padding by construction)
+               sample; padding counts against it): rows of several samples up to the median length, as every
+               attention but FlashAttention's runs them (their row padding is counted), and one row under
+               FlashAttention-2 (no padding by construction; its share of the budget used is reported)
 Then the step time: a tiny model (the toy world's pretrained LLM and vision tower, --tune_mode ln, the lean
-kernels training uses by default, AdamW) trains on the same samples as grouped batches of 16 (8-rank grouping)
-and as packed micro-batches, the two passes alternating in one process; reported per supervised token (the
-median of --repeats passes). On the mix665k model the samples are synthetic token ids of the modelled lengths:
-an image sample carries the tiny tower's 16 placeholders and ordinary tokens for the other 560 of LLaVA-1.5's
-576 image positions (the LLM's cost is per position; the tower's cost is the same in both passes).
+kernels training uses by default, AdamW, SDPA) trains on the same --time_samples random samples (both
+modalities, each a whole number of batches, so no batching repeats or drops one) as --group_by_modality_length
+batches of 16 (1 rank, 8 ranks) and as packed micro-batches at the full data's equivalent budget, the passes
+alternating in one process, --repeats times; reported per supervised token (the median pass). On the mix665k
+model the samples are synthetic token ids of the modelled lengths: an image sample carries the tiny tower's 16
+placeholders and ordinary tokens for the other 560 of LLaVA-1.5's 576 image positions (the LLM's cost is per
+position; the tower's cost per image).
 
-    python -m bench.packing [--time_samples 128] [--repeats 3] [--out bench/results/cpu_packing.json]
+    python -m bench.packing [--time_samples 64] [--repeats 2] [--out bench/results/cpu_packing.json]
 """
 import argparse
 import json
@@ -149,20 +152,20 @@ def equivalent_budget(lengths: np.ndarray) -> int:
 def padding_report(lengths, has_image, estimates, seed: int) -> dict:
     """Padding shares of every batching for one length distribution."""
     budget = equivalent_budget(lengths)
-    rows = TokenBudgetPacker(lengths, budget, seed, row_tokens=MAX_LENGTH)
+    rows = TokenBudgetPacker(lengths, budget, seed)
     tokens, computed = rows.computed_tokens()
-    one_row = TokenBudgetPacker(lengths, budget, seed)
+    one_row = TokenBudgetPacker(lengths, budget, seed, one_row=True)
     report = {
         "samples": len(lengths), "mean_tokens": round(float(lengths.mean()), 1), "max_tokens": int(lengths.max()),
         "image_share": round(float(np.mean(has_image)), 3),
         "random_b16": padded_share(lengths, random_batches(len(lengths), seed))[0],
         "grouped_b16_1rank": padded_share(lengths, grouped_batches(estimates, has_image, 1, seed))[0],
         "grouped_b16_8ranks": padded_share(lengths, grouped_batches(estimates, has_image, 8, seed))[0],
-        "packed_budget": budget, "packed_row_tokens": rows.row_tokens, "packed_rows_per_batch": rows.rows_per_batch,
+        "packed_budget": budget, "packed_row_tokens": rows.row_tokens,
         "packed_rows": 1 - tokens / computed,
-        "packed_rows_budget_fill": tokens / (len(rows.batches(0)) * budget),
+        "packed_rows_budget_fill": computed / (len(rows.batches(0)) * budget),
         "packed_one_row_flash": 0.0,
-        "packed_budget_fill": float(lengths.sum()) / (len(one_row.batches(0)) * budget),
+        "packed_one_row_budget_fill": float(lengths.sum()) / (len(one_row.batches(0)) * budget),
     }
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}
 
@@ -183,24 +186,20 @@ def toy_world(scratch: str, seed: int):
     return model_args, components, dataset
 
 
-def synthetic_samples(lengths, supervised, has_image, spec, vocab: int, image_size: int, seed: int) -> list:
-    """Training samples of the given shapes: random ids, the image's placeholders after bos, answers spread out."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for number, (length, answered, image) in enumerate(zip(lengths.tolist(), supervised.tolist(),
-                                                           has_image.tolist())):
-        ids = rng.integers(3, vocab, length)
-        ids[ids == spec.image_token_id] = 3
-        prompt = 1 + (spec.num_image_tokens if image else 0)
-        if image:
-            ids[1:prompt] = spec.image_token_id
-        labels = np.full(length, -100)
-        chosen = rng.choice(np.arange(prompt, length), size=min(answered, length - prompt), replace=False)
-        labels[chosen] = ids[chosen]
-        pixels = torch.from_numpy(rng.standard_normal((1, 3, image_size, image_size)).astype(np.float32))
-        samples.append({"id": f"s{number}", "input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
-                        "pixel_values": pixels if image else None})
-    return samples
+def synthetic_sample(number: int, length: int, answered: int, image: bool, spec, vocab: int, image_size: int,
+                     rng: np.random.Generator) -> dict:
+    """A training sample of this shape: random ids, the image's placeholders after bos, answers spread out."""
+    ids = rng.integers(3, vocab, length)
+    ids[ids == spec.image_token_id] = 3
+    prompt = 1 + (spec.num_image_tokens if image else 0)
+    if image:
+        ids[1:prompt] = spec.image_token_id
+    labels = np.full(length, -100)
+    chosen = rng.choice(np.arange(prompt, length), size=min(answered, length - prompt), replace=False)
+    labels[chosen] = ids[chosen]
+    pixels = torch.from_numpy(rng.standard_normal((1, 3, image_size, image_size)).astype(np.float32))
+    return {"id": f"s{number}", "input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
+            "pixel_values": pixels if image else None}
 
 
 def time_passes(model, plan_groups, batches_by_mode: dict, repeats: int) -> dict:
@@ -208,6 +207,9 @@ def time_passes(model, plan_groups, batches_by_mode: dict, repeats: int) -> dict
     module = TrainingModule(model)
     optimizer = torch.optim.AdamW(plan_groups, lr=1e-5)
     seconds = {mode: [] for mode in batches_by_mode}
+    for batches in batches_by_mode.values():  # warm-up, untimed: first-call costs fall on no batching
+        module(batches[0]).backward()
+        optimizer.zero_grad(set_to_none=True)
     for _ in range(repeats):
         for mode, batches in batches_by_mode.items():
             started = time.perf_counter()
@@ -226,19 +228,37 @@ def time_passes(model, plan_groups, batches_by_mode: dict, repeats: int) -> dict
                         "padding_share": round(1 - real / computed, 4), "pass_seconds": [round(s, 3) for s in
                                                                                       seconds[mode]],
                         "us_per_supervised_token": round(1e6 * median / supervised, 2)}
-    result["packed_speedup_over_grouped"] = round(result["grouped_b16_8ranks"]["us_per_supervised_token"]
-                                                  / result["packed"]["us_per_supervised_token"], 3)
+    for baseline in ("grouped_b16_1rank", "grouped_b16_8ranks"):
+        result[f"packed_speedup_over_{baseline}"] = round(result[baseline]["us_per_supervised_token"]
+                                                          / result["packed"]["us_per_supervised_token"], 3)
     return result
 
 
-def timing_batches(samples: list, lengths, has_image, estimates, pad_token_id: int, seed: int) -> dict:
-    """The same samples as grouped batches of 16 (8-rank grouping) and as packed micro-batches."""
+def timing_subset(has_image, samples: int, seed: int) -> np.ndarray:
+    """Random samples of both modalities, each a whole number of batches of 16 (the grouped sampler then repeats
+    none, so every batching trains exactly these samples): text-only ones in proportion, at least one batch."""
+    rng = np.random.default_rng([seed, 1])
+    images, texts = np.flatnonzero(has_image), np.flatnonzero(~np.asarray(has_image, dtype=bool))
+    text_batches = 0 if len(texts) < BATCH else max(1, round(samples * len(texts) / len(has_image) / BATCH))
+    image_batches = samples // BATCH - text_batches
+    return np.concatenate([rng.choice(images, image_batches * BATCH, replace=False),
+                           rng.choice(texts, text_batches * BATCH, replace=False)])
+
+
+def timing_batches(lengths, has_image, estimates, sample_of, pad_token_id: int, seed: int, samples: int) -> dict:
+    """The same random samples as --group_by_modality_length batches of 16 (1 and 8 ranks) and as packed
+    micro-batches at the full data's equivalent budget."""
+    subset = timing_subset(has_image, samples, seed)
+    packer = TokenBudgetPacker(lengths[subset], equivalent_budget(lengths), seed)
+    orders = {"grouped_b16_1rank": grouped_batches(estimates[subset], has_image[subset], 1, seed),
+              "grouped_b16_8ranks": grouped_batches(estimates[subset], has_image[subset], 8, seed),
+              "packed": [np.array(b) for b in packer.batches(0)]}
     padded = DataCollator(type("Pad", (), {"pad_token_id": pad_token_id})())
-    grouped = [padded([samples[i] for i in b]) for b in grouped_batches(estimates, has_image, 8, seed)]
-    packer = TokenBudgetPacker(lengths, equivalent_budget(lengths), seed, row_tokens=MAX_LENGTH)
-    packed_collator = PackedCollator(pad_token_id, packer.row_tokens)
-    packed = [packed_collator([samples[i] for i in b]) for b in packer.batches(0)]
-    return {"grouped_b16_8ranks": grouped, "packed": packed}
+    collators = {"grouped_b16_1rank": padded, "grouped_b16_8ranks": padded,
+                 "packed": PackedCollator(pad_token_id, packer.row_tokens)}
+    loaded = {int(i): sample_of(int(i)) for i in subset}
+    return {mode: [collators[mode]([loaded[int(subset[i])] for i in batch]) for batch in batches]
+            for mode, batches in orders.items()}
 
 
 def run(args) -> dict:
@@ -259,33 +279,37 @@ def run(args) -> dict:
         apply_kernels(model, "auto", torch.device("cpu"))
         groups = plan.param_groups(model, 1e-5, 0.0)
         pad = components.tokenizer.pad_token_id
-        rng = np.random.default_rng(args.seed)
 
-        chosen = np.sort(rng.choice(len(lengths), args.time_samples, replace=False))
-        samples = synthetic_samples(lengths[chosen], supervised[chosen], has_image[chosen], spec,
-                                    model.config.text_config.vocab_size, model.config.vision_config.image_size,
-                                    args.seed)
-        batches = timing_batches(samples, lengths[chosen], has_image[chosen], lengths[chosen], pad, args.seed)
+        vocab, image_size = model.config.text_config.vocab_size, model.config.vision_config.image_size
+
+        def mix_sample(index: int) -> dict:
+            rng = np.random.default_rng([args.seed, index])
+            return synthetic_sample(index, int(lengths[index]), int(supervised[index]), bool(has_image[index]), spec,
+                                    vocab, image_size, rng)
+
+        batches = timing_batches(lengths, has_image, lengths, mix_sample, pad, args.seed, args.time_samples)
         results["mix665k_cpu_step"] = time_passes(model, groups, batches, args.repeats)
         print("mix665k model, CPU step:", json.dumps(results["mix665k_cpu_step"]))
 
-        chosen = np.sort(rng.choice(len(dataset), min(args.time_samples, len(dataset)), replace=False))
-        samples = [dataset[i] for i in chosen.tolist()]
-        batches = timing_batches(samples, toy_lengths[chosen], dataset.has_image[chosen],
-                                 dataset.length_estimates[chosen], pad, args.seed)
+        batches = timing_batches(toy_lengths, dataset.has_image, dataset.length_estimates, dataset.__getitem__, pad,
+                                 args.seed, args.time_samples)
         results["toy_cpu_step"] = time_passes(model, groups, batches, args.repeats)
         print("toy world, CPU step:", json.dumps(results["toy_cpu_step"]))
     return results
 
 
 def summary(results: dict) -> str:
-    lines = ["| data | random b16 | grouped b16 (1 rank) | grouped b16 (8 ranks) | packed, rows | packed, one row "
-             "(FA2) | CPU speed-up per supervised token, packed vs grouped |", "|---|---|---|---|---|---|---|"]
+    lines = ["| data | random b16 | grouped b16, 1 rank | grouped b16, 8 ranks | packed, rows | packed, one row (FA2) "
+             "| CPU per supervised token: grouped 1 rank / 8 ranks / packed (us) | packed speed-up over grouped "
+             "1 rank / 8 ranks |", "|---|---|---|---|---|---|---|---|"]
     for name in ("toy", "mix665k"):
         pad, step = results[f"{name}_padding"], results[f"{name}_cpu_step"]
+        times = " / ".join(f"{step[m]['us_per_supervised_token']:.0f}" for m in
+                           ("grouped_b16_1rank", "grouped_b16_8ranks", "packed"))
         lines.append(f"| {name} | {pad['random_b16']:.1%} | {pad['grouped_b16_1rank']:.1%} | "
                      f"{pad['grouped_b16_8ranks']:.1%} | {pad['packed_rows']:.1%} | {pad['packed_one_row_flash']:.1%}"
-                     f" | {step['packed_speedup_over_grouped']:.2f}x |")
+                     f" | {times} | {step['packed_speedup_over_grouped_b16_1rank']:.2f}x / "
+                     f"{step['packed_speedup_over_grouped_b16_8ranks']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -293,8 +317,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mix_scale", type=float, default=0.05, help="share of mix665k's 665K samples modelled")
-    parser.add_argument("--time_samples", type=int, default=128, help="samples per timed pass")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per batching (the median counts)")
+    parser.add_argument("--time_samples", type=int, default=64, help="samples per timed pass (a multiple of 16)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes per batching (the median counts)")
     parser.add_argument("--out", default="bench/results/cpu_packing.json")
     args = parser.parse_args()
     with forward_stop_signals():
@@ -303,10 +327,11 @@ def main() -> int:
     results["table"] = table
     print(table)
     for name in ("toy", "mix665k"):
-        share = results[f"{name}_padding"]["packed_rows"]
-        print(f"{name}: padding with packing {share:.1%} of computed tokens (target <= 3%): "
+        share, step = results[f"{name}_padding"]["packed_rows"], results[f"{name}_cpu_step"]
+        print(f"{name}: padding with packing {share:.2%} of computed tokens (target <= 3%): "
               f"{'met' if share <= 0.03 else 'MISSED'}; CPU speed-up per supervised token over "
-              f"--group_by_modality_length: {results[f'{name}_cpu_step']['packed_speedup_over_grouped']:.2f}x")
+              f"--group_by_modality_length: {step['packed_speedup_over_grouped_b16_1rank']:.2f}x (1 rank), "
+              f"{step['packed_speedup_over_grouped_b16_8ranks']:.2f}x (8 ranks)")
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as handle:

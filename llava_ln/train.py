@@ -50,7 +50,7 @@ from llava_ln.training.packing import (
     check_packing_combination,
     check_packing_model,
     collator_for,
-    row_tokens_for,
+    one_row_for,
     samples_or_tokens_per_step,
 )
 from llava_ln.training.reporting import (
@@ -132,12 +132,11 @@ def main(argv=None) -> int:
         # The grouped sampler sorts by length across all micro-batches of one optimizer step, so a
         # process with accumulation k reads what k ranks read.
         micro_batches_per_step = context.world_size * args.gradient_accumulation_steps
-        row_tokens = row_tokens_for(model, data_args.model_max_length)  # --packing: how long a packed row may be
         order = DataOrder(dataset_size=len(dataset), batch_size=args.per_device_train_batch_size,
                           world_size=context.world_size, accumulation=args.gradient_accumulation_steps,
                           seed=data_seed, grouped_sampler=build_train_sampler(
                               dataset, data_args, args.per_device_train_batch_size, micro_batches_per_step, data_seed),
-                          packer=build_packer(dataset, args.max_tokens_per_batch, data_seed, row_tokens)
+                          packer=build_packer(dataset, args.max_tokens_per_batch, data_seed, one_row_for(model))
                           if args.packing else None)
         total_steps = total_steps_for(args, order)
 
@@ -168,7 +167,7 @@ def main(argv=None) -> int:
                                   zero_stage=strategy.zero_stage)  # --eval_benchmarks
         loop = Loop(args=args, context=context, strategy=strategy, checkpointer=checkpointer, dataset=dataset,
                     collate_fn=collator_for(args, DataCollator(data.tokenizer), pad_token_id=data.tokenizer.pad_token_id,
-                                            row_tokens=row_tokens), data_order=order, total_steps=total_steps,
+                                            packer=order.packer), data_order=order, total_steps=total_steps,
                     identity=identity, stops=stops, hooks=hooks)
         start_step = loop.resume(resume_dir).global_step if resume_dir else 0
         config = resolved_config(model_args, data_args, tuning_args, args=args, context=context, precision=precision,

@@ -1,27 +1,26 @@
 """Padding-free micro-batches (--packing): which samples share a micro-batch, and the packed rows they make.
 
-Token budget. Each micro-batch holds whole samples whose token counts add up to at most
---max_tokens_per_batch, laid out in rows of at most row_tokens. TokenBudgetPacker fills rows greedily,
-longest sample first, each row topped up with the longest sample that still fits ("best fit
-decreasing"), so almost every row is full; a micro-batch is budget // row_tokens rows of like
-length (each micro-batch's rows are padded to its longest, so rows are sorted by length before they
-are grouped). The samples are shuffled from (seed, epoch) before the stable sort by length, so which
-samples of equal length share a row changes every epoch, and the micro-batches are then shuffled
-from the same generator. The decisions depend only on the lengths, never on which sample holds one, so every
-epoch has the same number of micro-batches (DataOrder relies on that) and the order is a pure
-function of (lengths, budget, row_tokens, seed, epoch): a resumed run reads exactly what an
-uninterrupted one would.
+Token budget. Each micro-batch holds whole samples whose rows, padded to the longest of them, add up
+to at most --max_tokens_per_batch tokens. TokenBudgetPacker fills rows greedily, longest sample first,
+each row topped up with the longest sample that still fits ("best fit decreasing"); micro-batches
+are then made of rows of like length (rows sorted by length, as many per micro-batch as the budget
+holds), so what padding is left is the small difference between neighbouring rows. The samples are
+shuffled from (seed, epoch) before the stable sorts by length, so which samples of equal length
+share a row changes every epoch, and the micro-batches are then shuffled from the same generator.
+The decisions depend only on the lengths, never on which sample holds one, so every epoch has the
+same number of micro-batches (DataOrder relies on that) and the order is a pure function of
+(lengths, budget, seed, epoch): a resumed run reads exactly what an uninterrupted one would.
 
 One row or several. Under FlashAttention-2 a micro-batch is one row of up to the whole budget:
 transformers runs FlashAttention's variable-length kernel from position ids that restart (cumulative
 lengths taken from the restarts) when the batch is one row and no attention mask is passed, so each
 sample costs attention over its own length only. Every other attention implementation builds a
 block-diagonal causal mask from the same position ids (transformers.masking_utils' packed-sequence
-detection: eager, sdpa, flex_attention); that mask and its scores grow with the square of the row,
-so there the budget is split into equal rows of about --model_max_length (training.packing decides;
-longer only where the longest sample would not fit): no row costs much more attention than one
-unpacked sample of the longest length, and the few tokens of padding at row ends are the price
-(bench/packing.py measures them).
+detection: eager, sdpa, flex_attention) and computes the scores of the whole row, masked ones
+included: a row of several samples costs the square of its length. There rows grow only to the
+median sample length (a longer sample is a row of its own), so short samples share rows and long
+ones pay no more attention than unpacked (training.packing decides which; bench/packing.py measures
+the padding and the step time).
 
 The packed rows (PackedCollator). A row holds consecutive samples of the micro-batch; position_ids
 restart at 0 at each sample, and that is what confines attention to a sample; the training forward
@@ -41,11 +40,11 @@ from llava_ln.data.encode import image_fields
 
 
 class TokenBudgetPacker:
-    """Micro-batches of whole samples holding at most `budget` tokens each, in rows (module docstring)."""
+    """Micro-batches of whole samples, at most `budget` tokens each (padding included), in rows (module docstring)."""
 
-    def __init__(self, lengths, budget: int, seed: int, *, row_tokens: int | None = None, describe_sample=None):
-        """lengths: exact token count of each sample; row_tokens: the row length to aim for (None: one row of
-        `budget`); describe_sample(index) -> how errors name a sample."""
+    def __init__(self, lengths, budget: int, seed: int, *, one_row: bool = False, describe_sample=None):
+        """lengths: exact token count of each sample; one_row: each micro-batch one row (FlashAttention), else rows
+        of about the median sample; describe_sample(index) -> how errors name a sample."""
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.budget = int(budget)
         self.seed = seed
@@ -60,11 +59,9 @@ class TokenBudgetPacker:
                                f"{self.budget}; raise the budget to at least --model_max_length")
         if self.lengths.min() < 1:
             raise LlavaLnError("packing: a sample has no tokens")
-        # The budget split into equal rows near row_tokens long; fewer, longer rows when the longest sample needs it.
-        self.rows_per_batch = 1 if row_tokens is None else -(-self.budget // int(row_tokens))
-        while self.budget // self.rows_per_batch < self.lengths[longest]:
-            self.rows_per_batch -= 1
-        self.row_tokens = self.budget // self.rows_per_batch
+        self.one_row = one_row
+        # How long a row of several samples may grow; a longer sample is a row of its own.
+        self.row_tokens = self.budget if one_row else max(1, int(np.median(self.lengths)))
 
     def _rows(self, rng: np.random.Generator) -> list[list[int]]:
         """Best fit decreasing into rows of row_tokens, ties in shuffled order."""
@@ -86,7 +83,7 @@ class TokenBudgetPacker:
         while lengths_left:
             longest = lengths_left[-1]
             row, room = [take(longest)], self.row_tokens - longest
-            while True:
+            while room > 0:
                 position = bisect_right(lengths_left, room) - 1
                 if position < 0:
                     break
@@ -97,15 +94,23 @@ class TokenBudgetPacker:
         return rows
 
     def batches(self, epoch: int) -> list[list[int]]:
-        """The micro-batches of `epoch`, in order: each the samples of rows_per_batch rows, row after row."""
+        """The micro-batches of `epoch`, in order: each the samples of its rows, row after row."""
         rng = np.random.default_rng([self.seed, epoch])
         rows = self._rows(rng)
         filled = np.array([int(self.lengths[row].sum()) for row in rows])
-        # Rows of a micro-batch are padded to its longest: rows of like length go together (ties shuffled).
+        # A micro-batch's rows are padded to its longest: rows of like length go together (ties shuffled), as many
+        # as keep rows x longest row within the budget.
         order = rng.permutation(len(rows))
         order = order[np.argsort(-filled[order], kind="stable")].tolist()
-        batches = [[i for r in order[start:start + self.rows_per_batch] for i in rows[r]]
-                   for start in range(0, len(order), self.rows_per_batch)]
+        batches, current, width = [], [], 0
+        for row in order:
+            if current and (len(current) + 1) * width > self.budget:
+                batches.append([i for r in current for i in rows[r]])
+                current = []
+            if not current:
+                width = int(filled[row])
+            current.append(row)
+        batches.append([i for r in current for i in rows[r]])
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def computed_tokens(self, epoch: int = 0) -> tuple[int, int]:
@@ -118,11 +123,9 @@ class TokenBudgetPacker:
         return int(self.lengths.sum()), computed
 
 
-def split_rows(lengths: list[int], row_tokens: int | None) -> list[list[int]]:
-    """Consecutive samples (by position in `lengths`) into as few rows of at most row_tokens as keep their order
-    (None: one row). The packer lays rows out one after another, so this finds its rows or fewer."""
-    if row_tokens is None:
-        return [list(range(len(lengths)))]
+def split_rows(lengths: list[int], row_tokens: int) -> list[list[int]]:
+    """Consecutive samples (by position in `lengths`) into as few rows of at most row_tokens as keep their order (a
+    longer sample alone). The packer lays its rows out one after another, so this finds them, or fewer."""
     rows, used = [], row_tokens + 1
     for position, length in enumerate(lengths):
         if used + length > row_tokens:
@@ -140,7 +143,7 @@ class PackedCollator:
     sample and is masked in attention_mask and labels. Causal attention means no real token sees padding that
     follows it, so the model needs no padding mask."""
 
-    def __init__(self, pad_token_id: int, row_tokens: int | None = None):
+    def __init__(self, pad_token_id: int, row_tokens: int):
         self.pad_token_id = pad_token_id
         self.row_tokens = row_tokens
 

@@ -5,8 +5,7 @@ this module decides whether a run may use them and what the rest of training see
   * refusals, one line each: flags that contradict a token budget (--group_by_modality_length, an
     explicit --per_device_train_batch_size), and a model whose attention cannot be confined to each
     sample of a row from restarting position ids;
-  * how long a packed row may be (one row under FlashAttention, rows of --model_max_length otherwise),
-    and the micro-batch shape the memory plan and describe reason with: --max_tokens_per_batch tokens
+  * whether a packed micro-batch is one row (under FlashAttention) or several, and the micro-batch shape the memory plan and describe reason with: --max_tokens_per_batch tokens
     instead of --per_device_train_batch_size rows of --model_max_length;
   * the step size a resume must match: tokens per optimizer step instead of samples.
 """
@@ -59,18 +58,17 @@ def check_packing_model(model) -> None:
         raise LlavaLnError(f"--packing: {problem}; train without --packing")
 
 
-def row_tokens_for(model, model_max_length: int) -> int | None:
-    """The packed row length to aim for: None (one row per micro-batch) under FlashAttention's variable-length
-    kernel, else --model_max_length, so that no block-diagonal mask is much larger than an unpacked sample's
-    (data.packing)."""
+def one_row_for(model) -> bool:
+    """Whether a packed micro-batch is one row: under FlashAttention's variable-length kernel, where a sample's
+    attention costs its own length only; other attention computes every score of a row (data.packing)."""
     implementation = getattr(language_model_of(model).config, "_attn_implementation", "") or ""
-    return None if implementation.startswith("flash_attention") else model_max_length
+    return implementation.startswith("flash_attention")
 
 
 def micro_batch_shape(args, model_max_length: int) -> tuple[int, int]:
     """(rows, tokens per row) of the largest micro-batch: the shape the memory plan measures (with --packing the
-    budget in rows of about --model_max_length, as every attention but FlashAttention's runs it; the same tokens
-    either way)."""
+    budget in rows of --model_max_length, the longest rows packing makes outside FlashAttention; the same tokens
+    in one row under it)."""
     if getattr(args, "packing", False):
         rows = -(-args.max_tokens_per_batch // model_max_length)
         return rows, args.max_tokens_per_batch // rows
@@ -83,19 +81,20 @@ def samples_or_tokens_per_step(args, world_size: int) -> int:
     return world_size * args.gradient_accumulation_steps * per_micro_batch
 
 
-def build_packer(dataset, budget: int, seed: int, row_tokens: int | None) -> TokenBudgetPacker:
+def build_packer(dataset, budget: int, seed: int, one_row: bool) -> TokenBudgetPacker:
     """The token-budget packer over the dataset's exact sample lengths (every sample tokenized once)."""
     started = time.perf_counter()
     lengths = dataset.token_lengths()
-    packer = TokenBudgetPacker(lengths, budget, seed, row_tokens=row_tokens,
+    packer = TokenBudgetPacker(lengths, budget, seed, one_row=one_row,
                                describe_sample=lambda i: dataset.index.where(i, dataset.index.conversation(i).id))
     tokens, computed = packer.computed_tokens()
-    logger.info("packing: %d samples (%d tokens) measured in %.1fs; micro-batches of up to %d tokens in rows of up "
-                "to %d, %.1f%% of computed tokens padding", len(lengths), tokens, time.perf_counter() - started,
-                budget, packer.row_tokens, 100 * (1 - tokens / computed))
+    logger.info("packing: %d samples (%d tokens) measured in %.1fs; micro-batches of up to %d tokens, %s, %.1f%% of "
+                "computed tokens padding", len(lengths), tokens, time.perf_counter() - started, budget,
+                "one row each" if one_row else f"rows of several samples up to {packer.row_tokens} tokens",
+                100 * (1 - tokens / computed))
     return packer
 
 
-def collator_for(args, default_collator, *, pad_token_id: int, row_tokens: int | None):
-    """The packed collator under --packing, else the padded one given."""
-    return PackedCollator(pad_token_id, row_tokens) if args.packing else default_collator
+def collator_for(args, default_collator, *, pad_token_id: int, packer: TokenBudgetPacker | None):
+    """The packed collator (rows as the packer makes them) under --packing, else the padded one given."""
+    return PackedCollator(pad_token_id, packer.row_tokens) if args.packing else default_collator

@@ -14,27 +14,29 @@ LENGTHS = np.random.default_rng(3).integers(5, 300, size=500)
 
 
 def test_every_sample_once_each_micro_batch_within_the_budget():
-    packer = TokenBudgetPacker(LENGTHS, 512, seed=1)
-    for epoch in range(3):
-        batches = packer.batches(epoch)
-        assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
-        assert max(LENGTHS[b].sum() for b in batches) <= 512
-    # Almost every micro-batch is full: the whole epoch wastes under 1% of the budget here.
-    batches = packer.batches(0)
+    for one_row in (True, False):
+        packer = TokenBudgetPacker(LENGTHS, 512, seed=1, one_row=one_row)
+        for epoch in range(3):
+            batches = packer.batches(epoch)
+            assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
+            assert max(LENGTHS[b].sum() for b in batches) <= 512
+    # One row per micro-batch (FlashAttention): almost every one is full, under 1% of the budget unused here.
+    batches = TokenBudgetPacker(LENGTHS, 512, seed=1, one_row=True).batches(0)
     assert LENGTHS.sum() / (len(batches) * 512) > 0.99
 
 
-def test_rows_hold_at_most_the_row_length_and_a_micro_batch_fits_the_budget():
-    packer = TokenBudgetPacker(LENGTHS, 1024, seed=1, row_tokens=300)
-    assert (packer.row_tokens, packer.rows_per_batch) == (341, 3)  # the budget in equal rows of about 300
+def test_rows_of_like_length_keep_padding_and_attention_small():
+    packer = TokenBudgetPacker(LENGTHS, 1024, seed=1)
+    assert packer.row_tokens == int(np.median(LENGTHS))
     for batch in packer.batches(0):
-        rows = split_rows(LENGTHS[batch].tolist(), 341)
-        assert len(rows) <= 3 and max(LENGTHS[batch][row].sum() for row in rows) <= 341
-        assert LENGTHS[batch].sum() <= 1024
+        lengths = LENGTHS[batch]
+        rows = split_rows(lengths.tolist(), packer.row_tokens)
+        widths = [lengths[row].sum() for row in rows]
+        assert len(rows) * max(widths) <= 1024  # the budget counts padding too
+        # A row of several samples stays within the median length; a longer sample is a row of its own.
+        assert all(len(row) == 1 or width <= packer.row_tokens for row, width in zip(rows, widths))
     tokens, computed = packer.computed_tokens()
     assert tokens == LENGTHS.sum() and computed - tokens < 0.03 * computed  # padding: under 3% here
-    # Rows grow (fewer of them) where the longest sample would not fit the aimed length.
-    assert TokenBudgetPacker([700, 20], 1024, seed=1, row_tokens=300).rows_per_batch == 1
 
 
 def test_the_order_is_a_function_of_seed_and_epoch_with_a_fixed_count():
@@ -71,7 +73,7 @@ def test_the_packed_row_restarts_positions_and_masks_each_boundary():
         {"id": "c", "input_ids": torch.tensor([2, 3, 4, 5]), "labels": torch.tensor([2, 3, -100, 5]),
          "pixel_values": torch.ones(2, 3, 4, 4)},
     ]
-    batch = PackedCollator(pad_token_id=0)(samples)
+    batch = PackedCollator(pad_token_id=0, row_tokens=9)(samples)
     assert batch["input_ids"].tolist() == [[1, 7, 8, 1, 9, 2, 3, 4, 5]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 7, 8, IGNORE_INDEX, 9, IGNORE_INDEX, 3, IGNORE_INDEX, 5]]

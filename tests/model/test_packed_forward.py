@@ -80,7 +80,7 @@ def test_packed_rows_match_the_padded_batch(tiny_llm, tiny_vision, family, atten
     model.eval()
     lengths = [9 + spec.num_image_tokens, 31, 5 + spec.num_image_tokens]  # lengths differ by up to 6x
     samples = _samples(spec, lengths, images)
-    padded, packed = DataCollator(_PadTokenizer())(samples), PackedCollator(0, row_tokens)(samples)
+    padded, packed = DataCollator(_PadTokenizer())(samples), PackedCollator(0, row_tokens or sum(lengths))(samples)
     rows = [lengths] if row_tokens is None else [lengths[:1], lengths[1:]]  # rows of 40: 13 | 31 + 9, padded
     assert packed["input_ids"].shape == (len(rows), max(map(sum, rows)))
 
@@ -105,7 +105,7 @@ def test_without_restarting_positions_the_samples_would_attend_to_each_other(tin
     model, spec = build(tiny_llm, tiny_vision, "llama", "full")
     model.eval()
     lengths = [12, 20]
-    packed = PackedCollator(0)(_samples(spec, lengths, (False, False)))
+    packed = PackedCollator(0, sum(lengths))(_samples(spec, lengths, (False, False)))
     with torch.no_grad():
         confined, _ = _per_sample(model, packed, packed_rows=[lengths])
         leaking, _ = _per_sample(model, {**packed, "position_ids": None}, packed_rows=[lengths])
@@ -116,7 +116,7 @@ def test_without_restarting_positions_the_samples_would_attend_to_each_other(tin
 def test_a_packed_image_count_mismatch_names_its_sample(tiny_llm, tiny_vision):
     model, spec = build(tiny_llm, tiny_vision, "llama", "ln")
     samples = _samples(spec, [8 + spec.num_image_tokens, 10], (True, False))
-    batch = PackedCollator(0)(samples)
+    batch = PackedCollator(0, 100)(samples)
     batch["image_counts"] = torch.tensor([0, 1])  # the image is claimed by the wrong sample
     with pytest.raises(LlavaLnError, match="sample s0: .* image placeholder positions"):
         multimodal_forward(model, **{k: v for k, v in batch.items() if k != "labels"})

@@ -73,3 +73,23 @@ def test_combinations_that_cannot_be_right_are_one_line(world, tmp_path, capsys,
     assert cli_main(["train", *flags(world, out, **{**PACKED, **overrides})]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("llava-ln: error:")]
     assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_describe_plans_memory_in_tokens_per_packed_micro_batch(tiny_llm, tiny_vision):
+    from llava_ln.commands.args import DescribeArguments
+    from llava_ln.commands.prepare import describe
+    from llava_ln.core.errors import LlavaLnError
+    from llava_ln.model.args import ModelArguments
+    from llava_ln.tuning.args import TuningArguments
+
+    args = ModelArguments(model_name_or_path=tiny_llm("llama"), vision_tower=tiny_vision("clip"))
+    memory = dict(bf16=False, model_max_length=512, memory_budget_gib=1000.0, gradient_checkpointing="auto")
+    packed = describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(
+        packing=True, max_tokens_per_batch=3000, **memory))["recompute"]
+    assert packed["tokens_per_micro_batch"] == 3000  # the budget in rows of at most --model_max_length
+    assert packed["micro_batch"] == {"rows": 6, "tokens_per_row": 500, "packed": True}
+    padded = describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(
+        per_device_train_batch_size=6, **memory))["recompute"]
+    assert padded["tokens_per_micro_batch"] == 6 * 512 and padded["estimated_peak_gib"] > packed["estimated_peak_gib"]
+    with pytest.raises(LlavaLnError, match="--packing needs --max_tokens_per_batch"):
+        describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(packing=True, **memory))
