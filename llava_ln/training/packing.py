@@ -5,8 +5,9 @@ this module decides whether a run may use them and what the rest of training see
   * refusals, one line each: flags that contradict a token budget (--group_by_modality_length, an
     explicit --per_device_train_batch_size), and a model whose attention cannot be confined to each
     sample of a row from restarting position ids;
-  * whether a packed micro-batch is one row (under FlashAttention) or several, and the micro-batch shape the memory plan and describe reason with: --max_tokens_per_batch tokens
-    instead of --per_device_train_batch_size rows of --model_max_length;
+  * whether a packed micro-batch is one row (under FlashAttention) or several, and the micro-batch
+    shape the memory plan and describe reason with: --max_tokens_per_batch tokens instead of
+    --per_device_train_batch_size rows of --model_max_length;
   * the step size a resume must match: tokens per optimizer step instead of samples.
 """
 import logging

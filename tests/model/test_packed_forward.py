@@ -128,3 +128,22 @@ def test_an_attention_that_cannot_confine_packed_samples_is_refused(tiny_llm, ti
     language_model_of(model).config._attn_implementation = "paged|sdpa"
     with pytest.raises(LlavaLnError, match="--packing: attention implementation 'paged|sdpa'"):
         check_packing_model(model)
+
+
+@pytest.mark.parametrize("kernels", ["none", "torch"])
+def test_the_training_loss_of_a_packed_batch_is_that_of_its_samples(tiny_llm, tiny_vision, kernels):
+    """The training step's loss (TrainingModule: the unfused head, or the fused head + loss) is the mean over the
+    same supervised tokens packed or not, so any per-token weighting of it sees the same tokens."""
+    from llava_ln.kernels import apply_kernels
+    from llava_ln.training.strategy import TrainingModule
+
+    torch.manual_seed(0)
+    model, spec = build(tiny_llm, tiny_vision, "llama", "ln")
+    apply_kernels(model, kernels, torch.device("cpu"))
+    model.eval()
+    lengths = [9 + spec.num_image_tokens, 31, 5 + spec.num_image_tokens]
+    samples = _samples(spec, lengths, (True, False, True))
+    padded, packed = DataCollator(_PadTokenizer())(samples), PackedCollator(0, 40)(samples)
+    supervised = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in (padded, packed)]
+    assert supervised[0] == supervised[1] > 0
+    torch.testing.assert_close(TrainingModule(model)(packed), TrainingModule(model)(padded), rtol=1e-5, atol=1e-6)
