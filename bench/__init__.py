@@ -10,6 +10,8 @@ Training step, at the LLaVA-1.5 shapes (llava_ln.model.shapes) with random weigh
   training_step         what the throughput benchmarks share: configs, random weights, a batch, timed steps
 Data, evaluation and the toy world:
   data_loading          DataLoader + collator samples/s, and record indexing speed
+  packing               padding share of random, length-grouped and packed batches (toy world, a mix665k
+                        model), and CPU step time per supervised token, packed vs grouped
   generation_throughput `llava-ln eval` generation at batch size 1 vs 16
   toy_learnability      a hand-written two-stage loop on the toy world, scored per tune mode
   toy_quantized         the demo's recipe with and without a 4-bit base: the share of the VQA gain kept

@@ -44,6 +44,14 @@ from llava_ln.training.loop import Loop
 from llava_ln.training.memory.policy import checkpoint_first_blocks, resolve_precision
 from llava_ln.training.memory.recompute import resolve_recompute
 from llava_ln.training.optim import trainable_state_savings, use_sparse_embedding_grad
+from llava_ln.training.packing import (
+    build_packer,
+    check_packing_combination,
+    check_packing_model,
+    collator_for,
+    one_row_for,
+    samples_or_tokens_per_step,
+)
 from llava_ln.training.reporting import (
     Reporter,
     configure_logging,
@@ -67,6 +75,7 @@ def main(argv=None) -> int:
     check_numeric_flags(args, tuning_args)
     check_zero_config_file(args.deepspeed)  # every field's type and domain, the optimizer type: before any model
     quantization = check_quantized_run(model_args, tuning_args, args)  # --bits 4|8: refuse what cannot combine
+    check_packing_combination(args, data_args, llava_flags.explicit)  # --packing: token budgets, not sample counts
     llava_flags.apply_cache_dir()
     data_seed = args.seed if args.data_seed is None else args.data_seed
     with StopSignals(args.stop_signals) as stops, distributed_session("cpu" if args.use_cpu else "auto",
@@ -81,8 +90,8 @@ def main(argv=None) -> int:
         resume_dir = run_start.resume_dir
         # Resume continues the saved run: the flags that define it must match (or be allowed to change).
         run_flags = run_defining_flags(model_args, data_args, tuning_args, args, context=context,
-                                       precision=precision.name, global_batch_size=context.world_size
-                                       * args.per_device_train_batch_size * args.gradient_accumulation_steps)
+                                       precision=precision.name,
+                                       global_batch_size=samples_or_tokens_per_step(args, context.world_size))
         changed = check_resume_flags(resume_dir, run_flags, args.allow_changed_flags)
         set_seed(args.seed)
 
@@ -91,6 +100,8 @@ def main(argv=None) -> int:
         # Under ZeRO-3 created partitioned and filled shard by shard, each rank reading only its partitions.
         model, spec = build_training_model(model_args, data.tokenizer, args=args, context=context, precision=precision)
         quantize_llm_linears(model, quantization, device=context.device)  # no-op without --bits 4|8
+        if args.packing:
+            check_packing_model(model)  # its attention must keep packed samples apart
 
         # 3. Tuning: what trains; stage 2 starts from the stage-1 connector (or the multimodal start's own).
         model, plan = apply_tune_mode(model, tuning_args,
@@ -118,7 +129,9 @@ def main(argv=None) -> int:
         order = DataOrder(dataset_size=len(dataset), batch_size=args.per_device_train_batch_size,
                           world_size=context.world_size, accumulation=args.gradient_accumulation_steps,
                           seed=data_seed, grouped_sampler=build_train_sampler(
-                              dataset, data_args, args.per_device_train_batch_size, micro_batches_per_step, data_seed))
+                              dataset, data_args, args.per_device_train_batch_size, micro_batches_per_step, data_seed),
+                          packer=build_packer(dataset, args.max_tokens_per_batch, data_seed, one_row_for(model))
+                          if args.packing else None)
         total_steps = total_steps_for(args, order)
 
         # 5. Strategy: plain PyTorch / DDP, or DeepSpeed ZeRO; the optimizer gets the per-group rates.
@@ -135,7 +148,8 @@ def main(argv=None) -> int:
         restore_exact_connector(strategy, model, stage1_values)
 
         # 6. Train (resuming exactly when asked).
-        identity = RunIdentity(tune_mode=plan.mode.name, global_batch_size=order.batch_size * order.batches_per_step,
+        identity = RunIdentity(tune_mode=plan.mode.name,
+                               global_batch_size=samples_or_tokens_per_step(args, context.world_size),
                                dataset_size=len(dataset), total_steps=total_steps, world_size=context.world_size,
                                run_id=run_start.run_id, flags=run_flags)
         manifest = run_manifest(spec, model_args, data_args, plan, args.pretrain_mm_mlp_adapter)
@@ -146,13 +160,17 @@ def main(argv=None) -> int:
                                   precision=precision, total_steps=total_steps,
                                   zero_stage=strategy.zero_stage)  # --eval_benchmarks
         loop = Loop(args=args, context=context, strategy=strategy, checkpointer=checkpointer, dataset=dataset,
-                    collate_fn=DataCollator(data.tokenizer), data_order=order, total_steps=total_steps,
+                    collate_fn=collator_for(args, DataCollator(data.tokenizer), pad_token_id=data.tokenizer.pad_token_id,
+                                            packer=order.packer), data_order=order, total_steps=total_steps,
                     identity=identity, stops=stops, hooks=hooks)
         start_step = loop.resume(resume_dir).global_step if resume_dir else 0
         config = resolved_config(model_args, data_args, tuning_args, args=args, context=context, precision=precision,
                                  spec=spec, strategy=strategy, total_steps=total_steps,
                                  steps_per_epoch=order.steps_per_epoch(), dataset_size=len(dataset))
         config["llava_flags"] = llava_flags.record()
+        if args.packing:  # a step reads a token budget, not a number of samples
+            config["resolved"].update(global_batch_size=None, packed_row_tokens=order.packer.row_tokens,
+                                      tokens_per_step=samples_or_tokens_per_step(args, context.world_size))
         config["resolved"].update(kernels=kernels.as_dict(), gradient_checkpointing=recompute.as_dict())
         config["resolved"].update(run_record(run_start, changed))
         if context.is_main:

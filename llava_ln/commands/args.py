@@ -24,7 +24,7 @@ from llava_ln.experiments.args import AnalyzeArguments, CompareArguments
 from llava_ln.experiments.recipe import TOY, DemoRecipe
 from llava_ln.model.args import BaseOverrides, BitsArguments, ModelArguments
 from llava_ln.scoring.dispatch import ScoreRequest
-from llava_ln.training.args import MemoryArguments
+from llava_ln.training.args import MemoryArguments, PackingArguments
 from llava_ln.tuning.args import TuningArguments
 
 INSPECT_FORMATS = ("text", "json")
@@ -32,8 +32,9 @@ EXPORT_FORMATS = ("hf", "llava", "peft-ln", "peft-lora")
 
 
 @dataclass(kw_only=True)
-class DescribeArguments(MemoryArguments):
-    """describe's own flags; its memory flags are training's (same defaults), for an estimate of that run."""
+class DescribeArguments(PackingArguments, MemoryArguments):
+    """describe's own flags; its memory and packing flags are training's (same defaults), for an estimate of that
+    run (with --packing the micro-batch is one row of --max_tokens_per_batch tokens)."""
 
     names: bool = field(default=False, metadata={"help": "Also list the trainable tensor names."})
     num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over."})

@@ -6,7 +6,8 @@ built on the meta device, so a folder holding only config.json files (no weights
 a 70B run on a laptop. The JSON also carries the static GPU memory per device (weights, gradients,
 optimizer states) for --strategy torch|zero2|zero3 and --num_gpus, and, given
 --per_device_train_batch_size (and --model_max_length, --memory_budget_gib, --gradient_checkpointing,
---kernels), the recompute decision training would make and its estimated peak (training.memory.recompute). With
+--kernels), the recompute decision training would make and its estimated peak (training.memory.recompute);
+with --packing --max_tokens_per_batch N it plans one packed row of N tokens per micro-batch instead. With
 --bits 4|8 (training's flags) the block linears count at their quantized size, statistics included,
 in both, and `quantization` gives the quantized parameters, their bytes and bytes per parameter.
 
@@ -37,6 +38,7 @@ from llava_ln.model.quantize import quant_settings, quantized_footprint
 from llava_ln.training.args import gradient_checkpointing_choice
 from llava_ln.training.memory.policy import GIB, static_memory_per_gpu
 from llava_ln.training.memory.recompute import decide_for_model_args, default_budget_gib
+from llava_ln.training.packing import micro_batch_shape
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.modes import get_tune_mode, refuse_on_quantized_base
 from llava_ln.tuning.plan import apply_tune_mode
@@ -91,7 +93,8 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
         raise LlavaLnError(f"memory estimate: {err}") from None
     if with_names:
         result["names"] = [n for n in plan.group_of if n in plan.trainable]
-    if memory.per_device_train_batch_size:
+    memory.check_packing_flags()
+    if memory.per_device_train_batch_size or memory.packing:
         result["recompute"] = describe_recompute(model_args, tuning_args, memory)
     return result
 
@@ -102,13 +105,15 @@ def describe_recompute(model_args: ModelArguments, tuning_args: TuningArguments,
     requested = gradient_checkpointing_choice(memory.gradient_checkpointing)
     backend = "none" if memory.kernels == "none" else "torch"  # liger's kernels save the same or less
     budget = memory.memory_budget_gib if memory.memory_budget_gib is not None else default_budget_gib("cuda")
+    rows, tokens_per_row = micro_batch_shape(memory, memory.model_max_length)
     decision, step = decide_for_model_args(
         requested, model_args, tuning_args, kernels_backend=backend,
-        dtype=torch.bfloat16 if memory.bf16 else torch.float32, batch_size=memory.per_device_train_batch_size,
-        seq=memory.model_max_length, budget_gib=budget, strategy=memory.strategy, num_gpus=memory.num_gpus,
+        dtype=torch.bfloat16 if memory.bf16 else torch.float32, batch_size=rows,
+        seq=tokens_per_row, budget_gib=budget, strategy=memory.strategy, num_gpus=memory.num_gpus,
         tokenizer=_optional_tokenizer(model_args))
     counts = sorted({0, step.blocks // 4, step.blocks // 2, 3 * step.blocks // 4, step.blocks})
-    return {**decision.as_dict(), "kernels": backend,
+    return {**decision.as_dict(), "kernels": backend, "micro_batch": {"rows": rows, "tokens_per_row": tokens_per_row,
+                                                                       "packed": memory.packing},
             "estimated_peak_gib_by_checkpointed_blocks": {str(c): round(step.peak(c) / GIB, 4) for c in counts}}
 
 

@@ -11,6 +11,7 @@ Modules, in reading order:
   plain_text       special-token text in data stays plain text
   encode           tokens and labels, text bounded before tokenizing; the batch contract
   dataset          lazy samples and the factories the training script calls
+  packing          padding-free micro-batches: the token-budget packer and the packed row
 """
 from llava_ln.core.lazy import lazy_exports
 

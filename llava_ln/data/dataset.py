@@ -174,6 +174,29 @@ class LlavaDataset(Dataset):
             "pixel_values": pixel_values,
         }
 
+    def token_lengths(self) -> np.ndarray:
+        """The exact token count of the sample each index yields (what --packing budgets with).
+
+        Every record is rendered and tokenized once (no image is decoded). An index whose record is skipped
+        counts the sample that replaces it, as __getitem__ would read it. Deliberate approximation: an image
+        found unreadable only when read (--skip_bad_samples) is replaced then, and its micro-batch may then
+        differ from the budget by the two samples' difference in length."""
+        lengths = np.zeros(len(self), dtype=np.int64)
+        for index in range(len(self)):
+            if self._ledger.reason(index):
+                continue
+            try:
+                lengths[index] = len(self.process(index).encoded)
+            except SkipSample as skip:
+                if self._ledger.mark(index, skip.reason):
+                    logger.warning("skipping %s", skip.message)
+        for index in np.flatnonzero(lengths == 0).tolist():
+            usable = next((c for c in self._same_modality_from(index) if lengths[c]), None)
+            if usable is None:
+                raise self._none_usable(index)
+            lengths[index] = lengths[usable]
+        return lengths
+
     def _same_modality_from(self, index: int):
         """index, then the following indices (wrapping) holding the same modality."""
         size, wanted = len(self), self.has_image[index]
@@ -191,8 +214,11 @@ class LlavaDataset(Dataset):
             except SkipSample as skip:
                 if self._ledger.mark(candidate, skip.reason):
                     logger.warning("skipping %s", skip.message)
-        raise LlavaLnError(f"no usable {'image' if self.has_image[index] else 'text-only'} sample is left: "
-                           "every one was skipped (see the warnings above)")
+        raise self._none_usable(index)
+
+    def _none_usable(self, index: int) -> LlavaLnError:
+        return LlavaLnError(f"no usable {'image' if self.has_image[index] else 'text-only'} sample is left: "
+                            "every one was skipped (see the warnings above)")
 
     def skip_counts(self) -> dict:
         """Samples left out so far: bad records (at indexing and when read) and fully truncated ones."""

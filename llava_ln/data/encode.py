@@ -21,6 +21,10 @@ The batch contract consumed by llava_ln.model.forward.multimodal_forward:
     pixel_values    FloatTensor[N, 3, H, W] every image of the batch in sample order, or None
     image_counts    LongTensor[B]      images per sample
     sample_ids      list[str]
+A packed batch (--packing, data.packing) is one row: B above is 1 for the token tensors, the samples
+lie side by side with no padding (attention_mask all ones), image_counts and sample_ids still have one
+entry per sample, and one more tensor says where each sample starts:
+    position_ids    LongTensor[1, T]   0, 1, ... restarting at 0 at the first token of each sample
 """
 import weakref
 from dataclasses import dataclass
@@ -152,14 +156,16 @@ class DataCollator:
             input_ids[row, :length] = sample["input_ids"]
             labels[row, :length] = sample["labels"]
             attention_mask[row, :length] = 1
-        images = [s["pixel_values"] for s in samples if s["pixel_values"] is not None]
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": labels,
-            "pixel_values": torch.cat(images) if images else None,
-            "image_counts": torch.tensor(
-                [0 if s["pixel_values"] is None else s["pixel_values"].shape[0] for s in samples], dtype=torch.long
-            ),
-            "sample_ids": [s["id"] for s in samples],
-        }
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, **image_fields(samples)}
+
+
+def image_fields(samples: list) -> dict:
+    """pixel_values (every image, in sample order, or None), image_counts and sample_ids of a batch's samples."""
+    images = [s["pixel_values"] for s in samples if s["pixel_values"] is not None]
+    return {
+        "pixel_values": torch.cat(images) if images else None,
+        "image_counts": torch.tensor(
+            [0 if s["pixel_values"] is None else s["pixel_values"].shape[0] for s in samples], dtype=torch.long
+        ),
+        "sample_ids": [s["id"] for s in samples],
+    }

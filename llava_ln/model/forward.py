@@ -39,9 +39,16 @@ def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 def check_image_tokens(image_mask: torch.Tensor, image_counts: torch.Tensor, tokens_per_image: int, *,
-                       sample_ids: list[str] | None = None) -> None:
-    """Each sample must hold exactly tokens_per_image placeholders per image it carries."""
-    found = image_mask.sum(dim=1).tolist()
+                       sample_ids: list[str] | None = None, position_ids: torch.Tensor | None = None) -> None:
+    """Each sample must hold exactly tokens_per_image placeholders per image it carries.
+
+    position_ids: a packed row's (restarting at 0 at each sample); its samples are then counted one by one."""
+    if position_ids is not None:
+        sample_of_token = (position_ids.flatten() == 0).cumsum(0) - 1
+        found = torch.bincount(sample_of_token[image_mask.flatten().to(sample_of_token.device)],
+                               minlength=len(image_counts)).tolist()
+    else:
+        found = image_mask.sum(dim=1).tolist()
     expected = [int(c) * tokens_per_image for c in image_counts.tolist()]
     for index, (have, want) in enumerate(zip(found, expected)):
         if have != want:
@@ -78,13 +85,22 @@ def multimodal_forward(
     pixel_values: torch.Tensor | None = None,
     image_counts: torch.Tensor | None = None,
     sample_ids: list[str] | None = None,
+    position_ids: torch.Tensor | None = None,
     **kwargs,
 ) -> LlavaCausalLMOutputWithPast:
-    """Run the model on a (possibly mixed text-only / image) batch; returns the model output."""
+    """Run the model on a (possibly mixed text-only / image) batch; returns the model output.
+
+    position_ids: given only for a packed row (data.packing); the attention mask and the KV cache are then left
+    out, so that transformers confines attention to each sample from the restarting position ids."""
     llava = unwrap(model)
     image_mask = input_ids == llava.config.image_token_id
     if image_counts is not None:
-        check_image_tokens(image_mask, image_counts, llava.config.image_seq_length, sample_ids=sample_ids)
+        check_image_tokens(image_mask, image_counts, llava.config.image_seq_length, sample_ids=sample_ids,
+                           position_ids=position_ids)
+    if position_ids is not None:
+        # transformers reads packed samples from the position ids only with no 2D mask and no KV cache.
+        attention_mask = None
+        kwargs.update(position_ids=position_ids, use_cache=False)
     embeddings = in_autocast_dtype(llava.get_input_embeddings()(input_ids))
     has_images = pixel_values is not None and pixel_values.shape[0] > 0
     features = image_features(model, pixel_values if has_images else dummy_pixel_values(model, input_ids.device))

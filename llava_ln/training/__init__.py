@@ -5,6 +5,7 @@
   optim                AdamW with bf16 moments and/or row-sparse embedding gradients (trainable-state memory)
   strategy             the Strategy interface and the StepOutcome it returns, the training module, plain PyTorch / DDP
   data_order           which samples each rank reads at each micro-step (a pure function of seed and epoch)
+  packing              --packing in a run: refused combinations, the model check, micro-batch shape and step size
   loop                 the loop, and the protocols of its hooks and its reporter
   grad_stats           per-group gradient norms per step and their variance over the log window
   checkpointing        run folders and resumable checkpoint-<step>/ folders, for every strategy

@@ -54,7 +54,28 @@ class MemoryArguments:
 
 
 @dataclass(kw_only=True)
-class TrainingArguments(MemoryArguments, LaunchArguments, SeedArguments, OutputArguments):
+class PackingArguments:
+    """Padding-free micro-batches: training's flags, and describe's for its estimate of the same step."""
+
+    packing: bool = field(default=False, metadata={
+        "help": "Padding-free micro-batches: each holds whole samples side by side in one row, up to "
+                "--max_tokens_per_batch tokens, attention confined to each sample (see docs/training.md)."})
+    max_tokens_per_batch: Optional[int] = field(default=None, metadata={
+        "help": "With --packing: tokens per micro-batch per device (image positions included), the same on every "
+                "rank; replaces --per_device_train_batch_size. At least the longest sample (--model_max_length "
+                "is always enough)."})
+
+    def check_packing_flags(self) -> None:
+        if self.max_tokens_per_batch is not None and not self.packing:
+            raise LlavaLnError("--max_tokens_per_batch sizes packed micro-batches: add --packing, or drop it")
+        if self.packing and self.max_tokens_per_batch is None:
+            raise LlavaLnError("--packing needs --max_tokens_per_batch (tokens per micro-batch per device)")
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 2:
+            raise LlavaLnError(f"--max_tokens_per_batch {self.max_tokens_per_batch} must be >= 2")
+
+
+@dataclass(kw_only=True)
+class TrainingArguments(PackingArguments, MemoryArguments, LaunchArguments, SeedArguments, OutputArguments):
     required_flags: ClassVar[tuple] = ("output_dir",)  # checked by check_training_args; --help says so
     pretrain_mm_mlp_adapter: Optional[str] = field(
         default=None,
@@ -179,6 +200,7 @@ def check_training_args(args: TrainingArguments) -> None:
     if min(args.eval_steps, args.eval_limit, args.eval_max_new_tokens) < 0 or args.eval_batch_size < 1:
         raise LlavaLnError("--eval_steps, --eval_limit and --eval_max_new_tokens must be >= 0, --eval_batch_size >= 1")
     args.check_memory_flags()
+    args.check_packing_flags()
     if args.optim_state_dtype not in OPTIM_STATE_DTYPES:
         raise LlavaLnError(f"--optim_state_dtype {args.optim_state_dtype!r} is not one of "
                            f"{', '.join(OPTIM_STATE_DTYPES)}")

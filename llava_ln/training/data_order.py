@@ -1,6 +1,7 @@
 """Which samples each rank reads at each micro-step: a pure function of (seed, epoch), so resume skips.
 
-An epoch is a list of per-device batches (index lists): the modality-length sampler's when
+An epoch is a list of per-device batches (index lists): the token-budget packer's with --packing
+(data.packing: every epoch the same number of micro-batches), the modality-length sampler's when
 --group_by_modality_length is set, else a seeded permutation cut into batches. Optimizer step s
 of the epoch uses the world_size * accumulation consecutive batches from s * world_size *
 accumulation; micro-step m of rank r takes batch (m * world_size + r). So one process with
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from llava_ln.data.index import ModalityLengthGroupedSampler
+from llava_ln.data.packing import TokenBudgetPacker
 from llava_ln.training.args import TrainingArguments
 
 
@@ -29,6 +31,7 @@ class DataOrder:
     accumulation: int  # micro-steps per optimizer step
     seed: int  # the data seed (--data_seed, else --seed)
     grouped_sampler: ModalityLengthGroupedSampler | None = None  # --group_by_modality_length; None: shuffle
+    packer: TokenBudgetPacker | None = None  # --packing: micro-batches by token budget (batch_size unused)
     _steps_per_epoch: int | None = field(default=None, init=False, repr=False)
 
     @property
@@ -44,7 +47,9 @@ class DataOrder:
         epoch. Every step then has full batches on every rank, which keeps ranks in step and the data
         position a plain step count.
         """
-        if self.grouped_sampler is not None:
+        if self.packer is not None:
+            batches = self.packer.batches(epoch)
+        elif self.grouped_sampler is not None:
             self.grouped_sampler.set_epoch(epoch)
             batches = [list(b) for b in self.grouped_sampler.batches()]
         else:

@@ -45,7 +45,7 @@ TUNING_FLAGS = ("tune_mode", "tune_embeddings", "tune_connector", "lora_r", "lor
 TOWER_FLAGS = ("vision_tune_mode", "vision_tune_last_layers", "vision_lora_r", "vision_lora_alpha", "mm_vision_tower_lr")
 TRAINING_FLAGS = ("num_train_epochs", "max_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
                   "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",
-                  "data_seed", "tf32")
+                  "data_seed", "tf32", "packing", "max_tokens_per_batch")
 PATH_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower", "image_folder")
 MODEL_FOLDER_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower")
 # What transformers (and llava-ln) read from a model folder; README files and the like may change freely.

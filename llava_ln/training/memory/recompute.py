@@ -6,7 +6,8 @@ whose estimated peak memory per device fits --memory_budget_gib. The estimate ad
            strategy and world size);
   kept     what the step keeps from forward to backward, measured exactly on the meta device
            (step_account) at per_device_train_batch_size x model_max_length with one image per
-           sample: each block that keeps its activations holds its saved bytes, a checkpointed
+           sample (with --packing: one row of max_tokens_per_batch tokens, training.packing's
+           micro_batch_shape; a block's activations grow with the tokens, not the rows): each block that keeps its activations holds its saved bytes, a checkpointed
            block only its inputs, plus the rest of the model (vision tower, connector,
            embeddings, head + loss; a tower that trains keeps its layers' activations, or only
            their inputs once checkpointing is on);
@@ -36,6 +37,7 @@ from llava_ln.model.quantize import QuantizedFootprint, quant_settings, quantize
 from llava_ln.training.args import TrainingArguments, gradient_checkpointing_choice
 from llava_ln.training.memory.policy import GIB, Precision, checkpoint_first_blocks, static_memory_per_gpu
 from llava_ln.training.memory.step_account import batch_for, measure_step, meta_training_model
+from llava_ln.training.packing import micro_batch_shape
 from llava_ln.tuning.args import TuningArguments
 
 MARGIN_SHARE, MARGIN_MIN_GIB = 0.10, 2.0
@@ -168,7 +170,8 @@ def decide_from_memory(requested: str, memory: StepMemory, budget_gib: float | N
             count = blocks
             remedy = ("the static memory alone exceeds it: shard with --deepspeed over more GPUs"
                       if memory.static > budget_gib * GIB else
-                      "lower --per_device_train_batch_size or --model_max_length")
+                      "lower the tokens per micro-batch (--per_device_train_batch_size or --model_max_length; "
+                      "--max_tokens_per_batch with --packing)")
             reason = (f"auto: even with every block checkpointed the estimate exceeds the {budget_gib:.1f} GiB "
                       f"budget; {remedy}")
         else:
@@ -218,9 +221,10 @@ def resolve_recompute(args: TrainingArguments, model: nn.Module, model_args: Mod
         reason = ("auto without a memory budget (no CUDA device, no --memory_budget_gib): every block"
                   if requested == "auto" else "requested")
         return RecomputeDecision(requested=requested, checkpointed_blocks=count, total_blocks=blocks, reason=reason)
+    rows, tokens_per_row = micro_batch_shape(args, data_args.model_max_length)
     decision, _ = decide_for_model_args(
         requested, model_args, tuning_args, kernels_backend=kernels_backend, dtype=precision.compute_dtype,
-        batch_size=args.per_device_train_batch_size, seq=data_args.model_max_length, budget_gib=budget,
+        batch_size=rows, seq=tokens_per_row, budget_gib=budget,
         strategy=strategy_kind(args), num_gpus=context.world_size, tokenizer=tokenizer,
         trainable_savings=trainable_savings)
     return decision
