@@ -13,6 +13,7 @@ import os
 import time
 
 from llava_ln.commands.args import DemoArguments
+from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.core.flags import parse_flags
 from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe
 
@@ -34,6 +35,8 @@ def _step(name: str, timings: dict):
 
 def run_demo(args: DemoArguments, recipe: DemoRecipe) -> dict:
     import torch
+
+    check_flag_domains(args, recipe)  # parse_flags checked a command line's; this covers flags built in code
 
     from llava_ln.experiments.benchmarks import evaluate, headline_numbers
     from llava_ln.experiments.recipe import stage1_argv, stage2_argv
