@@ -127,7 +127,7 @@ def train_flags(world: str, llm: str, output_dir: str, steps: int, zero3: bool) 
     flags = ["--model_name_or_path", llm, "--vision_tower", f"{world}/vision",
              "--data_path", f"{world}/data/instruct_conversation.json", "--image_folder", f"{world}/images",
              "--conv_template", "vicuna_v1", "--tune_mode", "ln", "--output_dir", output_dir,
-             "--per_device_train_batch_size", "1", "--max_steps", str(steps), "--save_steps", "0",
+             "--per_device_train_batch_size", "1", "--max_steps", str(steps), "--save_strategy", "no",
              "--model_max_length", "128", "--learning_rate", "1e-4", "--logging_steps", "1", "--seed", "0",
              "--gradient_checkpointing", "true", "--disable_tqdm", "true"]
     return flags + (["--deepspeed", os.path.join(REPO, "zero_configs", "zero3.json")] if zero3 else [])

@@ -34,7 +34,6 @@ from llava_ln.model.quantize import quantize_llm_linears
 from llava_ln.training.args import TRAIN_FLAGS, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
 from llava_ln.training.data_order import DataOrder, total_steps_for
-from llava_ln.training.guards.flag_checks import check_numeric_flags
 from llava_ln.training.guards.quantized_base import check_quantized_run
 from llava_ln.training.guards.resume_check import check_resume_flags, run_defining_flags, run_record
 from llava_ln.training.guards.run_ownership import run_inputs
@@ -71,8 +70,7 @@ def main(argv=None) -> int:
     # 1. Flags (LLaVA's names too); a multimodal --model_name_or_path decides the model flags it fixes.
     argv, llava_flags = translate_llava_flags(sys.argv[1:] if argv is None else argv)
     model_args, data_args, tuning_args, args = parse_command_flags(argv, TRAIN_FLAGS)
-    check_training_args(args)
-    check_numeric_flags(args, tuning_args)
+    check_training_args(args)  # combinations of flags; each flag's own domain was checked by parse_flags
     check_zero_config_file(args.deepspeed)  # every field's type and domain, the optimizer type: before any model
     quantization = check_quantized_run(model_args, tuning_args, args)  # --bits 4|8: refuse what cannot combine
     check_packing_combination(args, data_args, llava_flags.explicit)  # --packing: token budgets, not sample counts

@@ -3,7 +3,8 @@ and the flag dataclasses of the commands that have no package of their own (desc
 merge, export, demo, and the output flags of eval and score).
 
 Each composes the shared flag dataclasses (core.args, model.args, data.args, training.args) and adds only
-what is its own; each checks its own values in __post_init__, so a bad value is one line before any work.
+what is its own; every numeric flag declares its domain (core.flag_domains, checked by parse_flags), and
+what combines flags is checked in __post_init__, so a bad value is one line before any work.
 Nothing here imports torch: cli.py answers `--help` from these alone.
 """
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from llava_ln.core.args import (
     default_of,
 )
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import SEEDS, Domain, domain_of
 from llava_ln.core.flags import CommandFlags
 from llava_ln.data.args import DataArguments
 from llava_ln.evaluation.args import EvalArguments
@@ -24,7 +26,7 @@ from llava_ln.experiments.args import AnalyzeArguments, CompareArguments
 from llava_ln.experiments.recipe import TOY, DemoRecipe
 from llava_ln.model.args import BaseOverrides, BitsArguments, ModelArguments
 from llava_ln.scoring.dispatch import ScoreRequest
-from llava_ln.training.args import MemoryArguments, PackingArguments
+from llava_ln.training.args import MemoryArguments, PackingArguments, TrainingArguments
 from llava_ln.tuning.args import TuningArguments
 
 INSPECT_FORMATS = ("text", "json")
@@ -37,27 +39,28 @@ class DescribeArguments(PackingArguments, MemoryArguments):
     run (with --packing the micro-batch is one row of --max_tokens_per_batch tokens)."""
 
     names: bool = field(default=False, metadata={"help": "Also list the trainable tensor names."})
-    num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over."})
+    num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over.",
+                                               "domain": Domain(ge=1)})
     strategy: str = field(default="torch", metadata={"help": "For the memory estimate: torch (plain / DDP), "
                                                               "zero2 or zero3."})
     # bf16 is how a 7B run trains (scripts/*.sh), so the estimate assumes it unless told otherwise.
     bf16: bool = field(default=True, metadata={"help": "For the memory estimate: bf16 training (else fp32)."})
     per_device_train_batch_size: Optional[int] = field(default=None, metadata={
-        "help": "Plan activations for this micro-batch: adds `recompute` (checkpointed blocks, estimated peak)."})
+        "help": "Plan activations for this micro-batch: adds `recompute` (checkpointed blocks, estimated peak).",
+        "domain": domain_of(TrainingArguments, "per_device_train_batch_size")})
     model_max_length: int = field(default=default_of(DataArguments, "model_max_length"), metadata={
-        "help": "For the recompute estimate: tokens per sample."})
+        "help": "For the recompute estimate: tokens per sample.", "domain": domain_of(DataArguments, "model_max_length")})
 
 
 @dataclass(kw_only=True)
 class InspectArguments(SeedArguments):
-    num_samples: int = field(default=3, metadata={"help": "How many records to show, from the first one."})
+    num_samples: int = field(default=3, metadata={"help": "How many records to show, from the first one.",
+                                                  "domain": Domain(ge=1)})
     format: str = field(default="text", metadata={"help": "text (for reading) or json (one object per line)."})
 
     def __post_init__(self):
         if self.format not in INSPECT_FORMATS:
             raise LlavaLnError(f"--format {self.format!r} is not one of {', '.join(INSPECT_FORMATS)}")
-        if self.num_samples < 1:
-            raise LlavaLnError(f"--num_samples must be at least 1, got {self.num_samples}")
 
 
 @dataclass(kw_only=True)
@@ -65,8 +68,9 @@ class ToyArguments:
     out: str = field(default="toy_world", metadata={"help": "Folder to write the world into (new or empty, "
                                                             "or an earlier toy world, which is replaced)."})
     # The toy recipe's seed: the world the demo and the documented toy numbers use.
-    seed: int = field(default=TOY.seed, metadata={"help": "Same seed, byte-identical files."})
-    scale: float = field(default=1.0, metadata={"help": "Multiply every set's size (0.05 gives a tiny world for tests)."})
+    seed: int = field(default=TOY.seed, metadata={"help": "Same seed, byte-identical files.", "domain": SEEDS})
+    scale: float = field(default=1.0, metadata={"help": "Multiply every set's size (0.05 gives a tiny world for tests).",
+                                                "domain": Domain(gt=0)})
     backbones: bool = field(default=True, metadata={"help": "Copy the pretrained toy LLM and vision tower into "
                                                             "--out/llm and --out/vision."})
 
@@ -99,9 +103,12 @@ class ExportArguments(BitsArguments, ShipArguments):
     format: str = field(default="hf", metadata={"help": "hf (LlavaForConditionalGeneration + LlavaProcessor) | llava "
                                                       "(original LLaVA layout) | peft-ln | peft-lora."})
     verify: bool = field(default=True, metadata={"help": "Load the export in a fresh process and compare outputs."})
-    max_new_tokens: int = field(default=8, metadata={"help": "Greedy tokens compared per probe in verification."})
-    atol: float = field(default=1e-4, metadata={"help": "Verification: absolute logit tolerance."})
-    rtol: float = field(default=1e-4, metadata={"help": "Verification: logit tolerance relative to the largest logit."})
+    max_new_tokens: int = field(default=8, metadata={"help": "Greedy tokens compared per probe in verification.",
+                                                     "domain": Domain(ge=1)})
+    atol: float = field(default=1e-4, metadata={"help": "Verification: absolute logit tolerance.",
+                                                "domain": Domain(ge=0)})
+    rtol: float = field(default=1e-4, metadata={"help": "Verification: logit tolerance relative to the largest logit.",
+                                                "domain": Domain(ge=0)})
 
     def __post_init__(self):
         if self.format not in EXPORT_FORMATS:

@@ -15,6 +15,7 @@ import time
 
 from llava_ln.commands.args import DEMO_FLAGS, DemoArguments
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.core.flags import parse_command_flags
 from llava_ln.experiments.recipe import STAGE2_TEMPLATE, DemoRecipe
 
@@ -153,6 +154,8 @@ def _evaluate(name: str, model_dir: str, sets: tuple[str, str], out_dir: str, st
 def run_demo(args: DemoArguments, recipe: DemoRecipe, command: str = "llava-ln demo") -> dict:
     """The whole demo; command: how the user started it (the stop message tells them to run it again)."""
     import torch
+
+    check_flag_domains(args, recipe)  # parse_flags checked a command line's; this covers flags built in code
 
     from llava_ln.experiments.demo_state import DemoState
     from llava_ln.tuning.modes import TUNE_MODES

@@ -1,7 +1,9 @@
 """The bottom layer: what every other package may use and nothing in it depends on.
 
   errors        LlavaLnError (one line naming the file, record, flag or tensor) and run_command
-  flags         parse_flags: dataclasses from argv, unknown flags refused; --help without torch
+  flags         parse_flags: dataclasses from argv, unknown flags and out-of-domain values refused; --help
+                without torch
+  flag_domains  the domain each numeric flag declares beside it (Domain), checked in one line each
   atomic        atomic file and folder writes (a crash leaves the previous version intact)
   folder_lock   one process at a time owns an output folder (a lock the kernel drops when its holder dies)
   paths         whether a path from a file stays inside its folder; whether two folders overlap

@@ -15,6 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Optional
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import SEEDS, Domain
 
 
 @dataclass(kw_only=True)
@@ -22,7 +23,8 @@ class SeedArguments:
     # 42 is transformers' TrainingArguments default, which LLaVA's scripts leave in place.
     seed: int = field(default=42, metadata={
         "help": "Seed of everything random the command does: initialisation, data order, dropout and `file:N` "
-                "subsets (train; inspect-data, to show what training reads), sampling (eval, plus the rank)."})
+                "subsets (train; inspect-data, to show what training reads), sampling (eval, plus the rank).",
+        "domain": SEEDS})
 
 
 @dataclass(kw_only=True)
@@ -46,7 +48,8 @@ class ReplaceOutputArguments(OutputArguments):
 @dataclass(kw_only=True)
 class LaunchArguments:
     local_rank: int = field(default=-1, metadata={
-        "help": "Set by the deepspeed launcher (the LOCAL_RANK environment variable wins); not passed by hand."})
+        "help": "Set by the deepspeed launcher (the LOCAL_RANK environment variable wins); not passed by hand.",
+        "domain": Domain(ge=0, special={-1: "not started by a launcher"})})
 
 
 @dataclass(kw_only=True)
@@ -58,7 +61,8 @@ class DeviceArguments:
 
 @dataclass(kw_only=True)
 class ThreadArguments:
-    threads: int = field(default=0, metadata={"help": "torch CPU threads per process (0: torch's default)."})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads per process.",
+                                              "domain": Domain(ge=1, special={0: "torch's default"})})
 
 
 def default_of(flags_class, name: str):

@@ -3,10 +3,13 @@
 A command's flags are a CommandFlags (its name as shown, a description, its flag dataclasses), declared in
 a module that imports neither torch nor transformers, so that `llava-ln <command> --help` is answered
 from the dataclasses alone (render_help: argparse, no transformers) before the command is even imported.
+Every numeric flag's declared domain (core.flag_domains) is checked before the dataclasses are returned,
+so a value outside it is one line naming the flag before any command reads a model or data; --help shows it.
 """
 from dataclasses import dataclass
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import check_flag_domains, with_domain_in_help
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -21,15 +24,14 @@ class CommandFlags:
 
 
 def parse_flags(argv, dataclass_types, prog: str, description: str = ""):
-    """Return one instance per dataclass type; unknown flags are a LlavaLnError naming them."""
+    """Return one instance per dataclass type; unknown flags and out-of-domain values are a LlavaLnError."""
     if wants_help(argv):
         print_help_and_exit(CommandFlags(prog, description, tuple(dataclass_types)))
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
+    parser = _domain_parser(dataclass_types, prog=prog, description=description)
     *parsed, remaining = parser.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=True)
     if remaining:
         raise LlavaLnError(f"{prog}: unknown flag(s): {' '.join(remaining)}")
+    check_flag_domains(*parsed)
     return parsed
 
 
@@ -65,7 +67,7 @@ def render_help(command: CommandFlags) -> str:
     seen = set()
     for kind in command.types:
         hints = typing.get_type_hints(kind)
-        for spec in fields(kind):
+        for spec in map(with_domain_in_help, fields(kind)):
             if spec.name in seen or not spec.init:
                 continue
             seen.add(spec.name)
@@ -114,3 +116,15 @@ def _shown(value) -> str:
 def _lowered(text: str) -> str:
     """'Load the export ...' -> 'load the export ...' (the sentence continues after 'Turn off --x:')."""
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+def _domain_parser(dataclass_types, **kwargs):
+    """An HfArgumentParser that keeps each flag's domain out of argparse (shown in its help instead)."""
+    from transformers import HfArgumentParser
+
+    class DomainParser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            HfArgumentParser._parse_dataclass_field(parser, with_domain_in_help(field))
+
+    return DomainParser(dataclass_types, **kwargs)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import Domain
 
 ASPECT_RATIOS = ("pad", "resize", "crop", "square")
 # A decompression bomb declares billions of pixels in a few bytes; 64 MP is far above any training image.
@@ -23,7 +24,7 @@ class ImageFileArguments:
     max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={
         "help": "Largest image, in pixels, that reading a file may build (decoded, padded to a square, resized); "
                 "a file that would exceed it is refused from its header, before decoding, as a decompression bomb "
-                "would be (0: no limit)."})
+                "would be.", "domain": Domain(ge=1, special={0: "no limit"})})
 
 
 @dataclass(kw_only=True)
@@ -45,7 +46,8 @@ class DataArguments(ImageFileArguments):
                   "chat template). Stage 1 uses plain."},
     )
     model_max_length: int = field(
-        default=2048, metadata={"help": "Longest sequence in tokens, image positions included; longer ones are cut."}
+        default=2048, metadata={"help": "Longest sequence in tokens, image positions included; longer ones are cut.",
+                                "domain": Domain(ge=2)}
     )
     group_by_modality_length: bool = field(
         default=False,
@@ -71,9 +73,5 @@ def check_data_args(args: DataArguments) -> None:
         raise LlavaLnError(
             f"--image_aspect_ratio {args.image_aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}"
         )
-    if args.model_max_length < 2:
-        raise LlavaLnError(f"--model_max_length {args.model_max_length} is too small")
-    if args.max_image_pixels < 0:
-        raise LlavaLnError(f"--max_image_pixels {args.max_image_pixels} is negative (0 means no limit)")
     if args.image_folder is not None and not os.path.isdir(args.image_folder):
         raise LlavaLnError(f"--image_folder {args.image_folder!r} is not a folder")

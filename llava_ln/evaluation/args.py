@@ -4,6 +4,7 @@ from typing import ClassVar, Optional
 
 from llava_ln.core.args import LaunchArguments, ReplaceOutputArguments, SeedArguments
 from llava_ln.core.benchmarks import BENCHMARKS, GENERATION_BATCH_SIZE, GENERIC_BENCHMARK, LLAVA_ANSWER_LENGTHS
+from llava_ln.core.flag_domains import Domain
 from llava_ln.data.args import ImageFileArguments
 from llava_ln.model.args import BitsArguments
 
@@ -35,13 +36,17 @@ class EvalArguments(BitsArguments, ImageFileArguments, LaunchArguments, SeedArgu
         "help": "Conversation template (default: the one in the checkpoint's manifest; 'auto' for a folder without one)."})
     image_aspect_ratio: Optional[str] = field(default=None, metadata={
         "help": "pad | resize | crop (default: the checkpoint manifest's, else pad)."})
-    batch_size: int = field(default=GENERATION_BATCH_SIZE, metadata={"help": "Questions per generate call, per device."})
+    batch_size: int = field(default=GENERATION_BATCH_SIZE, metadata={"help": "Questions per generate call, per device.",
+                                                                     "domain": Domain(ge=1)})
     max_new_tokens: Optional[int] = field(default=None, metadata={
         "help": f"Longest answer, in tokens (default {LLAVA_ANSWER_LENGTHS.short} for short answers, "
-                f"{LLAVA_ANSWER_LENGTHS.caption} for captions: LLaVA's model_vqa scripts')."})
-    temperature: float = field(default=0.0, metadata={"help": "0 (default) decodes greedily; > 0 samples."})
-    top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling mass (only with --temperature > 0)."})
-    num_beams: int = field(default=1, metadata={"help": "Beam search width (1: no beam search)."})
+                f"{LLAVA_ANSWER_LENGTHS.caption} for captions: LLaVA's model_vqa scripts').", "domain": Domain(ge=1)})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature.",
+                                                      "domain": Domain(gt=0, special={0: "greedy decoding"})})
+    top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling mass (only with --temperature > 0).",
+                                                           "domain": Domain(gt=0, le=1)})
+    num_beams: int = field(default=1, metadata={"help": "Beam search width (1: no beam search).",
+                                                "domain": Domain(ge=1)})
     share_image_prefix: bool = field(default=True, metadata={
         "help": "true: run the vision tower and the prompt up to the image once per image and answer all its "
                 "questions from that key/value cache (same greedy answers, far less compute); false: fill every "

@@ -15,6 +15,7 @@ import torch
 
 from llava_ln.core.distributed import DistContext, broadcast_object, distributed_session, gather_objects
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.core.folder_lock import owned_folder
 from llava_ln.core.paths import refuse_overlap
 from llava_ln.evaluation import answer_store
@@ -29,12 +30,8 @@ from llava_ln.scoring.dispatch import score
 
 
 def generation_settings(args: EvalArguments) -> GenerationSettings:
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                  top_p=args.top_p, num_beams=args.num_beams)
-    settings.check()
-    if args.batch_size < 1:
-        raise LlavaLnError(f"--batch_size must be at least 1, got {args.batch_size}")
-    return settings
+    return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=args.top_p, num_beams=args.num_beams)
 
 
 def _fingerprint(model_path: str) -> dict:
@@ -118,6 +115,7 @@ def _generation_summary(parts: list) -> dict:
 
 def run_eval(args: EvalArguments) -> dict | None:
     """Run the evaluation; returns the summary on rank 0 and None on the other ranks."""
+    check_flag_domains(args)  # also for EvalArguments built in code (compare, the demo), not parsed from a command line
     benchmark = get_benchmark(args.benchmark)
     generation = generation_settings(args)
     flags = DataFlags(data=args.data, question_file=args.question_file, annotation_file=args.annotation_file,

@@ -20,6 +20,7 @@ import os
 
 from llava_ln.core.atomic import write_json_atomic
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.experiments.args import AnalyzeArguments
 from llava_ln.experiments.entries import read_log, train_records
 
@@ -82,6 +83,7 @@ def grad_series(records: list, group: str = "all") -> dict | None:
 
 
 def run_analyze(args: AnalyzeArguments) -> dict:
+    check_flag_domains(args)  # parse_flags checked a command line's; this covers flags built in code
     checkpoints = parse_checkpoints(args.checkpoints)
     result = {"layer_similarity": {}, "grad_stats": {}}
     matrices, series = {}, {}

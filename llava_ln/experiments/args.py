@@ -8,9 +8,12 @@ from typing import ClassVar, Optional
 
 from llava_ln.core.args import DeviceArguments, OutputArguments, ThreadArguments
 from llava_ln.core.benchmarks import BENCHMARKS
-from llava_ln.data.args import ImageFileArguments
+from llava_ln.core.flag_domains import SEEDS, Domain, domain_of
+from llava_ln.data.args import DataArguments, ImageFileArguments
 from llava_ln.experiments.recipe import LLAVA_15, TOY, Recipe
 from llava_ln.model.args import BackboneArguments
+from llava_ln.training.args import TrainingArguments
+from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.modes import TUNE_MODES
 
 
@@ -55,44 +58,57 @@ class CompareArguments(ThreadArguments, ImageFileArguments, BackboneArguments, O
         "help": "Per-mode headline rates, e.g. ln=1e-2,lora=2e-4 (norm rate for ln/ln_simple, else the base rate)."})
     benchmarks: str = field(default=",".join(BENCHMARKS), metadata={"help": "Benchmarks for the table."})
     stage1_steps: Optional[int] = field(default=None, metadata={
-        "help": _recipe_default("Stage-1 optimizer steps", "stage1_steps")})
+        "help": _recipe_default("Stage-1 optimizer steps", "stage1_steps"), "domain": Domain(ge=1)})
     stage2_steps: Optional[int] = field(default=None, metadata={
-        "help": _recipe_default("Stage-2 optimizer steps of every run", "stage2_steps")})
-    stage1_lr: Optional[float] = field(default=None, metadata={"help": _recipe_default("Stage-1 rate", "stage1_lr")})
+        "help": _recipe_default("Stage-2 optimizer steps of every run", "stage2_steps"), "domain": Domain(ge=1)})
+    stage1_lr: Optional[float] = field(default=None, metadata={
+        "help": _recipe_default("Stage-1 rate", "stage1_lr"), "domain": domain_of(TrainingArguments, "learning_rate")})
     per_device_train_batch_size: Optional[int] = field(default=None, metadata={
-        "help": _recipe_default("Samples per device per micro-step", "per_device_train_batch_size")})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
+        "help": _recipe_default("Samples per device per micro-step", "per_device_train_batch_size"),
+        "domain": domain_of(TrainingArguments, "per_device_train_batch_size")})
+    gradient_accumulation_steps: int = field(default=1, metadata={
+        "help": "Micro-steps per optimizer step.", "domain": domain_of(TrainingArguments, "gradient_accumulation_steps")})
     model_max_length: Optional[int] = field(default=None, metadata={
-        "help": _recipe_default("Longest sequence in tokens", "model_max_length")})
+        "help": _recipe_default("Longest sequence in tokens", "model_max_length"),
+        "domain": domain_of(DataArguments, "model_max_length")})
     warmup_ratio: Optional[float] = field(default=None, metadata={
-        "help": _recipe_default("Warmup as a share of all steps", "warmup_ratio")})
-    lora_r: Optional[int] = field(default=None, metadata={"help": _recipe_default("LoRA rank", "lora_r")})
-    lora_alpha: Optional[int] = field(default=None, metadata={"help": _recipe_default("LoRA alpha", "lora_alpha")})
+        "help": _recipe_default("Warmup as a share of all steps", "warmup_ratio"),
+        "domain": domain_of(TrainingArguments, "warmup_ratio")})
+    lora_r: Optional[int] = field(default=None, metadata={
+        "help": _recipe_default("LoRA rank", "lora_r"), "domain": domain_of(TuningArguments, "lora_r")})
+    lora_alpha: Optional[int] = field(default=None, metadata={
+        "help": _recipe_default("LoRA alpha", "lora_alpha"), "domain": domain_of(TuningArguments, "lora_alpha")})
     seed: Optional[int] = field(default=None, metadata={
-        "help": _recipe_default("Seed of every run (data order, initialisation)", "seed")})
+        "help": _recipe_default("Seed of every run (data order, initialisation)", "seed"), "domain": SEEDS})
     train_args: str = field(default="", metadata={
         "help": "More train.py flags for every run, e.g. '--bf16 --deepspeed zero_configs/zero3.json "
                 "--gradient_checkpointing' (they come last, so they override compare's own)."})
     launcher: str = field(default="auto", metadata={
         "help": "auto | python | torchrun | deepspeed (auto: python on a CPU, deepspeed when --train_args has "
                 "--deepspeed, else torchrun on several GPUs)."})
-    num_gpus: int = field(default=0, metadata={"help": "GPUs per run (0: every visible one)."})
+    num_gpus: int = field(default=0, metadata={"help": "GPUs per run.",
+                                               "domain": Domain(ge=1, special={0: "every visible one"})})
     save_steps: float = field(default=0.25, metadata={
-        "help": "Checkpoint every N steps (below 1: a share), so an interrupted run resumes."})
-    logging_steps: int = field(default=10, metadata={"help": "Log (and gradient-statistics window) every N steps."})
+        "help": "Checkpoint every N steps (below 1: a share), so an interrupted run resumes.",
+        "domain": domain_of(TrainingArguments, "save_steps")})
+    logging_steps: int = field(default=10, metadata={"help": "Log (and gradient-statistics window) every N steps.",
+                                                     "domain": Domain(ge=1)})
     log_grad_stats: bool = field(default=True, metadata={"help": "Gradient statistics per group (llava-ln analyze)."})
     curve_benchmarks: str = field(default="pope,vqav2", metadata={
         "help": "Benchmarks of the learning curves (evaluation during training); '' for none."})
-    curve_steps: float = field(default=0.25, metadata={"help": "Learning-curve points every N steps (below 1: share)."})
-    curve_limit: int = field(default=64, metadata={"help": "Items per benchmark at each learning-curve point."})
+    curve_steps: float = field(default=0.25, metadata={
+        "help": "Learning-curve points every N steps (below 1: share); --eval_steps of every run.",
+        "domain": domain_of(TrainingArguments, "eval_steps")})
+    curve_limit: int = field(default=64, metadata={"help": "Items per benchmark at each learning-curve point.",
+                                                   "domain": domain_of(TrainingArguments, "eval_limit")})
     eval_batch_size: Optional[int] = field(default=None, metadata={
-        "help": _recipe_default("Questions per generate call, per device", "eval_batch_size")})
+        "help": _recipe_default("Questions per generate call, per device", "eval_batch_size"), "domain": Domain(ge=1)})
     max_new_tokens: int = field(default=0, metadata={
-        "help": f"Longest answer in the final evaluation, in tokens (0: the recipe's; with --world "
-                f"{_lengths(TOY)}, else {_lengths(LLAVA_15)})."})
+        "help": "Longest answer in the final evaluation, in tokens.", "domain": Domain(ge=1, special={
+            0: f"the recipe's: with --world {_lengths(TOY)}, else {_lengths(LLAVA_15)}"})})
     parallel: int = field(default=1, metadata={
         "help": "Runs trained at once (CPU: with --threads 1, 2 on a 2-core machine beats one run on 2 threads "
-                "for small models; their times then share the CPU). GPUs: keep 1."})
+                "for small models; their times then share the CPU). GPUs: keep 1.", "domain": Domain(ge=1)})
 
 
 @dataclass(kw_only=True)
@@ -104,6 +120,6 @@ class AnalyzeArguments(DeviceArguments, ImageFileArguments, OutputArguments):
     data: Optional[str] = field(default=None, metadata={
         "help": "LLaVA-format records to compute layer similarity on (--data_path syntax); without it only "
                 "gradient statistics are read."})
-    num_samples: int = field(default=64, metadata={"help": "Records used (the first N)."})
-    batch_size: int = field(default=8, metadata={"help": "Records per forward pass."})
+    num_samples: int = field(default=64, metadata={"help": "Records used (the first N).", "domain": Domain(ge=1)})
+    batch_size: int = field(default=8, metadata={"help": "Records per forward pass.", "domain": Domain(ge=1)})
     json: bool = field(default=False, metadata={"help": "Print the JSON result."})

@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
+from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.core.processes import forward_stop_signals
 from llava_ln.experiments import launcher
 from llava_ln.experiments.args import CompareArguments
@@ -45,6 +46,7 @@ STAGE1 = "stage1"
 
 
 def run_compare(args: CompareArguments) -> dict:
+    check_flag_domains(args)  # parse_flags checked a command line's; this covers flags built in code
     with forward_stop_signals():  # each run leads a process group of its own: Ctrl-C and SIGTERM go on to it
         return _compare(args)
 

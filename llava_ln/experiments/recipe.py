@@ -19,7 +19,11 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from llava_ln.core.benchmarks import BENCHMARKS, LLAVA_ANSWER_LENGTHS, TOY_ANSWER_LENGTHS, AnswerLengths, benchmark_list
+from llava_ln.core.flag_domains import SEEDS, Domain, domain_of
+from llava_ln.data.args import DataArguments
 from llava_ln.toy import layout
+from llava_ln.training.args import TrainingArguments
+from llava_ln.tuning.args import LEARNING_RATES
 from llava_ln.tuning.modes import TUNE_MODES
 
 
@@ -115,32 +119,40 @@ class DemoRecipe:
     """The demo's flags: the toy recipe, one mode, a longer stage 2 than compare's runs and its own data mix."""
 
     tune_mode: str = field(default="ln", metadata={"help": "Stage 2's tuning mode."})
-    seed: int = field(default=TOY.seed, metadata={"help": "Seed of the toy world and of both stages."})
+    seed: int = field(default=TOY.seed, metadata={"help": "Seed of the toy world and of both stages.", "domain": SEEDS})
     batch_size: int = field(default=TOY.per_device_train_batch_size, metadata={
-        "help": "--per_device_train_batch_size of both stages."})
-    stage1_steps: int = field(default=TOY.stage1_steps, metadata={"help": "Stage-1 (connector) optimizer steps."})
-    stage1_lr: float = field(default=TOY.stage1_lr, metadata={"help": "Stage-1 learning rate."})
+        "help": "--per_device_train_batch_size of both stages.",
+        "domain": domain_of(TrainingArguments, "per_device_train_batch_size")})
+    stage1_steps: int = field(default=TOY.stage1_steps, metadata={"help": "Stage-1 (connector) optimizer steps.",
+                                                                  "domain": Domain(ge=1)})
+    stage1_lr: float = field(default=TOY.stage1_lr, metadata={"help": "Stage-1 learning rate.",
+                                                              "domain": LEARNING_RATES})
     # Twice each of compare's runs: the demo trains one mode and shows it at its best.
-    stage2_steps: int = field(default=DEMO_STAGE2_STEPS, metadata={"help": "Stage-2 optimizer steps."})
+    stage2_steps: int = field(default=DEMO_STAGE2_STEPS, metadata={"help": "Stage-2 optimizer steps.",
+                                                                  "domain": Domain(ge=1)})
     stage2_lr: Optional[float] = field(default=None, metadata={
-        "help": "Stage-2 --learning_rate (default: the toy recipe's for --tune_mode)."})
+        "help": "Stage-2 --learning_rate (default: the toy recipe's for --tune_mode).", "domain": LEARNING_RATES})
     stage2_norm_lr: Optional[float] = field(default=None, metadata={
-        "help": "Stage-2 --norm_lr (default: the toy recipe's for --tune_mode, if it sets one)."})
+        "help": "Stage-2 --norm_lr (default: the toy recipe's for --tune_mode, if it sets one).",
+        "domain": LEARNING_RATES})
     stage2_connector_lr: Optional[float] = field(default=None, metadata={
-        "help": "Stage-2 --mm_projector_lr (default: the toy recipe's for --tune_mode, if it sets one)."})
+        "help": "Stage-2 --mm_projector_lr (default: the toy recipe's for --tune_mode, if it sets one).",
+        "domain": LEARNING_RATES})
     # Conversation data (the paper's finding: the most effective type) plus some captions, as
     # LLaVA-1.5's mix has; without them the tuned model forgets how to caption.
     stage2_data: str = field(default="conversation,captions:300", metadata={
         "help": "Stage-2 toy data: kinds conversation, detail, reasoning, captions, each with an optional :COUNT."})
-    model_max_length: int = field(default=TOY.model_max_length, metadata={"help": "Longest sequence in tokens."})
-    warmup_ratio: float = field(default=TOY.warmup_ratio, metadata={"help": "Warmup share of each stage."})
+    model_max_length: int = field(default=TOY.model_max_length, metadata={
+        "help": "Longest sequence in tokens.", "domain": domain_of(DataArguments, "model_max_length")})
+    warmup_ratio: float = field(default=TOY.warmup_ratio, metadata={
+        "help": "Warmup share of each stage.", "domain": domain_of(TrainingArguments, "warmup_ratio")})
     save_steps: int = field(default=100, metadata={
         "help": "Each stage saves a checkpoint every N optimizer steps (the newest only), so a stopped demo "
-                "continues from there when run again."})
+                "continues from there when run again.", "domain": Domain(ge=1)})
     eval_scale: Optional[float] = field(default=None, metadata={
         "help": "Size of the evaluation sets as a share of the full toy sets (1: all of them). Default: the "
                 f"share of the default {DEMO_STAGE2_STEPS} stage-2 steps this run trains, so a shortened demo "
-                "evaluates proportionally fewer questions."})
+                "evaluates proportionally fewer questions.", "domain": Domain(gt=0)})
 
     benchmarks: str = field(default=",".join(BENCHMARKS), metadata={
         "help": "The benchmarks both models are evaluated on, comma separated (captions need Java)."})

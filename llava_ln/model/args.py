@@ -9,6 +9,8 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.core.flag_domains import Domain
+
 BITS = (4, 8, 16)  # 16: not quantized (LLaVA's default for --bits)
 QUANT_TYPES = ("nf4", "fp4")
 
@@ -40,7 +42,7 @@ class BitsArguments:
         "help": f"{' | '.join(map(str, BITS))}: 4 or 8 store the linear layers of the LLM's blocks quantized "
                 "(bitsandbytes) and frozen, so modes that train them are refused; eval loads a --bits run's base "
                 "as it trained (its 4-bit type from the manifest, LoRA unmerged on top); export --format hf 4 "
-                "stores them in 4 bits. 16: as stored, unquantized."})
+                "stores them in 4 bits. 16: as stored, unquantized.", "domain": Domain(choices=BITS)})
 
 
 @dataclass(kw_only=True)
@@ -54,7 +56,8 @@ class QuantizationArguments(BitsArguments):
 @dataclass(kw_only=True)
 class ModelArguments(BackboneArguments, QuantizationArguments):
     mm_vision_select_layer: int = field(
-        default=-2, metadata={"help": "Vision hidden state used as image features (-2 = penultimate)."}
+        default=-2, metadata={"help": "Vision hidden state used as image features (-2 = penultimate).",
+                              "domain": Domain(note="negative counts back from the last layer")}
     )
     mm_vision_select_feature: str = field(
         default="patch", metadata={"help": "patch (patch tokens only) or cls_patch (CLS token + patches)."}

@@ -23,6 +23,7 @@ from typing import Optional
 
 from llava_ln.core.benchmarks import BENCHMARKS, get_benchmark_spec
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import Domain
 
 
 @dataclass(kw_only=True)
@@ -36,7 +37,7 @@ class ScoreRequest:
         "help": "vqav2: questions file (checked against annotations; the id list for --upload_file). "
                 "pope: LLaVA's llava_pope_test.jsonl, whose 'category' gives each answer's split in one combined file."})
     mme_subtasks: int = field(default=10, metadata={
-        "help": "mme: sum Perception over 10 subtasks (official) or 8 (no artwork, OCR).", "choices": [8, 10]})
+        "help": "mme: sum Perception over 10 subtasks (official) or 8 (no artwork, OCR).", "domain": Domain(choices=(8, 10))})
     spice: bool = field(default=False, metadata={
         "help": "captions: also run SPICE (needs the Stanford CoreNLP 3.6.0 jars; no download)."})
     upload_file: Optional[str] = field(default=None, metadata={

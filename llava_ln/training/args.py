@@ -3,17 +3,19 @@
 Only flags that this trainer really honours exist here; a LLaVA launch script ports by
 keeping these names (see docs/training.md for the few LLaVA flags that became --tune_mode).
 """
+import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 from llava_ln.core.args import LaunchArguments, OutputArguments, SeedArguments
 from llava_ln.core.benchmarks import BENCHMARKS, GENERATION_BATCH_SIZE, LEARNING_CURVE_ANSWER_LENGTHS, benchmark_list
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import SEEDS, Domain
 from llava_ln.core.flags import CommandFlags
 from llava_ln.data.args import DataArguments
 from llava_ln.kernels import KERNEL_CHOICES
 from llava_ln.model.args import ModelArguments
-from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.args import LEARNING_RATES, TuningArguments
 
 REPORT_TARGETS = ("none", "tensorboard", "wandb")
 # What each --report_to target imports, and how to install it: checked with the flags, before any work.
@@ -37,7 +39,7 @@ class MemoryArguments:
         "nargs": "?", "const": "true"})
     memory_budget_gib: Optional[float] = field(default=None, metadata={
         "help": "GiB per device --gradient_checkpointing auto plans for (default: the GPU's free memory minus "
-                "10%%, at least 2 GiB; on a CPU auto then checkpoints every block)."})
+                "10%%, at least 2 GiB; on a CPU auto then checkpoints every block).", "domain": Domain(gt=0)})
 
     def __post_init__(self):
         if isinstance(self.gradient_checkpointing, str):
@@ -49,8 +51,6 @@ class MemoryArguments:
         gradient_checkpointing_choice(self.gradient_checkpointing)
         if self.kernels not in KERNEL_CHOICES:
             raise LlavaLnError(f"--kernels {self.kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
-        if self.memory_budget_gib is not None and self.memory_budget_gib <= 0:
-            raise LlavaLnError(f"--memory_budget_gib {self.memory_budget_gib} must be > 0")
 
 
 @dataclass(kw_only=True)
@@ -63,15 +63,13 @@ class PackingArguments:
     max_tokens_per_batch: Optional[int] = field(default=None, metadata={
         "help": "With --packing: tokens per micro-batch per device (image positions included), the same on every "
                 "rank; replaces --per_device_train_batch_size. At least the longest sample (--model_max_length "
-                "is always enough)."})
+                "is always enough).", "domain": Domain(ge=2)})
 
     def check_packing_flags(self) -> None:
         if self.max_tokens_per_batch is not None and not self.packing:
             raise LlavaLnError("--max_tokens_per_batch sizes packed micro-batches: add --packing, or drop it")
         if self.packing and self.max_tokens_per_batch is None:
             raise LlavaLnError("--packing needs --max_tokens_per_batch (tokens per micro-batch per device)")
-        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 2:
-            raise LlavaLnError(f"--max_tokens_per_batch {self.max_tokens_per_batch} must be >= 2")
 
 
 @dataclass(kw_only=True)
@@ -81,33 +79,47 @@ class TrainingArguments(PackingArguments, MemoryArguments, LaunchArguments, Seed
         default=None,
         metadata={"help": "Stage 2: the stage-1 connector (its safetensors file or its run folder) to start from."},
     )
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (may be fractional); see --max_steps."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; > 0 overrides --num_train_epochs."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Samples per device per micro-step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "Peak LR (groups without their own rate)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (never on norms or biases)."})
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
-    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
-    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (0: off)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (may be fractional); see --max_steps.",
+                                                           "domain": Domain(ge=0)})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to run; overrides --num_train_epochs.",
+                                                 "domain": Domain(ge=1, special={-1: "--num_train_epochs decides"})})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Samples per device per micro-step.",
+                                                                  "domain": Domain(ge=1)})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step.",
+                                                                  "domain": Domain(ge=1)})
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak LR (groups without their own rate).",
+                                                         "domain": LEARNING_RATES})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (never on norms or biases).",
+                                                       "domain": Domain(ge=0)})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1.", "domain": Domain(ge=0, lt=1)})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2.", "domain": Domain(ge=0, lt=1)})
+    # 0 divides by a second moment that is 0 for every parameter whose gradient was 0: NaN at step 1.
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon.", "domain": Domain(gt=0)})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this.",
+                                                        "domain": Domain(gt=0, special={0: "no clipping"})})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, "
                                                                "linear, constant, constant_with_warmup, ..."})
-    warmup_ratio: float = field(default=0.0, metadata={"help": "Warmup as a share of all steps."})
-    warmup_steps: int = field(default=0, metadata={"help": "Warmup steps (overrides --warmup_ratio when > 0)."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Warmup as a share of all steps.",
+                                                       "domain": Domain(ge=0, le=1)})
+    warmup_steps: int = field(default=0, metadata={"help": "Warmup steps (overrides --warmup_ratio).",
+                                                   "domain": Domain(ge=1, special={0: "--warmup_ratio decides"})})
     bf16: bool = field(default=False, metadata={"help": "bf16 compute: frozen weights bf16, trainable fp32 master."})
     fp16: bool = field(default=False, metadata={"help": "fp16 compute with loss scaling."})
     tf32: Optional[bool] = field(default=None, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs."})
     gradient_checkpointing_ratio: float = field(
         default=1.0,
         metadata={"help": "Share of the LLM's blocks (the first ones) that recompute under "
-                  "--gradient_checkpointing; lower trades memory for speed."},
+                  "--gradient_checkpointing; lower trades memory for speed.", "domain": Domain(ge=0, le=1)},
     )
     save_strategy: str = field(default="steps", metadata={"help": "steps | epoch | no (intermediate checkpoints)."})
+    # 0 would never save nor log: no saving is --save_strategy no.
     save_steps: float = field(default=500, metadata={"help": "Save checkpoint-<step>/ every N optimizer steps "
-                                                     "(a value below 1 is a share of all steps)."})
-    save_total_limit: Optional[int] = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps (below 1: a share)."})
+                                                     "(a value below 1 is a share of all steps).",
+                                                     "domain": Domain(gt=0)})
+    save_total_limit: Optional[int] = field(default=None, metadata={"help": "Keep only the newest N checkpoints.",
+                                                                    "domain": Domain(ge=1)})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps (below 1: a share).",
+                                                       "domain": Domain(gt=0)})
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb (comma separated)."})
     run_name: Optional[str] = field(default=None, metadata={"help": "Run name for wandb / tensorboard."})
     logging_dir: Optional[str] = field(default=None, metadata={"help": "TensorBoard folder (default "
@@ -117,7 +129,9 @@ class TrainingArguments(PackingArguments, MemoryArguments, LaunchArguments, Seed
     resume_from_checkpoint: Optional[str] = field(
         default=None, metadata={"help": "OUTPUT_DIR/checkpoint-<step> to continue from exactly."}
     )
-    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank."})
+    dataloader_num_workers: int = field(default=0, metadata={
+        "help": "DataLoader worker processes per rank.", "domain": Domain(ge=1, special={0: "read in the training "
+                                                                                            "process"})})
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when CUDA is available."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Start afresh in a folder that holds a "
@@ -128,11 +142,12 @@ class TrainingArguments(PackingArguments, MemoryArguments, LaunchArguments, Seed
     lazy_preprocess: bool = field(default=True, metadata={"help": "Always lazy; accepted for LLaVA scripts."})
     # ---- LLaVA / Hugging Face names with their meaning (training/llava_flags.py maps the rest) ----
     data_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the data order and of --data_path "
-                                                             "subsets (default: --seed)."})
+                                                             "subsets (default: --seed).", "domain": SEEDS})
     # Run reliability (docs/reliability.md, "Runs"): non-finite steps and resuming with changed flags.
     max_nonfinite_steps: int = field(
         default=3, metadata={"help": "Skip up to N optimizer steps in a row whose loss or gradient norm is not finite "
-                             "(no update, a warning each); one more stops the run with an error."})
+                             "(no update, a warning each); one more stops the run with an error.",
+                             "domain": Domain(ge=0)})
     allow_changed_flags: bool = field(
         default=False, metadata={"help": "Resume although flags that change the run (seed, rates, schedule, data, "
                                  "...) differ from the checkpoint's; the change is recorded in run_config.json and "
@@ -157,31 +172,31 @@ class TrainingArguments(PackingArguments, MemoryArguments, LaunchArguments, Seed
         "help": "Folder holding one folder per benchmark in its official layout (LLaVA's playground/data/eval: "
                 f"{', '.join(spec.folder for spec in BENCHMARKS.values())})."})
     eval_steps: float = field(default=0, metadata={
-        "help": "Evaluate every N optimizer steps (below 1: a share of all steps) and after the last; 0: only "
-                "after the last step."})
+        "help": "Evaluate every N optimizer steps (below 1: a share of all steps) and after the last.",
+        "domain": Domain(gt=0, special={0: "only after the last step"})})
     eval_limit: int = field(default=200, metadata={
-        "help": "Items per benchmark, evenly spaced over its list, the same ones every time (0: all)."})
+        "help": "Items per benchmark, evenly spaced over its list, the same ones every time.",
+        "domain": Domain(ge=1, special={0: "all"})})
     eval_batch_size: int = field(default=GENERATION_BATCH_SIZE, metadata={
-        "help": "Questions per generate call, per device."})
+        "help": "Questions per generate call, per device.", "domain": Domain(ge=1)})
     eval_max_new_tokens: int = field(default=0, metadata={
-        "help": f"Longest answer in tokens (0: {LEARNING_CURVE_ANSWER_LENGTHS.short} for short-answer benchmarks, "
-                f"{LEARNING_CURVE_ANSWER_LENGTHS.caption} for captions)."})
+        "help": "Longest answer in tokens.", "domain": Domain(ge=1, special={
+            0: f"{LEARNING_CURVE_ANSWER_LENGTHS.short} for short-answer benchmarks, "
+               f"{LEARNING_CURVE_ANSWER_LENGTHS.caption} for captions"})})
     log_grad_stats: bool = field(default=False, metadata={
         "help": "Log each optimizer group's gradient norm (before clipping) per step and its variance over "
                 "the logging window to log.jsonl."})
 
 
 def check_training_args(args: TrainingArguments) -> None:
-    """Reject impossible combinations before any model is loaded."""
+    """Reject impossible combinations before any model is loaded (each flag's own domain: parse_flags)."""
     args.require_output_dir("llava-ln train")
+    if os.path.lexists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise LlavaLnError(f"--output_dir {args.output_dir}: exists and is not a folder")
     if args.bf16 and args.fp16:
         raise LlavaLnError("--bf16 and --fp16 are exclusive")
-    if args.per_device_train_batch_size < 1 or args.gradient_accumulation_steps < 1:
-        raise LlavaLnError("--per_device_train_batch_size and --gradient_accumulation_steps must be >= 1")
     if args.max_steps <= 0 and args.num_train_epochs <= 0:
         raise LlavaLnError("set --max_steps > 0 or --num_train_epochs > 0")
-    if not 0.0 <= args.gradient_checkpointing_ratio <= 1.0:
-        raise LlavaLnError(f"--gradient_checkpointing_ratio {args.gradient_checkpointing_ratio} is not in [0, 1]")
     if args.save_strategy not in SAVE_STRATEGIES:
         raise LlavaLnError(f"--save_strategy {args.save_strategy!r} is not one of {', '.join(SAVE_STRATEGIES)}")
     if args.evaluation_strategy != "no":
@@ -192,13 +207,9 @@ def check_training_args(args: TrainingArguments) -> None:
         raise LlavaLnError(f"--report_to {','.join(unknown)} is not one of {', '.join(REPORT_TARGETS)}")
     for target in report_targets(args):
         refuse_missing_reporter(target)
-    if args.save_total_limit is not None and args.save_total_limit < 1:
-        raise LlavaLnError("--save_total_limit must be >= 1")
     benchmark_list(args.eval_benchmarks, "--eval_benchmarks")
     if args.eval_benchmarks and not args.eval_data:
         raise LlavaLnError("--eval_benchmarks needs --eval_data (the folder holding the benchmarks' folders)")
-    if min(args.eval_steps, args.eval_limit, args.eval_max_new_tokens) < 0 or args.eval_batch_size < 1:
-        raise LlavaLnError("--eval_steps, --eval_limit and --eval_max_new_tokens must be >= 0, --eval_batch_size >= 1")
     args.check_memory_flags()
     args.check_packing_flags()
     if args.optim_state_dtype not in OPTIM_STATE_DTYPES:

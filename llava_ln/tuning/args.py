@@ -2,8 +2,12 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.core.flag_domains import Domain
 from llava_ln.tuning.modes import TUNE_MODES
 from llava_ln.tuning.vision_modes import FROZEN, VISION_TUNE_MODES
+
+# A learning rate: 0 freezes the group (its tensors still count as trainable).
+LEARNING_RATES = Domain(ge=0)
 
 
 @dataclass(kw_only=True)
@@ -16,16 +20,18 @@ class TuningArguments:
         default=None,
         metadata={"help": "Override whether input embeddings and output head train (default: as the mode says)."},
     )
-    lora_r: int = field(default=128, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    # LoRA's numbers matter only to --tune_mode lora, but a nonsensical value is wrong everywhere.
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank.", "domain": Domain(ge=1)})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha.", "domain": Domain(ge=1)})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout.", "domain": Domain(ge=0, lt=1)})
     mm_projector_lr: Optional[float] = field(
-        default=None, metadata={"help": "Learning rate of the connector (default: --learning_rate)."}
+        default=None, metadata={"help": "Learning rate of the connector (default: --learning_rate).",
+                                "domain": LEARNING_RATES}
     )
     norm_lr: Optional[float] = field(
         default=None,
         metadata={"help": "Learning rate of LLM norm weights (default: --learning_rate). Norm-only tuning wants "
-                  "rates orders of magnitude above 2e-5."},
+                  "rates orders of magnitude above 2e-5.", "domain": LEARNING_RATES},
     )
     # ---- LLaVA's --freeze_mm_mlp_adapter (training/llava_flags.py) ----
     tune_connector: Optional[bool] = field(
@@ -43,12 +49,16 @@ class TuningArguments:
     vision_tune_last_layers: int = field(
         default=0,
         metadata={"help": "Train only the last K encoder layers the selected feature layer reaches (0: every "
-                  "reachable layer, plus the patch embeddings and the tower's pre-norm)."},
+                  "reachable layer, plus the patch embeddings and the tower's pre-norm).",
+                  "domain": Domain(ge=1, special={0: "every reachable layer"})},
     )
-    vision_lora_r: int = field(default=16, metadata={"help": "LoRA rank of the vision tower (--vision_tune_mode lora)."})
-    vision_lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha of the vision tower."})
+    vision_lora_r: int = field(default=16, metadata={"help": "LoRA rank of the vision tower (--vision_tune_mode lora).",
+                                                                "domain": Domain(ge=1)})
+    vision_lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha of the vision tower.",
+                                                                    "domain": Domain(ge=1)})
     mm_vision_tower_lr: Optional[float] = field(
         default=None,
         metadata={"help": "Learning rate of every trained tower tensor (default: --learning_rate); LLaVA-NeXT's "
-                  "name. Full tower tuning usually wants a rate well below the LLM's (LLaVA-NeXT: 2e-6)."},
+                  "name. Full tower tuning usually wants a rate well below the LLM's (LLaVA-NeXT: 2e-6).",
+                  "domain": LEARNING_RATES},
     )

@@ -62,7 +62,7 @@ def test_qlora_counts_the_base_linears_not_the_adapters(config_only_7b):
 @pytest.mark.parametrize("args,message", [
     (["--tune_mode", "full", "--bits", "4"], "--tune_mode full trains linear weights"),
     (["--tune_mode", "ln", "--bits", "4", "--strategy", "zero3"], "ZeRO-3"),
-    (["--tune_mode", "ln", "--bits", "3"], "--bits 3 is not one of"),
+    (["--tune_mode", "ln", "--bits", "3"], "--bits 3: must be one of 4, 8, 16"),
     (["--tune_mode", "ln", "--bits", "4", "--quant_type", "int4"], "--quant_type 'int4'"),
 ])
 def test_refusals_are_one_line(config_only_7b, capsys, args, message):

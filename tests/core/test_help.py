@@ -75,8 +75,8 @@ def test_required_flags_say_required_and_no_flag_shows_a_default_of_none(helps):
 
 def test_demo_help_shows_the_recipe_knobs_with_descriptions_and_defaults(helps):
     text = helps["demo"]["text"]
-    assert _entry(text, "--stage2_steps") == "--stage2_steps INT Stage-2 optimizer steps. (default: 600)"
-    assert _entry(text, "--stage1_lr") == "--stage1_lr FLOAT Stage-1 learning rate. (default: 0.002)"
+    assert _entry(text, "--stage2_steps") == "--stage2_steps INT Stage-2 optimizer steps. Allowed: >= 1. (default: 600)"
+    assert _entry(text, "--stage1_lr") == "--stage1_lr FLOAT Stage-1 learning rate. Allowed: >= 0. (default: 0.002)"
     assert _entry(text, "--restart").startswith("--restart [true|false] Start over")
     assert "--eval_scale" in text and "--benchmarks" in text
 

@@ -131,8 +131,12 @@ def test_grouped_batches_stay_modality_pure_and_accumulation_matches_ranks():
     (dict(sparse_embedding_grad=True, deepspeed="zero_configs/zero3.json"), "plain PyTorch strategy"),
 ])
 def test_impossible_flags_are_refused_before_loading_anything(change, message):
-    with pytest.raises(LlavaLnError, match=message):
-        check_training_args(replace(ARGS, **change))
+    from llava_ln.core.flag_domains import check_flag_domains
+
+    args = replace(ARGS, **change)
+    with pytest.raises(LlavaLnError, match=message):  # as train.py runs them: each flag's domain, then combinations
+        check_flag_domains(args)
+        check_training_args(args)
 
 
 @pytest.mark.parametrize("argv,expected", [

@@ -145,9 +145,11 @@ def test_fp16_overflow_skips_are_routine_and_a_good_step_resets_the_count():
 
 def test_the_verdict_counts_non_finite_micro_losses_and_pending_stop_signals():
     class Pending:
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
         def pending(self, signum: int) -> int:
-            return int(signum == signal.SIGTERM)
+            return int(signum in (signal.SIGTERM, signal.SIGHUP))
 
     assert StepGuard(DistContext(), max_nonfinite_steps=0).before_step([0.5, 1.0]) == StepVerdict(False, None)
     verdict = StepGuard(DistContext(), max_nonfinite_steps=0, stops=Pending()).before_step([0.5, float("nan")])
-    assert verdict == StepVerdict(nonfinite_loss=True, stop_signal=signal.SIGTERM)
+    assert verdict == StepVerdict(nonfinite_loss=True, stop_signal=signal.SIGTERM)  # SIGTERM first of two

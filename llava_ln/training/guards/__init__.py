@@ -1,7 +1,6 @@
 """Guards: what keeps a run from going silently wrong, checked before, during and after every step.
 
-Before anything loads:
-  flag_checks      numeric flags checked (finite, >= 0, ratios in range), one line each
+Before anything loads (each flag's own domain is checked by core.flags.parse_flags):
   quantized_base   what a --bits 4|8 base allows: tune modes, ZeRO stages
   run_ownership    one run per folder: run ids, --overwrite_output_dir moves aside, `latest`, pruning
   shared_storage   multi-node: every rank sees the same OUTPUT_DIR and resumes the same checkpoint

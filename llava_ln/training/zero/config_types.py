@@ -14,6 +14,7 @@ llava-ln cannot honour (a `scheduler`, `max_grad_norm` among the optimizer's par
 here too. The first wrong field is one line naming the file, the field and what it must be. Fields
 not listed are left to DeepSpeed.
 """
+import json
 import math
 import os
 
@@ -62,14 +63,23 @@ _OFFLOAD = {"device": "one of \"cpu\", \"nvme\", \"none\"", "pin_memory": "true 
 _OPTIMIZER_PARAMS = {"lr": "a finite number >= 0", "eps": "a finite number > 0", "weight_decay": "a finite number >= 0"}
 
 
+def _valid_unquoted(value, kind: str) -> bool:
+    """Whether a string value is what a field wants once its quotes go ("8" for an integer, "true" for a bool)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return False
+    try:
+        return _KINDS[kind](json.loads(value))
+    except ValueError:
+        return False
+
+
 def _check_fields(section: dict, kinds: dict, where: str) -> None:
     for key, kind in kinds.items():
         if key not in section or section[key] == AUTO:
             continue
         value = section[key]
         if not _KINDS[kind](value):
-            hint = " (without quotes)" if isinstance(value, str) and kind not in ("true or false",) and \
-                not kind.startswith("one of") else ""
+            hint = " (without quotes)" if _valid_unquoted(value, kind) else ""
             raise LlavaLnError(f"{where}: {key} is {value!r}; it must be {kind}{hint} or \"auto\"")
 
 
