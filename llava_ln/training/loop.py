@@ -156,7 +156,7 @@ class Loop:
         supervised = [count_supervised_tokens(batch["labels"]) for batch in micro_batches]
         loss_weight = None  # llava: each micro-batch's mean weighs 1 / accumulation (Strategy.forward_backward)
         if token_weighted:
-            step_tokens = self.step_supervised_tokens(supervised)
+            step_tokens = self._step_supervised_tokens(supervised)
             if step_tokens == 0:
                 return self._skip_unsupervised_step()
             loss_weight = self.context.world_size / step_tokens
@@ -177,7 +177,7 @@ class Loop:
         self._advance(skipped)
         return verdict
 
-    def step_supervised_tokens(self, supervised: list[int]) -> int:
+    def _step_supervised_tokens(self, supervised: list[int]) -> int:
         """Collective: the supervised tokens of the whole step, over every micro-batch on every rank."""
         return int(all_reduce_sum(self.context, [float(sum(supervised))])[0])
 

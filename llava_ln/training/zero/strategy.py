@@ -86,10 +86,10 @@ class DeepSpeedStrategy(Strategy):
         if loss_weight is None:
             self.engine.backward(loss)  # DeepSpeed divides by gradient_accumulation_steps itself
         else:
-            # scale_wrt_gas=False: no division by the accumulation steps (the weight already says all), and the
-            # engine's per-output backward hook then divides nothing either. Under fp16 the engine multiplies the
-            # weighted loss by its loss scale and divides the gradients by it before clipping; ZeRO's reduction
-            # averages over the data-parallel ranks, as forward_backward's contract assumes.
+            # scale_wrt_gas=False: no division by the accumulation steps (the weight already holds all of it; a loss
+            # that goes through engine.backward is not divided again by the engine's output hook). Under fp16 the
+            # engine multiplies the weighted loss by its loss scale and divides the gradients by it before clipping;
+            # ZeRO's reduction averages over the data-parallel ranks, as forward_backward's contract assumes.
             self.engine.backward(loss * loss_weight, scale_wrt_gas=False)
         if not last_micro_step:
             self.engine.step()  # only advances DeepSpeed's micro-step bookkeeping off the boundary
