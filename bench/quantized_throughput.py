@@ -79,8 +79,10 @@ def run(mode: str, micro: int, opts, model_args, device) -> dict:
     if opts.batch % micro:
         raise ValueError(f"--batch {opts.batch} is not a multiple of the micro-batch {micro}")
     accumulation = opts.batch // micro
+    # llava weighting: each micro-batch's mean weighs 1 / accumulation, as in the results recorded so far.
     train_args = TrainingArguments(output_dir="unused", bf16=device.type == "cuda", learning_rate=1e-5,
-                                   gradient_accumulation_steps=accumulation, per_device_train_batch_size=micro)
+                                   gradient_accumulation_steps=accumulation, per_device_train_batch_size=micro,
+                                   loss_weighting="llava")
     precision = resolve_precision(train_args, device)
     started = time.time()
     model, spec, plan, settings, footprint = build(mode, opts, model_args, device, precision)

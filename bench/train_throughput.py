@@ -84,7 +84,9 @@ def recompute_plan(mode: str, gc_ratio, opts, model_args: ModelArguments, precis
 
 def run(mode: str, gc_ratio, opts, model_args: ModelArguments, device) -> dict:
     torch.manual_seed(0)
-    train_args = TrainingArguments(output_dir="unused", bf16=device.type == "cuda", learning_rate=1e-5)
+    # llava weighting: one micro-batch per step, whose loss (a mean) the results have always printed.
+    train_args = TrainingArguments(output_dir="unused", bf16=device.type == "cuda", learning_rate=1e-5,
+                                   loss_weighting="llava")
     precision = resolve_precision(train_args, device)
     started = time.time()
     previous = torch.get_default_dtype()

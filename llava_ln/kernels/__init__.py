@@ -19,7 +19,8 @@ from llava_ln.core.lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(("KernelReport", "apply_kernels", "kernel_backend_of", "remove_kernels",
                      "resolve_kernel_backend"), "llava_ln.kernels.apply"),
-    **dict.fromkeys(("multimodal_supervised_loss", "supervised_lm_loss"), "llava_ln.kernels.loss"),
+    **dict.fromkeys(("count_supervised_tokens", "multimodal_supervised_loss", "supervised_lm_loss",
+                     "supervised_targets"), "llava_ln.kernels.loss"),
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,8 +10,10 @@ gradient per row plus the head's gradient.
 
 Numerics follow the unfused path under autocast: logits in the compute dtype, softmax and loss in
 fp32, the logit gradient (softmax - one_hot) / n rounded to the compute dtype before the two
-matmuls. The loss is the mean over rows whose target is not ignore_index; with no such row it
-is 0 with zero gradients (F.cross_entropy would return nan), so the head stays in the graph.
+matmuls. The loss is the mean over rows whose target is not ignore_index (reduction "mean"), or
+their sum (reduction "sum": the token-weighted training loss weighs each micro-batch's sum by the
+whole step's token count); with no such row it is 0 with zero gradients (F.cross_entropy would
+return nan for the mean), so the head stays in the graph.
 """
 import contextlib
 
@@ -46,18 +48,23 @@ def _no_autocast(device_type: str):
         return contextlib.nullcontext()
 
 
+REDUCTIONS = ("mean", "sum")
+
+
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """mean CE(hidden @ weight.T + bias, targets) over non-ignored rows; grads computed in forward."""
+    """mean (or sum) CE(hidden @ weight.T + bias, targets) over non-ignored rows; grads computed in forward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, ignore_index: int, chunk_rows: int):
+    def forward(ctx, hidden, weight, bias, targets, ignore_index: int, chunk_rows: int, reduction: str = "mean"):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         compute_dtype = _autocast_dtype(hidden.device.type) or torch.promote_types(hidden.dtype, weight.dtype)
         rows = hidden.shape[0]
         valid = targets != ignore_index
-        # 1/n as a tensor: no host sync, and 0 when nothing is supervised.
-        count = valid.sum()
-        scale = (count > 0).float() / count.clamp_min(1).float()
+        if reduction == "sum":
+            scale = torch.ones((), dtype=torch.float32, device=hidden.device)
+        else:  # 1/n as a tensor: no host sync, and 0 when nothing is supervised.
+            count = valid.sum()
+            scale = (count > 0).float() / count.clamp_min(1).float()
         with _no_autocast(hidden.device.type):
             w = weight.to(compute_dtype)
             b = bias.to(compute_dtype) if bias is not None else None
@@ -101,15 +108,18 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_h, grad_w, grad_b = ctx.saved_tensors
         scaled = [None if g is None else g * grad_loss.to(g.dtype) for g in (grad_h, grad_w, grad_b)]
-        return scaled[0], scaled[1], scaled[2], None, None, None
+        return scaled[0], scaled[1], scaled[2], None, None, None, None
 
 
 def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                                targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                               chunk_rows: int | None = None) -> torch.Tensor:
-    """Mean cross-entropy of rows hidden [N, H] through a head (weight [V, H], bias [V] or None)."""
+                               chunk_rows: int | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of rows hidden [N, H] through a head (weight [V, H], bias [V] or None): the mean over the
+    supervised rows, or their sum with reduction "sum"."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r} is not one of {REDUCTIONS}")
     if hidden.dim() != 2 or targets is None or targets.shape != hidden.shape[:1]:
         raise ValueError(f"expected hidden [N, H] and targets [N], got {tuple(hidden.shape)} and "
                          f"{None if targets is None else tuple(targets.shape)}")
     rows = chunk_rows or default_chunk_rows(weight.shape[0])
-    return ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, ignore_index, rows)
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, ignore_index, rows, reduction)

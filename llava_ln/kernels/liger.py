@@ -12,7 +12,7 @@ Coverage, per kernel kind (anything else falls back to the torch backend, module
   * norm "gemma": liger_rms_norm, casting mode "gemma", offset 1
   * norm "layer": liger_layer_norm, only with both weight and bias
   * gated "silu": liger_swiglu; gated "gelu_tanh": liger_geglu (liger's GEGLU is the tanh form)
-  * head + loss: liger_fused_linear_cross_entropy (mean over targets != ignore_index)
+  * head + loss: liger_fused_linear_cross_entropy (mean, or sum, over targets != ignore_index)
 liger_rms_norm returns the input dtype even with an fp32 weight (LlamaRMSNorm returns fp32
 there); the following linear casts to the compute dtype either way.
 """
@@ -71,8 +71,9 @@ def gated_activation(gate, up, kind: str):
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
-                         targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                         targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                         reduction: str = "mean") -> torch.Tensor:
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
     return liger_fused_linear_cross_entropy(hidden, weight, targets, bias=bias, ignore_index=ignore_index,
-                                            reduction="mean")
+                                            reduction=reduction)

@@ -22,6 +22,9 @@ REPORT_TARGETS = ("none", "tensorboard", "wandb")
 REPORT_PACKAGES = {"tensorboard": ("tensorboard", "pip install 'llava-ln[train]'"), "wandb": ("wandb", "pip install wandb")}
 SAVE_STRATEGIES = ("steps", "epoch", "no")
 OPTIM_STATE_DTYPES = ("fp32", "bf16")
+# token: a step's loss is the mean over every supervised token of the step (all micro-batches, all ranks);
+# llava: the mean of each micro-batch's own token mean (LLaVA's and transformers' Trainer's weighting until 2024).
+LOSS_WEIGHTINGS = ("token", "llava")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -97,6 +100,10 @@ class TrainingArguments(PackingArguments, MemoryArguments, LaunchArguments, Seed
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon.", "domain": Domain(gt=0)})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this.",
                                                         "domain": Domain(gt=0, special={0: "no clipping"})})
+    loss_weighting: str = field(default="token", metadata={
+        "help": "token: a step's loss is the mean over all its supervised tokens (every micro-batch and rank), so "
+                "the gradient does not depend on how the step is split | llava: each micro-batch's own mean, "
+                "averaged over micro-batches and ranks (LLaVA's weighting, for like-for-like comparisons)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, "
                                                                "linear, constant, constant_with_warmup, ..."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Warmup as a share of all steps.",
@@ -197,6 +204,8 @@ def check_training_args(args: TrainingArguments) -> None:
         raise LlavaLnError("--bf16 and --fp16 are exclusive")
     if args.max_steps <= 0 and args.num_train_epochs <= 0:
         raise LlavaLnError("set --max_steps > 0 or --num_train_epochs > 0")
+    if args.loss_weighting not in LOSS_WEIGHTINGS:
+        raise LlavaLnError(f"--loss_weighting {args.loss_weighting!r} is not one of {', '.join(LOSS_WEIGHTINGS)}")
     if args.save_strategy not in SAVE_STRATEGIES:
         raise LlavaLnError(f"--save_strategy {args.save_strategy!r} is not one of {', '.join(SAVE_STRATEGIES)}")
     if args.evaluation_strategy != "no":

@@ -55,7 +55,7 @@ TEMPLATE_CHOICES = "plain, vicuna_v1, llama_2, mistral, chatml, llama_3 or auto"
 LLAVA_DEFAULTS = {
     "mm_vision_select_layer": "-1", "mm_projector_type": "linear", "image_aspect_ratio": "square",
     "model_max_length": "512", "learning_rate": "5e-5", "lr_scheduler_type": "linear", "num_train_epochs": "3",
-    "lora_r": "64", "lora_alpha": "16",
+    "lora_r": "64", "lora_alpha": "16", "loss_weighting": "llava",
 }
 _FLAG_CLASSES = (ModelArguments, DataArguments, TuningArguments, TrainingArguments)
 LORA_ONLY = ("lora_r", "lora_alpha")

@@ -9,6 +9,16 @@ Strategy.forward_backward on each, the StepGuard agrees with every rank on non-f
 stop signals, Strategy.optimizer_step returns a StepOutcome that the guard judges, and the
 schedule advances. Then, when due: a log line, the hooks (in-training evaluation), a checkpoint.
 
+Loss weighting (--loss_weighting): under `token` (the default) each micro-batch's loss is the sum
+of its token losses, and before the step's first backward every rank counts the supervised tokens
+of all its micro-batches of the step and one all-reduce sums them over ranks; each micro-batch then
+weighs world_size / step_tokens (the world size undoes the ranks' gradient averaging), so the step's
+gradient is that of the mean over all the step's supervised tokens, whatever the split into
+micro-batches and ranks. A step without any supervised token on any rank is skipped (no update, a
+warning; it counts as a skipped step). Under `llava` each micro-batch's own mean weighs
+1 / accumulation (Strategy.forward_backward). The logged loss follows the same rule: the token mean
+over the logging window's steps (token), or the mean of its micro-batch means (llava).
+
 Schedule: transformers' get_scheduler, a LambdaLR that scales every parameter group's own base
 rate by one factor, so the ratios between groups (--mm_projector_lr, --norm_lr) hold all run long.
 """
@@ -25,6 +35,7 @@ from transformers import get_scheduler
 
 from llava_ln.core.distributed import DistContext, all_gather_objects, all_reduce_sum
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.kernels import count_supervised_tokens
 from llava_ln.training.args import TrainingArguments, steps_from
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, TrainState
 from llava_ln.training.data_order import DataOrder, make_loader
@@ -140,12 +151,22 @@ class Loop:
 
     def _optimizer_step(self, micro_batches: list[dict], window: "_Window") -> StepVerdict:
         """Forward and backward over the step's micro-batches, then the guarded update; advances the state."""
+        token_weighted = self.args.loss_weighting == "token"
+        # Counted on the CPU batches, before any backward of the step: the weights must be known up front.
+        supervised = [count_supervised_tokens(batch["labels"]) for batch in micro_batches]
+        loss_weight = None  # llava: each micro-batch's mean weighs 1 / accumulation (Strategy.forward_backward)
+        if token_weighted:
+            step_tokens = self._step_supervised_tokens(supervised)
+            if step_tokens == 0:
+                return self._skip_unsupervised_step()
+            loss_weight = self.context.world_size / step_tokens
         losses, last = [], len(micro_batches) - 1
         for index, batch in enumerate(micro_batches):
             batch = to_device(batch, self.strategy.device)
-            # No loss_weight: each micro-batch weighs 1 / accumulation ([IMPORTANT] in Strategy.forward_backward).
-            losses.append(float(self.strategy.forward_backward(batch, last_micro_step=index == last)))
-            window.add_micro(losses[-1], float(batch["attention_mask"].sum()))
+            losses.append(float(self.strategy.forward_backward(batch, last_micro_step=index == last,
+                                                               loss_weight=loss_weight)))
+            window.add_micro(losses[-1], supervised[index] if token_weighted else 1,
+                             float(batch["attention_mask"].sum()))
         verdict = self.guard.before_step(losses)  # collective: non-finite losses and stop signals, all ranks
         if self.args.log_grad_stats and not verdict.nonfinite_loss:  # before optimizer_step, which clips
             window.grad_stats.add(self.strategy.grad_group_norms())
@@ -153,11 +174,28 @@ class Loop:
         skipped = self.guard.after_step(self.state.global_step + 1, verdict, outcome,
                                         last_checkpoint=self.last_checkpoint)
         window.add_step(outcome, skipped)
+        self._advance(skipped)
+        return verdict
+
+    def _step_supervised_tokens(self, supervised: list[int]) -> int:
+        """Collective: the supervised tokens of the whole step, over every micro-batch on every rank."""
+        return int(all_reduce_sum(self.context, [float(sum(supervised))])[0])
+
+    def _skip_unsupervised_step(self) -> StepVerdict:
+        """A step whose micro-batches hold no supervised token on any rank (every rank agrees, from the
+        all-reduced count): no forward, no update, a warning; stop signals are still heard."""
+        verdict = self.guard.before_step([])  # collective, as on a normal step
+        logger.warning("step %d: no micro-batch of this step has a supervised token on any rank (every label is "
+                       "ignored after the next-token shift); step skipped, no update", self.state.global_step + 1)
+        self._advance(skipped=True)
+        return verdict
+
+    def _advance(self, skipped: bool) -> None:
+        """The schedule and the data position move on after every step, skipped or not."""
         self.scheduler.step()
         self.state.skipped_steps += skipped
         self.state.global_step += 1
         self.state.step_in_epoch += 1
-        return verdict
 
     def _run_hooks(self, reporter: ProgressReporter) -> None:
         step = self.state.global_step
@@ -181,10 +219,12 @@ class Loop:
                               "with --resume_from_checkpoint latest")
 
     def _log(self, reporter: ProgressReporter, window: "_Window") -> None:
-        loss_sum, micro, tokens = all_reduce_sum(self.context, [window.loss_sum, window.micro, window.tokens])
+        loss_sum, loss_count, tokens = all_reduce_sum(self.context, [window.loss_sum, window.loss_count,
+                                                                     window.tokens])
         optimizer = self.strategy.scheduler_optimizer()
         reporter.log(self.state.global_step, {
-            "loss": loss_sum / micro if micro else float("nan"),  # NaN: every step of the window was skipped
+            "loss": loss_sum / loss_count if loss_count else float("nan"),  # NaN: every step of the window was skipped
+            "loss_weighting": self.args.loss_weighting,
             "lr": self.args.learning_rate * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch),
             "lrs": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
             "grad_norm": window.grad_norm_sum / window.steps if window.steps else float("nan"),
@@ -197,16 +237,20 @@ class Loop:
 
 
 class _Window:
-    """Sums since the last log line, and the per-group gradient norms of its steps (--log_grad_stats)."""
+    """Sums since the last log line, and the per-group gradient norms of its steps (--log_grad_stats).
+
+    The logged loss is loss_sum / loss_count: token weighting adds each micro-batch's token-loss sum and its
+    supervised tokens (the window's token mean), llava weighting each micro-batch's mean and 1."""
 
     def __init__(self):
-        self.loss_sum, self.micro, self.tokens, self.grad_norm_sum, self.steps = 0.0, 0, 0.0, 0.0, 0
+        self.loss_sum, self.loss_count, self.tokens, self.grad_norm_sum, self.steps = 0.0, 0, 0.0, 0.0, 0
         self.grad_stats = GradStatsWindow()
 
-    def add_micro(self, loss: float, tokens: float) -> None:
+    def add_micro(self, loss: float, count: int, tokens: float) -> None:
+        """loss: what the strategy returned; count: what it averages over in the log; tokens: computed tokens."""
         if math.isfinite(loss):  # a skipped step's loss would turn the logged mean into NaN
             self.loss_sum += loss
-            self.micro += 1
+            self.loss_count += count
         self.tokens += tokens
 
     def add_step(self, outcome: StepOutcome, skipped: bool) -> None:

@@ -114,7 +114,7 @@ class Reporter:
             self.bar.update(1)
 
     def log(self, step: int, metrics: dict) -> None:
-        """metrics: loss, lr, grad_norm, tokens (since the last log) and anything else numeric."""
+        """metrics: loss, lr, grad_norm, tokens (since the last log), loss_weighting and anything else numeric."""
         if not self.enabled:
             return
         now = time.perf_counter()

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from llava_ln.core.constants import IGNORE_INDEX
 from llava_ln.core.distributed import DistContext
-from llava_ln.kernels import kernel_backend_of, multimodal_supervised_loss
+from llava_ln.kernels import kernel_backend_of, multimodal_supervised_loss, supervised_targets
 from llava_ln.model.forward import multimodal_forward
 from llava_ln.training.args import TrainingArguments
 from llava_ln.training.memory.policy import Precision, make_trainable_fp32
@@ -39,34 +39,35 @@ OPTIMIZER_STATE_KEYS = ("exp_avg", "exp_avg_sq")
 class TrainingModule(nn.Module):
     """The whole multimodal forward as one module, so DDP's and ZeRO's hooks see every part run.
 
-    The loss is the usual mean next-token cross-entropy over supervised tokens, but the LM head
-    runs only at positions whose next token is supervised in some sample of the batch (image
-    and prompt positions never are): the full [batch, length, vocab] fp32 logits that the
-    model's own loss would build are the largest single activation of a LLaVA step. When lean
-    kernels are applied to the model (llava_ln.kernels.apply_kernels, --kernels), the head and the
-    loss run fused and chunked over exactly the supervised rows (kernels.loss): no [rows, vocab]
-    fp32 logits at all.
+    The loss is the next-token cross-entropy over supervised tokens, their mean (reduction "mean")
+    or their sum ("sum": a token-weighted step weighs each micro-batch's sum by the step's token
+    count, Strategy.loss_reduction), but the LM head runs only at positions whose next token is
+    supervised in some sample of the batch (image and prompt positions never are): the full
+    [batch, length, vocab] fp32 logits that the model's own loss would build are the largest single
+    activation of a LLaVA step. When lean kernels are applied to the model
+    (llava_ln.kernels.apply_kernels, --kernels), the head and the loss run fused and chunked over
+    exactly the supervised rows (kernels.loss): no [rows, vocab] fp32 logits at all.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, reduction: str = "mean"):
         super().__init__()
         self.model = model
+        self.reduction = reduction
 
     def forward(self, batch: dict) -> torch.Tensor:
         backend = kernel_backend_of(self.model)
         if backend != "none":
-            return multimodal_supervised_loss(self.model, batch, backend=backend)
-        labels = batch["labels"]
-        targets = labels[:, 1:]
+            return multimodal_supervised_loss(self.model, batch, backend=backend, reduction=self.reduction)
+        targets, supervised = supervised_targets(batch["labels"])
         # Positions t whose next token is supervised anywhere in the batch (same for every row:
         # transformers' logits_to_keep accepts a 1-D position tensor in every 5.x release).
-        keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+        keep = supervised.any(dim=0).nonzero().squeeze(1)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = multimodal_forward(self.model, **inputs, logits_to_keep=keep).logits
         if keep.numel() == 0:  # no supervised token (the dataset never yields one): a zero loss in the graph
             return logits.sum() * 0.0
         return F.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten().to(logits.device),
-                               ignore_index=IGNORE_INDEX)
+                               ignore_index=IGNORE_INDEX, reduction=self.reduction)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +124,20 @@ class Strategy(ABC):
         return 0
 
     @property
+    def loss_reduction(self) -> str:
+        """How a micro-batch's token losses are reduced: "sum" under --loss_weighting token (the caller weighs
+        it by world size / the step's supervised tokens), "mean" under llava."""
+        return "sum" if self.args.loss_weighting == "token" else "mean"
+
+    def default_loss_weight(self, loss_weight: float | None) -> float | None:
+        """loss_weight as given; None is only meaningful for a mean loss (where the backend divides by the
+        accumulation steps its own way)."""
+        if loss_weight is None and self.loss_reduction == "sum":
+            raise ValueError("forward_backward needs loss_weight under --loss_weighting token: the loss is the "
+                             "micro-batch's token sum, weighed by world size / the step's supervised tokens")
+        return loss_weight
+
+    @property
     def deepspeed_config(self) -> dict | None:
         """The DeepSpeed JSON config with every "auto" filled from the flags (run_config.json records it), or None."""
         return None
@@ -143,23 +158,27 @@ class Strategy(ABC):
 
         The gradient this rank contributes to the optimizer step is the sum over its micro-steps of
         loss_weight * d(micro-batch loss); the ranks' contributions are then averaged (DDP's and ZeRO's
-        all-reduce mean).
+        all-reduce mean), so a weight that must hold over all ranks is multiplied by the world size.
 
-        [IMPORTANT] Deliberate approximation: with loss_weight left at None, every micro-batch weighs
-        1 / gradient_accumulation_steps, so a step's loss is the mean of per-micro-batch mean token losses,
-        not the mean over all supervised tokens of the step (micro-batches with few supervised tokens count
-        as much as long ones). LLaVA and transformers' Trainer train the same way. A token-weighted loss
-        passes its own weight per micro-batch instead: (the micro-batch's supervised tokens) * world_size /
-        (the step's supervised tokens over all micro-batches and ranks), counted before the first backward.
+        The micro-batch loss is reduced as self.loss_reduction says. Under --loss_weighting token it is the
+        sum of the micro-batch's token losses, and the caller passes world_size / (the step's supervised
+        tokens over all micro-batches and ranks, counted before the first backward): the step's gradient is
+        then exactly that of the mean over all its supervised tokens, however the step is split into
+        micro-batches and ranks. Under --loss_weighting llava it is the micro-batch's own token mean and
+        loss_weight may be left at None: every micro-batch then weighs 1 / gradient_accumulation_steps, so
+        micro-batches with few supervised tokens count as much as long ones (LLaVA's weighting).
 
         Args:
             batch: the collator's batch, on self.device.
             last_micro_step: whether this micro-step ends the optimizer step (the gradient all-reduce runs then).
-            loss_weight: this micro-batch loss's weight in the step's gradient; None: 1 / accumulation, applied
-                the way each backend applies its own averaging (bit for bit what runs have always done).
+            loss_weight: this micro-batch loss's weight in the step's gradient; None (llava weighting only):
+                1 / accumulation, applied the way each backend applies its own averaging.
 
         Returns:
             The micro-batch's loss as the model computes it (unweighted, detached).
+
+        Raises:
+            ValueError: loss_weight None with a summed loss (it would weigh the sum by 1 / accumulation).
         """
 
     @abstractmethod
@@ -262,7 +281,7 @@ class TorchStrategy(Strategy):
     def setup(self, model: nn.Module, param_groups: list[dict]) -> None:
         make_trainable_fp32(model)
         model.to(self.device)
-        self.module = TrainingModule(model)
+        self.module = TrainingModule(model, reduction=self.loss_reduction)
         self.wrapped = self.module
         if self.context.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -278,6 +297,7 @@ class TorchStrategy(Strategy):
         return torch.autocast(self.device.type, dtype=self.precision.compute_dtype)
 
     def forward_backward(self, batch: dict, *, last_micro_step: bool, loss_weight: float | None = None) -> torch.Tensor:
+        loss_weight = self.default_loss_weight(loss_weight)
         if loss_weight is None:
             loss_weight = 1.0 / self.args.gradient_accumulation_steps
         no_sync = self.context.distributed and not last_micro_step

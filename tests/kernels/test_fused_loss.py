@@ -1,4 +1,5 @@
-"""The chunked head + loss equals the unfused path: F.cross_entropy on full fp32 logits, mean over supervised rows.
+"""The chunked head + loss equals the unfused path: F.cross_entropy on full fp32 logits, mean (or sum) over
+supervised rows.
 
 Loss and gradients (hidden rows, head weight, head bias) are compared with ignored rows, several
 uneven chunks, a tied head (the embedding matrix, whose gradient also receives the embedding
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from kernel_helpers import relative_error
 
 from llava_ln.kernels.fused_loss import CHUNK_ELEMENTS, default_chunk_rows, fused_linear_cross_entropy
-from llava_ln.kernels.loss import supervised_lm_loss, supervised_rows
+from llava_ln.kernels.loss import count_supervised_tokens, supervised_lm_loss, supervised_rows
 
 ROWS, WIDTH, VOCAB = 37, 16, 50
 
@@ -37,21 +38,21 @@ def _grads(loss_fn, hidden, head, targets):
     return loss.detach(), hidden.grad, head.weight.grad, None if head.bias is None else head.bias.grad
 
 
-def _unfused(hidden, head, targets):
-    return F.cross_entropy(head(hidden).float(), targets, ignore_index=-100)
+def _unfused(hidden, head, targets, reduction="mean"):
+    return F.cross_entropy(head(hidden).float(), targets, ignore_index=-100, reduction=reduction)
 
 
-def _fused(chunk):
+def _fused(chunk, reduction="mean"):
     return lambda hidden, head, targets: fused_linear_cross_entropy(hidden, head.weight, head.bias, targets=targets,
-                                                                    chunk_rows=chunk)
+                                                                    chunk_rows=chunk, reduction=reduction)
 
 
-@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("bias,reduction", [(False, "mean"), (True, "mean"), (True, "sum")])
 @pytest.mark.parametrize("chunk", [8, 64])
-def test_fused_loss_equals_unfused_in_fp32(bias, chunk):
+def test_fused_loss_equals_unfused_in_fp32(bias, chunk, reduction):
     hidden, head, targets = _problem(bias=bias)
-    expected = _grads(_unfused, hidden, head, targets)
-    got = _grads(_fused(chunk), hidden, head, targets)
+    expected = _grads(lambda *a: _unfused(*a, reduction=reduction), hidden, head, targets)
+    got = _grads(_fused(chunk, reduction), hidden, head, targets)
     for name, want, have in zip(("loss", "hidden", "weight", "bias"), expected, got):
         if want is None:
             assert have is None
@@ -123,13 +124,23 @@ def test_supervised_lm_loss_matches_the_model_loss_on_shifted_labels():
     expected = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
     for backend in ("torch", "none"):
         torch.testing.assert_close(supervised_lm_loss(hidden, head, labels, backend=backend), expected)
+        summed = supervised_lm_loss(hidden, head, labels, backend=backend, reduction="sum")
+        torch.testing.assert_close(summed, expected * count_supervised_tokens(labels))
+    assert count_supervised_tokens(labels) == int((labels[:, 1:] != -100).sum()) == 15
 
 
-def test_nothing_supervised_gives_zero_loss_and_zero_gradients():
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nothing_supervised_gives_zero_loss_and_zero_gradients(reduction):
     hidden, head, targets = _problem(ignored=range(ROWS))
-    loss, grad_hidden, grad_weight, _ = _grads(_fused(8), hidden, head, targets)
+    loss, grad_hidden, grad_weight, _ = _grads(_fused(8, reduction), hidden, head, targets)
     assert loss.item() == 0.0
     assert grad_weight is not None and not grad_weight.any() and not grad_hidden.any()
+
+
+def test_an_unknown_reduction_is_refused():
+    hidden, head, targets = _problem()
+    with pytest.raises(ValueError, match="reduction 'none'"):
+        fused_linear_cross_entropy(hidden, head.weight, targets=targets, reduction="none")
 
 
 def test_frozen_head_gets_no_gradient_and_default_chunk_is_bounded():

@@ -139,7 +139,9 @@ def test_a_norm_liger_does_not_cover_keeps_the_torch_function(liger, on_cuda):
     assert all(call["W"] is not model.model.final_layernorm.weight for call in liger.of("liger_layer_norm"))
 
 
-def test_the_fused_loss_through_liger_matches_torch(liger):
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_the_fused_loss_through_liger_matches_torch(liger, reduction):
+    """Both reductions: "sum" is what a token-weighted step weighs (training.loop), "mean" LLaVA's weighting."""
     torch.manual_seed(0)
     head = nn.Linear(16, 50, bias=True)
     hidden = torch.randn(2, 9, 16, requires_grad=True)
@@ -149,7 +151,7 @@ def test_the_fused_loss_through_liger_matches_torch(liger):
     for backend in ("liger", "torch", "none"):
         head.zero_grad(set_to_none=True)
         hidden.grad = None
-        losses[backend] = supervised_lm_loss(hidden, head, labels, backend=backend)
+        losses[backend] = supervised_lm_loss(hidden, head, labels, backend=backend, reduction=reduction)
         losses[backend].backward()
         grads[backend] = (hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone())
     for backend in ("torch", "none"):
@@ -160,9 +162,10 @@ def test_the_fused_loss_through_liger_matches_torch(liger):
     supervised = int((labels[:, 1:] != IGNORE_INDEX).sum())  # each row predicts the next token
     assert call["input"].shape == (supervised, 16) and call["target"].shape == (supervised,)
     assert call["weight"] is head.weight and call["bias"] is head.bias
-    assert (call["ignore_index"], call["reduction"]) == (IGNORE_INDEX, "mean")
+    assert (call["ignore_index"], call["reduction"]) == (IGNORE_INDEX, reduction)
     # No supervised row at all: the loss is a zero in the graph, and liger is not called with empty input.
-    empty = supervised_lm_loss(hidden, head, torch.full_like(labels, IGNORE_INDEX), backend="liger")
+    empty = supervised_lm_loss(hidden, head, torch.full_like(labels, IGNORE_INDEX), backend="liger",
+                               reduction=reduction)
     assert empty.requires_grad and float(empty.detach()) == 0.0 and len(liger.of("liger_fused_linear_cross_entropy")) == 1
 
 

@@ -2,8 +2,9 @@
 
 multimodal_supervised_loss (lean modules swapped in, fused head + loss) against TrainingModule
 (transformers' modules, logits at supervised positions, F.cross_entropy) on a mixed image / text
-batch: same loss, same gradient for every trainable parameter. Qwen2 has a tied head, Phi a
-head with bias; ln trains the head and embeddings, ln_simple only the norms.
+batch: same loss, same gradient for every trainable parameter, for the mean and for the sum that
+token weighting uses. Qwen2 has a tied head, Phi a head with bias; ln trains the head and
+embeddings, ln_simple only the norms.
 """
 import copy
 
@@ -24,15 +25,17 @@ def _step(loss_fn, model, batch):
     return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("family,mode", [("llama", "ln"), ("qwen2", "ln"), ("phi", "ln"), ("llama", "ln_simple")])
-def test_kernel_loss_path_matches_training_module(tiny_llm, tiny_vision, family, mode):
+@pytest.mark.parametrize("family,mode,reduction", [("llama", "ln", "mean"), ("qwen2", "ln", "mean"), ("phi", "ln", "mean"),
+                                                   ("llama", "ln_simple", "mean"), ("qwen2", "ln", "sum")])
+def test_kernel_loss_path_matches_training_module(tiny_llm, tiny_vision, family, mode, reduction):
     model, spec = build(tiny_llm, tiny_vision, family, mode)
     lean = copy.deepcopy(model)
     report = apply_kernels(lean, "torch")
     assert report.replaced
     batch = mixed_batch(spec)
-    loss_ref, grads_ref = _step(lambda m, b: TrainingModule(m)(b), model, batch)
-    loss, grads = _step(lambda m, b: multimodal_supervised_loss(m, b, backend="torch", chunk_rows=5), lean, batch)
+    loss_ref, grads_ref = _step(lambda m, b: TrainingModule(m, reduction)(b), model, batch)
+    loss, grads = _step(lambda m, b: multimodal_supervised_loss(m, b, backend="torch", chunk_rows=5,
+                                                                reduction=reduction), lean, batch)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
     assert grads.keys() == grads_ref.keys()
     for name, grad in grads_ref.items():

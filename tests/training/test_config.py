@@ -127,6 +127,7 @@ def test_grouped_batches_stay_modality_pure_and_accumulation_matches_ranks():
     (dict(gradient_checkpointing="sometimes"), "--gradient_checkpointing"),
     (dict(memory_budget_gib=0.0), "--memory_budget_gib"),
     (dict(optim_state_dtype="fp8"), "--optim_state_dtype"),
+    (dict(loss_weighting="sum"), "--loss_weighting 'sum' is not one of token, llava"),
     (dict(optim_state_dtype="bf16", deepspeed="zero_configs/zero2.json"), "plain PyTorch strategy"),
     (dict(sparse_embedding_grad=True, deepspeed="zero_configs/zero3.json"), "plain PyTorch strategy"),
 ])

@@ -142,7 +142,8 @@ def test_a_llava_command_line_hears_about_defaults_that_differ():
     flags.report(decided={"mm_vision_select_layer": -2})  # a multimodal checkpoint decided this one
     named = {line.split()[0] for line in flags.warnings if "not given" in line}
     assert named == {"--image_aspect_ratio", "--model_max_length", "--lr_scheduler_type", "--num_train_epochs",
-                     "--lora_r", "--lora_alpha"}
+                     "--lora_r", "--lora_alpha", "--loss_weighting"}
+    assert any("--loss_weighting llava for LLaVA's behaviour" in line for line in flags.warnings)
     assert any("--image_aspect_ratio square for LLaVA's behaviour" in line for line in flags.warnings)
     *_, plain = parsed("--tune_mode", "ln")  # not a LLaVA command line: llava-ln's defaults are simply its own
     plain.report()

@@ -7,6 +7,7 @@ from train_helpers import flags, read_log, stage1_run, train_world
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.train import main
+from llava_ln.training.guards.resume_check import changed_flags
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,12 @@ def _checkpoint(world) -> str:
 def test_a_changed_seed_and_rate_are_refused_with_a_diff(world, tmp_path):
     out = str(tmp_path / "out")
     with pytest.raises(LlavaLnError) as caught:
-        main(flags(world, out, stage=1, seed=8, learning_rate=0.02, logging_steps=2,
+        main(flags(world, out, stage=1, seed=8, learning_rate=0.02, logging_steps=2, loss_weighting="llava",
                    resume_from_checkpoint=_checkpoint(world)))
     message = str(caught.value)
     assert "\n" not in message
     assert "--learning_rate 0.02 (checkpoint: 0.01)" in message and "--seed 8 (checkpoint: 7)" in message
+    assert '--loss_weighting "llava" (checkpoint: "token")' in message
     assert "logging_steps" not in message and "--allow_changed_flags" in message  # reporting flags are free
     assert not os.path.exists(os.path.join(out, "run_config.json"))  # refused before anything was built
 
@@ -63,3 +65,10 @@ def test_allowed_changes_are_used_and_recorded(world, tmp_path):
     log = read_log(out)
     assert [log[s]["lr"] for s in (3, 4)] == [0.005, 0.005]
     assert {rate for s in (3, 4) for rate in log[s]["lrs"].values()} == {0.005}
+
+
+def test_a_checkpoint_that_predates_the_loss_weighting_flag_trained_with_llavas():
+    before = {"--seed": 7}  # what a checkpoint written before --loss_weighting existed records
+    assert changed_flags(before, {"--seed": 7, "--loss_weighting": "llava"}) == {}
+    assert changed_flags(before, {"--seed": 7, "--loss_weighting": "token"}) == {
+        "--loss_weighting": {"checkpoint": "llava", "now": "token"}}

@@ -9,6 +9,7 @@ import torch
 from model_helpers import mixed_batch
 
 from llava_ln.core.distributed import DistContext
+from llava_ln.kernels import count_supervised_tokens
 from llava_ln.model.args import ModelArguments
 from llava_ln.model.backbones import load_tokenizer
 from llava_ln.model.builder import build_mllm
@@ -71,9 +72,11 @@ def tiny_ln(tiny_llm, tiny_vision):
     return model, plan, mixed_batch(spec)
 
 
-def _strategy(tiny_ln, precision: Precision | None = None) -> TorchStrategy:
+def _strategy(tiny_ln, precision: Precision | None = None, loss_weighting: str = "llava") -> TorchStrategy:
+    """llava weighting by default: these tests call forward_backward without a loss weight."""
     model, plan, _ = tiny_ln
-    args = TrainingArguments(output_dir="unused", learning_rate=1e-2, gradient_accumulation_steps=2)
+    args = TrainingArguments(output_dir="unused", learning_rate=1e-2, gradient_accumulation_steps=2,
+                             loss_weighting=loss_weighting)
     strategy = TorchStrategy(args, DistContext(), precision or resolve_precision(args, torch.device("cpu")))
     strategy.setup(model, plan.param_groups(model, args.learning_rate, args.weight_decay))
     return strategy
@@ -139,3 +142,21 @@ def test_an_explicit_loss_weight_is_what_the_default_applies(tiny_ln):
     strategy.forward_backward(batch, last_micro_step=True, loss_weight=1.0)  # e.g. a token-weighted step's share
     assert all(torch.equal(a * 2, b) for a, b in zip(default, _grads(strategy)))
     strategy.optimizer_step(skip=True)
+
+
+def test_token_weighting_sums_the_token_losses_and_needs_an_explicit_weight(tiny_ln):
+    batch = tiny_ln[2]
+    supervised = count_supervised_tokens(batch["labels"])
+    llava = _strategy(tiny_ln)
+    mean = llava.forward_backward(batch, last_micro_step=True, loss_weight=1.0)
+    mean_grads = _grads(llava)
+    llava.optimizer_step(skip=True)
+    token = _strategy(tiny_ln, loss_weighting="token")
+    assert token.loss_reduction == "sum" and llava.loss_reduction == "mean"
+    with pytest.raises(ValueError, match="needs loss_weight"):  # a sum weighed by 1 / accumulation is wrong
+        token.forward_backward(batch, last_micro_step=True)
+    token_sum = token.forward_backward(batch, last_micro_step=True, loss_weight=1 / supervised)
+    assert supervised > 1 and torch.allclose(token_sum, mean * supervised, rtol=1e-6)
+    # The sum weighed by 1 / its own token count is the micro-batch mean: the same gradient.
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(mean_grads, _grads(token)))
+    token.optimizer_step(skip=True)

@@ -2,13 +2,14 @@
 
 Every checkpoint records the flags that decide what a run computes (run_defining_flags: model and
 tower, data content, template, sequence length, tuning mode and its settings, every learning rate,
-the schedule and warmup, optimizer settings, clipping, seed, global batch, step or epoch budget,
-precision). Flags that only change how it is computed or reported (output and logging, saving,
+the schedule and warmup, optimizer settings, clipping, loss weighting, seed, global batch, step or
+epoch budget, precision). Flags that only change how it is computed or reported (output and logging, saving,
 DeepSpeed stage, number of ranks, gradient checkpointing, attention kernel, workers) are not
 compared. The inputs count by content too: the data files and the stage-1 connector by sha256, and
 the base LLM, its tokenizer and the vision tower by the sha256 of every file transformers reads from
 their folders (weights, configs, tokenizer files; for a hub id, the cached snapshot), so weights
-rewritten in place stop the resume. Digests come from core.content_hash's cache while the kernel
+rewritten in place stop the resume. A flag added later compares a checkpoint that predates it as the
+behaviour it then had (PREDATING_VALUES). Digests come from core.content_hash's cache while the kernel
 says a file is unchanged, so a resume re-reads nothing it has already hashed. The paths themselves
 also count as given (made absolute), so a moved model folder is a change too. A checkpoint written
 before a fingerprint existed is not compared on it.
@@ -45,7 +46,8 @@ TUNING_FLAGS = ("tune_mode", "tune_embeddings", "tune_connector", "lora_r", "lor
 TOWER_FLAGS = ("vision_tune_mode", "vision_tune_last_layers", "vision_lora_r", "vision_lora_alpha", "mm_vision_tower_lr")
 TRAINING_FLAGS = ("num_train_epochs", "max_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
                   "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",
-                  "data_seed", "tf32", "packing", "max_tokens_per_batch")
+                  "data_seed", "tf32", "packing", "max_tokens_per_batch",
+                  "loss_weighting")
 PATH_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower", "image_folder")
 MODEL_FOLDER_FLAGS = ("model_name_or_path", "tokenizer_name_or_path", "vision_tower")
 # What transformers (and llava-ln) read from a model folder; README files and the like may change freely.
@@ -146,10 +148,14 @@ def saved_flags(checkpoint: str) -> dict | None:
     return flags if isinstance(flags, dict) else None
 
 
+# What a checkpoint written before a run-defining flag existed trained with (its behaviour then).
+PREDATING_VALUES = {"--loss_weighting": "llava"}
+
+
 def changed_flags(saved: dict, current: dict) -> dict:
     """flag -> {"checkpoint": old, "now": new} for every run-defining flag that differs."""
     # JSON round trip on both sides: tuples become lists and floats compare as the file holds them.
-    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    saved, current = json.loads(json.dumps({**PREDATING_VALUES, **saved})), json.loads(json.dumps(current))
     # A fingerprint the checkpoint predates is not compared (an older checkpoint resumes as before).
     flags = sorted((set(saved) | set(current)) - {f for f in current if f.endswith("(content)") and f not in saved})
     return {flag: {"checkpoint": saved.get(flag), "now": current.get(flag)}

@@ -57,7 +57,7 @@ class DeepSpeedStrategy(Strategy):
     def setup(self, model: nn.Module, param_groups: list[dict]) -> None:
         import deepspeed
 
-        self.module = TrainingModule(model)
+        self.module = TrainingModule(model, reduction=self.loss_reduction)
         self.named_groups = [(g.get("name", str(i)), list(g["params"])) for i, g in enumerate(param_groups)]
         if "optimizer" in self.config:
             client = None
@@ -80,11 +80,16 @@ class DeepSpeedStrategy(Strategy):
         self._state_views_linked = False
 
     def forward_backward(self, batch: dict, *, last_micro_step: bool, loss_weight: float | None = None) -> torch.Tensor:
+        loss_weight = self.default_loss_weight(loss_weight)
         self.engine.set_gradient_accumulation_boundary(last_micro_step)
         loss = self.engine(batch)
         if loss_weight is None:
             self.engine.backward(loss)  # DeepSpeed divides by gradient_accumulation_steps itself
         else:
+            # scale_wrt_gas=False: no division by the accumulation steps (the weight already holds all of it; a loss
+            # that goes through engine.backward is not divided again by the engine's output hook). Under fp16 the
+            # engine multiplies the weighted loss by its loss scale and divides the gradients by it before clipping;
+            # ZeRO's reduction averages over the data-parallel ranks, as forward_backward's contract assumes.
             self.engine.backward(loss * loss_weight, scale_wrt_gas=False)
         if not last_micro_step:
             self.engine.step()  # only advances DeepSpeed's micro-step bookkeeping off the boundary
