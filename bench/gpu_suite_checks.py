@@ -119,10 +119,11 @@ def resume_facts(straight: str, resumed: str, checkpoint_step: int, tolerance: f
     return facts
 
 
-def eval_facts(output_dir: str, stdout_path: str, benchmark: str, batch_size: int) -> dict:
+def eval_facts(output_dir: str, benchmark: str, batch_size: int) -> dict:
     """A `llava-ln eval --score` run: the headline scores and how many questions were answered.
 
-    The command prints its summary (counts, files, scores) as one JSON object on stdout.
+    The command prints a one-line headline and writes its summary (counts, files, scores) to
+    OUTPUT_DIR/eval_summary.json, which is what is read here.
     """
     path = os.path.join(output_dir, "scores.json")
     if not os.path.exists(path):
@@ -138,9 +139,9 @@ def eval_facts(output_dir: str, stdout_path: str, benchmark: str, batch_size: in
     elif benchmark == "vqav2":
         facts["overall"] = round(float(scores["overall"]), 2)
     try:
-        with open(stdout_path, encoding="utf-8") as handle:
-            printed = json.load(handle)
-        facts["questions"], facts["answered"] = printed.get("questions"), printed.get("generated_answers")
+        with open(os.path.join(output_dir, "eval_summary.json"), encoding="utf-8") as handle:
+            summary = json.load(handle)
+        facts["questions"], facts["answered"] = summary.get("questions"), summary.get("generated_answers")
     except (OSError, json.JSONDecodeError):
         facts["questions"] = facts["answered"] = None
     problems = []

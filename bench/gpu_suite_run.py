@@ -142,8 +142,7 @@ def later_steps(world: str, runs: str, logs: str, p: Profile, baseline: str, mod
                         "--dtype", p.eval_dtype, "--device", p.device)
 
         evals.append(Step(f"eval_{bench}", argv, p.eval_timeout_s, needs_any=stage2,
-                          facts=lambda b=bench, o=out: checks.eval_facts(o, os.path.join(logs, f"eval_{b}.out"), b,
-                                                                          EVAL_BATCH)))
+                          facts=lambda b=bench, o=out: checks.eval_facts(o, b, EVAL_BATCH)))
     export_dir = os.path.join(runs, "export_hf")
     evals.append(Step("export_hf", lambda: _cli(
         "export", "--checkpoint", model_of(), "--format", "hf", "--output_dir", export_dir, "--device", p.device),

@@ -68,12 +68,12 @@ def single_rank_runs(world, tmp_path_factory):
     for name, config_path in configs.items():
         common = dict(deepspeed=config_path, tune_mode="ln", pretrain_mm_mlp_adapter=stage1)
         outputs[("rates", name)] = os.path.join(root, f"rates_{name}")
-        runs.append(flags(world, outputs[("rates", name)], max_steps=2, save_steps=0, **RATES, **common))
+        runs.append(flags(world, outputs[("rates", name)], max_steps=2, save_strategy="no", **RATES, **common))
         if name == "zero2_optimizer_block":
             continue
         for clip in (1e-6, 0.0):  # Adam's eps 1e-3 dwarfs gradients clipped to a norm of 1e-6
             outputs[("clip", name, clip)] = os.path.join(root, f"clip{clip}_{name}")
-            runs.append(flags(world, outputs[("clip", name, clip)], max_steps=1, save_steps=0, learning_rate=1e-2,
+            runs.append(flags(world, outputs[("clip", name, clip)], max_steps=1, save_strategy="no", learning_rate=1e-2,
                               adam_epsilon=1e-3, max_grad_norm=clip, **common))
     _run_in_fresh_process(runs, root)
     return outputs

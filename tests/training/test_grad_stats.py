@@ -56,7 +56,7 @@ def test_grad_stats_are_logged_per_group_before_clipping(world, tmp_path):
 
 def test_no_grad_stats_without_the_flag(world, tmp_path):
     out = str(tmp_path / "plain")
-    assert main(flags(world, out, max_steps=1, logging_steps=1, save_steps=0)) == 0
+    assert main(flags(world, out, max_steps=1, logging_steps=1, save_strategy="no")) == 0
     assert "grad_stats" not in _lines(out)[0] and _lines(out)[0]["peak_memory_gib"] > 0
 
 
@@ -64,7 +64,7 @@ def test_no_grad_stats_without_the_flag(world, tmp_path):
 def test_deepspeed_grad_stats_match_plain_pytorch(world, tmp_path):
     """ZeRO partitions gradients; safe_get_full_grad reassembles them, so step 1 (same weights, same batch)
     gives the same per-group norms as the plain PyTorch run."""
-    common = dict(max_steps=1, logging_steps=1, save_steps=0, log_grad_stats=True,
+    common = dict(max_steps=1, logging_steps=1, save_strategy="no", log_grad_stats=True,
                   pretrain_mm_mlp_adapter=stage1_run(world))
     reference = str(tmp_path / "torch")
     assert main(flags(world, reference, **common)) == 0

@@ -66,7 +66,7 @@ def runs(tmp_path_factory, tiny_llm, tiny_vision):
     world = train_world(tmp_path_factory, tiny_llm, tiny_vision)
     root = str(tmp_path_factory.mktemp("loss_weighting"))
     data = _write_skewed_data(root)
-    common = dict(data_path=data, image_folder=os.path.dirname(world["instruct"]), max_steps=1, save_steps=0,
+    common = dict(data_path=data, image_folder=os.path.dirname(world["instruct"]), max_steps=1, save_strategy="no",
                   pretrain_mm_mlp_adapter=stage1_run(world))
     one_rank, two_ranks, found = [], [], {}
     for strategy, config in STRATEGIES.items():

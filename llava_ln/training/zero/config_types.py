@@ -14,7 +14,6 @@ llava-ln cannot honour (a `scheduler`, `max_grad_norm` among the optimizer's par
 here too. The first wrong field is one line naming the file, the field and what it must be. Fields
 not listed are left to DeepSpeed.
 """
-import json
 import math
 import os
 
@@ -67,10 +66,14 @@ def _valid_unquoted(value, kind: str) -> bool:
     """Whether a string value is what a field wants once its quotes go ("8" for an integer, "true" for a bool)."""
     if not isinstance(value, str) or len(value) > 40:
         return False
-    try:
-        return _KINDS[kind](json.loads(value))
-    except ValueError:
-        return False
+    unquoted = {"true": True, "false": False}.get(value)
+    for parse in (int, float):
+        if unquoted is None:
+            try:
+                unquoted = parse(value)
+            except ValueError:
+                pass
+    return unquoted is not None and _KINDS[kind](unquoted)
 
 
 def _check_fields(section: dict, kinds: dict, where: str) -> None:
