@@ -83,7 +83,7 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
             import deepspeed
 
             if chosen_device.type == "cpu":
-                _skip_deepspeed_shared_memory_op()
+                skip_deepspeed_shared_memory_op()
             deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
@@ -108,7 +108,7 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
         dist.destroy_process_group()
 
 
-def _skip_deepspeed_shared_memory_op() -> None:
+def skip_deepspeed_shared_memory_op() -> None:
     """Keep DeepSpeed's CPU backend from JIT-compiling its shared-memory all-reduce op.
 
     The op only serves DeepSpeed's inference all-reduce; training's collectives go through gloo
