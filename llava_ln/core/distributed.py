@@ -6,8 +6,9 @@ under DeepSpeed, whose CPU accelerator would otherwise pick oneCCL); evaluation 
 everywhere, since it only moves Python objects. A single `python` process with --deepspeed gets
 a one-rank group so ZeRO runs unchanged. Whatever this module initialised for plain PyTorch it
 also tears down, so a test can run several trainings in one process; a group DeepSpeed used
-stays up, since DeepSpeed keeps references to it.
+stays up, since DeepSpeed keeps references to it, and is destroyed when the interpreter exits.
 """
+import atexit
 import datetime
 import logging
 import os
@@ -85,6 +86,7 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
             if chosen_device.type == "cpu":
                 skip_deepspeed_shared_memory_op()
             deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
+            destroy_process_group_at_exit()
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
         created = True
@@ -105,6 +107,27 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
         raise
     if tear_down and dist.is_initialized():
         dist.barrier()
+        dist.destroy_process_group()
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy the default process group before the interpreter finalizes (registered once per process).
+
+    A gloo group still alive at interpreter shutdown can abort the process (SIGABRT, "terminate called
+    without an active exception") after all work is done: its worker threads release tensors that
+    need the Python runtime, which is already gone. Destroying it is local to the rank (no collective),
+    so a rank that exits early cannot make another hang here.
+    """
+    if not _exit_hook["registered"]:
+        atexit.register(_destroy_if_initialized)
+        _exit_hook["registered"] = True
+
+
+_exit_hook = {"registered": False}
+
+
+def _destroy_if_initialized() -> None:
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

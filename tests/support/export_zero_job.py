@@ -18,7 +18,7 @@ def main(llm: str, vision: str, out: str) -> None:
     from safetensors.torch import save_file
 
     from llava_ln.checkpoint.manifest import Manifest, write_manifest
-    from llava_ln.core.distributed import skip_deepspeed_shared_memory_op
+    from llava_ln.core.distributed import destroy_process_group_at_exit, skip_deepspeed_shared_memory_op
     from llava_ln.model.args import ModelArguments
     from llava_ln.model.backbones import load_tokenizer
     from llava_ln.model.builder import build_mllm
@@ -37,6 +37,7 @@ def main(llm: str, vision: str, out: str) -> None:
               "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False}
     skip_deepspeed_shared_memory_op()  # as training does on a CPU: nothing compiled, no lock left behind
     engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(trainable, lr=0.05), config=config)
+    destroy_process_group_at_exit()  # as training does: a gloo group alive at exit can abort the process
     ids = torch.randint(5, 250, (1, 12))
     ids[0, 1:1 + spec.num_image_tokens] = spec.image_token_id
     for _ in range(2):
