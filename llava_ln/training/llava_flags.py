@@ -278,6 +278,13 @@ def _refuse(instead: str):
 
 def _unfreeze_tower(flags, name, value, given):
     """LLaVA-NeXT's switch for training the whole tower (at --mm_vision_tower_lr, a llava-ln flag of the same name)."""
+    if "mm_tunable_parts" in given:
+        # LLaVA-NeXT reads this switch only without --mm_tunable_parts; a contradiction between the two is refused.
+        if _bool(name, value) != ("mm_vision_tower" in _tunable_parts(given["mm_tunable_parts"])):
+            raise LlavaLnError(f"--{name} {value} contradicts --mm_tunable_parts {given['mm_tunable_parts']}; pass one "
+                               "of them")
+        flags.note(f"--{name} {value}", "", "--mm_tunable_parts decides the tower")
+        return []
     if not _bool(name, value):
         flags.note(f"--{name} {value}", "", "the tower stays frozen, llava-ln's default")
         return []
@@ -286,6 +293,68 @@ def _unfreeze_tower(flags, name, value, given):
                            f"{given['vision_tune_mode']} is also given; pass one of them")
     flags.note(f"--{name} True", "--vision_tune_mode full")
     return [] if "vision_tune_mode" in given else ["--vision_tune_mode", "full"]
+
+
+# LLaVA-NeXT's --mm_tunable_parts names what trains; each part becomes the llava-ln flag that owns it.
+TUNABLE_PARTS = ("mm_language_model", "mm_mlp_adapter", "mm_vision_tower")
+
+
+def _tunable_parts(value) -> set:
+    parts = {part.strip() for part in str(value or "").split(",") if part.strip()}
+    if "mm_vision_resampler" in parts:
+        raise LlavaLnError("--mm_tunable_parts mm_vision_resampler: llava-ln's models have no vision resampler; "
+                           f"use parts of {', '.join(TUNABLE_PARTS)}")
+    unknown = sorted(parts - set(TUNABLE_PARTS))
+    if unknown or not parts:
+        raise LlavaLnError(f"--mm_tunable_parts {value!r}: expected a comma-separated list of "
+                           f"{', '.join(TUNABLE_PARTS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    return parts
+
+
+def _mm_tunable_parts(flags, name, value, given):
+    """LLaVA-NeXT's list of what trains: the LLM (--tune_mode), the connector, the tower (--vision_tune_mode full).
+
+    LLaVA-NeXT ignores --tune_mm_mlp_adapter and --freeze_mm_mlp_adapter when this list is given, so
+    both together are refused rather than silently resolved. An explicit --tune_mode (ln, lora, ...)
+    or --lora_enable True decides how the LLM trains when mm_language_model is listed.
+    """
+    parts = _tunable_parts(value)
+    for switch in ("tune_mm_mlp_adapter", "freeze_mm_mlp_adapter"):
+        if switch in given and _bool(switch, given[switch]):
+            raise LlavaLnError(f"--mm_tunable_parts and --{switch} True both say what trains (LLaVA-NeXT ignores the "
+                               "second); pass one of them")
+    lora = "lora_enable" in given and _bool("lora_enable", given["lora_enable"])
+    out = []
+    if "mm_language_model" in parts:
+        if given.get("tune_mode") == "connector":
+            raise LlavaLnError("--mm_tunable_parts lists mm_language_model, but --tune_mode connector freezes the "
+                               "LLM; pass one of them")
+        if "tune_mode" not in given and not lora:
+            out += ["--tune_mode", "full"]  # LLaVA-NeXT trains every LLM weight
+    else:
+        if lora:
+            raise LlavaLnError("--lora_enable True trains the LLM, but --mm_tunable_parts does not list "
+                               "mm_language_model; pass one of them")
+        if given.get("tune_mode") not in (None, "connector"):
+            raise LlavaLnError(f"--mm_tunable_parts does not list mm_language_model (the LLM stays frozen), but "
+                               f"--tune_mode {given['tune_mode']} trains it; pass one of them")
+        if "tune_mode" not in given:
+            out += ["--tune_mode", "connector"]  # only the connector and/or the tower train
+    trains_connector = "mm_mlp_adapter" in parts
+    if "tune_connector" in given:
+        if _bool("tune_connector", given["tune_connector"]) != trains_connector:
+            raise LlavaLnError(f"--tune_connector {given['tune_connector']} contradicts --mm_tunable_parts {value}; "
+                               "pass one of them")
+    else:
+        out += ["--tune_connector", "true" if trains_connector else "false"]
+    if "mm_vision_tower" in parts:
+        if given.get("vision_tune_mode") not in (None, "full"):
+            raise LlavaLnError(f"--mm_tunable_parts lists mm_vision_tower (the whole tower), but --vision_tune_mode "
+                               f"{given['vision_tune_mode']} is also given; pass one of them")
+        if "vision_tune_mode" not in given:
+            out += ["--vision_tune_mode", "full"]
+    flags.note(f"--{name} {value}", " ".join(out), "the listed parts train, the others stay frozen")
+    return out
 
 
 def _group_by_length(flags, name, value, given):
@@ -336,6 +405,7 @@ _RULES = {
     "cache_dir": _cache_dir,
     "freeze_backbone": _refuse("use --tune_mode connector (only the connector trains) or ln_simple"),
     "unfreeze_mm_vision_tower": _unfreeze_tower,
+    "mm_tunable_parts": _mm_tunable_parts,
     "fsdp": _refuse("use --deepspeed zero_configs/zero3.json"),
     "fsdp_config": _refuse("use --deepspeed zero_configs/zero3.json"),
 }

@@ -9,7 +9,6 @@ The optimizer, the run manifest, the checkpointer, merge and export take the pla
 re-deriving any of it from the mode's name.
 """
 import logging
-import math
 import re
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
 from llava_ln.model.quantize import logical_numel, quantization_of
 from llava_ln.tuning.args import TuningArguments
@@ -246,9 +246,6 @@ def _trainable_names(model, mode: TuneMode, tune_embeddings: bool, group_of: dic
 def _vision_settings(model, args: TuningArguments):
     """(VisionTuneMode, TowerScope or None, tower LoRA settings or None), checked."""
     vision_mode = get_vision_tune_mode(args.vision_tune_mode)
-    rate = args.mm_vision_tower_lr
-    if rate is not None and not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0):
-        raise LlavaLnError(f"--mm_vision_tower_lr {rate}: must be a finite number >= 0")
     if vision_mode.name == "frozen":
         if args.vision_tune_last_layers:
             raise LlavaLnError(f"--vision_tune_last_layers {args.vision_tune_last_layers} needs a --vision_tune_mode "
@@ -257,9 +254,6 @@ def _vision_settings(model, args: TuningArguments):
     scope = tower_scope(model, args.vision_tune_last_layers)
     vision_lora = None
     if vision_mode.uses_lora:
-        if args.vision_lora_r < 1 or args.vision_lora_alpha <= 0:
-            raise LlavaLnError(f"--vision_lora_r {args.vision_lora_r} / --vision_lora_alpha {args.vision_lora_alpha}: "
-                               "both must be positive")
         vision_lora = LoraSettings(args.vision_lora_r, args.vision_lora_alpha, args.lora_dropout)
     return vision_mode, scope, vision_lora
 
@@ -269,6 +263,7 @@ def saved_tensor_names(model, args: TuningArguments) -> frozenset:
 
     model: the unwrapped base model (the meta device is enough); nothing in it is changed.
     """
+    check_flag_domains(args)  # TuningArguments built in code skip parse_flags, which checks a command line's
     mode = get_tune_mode(args.tune_mode)
     vision_mode, scope, _ = _vision_settings(model, args)
     group_of = classify_parameters(model)
@@ -283,6 +278,7 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
     The model comes back wrapped in a PeftModel for lora (LLM or tower). connector_pretrained: the
     connector comes from an earlier run or checkpoint (so a connector-only run is not stage 1).
     """
+    check_flag_domains(args)  # TuningArguments built in code skip parse_flags, which checks a command line's
     mode = get_tune_mode(args.tune_mode)
     quantized = quantization_of(model)
     if quantized is not None:
@@ -290,10 +286,6 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
     tune_embeddings = resolve_tune_embeddings(mode, args.tune_embeddings)
     lora = None
     if mode.uses_lora:
-        if args.lora_r < 1 or args.lora_alpha <= 0:
-            raise LlavaLnError(f"--lora_r {args.lora_r} / --lora_alpha {args.lora_alpha}: both must be positive")
-        if not 0.0 <= args.lora_dropout < 1.0:
-            raise LlavaLnError(f"--lora_dropout {args.lora_dropout} is not in [0, 1)")
         lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout)
     vision_mode, scope, vision_lora = _vision_settings(model, args)
     if lora or vision_lora:

@@ -130,6 +130,52 @@ def test_llava_next_unfreeze_is_the_full_tower_at_its_own_rate():
     assert tuning.vision_tune_mode == "frozen"
 
 
+@pytest.mark.parametrize("parts,extra,expected", [
+    ("mm_vision_tower,mm_mlp_adapter,mm_language_model", (), ("full", True, "full")),
+    ("mm_mlp_adapter, mm_language_model", ("--tune_mode", "ln"), ("ln", True, "frozen")),
+    ("mm_language_model,mm_vision_tower", ("--lora_enable", "True"), ("lora", False, "full")),
+    ("mm_mlp_adapter", (), ("connector", True, "frozen")),
+    ("mm_vision_tower", (), ("connector", False, "full")),
+])
+def test_llava_next_tunable_parts_become_the_modes_that_own_them(parts, extra, expected):
+    _, _, tuning, _, flags = parsed("--mm_tunable_parts", parts, *extra)
+    assert (tuning.tune_mode, tuning.tune_connector, tuning.vision_tune_mode) == expected
+    assert not any("no --tune_mode" in w for w in flags.warnings)
+    assert any(entry["given"] == f"--mm_tunable_parts {parts}" for entry in flags.mapped)
+
+
+def test_tunable_parts_of_the_tower_alone_train_the_reachable_tower_and_nothing_else(tiny_llm, tiny_vision):
+    _, _, tuning, _, _ = parsed("--mm_tunable_parts", "mm_vision_tower")
+    plan = _plan(tiny_llm, tiny_vision, tuning.tune_mode, tune_connector=tuning.tune_connector,
+                 vision_tune_mode=tuning.vision_tune_mode)
+    assert plan.trainable and {plan.group_of[n] for n in plan.trainable} <= {"vision_norms", "vision_other"}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (("--mm_tunable_parts", "mm_language_model,mm_projector"), "unknown: mm_projector"),
+    (("--mm_tunable_parts", ","), "expected a comma-separated list of mm_language_model, mm_mlp_adapter"),
+    (("--mm_tunable_parts", "mm_vision_resampler"), "no vision resampler"),
+    (("--mm_tunable_parts", "mm_mlp_adapter", "--tune_mode", "ln"), "--tune_mode ln trains it; pass one of them"),
+    (("--mm_tunable_parts", "mm_mlp_adapter", "--lora_enable", "True"), "--lora_enable True trains the LLM"),
+    (("--mm_tunable_parts", "mm_language_model", "--tune_mode", "connector"), "--tune_mode connector freezes"),
+    (("--mm_tunable_parts", "mm_vision_tower", "--vision_tune_mode", "ln"), "--vision_tune_mode ln is also given"),
+    (("--mm_tunable_parts", "mm_language_model", "--unfreeze_mm_vision_tower", "True"),
+     "--unfreeze_mm_vision_tower True contradicts --mm_tunable_parts"),
+    (("--mm_tunable_parts", "mm_language_model", "--tune_mm_mlp_adapter", "True"), "LLaVA-NeXT ignores the second"),
+    (("--mm_tunable_parts", "mm_language_model", "--tune_connector", "true"), "--tune_connector true contradicts"),
+])
+def test_tunable_parts_that_contradict_or_are_unknown_are_one_line(argv, message):
+    with pytest.raises(LlavaLnError, match=message) as err:
+        translate_llava_flags(list(argv))
+    assert "\n" not in str(err.value)
+
+
+def test_tunable_parts_and_an_agreeing_unfreeze_give_one_tower_flag():
+    out, _ = translate_llava_flags(["--mm_tunable_parts", "mm_vision_tower,mm_language_model",
+                                    "--unfreeze_mm_vision_tower", "True"])
+    assert out.count("--vision_tune_mode") == 1
+
+
 def test_freezing_the_connector_keeps_it_out_of_the_trainable_set(tiny_llm, tiny_vision):
     frozen = _plan(tiny_llm, tiny_vision, "lora", tune_connector=False)
     assert not frozen.trains_connector and frozen.lora_names
