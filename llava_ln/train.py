@@ -128,7 +128,7 @@ def main(argv=None) -> int:
                           world_size=context.world_size, accumulation=args.gradient_accumulation_steps,
                           seed=data_seed, grouped_sampler=build_train_sampler(
                               dataset, data_args, args.per_device_train_batch_size, micro_batches_per_step, data_seed),
-                          packer=build_packer(dataset, args.max_tokens_per_batch, data_seed, one_row_for(model))
+                          packer=build_packer(dataset, args.max_tokens_per_batch, data_seed, one_row_for(model), context)
                           if args.packing else None)
         total_steps = total_steps_for(args, order)
 

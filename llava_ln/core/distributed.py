@@ -15,6 +15,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -161,6 +162,16 @@ def all_reduce_sum(context: DistContext, values: list[float]) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def all_reduce_sum_int64(context: DistContext, values: np.ndarray) -> np.ndarray:
+    """Sum an int64 array over ranks, element by element (exact; on the collective's device)."""
+    if not context.distributed:
+        return values
+    device = context.device if context.backend == "nccl" else torch.device("cpu")
+    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).to(device)
+    dist.all_reduce(tensor)
+    return tensor.cpu().numpy()
 
 
 def all_gather_objects(context: DistContext, obj) -> list:

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from llava_ln.core.constants import IMAGE_TOKEN
+from llava_ln.core.distributed import DistContext, all_reduce_sum_int64
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments, check_data_args
 from llava_ln.data.encode import (
@@ -174,15 +175,18 @@ class LlavaDataset(Dataset):
             "pixel_values": pixel_values,
         }
 
-    def token_lengths(self) -> np.ndarray:
+    def token_lengths(self, context: DistContext | None = None) -> np.ndarray:
         """The exact token count of the sample each index yields (what --packing budgets with).
 
-        Every record is rendered and tokenized once (no image is decoded). An index whose record is skipped
-        counts the sample that replaces it, as __getitem__ would read it. Deliberate approximation: an image
-        found unreadable only when read (--skip_bad_samples) is replaced then, and its micro-batch may then
-        differ from the budget by the two samples' difference in length."""
+        Every record is rendered and tokenized once (no image is decoded); with a distributed context each
+        rank tokenizes every world_size-th record and the ranks sum their counts, so every rank gets the same
+        array in 1/world_size of the time. An index whose record is skipped counts the sample that replaces
+        it, as __getitem__ would read it (a rank logs the skips it measured). Deliberate approximation: an
+        image found unreadable only when read (--skip_bad_samples) is replaced then, and its micro-batch may
+        then differ from the budget by the two samples' difference in length."""
         lengths = np.zeros(len(self), dtype=np.int64)
-        for index in range(len(self)):
+        indices = list(range(len(self)))
+        for index in context.share(indices) if context is not None else indices:
             if self._ledger.reason(index):
                 continue
             try:
@@ -190,6 +194,8 @@ class LlavaDataset(Dataset):
             except SkipSample as skip:
                 if self._ledger.mark(index, skip.reason):
                     logger.warning("skipping %s", skip.message)
+        if context is not None:
+            lengths = all_reduce_sum_int64(context, lengths)  # each index was measured by exactly one rank
         for index in np.flatnonzero(lengths == 0).tolist():
             usable = next((c for c in self._same_modality_from(index) if lengths[c]), None)
             if usable is None:

@@ -82,10 +82,11 @@ def samples_or_tokens_per_step(args, world_size: int) -> int:
     return world_size * args.gradient_accumulation_steps * per_micro_batch
 
 
-def build_packer(dataset, budget: int, seed: int, one_row: bool) -> TokenBudgetPacker:
-    """The token-budget packer over the dataset's exact sample lengths (every sample tokenized once)."""
+def build_packer(dataset, budget: int, seed: int, one_row: bool, context=None) -> TokenBudgetPacker:
+    """The token-budget packer over the dataset's exact sample lengths (every sample tokenized once, the
+    work shared by the ranks of `context`)."""
     started = time.perf_counter()
-    lengths = dataset.token_lengths()
+    lengths = dataset.token_lengths(context)
     packer = TokenBudgetPacker(lengths, budget, seed, one_row=one_row,
                                describe_sample=lambda i: dataset.index.where(i, dataset.index.conversation(i).id))
     tokens, computed = packer.computed_tokens()
