@@ -132,11 +132,13 @@ def reference(world, tmp_path_factory):
 
 
 def _mode_rates(mode: str) -> dict:
+    """The LLM mode's flags, with a vision tower that trains too: the whole tower beside ln, tower LoRA beside lora."""
     if mode == "ln":
-        return {"learning_rate": 1e-3, "norm_lr": 2e-2}
+        return {"learning_rate": 1e-3, "norm_lr": 2e-2, "vision_tune_mode": "full", "mm_vision_tower_lr": 1e-3}
     # Modality-pure batches: in some step one rank holds a text-only batch while the other holds images,
-    # the case where ZeRO-3 hangs unless every rank runs the vision tower.
-    return {"learning_rate": 1e-2, "group_by_modality_length": True}
+    # the case where ZeRO-3 hangs unless every rank runs the vision tower (whose LoRA then gets no gradient there).
+    return {"learning_rate": 1e-2, "group_by_modality_length": True, "vision_tune_mode": "lora", "vision_lora_r": 2,
+            "vision_lora_alpha": 4}
 
 
 def _assert_close_runs(run: str, ref: str, steps=(1, 2, 3, 4), atol: float = 2e-5) -> None:
@@ -181,9 +183,13 @@ def test_two_rank_deepspeed_matches_one_process_and_loads(world, reference, tmp_
     loaded = dict(unwrap(load_checkpoint(out).model).named_parameters())
     for name, value in trained(out).items():
         assert torch.equal(loaded[name].detach(), value), name
+    tower = "model.vision_tower."
     if mode == "lora":
-        lora = {n: p for n, p in loaded.items() if ".lora_B." in n}
-        assert lora and any(float(p.abs().max()) > 0 for p in lora.values())  # trained B, not the zero init
+        for part in ("model.language_model.", tower):  # trained B, not the zero init, in the LLM and the tower
+            lora = {n: p for n, p in loaded.items() if ".lora_B." in n and part in n}
+            assert lora and any(float(p.abs().max()) > 0 for p in lora.values()), part
+    else:
+        assert any(n.startswith(tower) and ".mlp." in n for n in trained(out))  # the whole (reachable) tower
     if stage == 2:
         # ZeRO-3 on 2 ranks continues the ZeRO-2 run from its step-2 checkpoint and lands on the same weights.
         resumed = str(tmp_path / "zero3_resumed")
