@@ -1,6 +1,7 @@
 """Evaluate one checkpoint on benchmarks in LLaVA's eval layout and pull out the headline numbers."""
 import os
 
+from llava_ln.core import bounded_json
 from llava_ln.core.benchmarks import BENCHMARKS
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.runner import run_eval
@@ -54,7 +55,6 @@ def main(argv=None) -> int:
     """`python -m llava_ln.experiments.benchmarks ...`: evaluate_benchmarks in its own process (`llava-ln
     compare` runs it so under torchrun, or beside other runs); rank 0 writes the scores to --scores_file."""
     import argparse
-    import json
 
     from llava_ln.core.atomic import write_json_atomic
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     benchmarks = args.benchmarks.split(",")
     scores = evaluate_benchmarks(args.model_path, args.eval_root, args.output_dir, benchmarks,
-                                 json.loads(args.max_new_tokens), args.batch_size)
+                                 bounded_json.loads(args.max_new_tokens, "--max_new_tokens"), args.batch_size)
     if len(scores) == len(benchmarks):
         write_json_atomic(args.scores_file, scores)
     return 0

@@ -22,7 +22,8 @@ a verdict can be recomputed by anyone from the two JSON files:
 A claim whose runs are missing is "not run"; C9 needs a chat and a base backbone ("untested").
 """
 import argparse
-import json
+
+from llava_ln.core.bounded_json import read_json_object
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN = "reproduced", "not reproduced", "inconclusive", "not run"
 
@@ -200,15 +201,13 @@ def main(argv=None) -> int:
     parser.add_argument("--comparison", required=True, help="comparison.json of llava-ln compare")
     parser.add_argument("--analysis", help="analysis.json of llava-ln analyze")
     args = parser.parse_args(argv)
-    with open(args.comparison, encoding="utf-8") as handle:
-        comparison = json.load(handle)
-    analysis = None
-    if args.analysis:
-        with open(args.analysis, encoding="utf-8") as handle:
-            analysis = json.load(handle)
+    comparison = read_json_object(args.comparison, "--comparison")
+    analysis = read_json_object(args.analysis, "--analysis") if args.analysis else None
     print(Judge(comparison, analysis).table())
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from llava_ln.core.errors import run_command
+
+    raise SystemExit(run_command(main))

@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.core.processes import forward_stop_signals
 from llava_ln.experiments import launcher
@@ -63,10 +64,13 @@ def _compare(args: CompareArguments) -> dict:
     overrides = parse_rates(args.lr)
     runs = mode_runs([m.strip() for m in args.modes.split(",") if m.strip()], setup.recipe, overrides)
     runs += variant_runs(parse_variants(args.variants), setup.recipe, overrides, {r.name for r in runs} | {STAGE1})
+    stage1 = setup.paths["pretrain_mm_mlp_adapter"]
+    for run in runs:  # a bad value in the last run's flags fails now, not after the others have trained
+        _check_train_flags(run.name, stage2_flags(args, setup, run, RunFolder(out, run.name).run_dir,
+                                                  stage1 or RunFolder(out, STAGE1).run_dir))
     started, cpu_before = time.perf_counter(), _cpu_seconds()
     outcomes = {}
 
-    stage1 = setup.paths["pretrain_mm_mlp_adapter"]
     if not stage1:
         folder = RunFolder(out, STAGE1)
         flags = stage1_flags(args, setup, folder.run_dir)
@@ -97,6 +101,20 @@ def _compare(args: CompareArguments) -> dict:
 
     payload["plots"] = comparison_plots(out, payload)
     return payload
+
+
+def _check_train_flags(name: str, argv: list) -> None:
+    """Parse a run's training flags as `llava-ln train` will (names, values, domains, combinations)."""
+    from llava_ln.core.flags import parse_command_flags
+    from llava_ln.training.args import TRAIN_FLAGS, check_training_args
+    from llava_ln.training.llava_flags import translate_llava_flags
+
+    try:
+        translated, _ = translate_llava_flags(argv)
+        *_, train_args = parse_command_flags(translated, TRAIN_FLAGS)
+        check_training_args(train_args)
+    except LlavaLnError as err:
+        raise LlavaLnError(f"compare run {name!r}: {err}") from None
 
 
 def _cpu_seconds() -> float:

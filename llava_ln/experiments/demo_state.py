@@ -9,12 +9,12 @@ folder that merely exists counts for nothing. A stage stopped part-way continues
 checkpoint. Settings that differ from the recorded ones are refused in one line (--restart starts
 over), so a rerun never silently mixes two recipes.
 """
-import json
 import os
 import shutil
 
 from llava_ln.checkpoint.manifest import MANIFEST_NAME
 from llava_ln.core.atomic import write_json_atomic
+from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.training.checkpointing import list_checkpoints
 
@@ -30,8 +30,7 @@ class DemoState:
         self.steps: dict = {}
         if os.path.isfile(self.path):
             try:
-                with open(self.path, encoding="utf-8") as handle:
-                    self.steps = json.load(handle)["steps"]
+                self.steps = read_json_object(self.path, "demo state")["steps"]
             except (ValueError, KeyError, TypeError):
                 raise LlavaLnError(f"{self.path} is not a demo state file; remove it or pass --restart") from None
 

@@ -16,6 +16,7 @@ comparison) gets exactly the entry it would have got the first time:
 import json
 import os
 
+from llava_ln.core import bounded_json
 from llava_ln.core.atomic import atomic_path
 from llava_ln.core.benchmarks import BENCHMARKS
 from llava_ln.core.errors import LlavaLnError
@@ -34,7 +35,7 @@ def read_log(run_dir: str) -> list[dict]:
     if not os.path.isfile(path):
         return []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        return [bounded_json.loads(line, f"{path} line {number}") for number, line in enumerate(handle, 1) if line.strip()]
 
 
 def train_records(records: list) -> list[dict]:

@@ -16,6 +16,7 @@ import resource
 import time
 
 from llava_ln.core.atomic import write_json_atomic
+from llava_ln.core.bounded_json import read_json_object
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments import launcher
 from llava_ln.experiments.args import CompareArguments
@@ -38,8 +39,7 @@ class RunFolder:
     def status(self) -> dict | None:
         if not os.path.isfile(self.status_path):
             return None
-        with open(self.status_path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return read_json_object(self.status_path, f"compare run {self.name!r}: its status file")
 
     def write_status(self, status: dict) -> None:
         write_json_atomic(self.status_path, status)
@@ -85,8 +85,7 @@ def evaluate_run(folder: RunFolder, setup: Setup, args: CompareArguments, how: t
     torchrun on several GPUs), `python -m llava_ln.experiments.benchmarks`."""
     cached = {}
     if os.path.isfile(folder.scores_path):
-        with open(folder.scores_path, encoding="utf-8") as handle:
-            cached = json.load(handle)
+        cached = read_json_object(folder.scores_path, f"compare run {folder.name!r}: its scores file")
     todo = [b for b in setup.benchmarks if b not in cached]
     if todo:
         eval_dir = os.path.join(folder.root, "eval")
@@ -100,8 +99,7 @@ def evaluate_run(folder: RunFolder, setup: Setup, args: CompareArguments, how: t
                 "--batch_size", str(setup.eval_batch_size), "--scores_file", fresh])
             cpu = launcher.run_logged(command, os.path.join(folder.root, "eval.log"), f"evaluation of {folder.name!r}",
                                       env)
-            with open(fresh, encoding="utf-8") as handle:
-                cached.update(json.load(handle))
+            cached.update(read_json_object(fresh, f"compare run {folder.name!r}: its fresh scores file"))
         else:
             from llava_ln.experiments.benchmarks import evaluate_benchmarks
 

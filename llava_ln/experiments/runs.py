@@ -15,11 +15,11 @@ inline, `NAME=MODE key=value ...` separated by ";", or as a YAML / JSON file map
 train.py flag without its dashes (norm_lr, mm_projector_lr, tune_embeddings, lora_r, num_train_epochs,
 vision_tune_mode with mm_vision_tower_lr: the same LLM mode with its vision tower tuned).
 """
-import json
 import os
 import shlex
 from dataclasses import dataclass, field
 
+from llava_ln.core.bounded_json import MAX_DEPTH, METADATA_MAX_BYTES, depth_of, read_json, read_text
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.experiments.recipe import Recipe, headline_rate
 from llava_ln.tuning.modes import TUNE_MODES
@@ -94,13 +94,10 @@ def parse_variants(text: str) -> dict:
     if text.endswith((".yaml", ".yml", ".json")):
         if not os.path.isfile(text):
             raise LlavaLnError(f"--variants {text}: no such file")
-        with open(text, encoding="utf-8") as handle:
-            if text.endswith(".json"):
-                payload = json.load(handle)
-            else:
-                import yaml
-
-                payload = yaml.safe_load(handle)
+        if text.endswith(".json"):
+            payload = read_json(text, "--variants")
+        else:
+            payload = _read_yaml(text)
         if not isinstance(payload, dict) or not all(isinstance(v, dict) for v in payload.values()):
             raise LlavaLnError(f"--variants {text}: expected a mapping of names to {{mode: ..., key: value}}")
         return {str(name): dict(values) for name, values in payload.items()}
@@ -118,6 +115,23 @@ def parse_variants(text: str) -> dict:
             values[key] = value
         variants[name] = values
     return variants
+
+
+def _read_yaml(path: str):
+    """A variants YAML file, bounded as JSON files are: a regular file of metadata size, no aliases, shallow."""
+    import yaml
+
+    text = read_text(path, "--variants", METADATA_MAX_BYTES)
+    try:
+        # An alias repeats a node by reference; nested ones grow exponentially once walked (a "billion laughs").
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise LlavaLnError(f"--variants {path}: YAML aliases (*name) are not accepted; write each value out")
+        payload = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise LlavaLnError(f"--variants {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if depth_of(payload) > MAX_DEPTH:
+        raise LlavaLnError(f"--variants {path}: YAML nested more than {MAX_DEPTH} levels deep")
+    return payload
 
 
 def variant_runs(variants: dict, recipe: Recipe, overrides: dict, taken: set) -> list[RunSpec]:

@@ -109,3 +109,37 @@ def test_claims_c3_compares_counts_and_memory():
     assert Judge(comparison, None).c3()[0] == REPRODUCED
     comparison["modes"]["ln"]["trainable"] = 30
     assert Judge(comparison, None).c3()[0] == NOT_REPRODUCED
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("aliases.yaml", "a: &x [1, 2]\nb: {mode: ln, lora_r: *x}\n", "YAML aliases"),
+    ("deep.yaml", "v: " + "[" * 200 + "]" * 200 + "\n", "nested more than 64 levels deep"),
+    ("broken.yaml", "v: {mode: ln\n", "is not valid YAML"),
+    ("deep.json", '{"v": ' + "[" * 200 + "]" * 200 + "}", "nested more than 64 levels deep"),
+    ("number.json", '{"v": {"mode": "ln", "lr": ' + "9" * 5000 + "}}", "number"),
+])
+def test_a_hostile_variants_file_is_one_line_naming_it(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(LlavaLnError, match=message) as err:
+        parse_variants(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("variant,message", [
+    ("late=lora lora_r=0", "compare run 'late': --lora_r 0: must be >= 1"),
+    ("late=ln no_such_flag=1", "compare run 'late': llava-ln train: unknown flag(s): --no_such_flag 1"),
+    ("late=ln gradient_checkpointing_ratio=nan", "compare run 'late': --gradient_checkpointing_ratio nan"),
+])
+def test_compare_checks_every_run_s_training_flags_before_anything_trains(tmp_path, capsys, variant, message):
+    from llava_ln.cli import main
+    from llava_ln.toy import layout
+
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / layout.WORLD_MANIFEST).write_text("{}")
+    out = tmp_path / "compare"
+    assert main(["compare", "--world", str(world), "--modes", "ln", "--variants", variant, "--data_path",
+                 str(tmp_path / "data.json"), "--output_dir", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "stage1").exists() and not (out / "ln").exists()

@@ -8,7 +8,8 @@ Every `from_pretrained` goes through core/pretrained.py (trust_remote_code pinne
 bounded); the one exception is export/fresh_child.py, the plain-transformers process of a verification,
 which must not import llava-ln and passes a literal trust_remote_code=False itself. Every JSON read goes
 through core/bounded_json.py (json.load / json.loads nowhere else, except a json.loads(json.dumps(...))
-round trip of our own values, fresh_child, and experiments/, which reads only its own outputs).
+round trip of our own values, and fresh_child), also in experiments/: a folder compare or the demo wrote
+is still a file a user can edit, and --variants is a user's file.
 """
 import ast
 import os
@@ -78,8 +79,7 @@ def _problems():
                     yield f"{where}: from_pretrained outside core/pretrained.py (use load_pretrained)"
                 elif not (name[:1] == ("PeftModel",) or isinstance(pinned, ast.Constant) and pinned.value is False):
                     yield f"{where}: from_pretrained without a literal trust_remote_code=False"
-            if name[-2:] in (("json", "load"), ("json", "loads")) and relative not in (JSON_HOME, FRESH_CHILD) \
-                    and not relative.startswith("experiments" + os.sep):
+            if name[-2:] in (("json", "load"), ("json", "loads")) and relative not in (JSON_HOME, FRESH_CHILD):
                 argument = node.args[0] if node.args else None
                 round_trip = isinstance(argument, ast.Call) and _dotted(argument.func)[-2:] == ("json", "dumps")
                 if not round_trip:
