@@ -83,5 +83,8 @@ def build_packer(dataset, budget: int, seed: int, one_row: bool, context=None) -
 
 
 def collator_for(args, default_collator, *, pad_token_id: int, packer: TokenBudgetPacker | None):
-    """The packed collator (rows as the packer makes them) under --packing, else the padded one given."""
-    return PackedCollator(pad_token_id, packer.row_tokens) if args.packing else default_collator
+    """The packed collator (rows as the packer makes them, always one under FlashAttention) under --packing, else
+    the padded one given."""
+    if not args.packing:
+        return default_collator
+    return PackedCollator(pad_token_id, None if packer.one_row else packer.row_tokens)

@@ -90,6 +90,23 @@ def test_the_packed_row_restarts_positions_and_masks_each_boundary():
     assert rows["attention_mask"].tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
 
 
+def test_under_flash_attention_a_micro_batch_stays_one_row_past_the_budget():
+    """A sample replaced when read (an unreadable image) can push a micro-batch past the budget; FlashAttention
+    keeps packed samples apart only in a batch of one row, so the collator never splits it."""
+    from types import SimpleNamespace
+
+    from llava_ln.training.packing import collator_for
+
+    samples = [{"id": str(n), "input_ids": torch.arange(1, n + 1), "labels": torch.arange(1, n + 1),
+                "pixel_values": None} for n in (6, 5)]
+    packer = TokenBudgetPacker([6, 4], 10, seed=0, one_row=True)  # measured 6 + 4; the 4 was replaced by a 5
+    batch = collator_for(SimpleNamespace(packing=True), None, pad_token_id=0, packer=packer)(samples)
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]]
+    rows = collator_for(SimpleNamespace(packing=True), None, pad_token_id=0,
+                        packer=TokenBudgetPacker([6, 4], 10, seed=0))(samples)  # sdpa: rows of the median, 5
+    assert rows["input_ids"].shape == (2, 6)
+
+
 def test_token_lengths_are_those_of_the_samples_read(bpe_tokenizer_dir, tiny_vision, tmp_path):
     tokenizer = load_tokenizer(bpe_tokenizer_dir)
     save_image(str(tmp_path / "ok.png"))
