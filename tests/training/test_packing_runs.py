@@ -11,6 +11,7 @@ from launch_helpers import PARTITIONED_LOG, deepspeed_launch
 from train_helpers import flags, read_log, train_world, trained
 
 from llava_ln.cli import main as cli_main
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.train import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,7 +29,7 @@ def _config(directory: str) -> dict:
         return json.load(handle)
 
 
-def test_a_packed_run_resumes_bit_for_bit(world, tmp_path):
+def test_a_packed_run_resumes_bit_for_bit(world, tmp_path, monkeypatch):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     assert main(flags(world, straight, **PACKED)) == 0
     log = read_log(straight)
@@ -41,6 +42,12 @@ def test_a_packed_run_resumes_bit_for_bit(world, tmp_path):
         assert tensor.equal(trained(resumed)[name]), name
     assert [read_log(resumed)[s]["loss"] for s in (3, 4)] == [log[s]["loss"] for s in (3, 4)]
     assert [read_log(resumed)[s]["tokens"] for s in (3, 4)] == [log[s]["tokens"] for s in (3, 4)]
+    # The same flags on a machine where auto picks FlashAttention pack one row per micro-batch, other micro-batches
+    # than the checkpoint's data position counts in: refused, not silently reading other samples.
+    monkeypatch.setattr("llava_ln.train.one_row_for", lambda model: True)
+    with pytest.raises(LlavaLnError, match=r"saved with packed_row_tokens=\d+ but this run has 512 \(the attention"):
+        main(flags(world, str(tmp_path / "other_rows"), resume_from_checkpoint=os.path.join(straight, "checkpoint-2"),
+                   **PACKED))
 
 
 @pytest.mark.slow
