@@ -85,7 +85,6 @@ def test_combinations_that_cannot_be_right_are_one_line(world, tmp_path, capsys,
 def test_describe_plans_memory_in_tokens_per_packed_micro_batch(tiny_llm, tiny_vision):
     from llava_ln.commands.args import DescribeArguments
     from llava_ln.commands.prepare import describe
-    from llava_ln.core.errors import LlavaLnError
     from llava_ln.model.args import ModelArguments
     from llava_ln.tuning.args import TuningArguments
 
@@ -100,3 +99,6 @@ def test_describe_plans_memory_in_tokens_per_packed_micro_batch(tiny_llm, tiny_v
     assert padded["tokens_per_micro_batch"] == 6 * 512 and padded["estimated_peak_gib"] > packed["estimated_peak_gib"]
     with pytest.raises(LlavaLnError, match="--packing needs --max_tokens_per_batch"):
         describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(packing=True, **memory))
+    with pytest.raises(LlavaLnError, match="--per_device_train_batch_size counts samples; with --packing"):
+        describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(
+            packing=True, max_tokens_per_batch=3000, per_device_train_batch_size=6, **memory))
