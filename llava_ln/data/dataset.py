@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from llava_ln.core.constants import IMAGE_TOKEN
-from llava_ln.core.distributed import DistContext, all_reduce_sum_int64
+from llava_ln.core.distributed import DistContext, all_gather_objects, all_reduce_sum_int64
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments, check_data_args
 from llava_ln.data.encode import (
@@ -183,9 +183,13 @@ class LlavaDataset(Dataset):
         array in 1/world_size of the time. An index whose record is skipped counts the sample that replaces
         it, as __getitem__ would read it (a rank logs the skips it measured). Deliberate approximation: an
         image found unreadable only when read (--skip_bad_samples) is replaced then, and its micro-batch may
-        then differ from the budget by the two samples' difference in length."""
+        then differ from the budget by the two samples' difference in length.
+
+        A record refused (LlavaLnError) by the rank that measures it is refused on every rank, with its message:
+        the other ranks would otherwise wait in the sum for a rank that has left."""
         lengths = np.zeros(len(self), dtype=np.int64)
         indices = list(range(len(self)))
+        refusal = None
         for index in context.share(indices) if context is not None else indices:
             if self._ledger.reason(index):
                 continue
@@ -194,7 +198,15 @@ class LlavaDataset(Dataset):
             except SkipSample as skip:
                 if self._ledger.mark(index, skip.reason):
                     logger.warning("skipping %s", skip.message)
+            except LlavaLnError as err:
+                if context is None:
+                    raise
+                refusal = str(err)
+                break
         if context is not None:
+            refusal = next((r for r in all_gather_objects(context, refusal) if r), None)
+            if refusal:
+                raise LlavaLnError(refusal)
             lengths = all_reduce_sum_int64(context, lengths)  # each index was measured by exactly one rank
         for index in np.flatnonzero(lengths == 0).tolist():
             usable = next((c for c in self._same_modality_from(index) if lengths[c]), None)

@@ -1,4 +1,6 @@
 """Packed micro-batches: the token-budget packer, the packed row, and the exact sample lengths they use."""
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,72 @@ def test_token_lengths_are_those_of_the_samples_read(bpe_tokenizer_dir, tiny_vis
     lengths = dataset.token_lengths()
     assert lengths.tolist() == [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
     assert lengths[2] == lengths[3] and dataset[2]["id"] == "two-turns"
+
+
+
+class _ThreadRanks:
+    """Ranks as threads of this process: the collectives token_lengths uses, exchanged through a barrier (a rank
+    that never arrives breaks it after a few seconds instead of hanging the test)."""
+
+    def __init__(self, size: int):
+        self.barrier = threading.Barrier(size, timeout=5)
+        self.slots = [None] * size
+
+    def all_gather_objects(self, context, obj):
+        self.slots[context.rank] = obj
+        self.barrier.wait()
+        gathered = list(self.slots)
+        self.barrier.wait()  # nobody overwrites a slot before every rank has read them all
+        return gathered
+
+    def all_reduce_sum_int64(self, context, values):
+        return sum(self.all_gather_objects(context, values))
+
+    def run(self, work) -> list:
+        """work(rank) on every rank at once; what each returned or raised."""
+        outcomes = [None] * len(self.slots)
+
+        def one(rank):
+            try:
+                outcomes[rank] = work(rank)
+            except Exception as err:  # noqa: BLE001 - the outcome under test
+                outcomes[rank] = err
+
+        threads = [threading.Thread(target=one, args=(rank,)) for rank in range(len(self.slots))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+
+def test_a_record_refused_on_one_rank_is_refused_on_every_rank(bpe_tokenizer_dir, tiny_vision, tmp_path,
+                                                                monkeypatch):
+    """Each of two ranks measures every second record. The rank that meets a refused record (as one the tokenizer
+    rejects is) says so, and the other says the same instead of waiting in the sum for a rank that has left."""
+    import llava_ln.data.dataset as dataset_module
+    from llava_ln.core.distributed import DistContext
+
+    path = write_json(str(tmp_path / "data.json"), [record(f"r{i}", "Hi?", "Hello.") for i in range(4)])
+    tokenizer = load_tokenizer(bpe_tokenizer_dir)
+    datasets = [make_dataset(path, tokenizer, tiny_vision("clip")) for _ in range(2)]
+    ranks = _ThreadRanks(2)
+    monkeypatch.setattr(dataset_module, "all_gather_objects", ranks.all_gather_objects, raising=False)
+    monkeypatch.setattr(dataset_module, "all_reduce_sum_int64", ranks.all_reduce_sum_int64)
+    process = dataset_module.LlavaDataset.process
+
+    def refusing(self, index):
+        if index == 3:  # the second record of rank 1's share
+            raise LlavaLnError(f"{self.index.where(index, 'r3')}: the tokenizer rejects this record")
+        return process(self, index)
+
+    monkeypatch.setattr(dataset_module.LlavaDataset, "process", refusing)
+    refused = ranks.run(lambda rank: datasets[rank].token_lengths(DistContext(rank=rank, world_size=2,
+                                                                               backend="gloo")))
+    for outcome in refused:
+        assert isinstance(outcome, LlavaLnError), outcome
+        assert str(outcome).endswith("data.json: record 'r3' (#3): the tokenizer rejects this record"), outcome
+    monkeypatch.setattr(dataset_module.LlavaDataset, "process", process)  # without the refusal: every length, each
+    measured = ranks.run(lambda rank: datasets[rank].token_lengths(DistContext(rank=rank, world_size=2,
+                                                                                backend="gloo")))
+    assert measured[0].tolist() == measured[1].tolist() == datasets[0].token_lengths().tolist()
