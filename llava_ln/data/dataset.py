@@ -112,6 +112,7 @@ class LlavaDataset(Dataset):
         self._prefix_ids = special_prefix_ids(tokenizer)
         self._text_budget = text_budget(tokenizer, model_max_length)
         self._ledger = SkipLedger(len(index))
+        self._measured_in_place_of: dict[int, int] = {}  # token_lengths: skipped index -> the index it measured
         self.has_image = index.n_images > 0
         # Cheap length estimate for grouping (words stand in for tokens; images are exact).
         self.length_estimates = (index.words + index.n_images * num_image_tokens).astype(np.int64)
@@ -213,7 +214,14 @@ class LlavaDataset(Dataset):
             if usable is None:
                 raise self._none_usable(index)
             lengths[index] = lengths[usable]
+            self._measured_in_place_of[index] = usable
         return lengths
+
+    def where_read(self, index: int) -> str:
+        """How an error about the sample that `index` yields names its record: the replacement's when token_lengths
+        found the record at `index` skipped (its length is the replacement's)."""
+        read = self._measured_in_place_of.get(index, index)
+        return self.index.where(read, self.index.conversation(read).id)
 
     def _same_modality_from(self, index: int):
         """index, then the following indices (wrapping) holding the same modality."""

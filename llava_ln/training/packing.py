@@ -72,8 +72,7 @@ def build_packer(dataset, budget: int, seed: int, one_row: bool, context=None) -
     work shared by the ranks of `context`)."""
     started = time.perf_counter()
     lengths = dataset.token_lengths(context)
-    packer = TokenBudgetPacker(lengths, budget, seed, one_row=one_row,
-                               describe_sample=lambda i: dataset.index.where(i, dataset.index.conversation(i).id))
+    packer = TokenBudgetPacker(lengths, budget, seed, one_row=one_row, describe_sample=dataset.where_read)
     tokens, computed = packer.computed_tokens()
     logger.info("packing: %d samples (%d tokens) measured in %.1fs; micro-batches of up to %d tokens, %s, %.1f%% of "
                 "computed tokens padding", len(lengths), tokens, time.perf_counter() - started, budget,

@@ -124,6 +124,23 @@ def test_token_lengths_are_those_of_the_samples_read(bpe_tokenizer_dir, tiny_vis
 
 
 
+def test_a_sample_over_the_budget_is_named_as_the_record_read(bpe_tokenizer_dir, tiny_vision, tmp_path):
+    """A record skipped when measured counts the length of the one read in its place; refused over the budget,
+    that length is named by the record it belongs to, not by the skipped one before it."""
+    from llava_ln.training.packing import build_packer
+
+    path = write_json(str(tmp_path / "data.json"), [
+        record("short", "Hi?", "Hello."),
+        record("truncated", " ".join(["describe the scene in detail please"] * 30), "yes"),  # skipped: too long
+        record("long", " ".join(["describe the scene"] * 12), "Red and blue."),
+    ])
+    dataset = make_dataset(path, load_tokenizer(bpe_tokenizer_dir), tiny_vision("clip"), model_max_length=400)
+    lengths = dataset.token_lengths()
+    assert lengths[1] == lengths[2] > lengths[0]
+    with pytest.raises(LlavaLnError, match=rf"data.json: record 'long' \(#2\): {lengths[2]} tokens, more than"):
+        build_packer(dataset, int(lengths[0]) + 1, seed=0, one_row=False)
+
+
 class _ThreadRanks:
     """Ranks as threads of this process: the collectives token_lengths uses, exchanged through a barrier (a rank
     that never arrives breaks it after a few seconds instead of hanging the test)."""
