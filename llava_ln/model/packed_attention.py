@@ -6,8 +6,8 @@ the samples apart when all three hold:
   * its attention implementation reads packed samples from position ids: transformers' mask
     factories (masking_utils) build a block-diagonal mask from them for eager, sdpa and
     flex_attention, and FlashAttention runs its variable-length kernel from them;
-  * every layer mixes tokens through attention alone: a Mamba, convolution or linear-attention
-    layer carries one sample's state into the next whatever the mask;
+  * every layer mixes tokens through attention alone: a Mamba, convolution (LFM2) or linear-attention
+    (Qwen3-Next) layer carries one sample's state into the next whatever the mask;
   * its forward hands the position ids to every mask factory it calls: OPT, BLOOM, MPT, BioGPT or
     GPT-OSS call them without, and then get a mask that is causal over the whole row.
 The last is read from the forward's source (a keyword, a dict of keyword arguments, a variable

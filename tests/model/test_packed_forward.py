@@ -156,11 +156,11 @@ _TINY_SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, n
                    max_position_embeddings=64, sliding_window=8)
 
 
-def _tiny_decoder(family: str, attention: str):
+def _tiny_decoder(family: str, attention: str, **config_values):
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.for_model(family)
-    for name, value in _TINY_SIZES.items():
+    for name, value in {**_TINY_SIZES, **config_values}.items():
         if hasattr(config, name):
             setattr(config, name, value)
     if getattr(config, "layer_types", None):
@@ -168,17 +168,17 @@ def _tiny_decoder(family: str, attention: str):
     return AutoModel.from_config(config, attn_implementation=attention).eval()
 
 
-# (family, the verdict it must get): mistral picks its mask factory into a variable, gemma3 passes a copied keyword
-# dict; OPT calls the factory without position ids, Qwen3-Next has linear-attention layers.
-FAMILIES = [("llama", "allowed"), ("mistral", "allowed"), ("gemma3_text", "allowed"), ("opt", "refused"),
-            ("qwen3_next", "refused")]
+# (family, the verdict it must get, config values): mistral picks its mask factory into a variable, gemma3 passes a
+# copied keyword dict; OPT calls the factory without position ids, an LFM2 convolution layer carries tokens over.
+FAMILIES = [("llama", "allowed", {}), ("mistral", "allowed", {}), ("gemma3_text", "allowed", {}),
+            ("opt", "refused", {}), ("lfm2", "refused", {"layer_types": ["conv", "full_attention"]})]
 
 
-@pytest.mark.parametrize("family,verdict", FAMILIES, ids=[f for f, _ in FAMILIES])
-def test_the_packing_verdict_is_what_the_model_computes(family, verdict):
+@pytest.mark.parametrize("family,verdict,config_values", FAMILIES, ids=[f for f, _, _ in FAMILIES])
+def test_the_packing_verdict_is_what_the_model_computes(family, verdict, config_values):
     """A family is refused exactly when a sample packed after another computes something else than alone."""
     torch.manual_seed(0)
-    llm = _tiny_decoder(family, "sdpa")
+    llm = _tiny_decoder(family, "sdpa", **config_values)
     first, second = torch.randint(3, 100, (1, 12)), torch.randint(3, 100, (1, 10))
     positions = torch.cat([torch.arange(12), torch.arange(10)])[None]
     with torch.no_grad():
