@@ -23,8 +23,9 @@ import textwrap
 PACKABLE_ATTENTION = ("eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
 # transformers' mask factories: given the position ids (and no 2D mask, no cache) they build a mask per sample.
 MASK_FACTORIES = ("create_causal_mask", "create_sliding_window_causal_mask", "create_chunked_causal_mask")
-# Layer kinds (config.layer_types, or layers_block_type in hybrid configs) that mix tokens only through attention.
-ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "attention")
+# Layer kinds (config.layer_types, or layers_block_type in hybrid configs) that mix tokens only through attention,
+# or not at all (the feed-forward kinds of hybrid patterns).
+ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "attention", "mlp", "moe")
 
 
 def packed_attention_problem(llm) -> str | None:
@@ -68,7 +69,7 @@ def masks_get_position_ids(model_class) -> bool:
 class _ForwardNames:
     """What the local variables of a forward hold, as far as mask factories go: which name a factory
     (`mask_function = create_causal_mask if ... else ...`), and which keys a keyword dict gets (a dict
-    literal, `d["key"] = ...`, or another such dict's `.copy()`, `dict(...)`, `{**other}`)."""
+    literal, `dict(key=...)`, `d["key"] = ...`, or another such dict's `.copy()`, `dict(other)`, `{**other}`)."""
 
     def __init__(self, tree: ast.AST):
         self.factories: set[str] = set()
@@ -102,6 +103,8 @@ class _ForwardNames:
             source = _copied_dict(value)
             if source:
                 copies.append((name, source))
+            if isinstance(value.func, ast.Name) and value.func.id == "dict":  # dict(config=..., position_ids=...)
+                self.keys.setdefault(name, set()).update(k.arg for k in value.keywords if k.arg)
 
     def is_factory(self, func: ast.expr) -> bool:
         called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
