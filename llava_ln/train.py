@@ -149,7 +149,8 @@ def main(argv=None) -> int:
         identity = RunIdentity(tune_mode=plan.mode.name,
                                global_batch_size=samples_or_tokens_per_step(args, context.world_size),
                                dataset_size=len(dataset), total_steps=total_steps, world_size=context.world_size,
-                               run_id=run_start.run_id, flags=run_flags)
+                               run_id=run_start.run_id, flags=run_flags,
+                               packed_row_tokens=order.packer.row_tokens if order.packer else None)
         manifest = run_manifest(spec, model_args, data_args, plan, args.pretrain_mm_mlp_adapter)
         checkpointer = Checkpointer(context=context, strategy=strategy, model=model, plan=plan, manifest=manifest,
                                     final_dtype=plan.saved_dtype(precision.compute_dtype),

@@ -36,7 +36,7 @@ EXPORT_FORMATS = ("hf", "llava", "peft-ln", "peft-lora")
 @dataclass(kw_only=True)
 class DescribeArguments(PackingArguments, MemoryArguments):
     """describe's own flags; its memory and packing flags are training's (same defaults), for an estimate of that
-    run (with --packing the micro-batch is one row of --max_tokens_per_batch tokens)."""
+    run (with --packing the micro-batch is --max_tokens_per_batch tokens, in rows of at most --model_max_length)."""
 
     names: bool = field(default=False, metadata={"help": "Also list the trainable tensor names."})
     num_gpus: int = field(default=1, metadata={"help": "For the memory estimate: GPUs the run shards over.",

@@ -7,7 +7,8 @@ a 70B run on a laptop. The JSON also carries the static GPU memory per device (w
 optimizer states) for --strategy torch|zero2|zero3 and --num_gpus, and, given
 --per_device_train_batch_size (and --model_max_length, --memory_budget_gib, --gradient_checkpointing,
 --kernels), the recompute decision training would make and its estimated peak (training.memory.recompute);
-with --packing --max_tokens_per_batch N it plans one packed row of N tokens per micro-batch instead. With
+with --packing --max_tokens_per_batch N it plans packed micro-batches of N tokens (in rows of at most
+--model_max_length) instead, and refuses --per_device_train_batch_size beside it as train does. With
 --bits 4|8 (training's flags) the block linears count at their quantized size, statistics included,
 in both, and `quantization` gives the quantized parameters, their bytes and bytes per parameter.
 
@@ -38,7 +39,7 @@ from llava_ln.model.quantize import quant_settings, quantized_footprint
 from llava_ln.training.args import gradient_checkpointing_choice
 from llava_ln.training.memory.policy import GIB, static_memory_per_gpu
 from llava_ln.training.memory.recompute import decide_for_model_args, default_budget_gib
-from llava_ln.training.packing import micro_batch_shape
+from llava_ln.training.packing import check_packing_combination, micro_batch_shape
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.modes import get_tune_mode, refuse_on_quantized_base
 from llava_ln.tuning.plan import apply_tune_mode
@@ -94,6 +95,9 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
     if with_names:
         result["names"] = [n for n in plan.group_of if n in plan.trainable]
     memory.check_packing_flags()
+    # The same refusals as train's: a batch size given beside --packing would be silently ignored here.
+    check_packing_combination(memory, DataArguments(), {"per_device_train_batch_size"}
+                              if memory.per_device_train_batch_size is not None else set())
     if memory.per_device_train_batch_size or memory.packing:
         result["recompute"] = describe_recompute(model_args, tuning_args, memory)
     return result

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from llava_ln.core.constants import IMAGE_TOKEN
-from llava_ln.core.distributed import DistContext, all_reduce_sum_int64
+from llava_ln.core.distributed import DistContext, all_gather_objects, all_reduce_sum_int64
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.args import DataArguments, check_data_args
 from llava_ln.data.encode import (
@@ -112,6 +112,7 @@ class LlavaDataset(Dataset):
         self._prefix_ids = special_prefix_ids(tokenizer)
         self._text_budget = text_budget(tokenizer, model_max_length)
         self._ledger = SkipLedger(len(index))
+        self._measured_in_place_of: dict[int, int] = {}  # token_lengths: skipped index -> the index it measured
         self.has_image = index.n_images > 0
         # Cheap length estimate for grouping (words stand in for tokens; images are exact).
         self.length_estimates = (index.words + index.n_images * num_image_tokens).astype(np.int64)
@@ -183,9 +184,13 @@ class LlavaDataset(Dataset):
         array in 1/world_size of the time. An index whose record is skipped counts the sample that replaces
         it, as __getitem__ would read it (a rank logs the skips it measured). Deliberate approximation: an
         image found unreadable only when read (--skip_bad_samples) is replaced then, and its micro-batch may
-        then differ from the budget by the two samples' difference in length."""
+        then differ from the budget by the two samples' difference in length.
+
+        A record refused (LlavaLnError) by the rank that measures it is refused on every rank, with its message:
+        the other ranks would otherwise wait in the sum for a rank that has left."""
         lengths = np.zeros(len(self), dtype=np.int64)
         indices = list(range(len(self)))
+        refusal = None
         for index in context.share(indices) if context is not None else indices:
             if self._ledger.reason(index):
                 continue
@@ -194,14 +199,29 @@ class LlavaDataset(Dataset):
             except SkipSample as skip:
                 if self._ledger.mark(index, skip.reason):
                     logger.warning("skipping %s", skip.message)
+            except LlavaLnError as err:
+                if context is None:
+                    raise
+                refusal = str(err)
+                break
         if context is not None:
+            refusal = next((r for r in all_gather_objects(context, refusal) if r), None)
+            if refusal:
+                raise LlavaLnError(refusal)
             lengths = all_reduce_sum_int64(context, lengths)  # each index was measured by exactly one rank
         for index in np.flatnonzero(lengths == 0).tolist():
             usable = next((c for c in self._same_modality_from(index) if lengths[c]), None)
             if usable is None:
                 raise self._none_usable(index)
             lengths[index] = lengths[usable]
+            self._measured_in_place_of[index] = usable
         return lengths
+
+    def where_read(self, index: int) -> str:
+        """How an error about the sample that `index` yields names its record: the replacement's when token_lengths
+        found the record at `index` skipped (its length is the replacement's)."""
+        read = self._measured_in_place_of.get(index, index)
+        return self.index.where(read, self.index.conversation(read).id)
 
     def _same_modality_from(self, index: int):
         """index, then the following indices (wrapping) holding the same modality."""

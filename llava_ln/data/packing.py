@@ -141,15 +141,19 @@ class PackedCollator:
 
     A row shorter than the longest is padded at its end; the padding continues the position ids of the row's last
     sample and is masked in attention_mask and labels. Causal attention means no real token sees padding that
-    follows it, so the model needs no padding mask."""
+    follows it, so the model needs no padding mask.
 
-    def __init__(self, pad_token_id: int, row_tokens: int):
+    row_tokens None: the micro-batch is always one row (FlashAttention), even when its samples add up to more than
+    the budget (a sample replaced when read, data.dataset): FlashAttention finds the samples of a row from its
+    position ids only in a batch of one row, and would let the samples of each row of several attend to each other."""
+
+    def __init__(self, pad_token_id: int, row_tokens: int | None):
         self.pad_token_id = pad_token_id
         self.row_tokens = row_tokens
 
     def __call__(self, samples: list) -> dict:
         lengths = [len(s["input_ids"]) for s in samples]
-        rows = split_rows(lengths, self.row_tokens)
+        rows = [list(range(len(samples)))] if self.row_tokens is None else split_rows(lengths, self.row_tokens)
         width = max(sum(lengths[i] for i in row) for row in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)

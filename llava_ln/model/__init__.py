@@ -8,5 +8,6 @@
   parts       named access to the parts (vision tower, connector, LLM, blocks), PEFT-wrapped or not
   quantize    --bits 4|8: the LLM's block linears as bitsandbytes layers, and their bytes from shapes alone
   forward     the training forward: image features spliced into the embeddings, text-only batches too
+  packed_attention  whether an LLM keeps the samples of a packed row apart (attention, layer kinds, masks)
   shapes      reference shapes as configs only: LLaVA-1.5 7B / 13B, a 1B LLaMA, a tiny one
 """

@@ -61,8 +61,9 @@ class PackingArguments:
     """Padding-free micro-batches: training's flags, and describe's for its estimate of the same step."""
 
     packing: bool = field(default=False, metadata={
-        "help": "Padding-free micro-batches: each holds whole samples side by side in one row, up to "
-                "--max_tokens_per_batch tokens, attention confined to each sample (see docs/training.md)."})
+        "help": "Padding-free micro-batches: each holds whole samples side by side (one row under FlashAttention, "
+                "rows of like length otherwise), up to --max_tokens_per_batch tokens, attention confined to each "
+                "sample (see docs/training.md)."})
     max_tokens_per_batch: Optional[int] = field(default=None, metadata={
         "help": "With --packing: tokens per micro-batch per device (image positions included), the same on every "
                 "rank; replaces --per_device_train_batch_size. At least the longest sample (--model_max_length "

@@ -63,6 +63,9 @@ class RunIdentity:
     world_size: int
     run_id: str = ""  # the run these checkpoints belong to (training.guards.run_ownership)
     flags: dict = field(default_factory=dict)  # the flags that define the run (training.guards.resume_check)
+    # --packing: the packer's row length, which the attention implementation decides (the budget under FlashAttention,
+    # else the median sample); no flag records it, and the micro-batches of every epoch follow from it.
+    packed_row_tokens: int | None = None
 
 
 def _shape(param) -> tuple:
@@ -224,10 +227,14 @@ def _resume_schedule(scheduler: LambdaLR, saved: dict) -> None:
 
 
 def _check_identity(directory: str, saved: dict, current: RunIdentity) -> bool:
-    for key in ("tune_mode", "global_batch_size", "dataset_size"):
+    for key in ("tune_mode", "global_batch_size", "dataset_size", "packed_row_tokens"):
+        if key == "packed_row_tokens" and key not in saved:
+            continue  # a checkpoint written before it was recorded resumes as before
         if saved.get(key) != getattr(current, key):
+            hint = " (the attention implementation decides it: --attn_implementation)" if key == "packed_row_tokens" \
+                else ""
             raise LlavaLnError(f"--resume_from_checkpoint {directory}: it was saved with {key}={saved.get(key)!r} but "
-                               f"this run has {getattr(current, key)!r}; resume needs the same")
+                               f"this run has {getattr(current, key)!r}{hint}; resume needs the same")
     if saved.get("total_steps") != current.total_steps:
         logger.warning("resume: the run now has %s steps (was %s); the LR schedule follows the saved one",
                        current.total_steps, saved.get("total_steps"))

@@ -4,27 +4,21 @@ The packed micro-batches themselves (the token-budget packer and the packed row)
 this module decides whether a run may use them and what the rest of training sees of them:
   * refusals, one line each: flags that contradict a token budget (--group_by_modality_length, an
     explicit --per_device_train_batch_size), and a model whose attention cannot be confined to each
-    sample of a row from restarting position ids;
+    sample of a row from restarting position ids (model.packed_attention judges the model);
   * whether a packed micro-batch is one row (under FlashAttention) or several, and the micro-batch
     shape the memory plan and describe reason with: --max_tokens_per_batch tokens instead of
     --per_device_train_batch_size rows of --model_max_length;
   * the step size a resume must match: tokens per optimizer step instead of samples.
 """
 import logging
-import sys
 import time
 
 from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.packing import PackedCollator, TokenBudgetPacker
+from llava_ln.model.packed_attention import packed_attention_problem
 from llava_ln.model.parts import language_model_of
 
 logger = logging.getLogger(__name__)
-
-# Attention implementations whose mask transformers derives per sample from restarting position ids
-# (masking_utils' packed-sequence detection), or that run FlashAttention's varlen kernel from them.
-PACKABLE_ATTENTION = ("eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
-# A modeling module that builds its mask through one of these honours that detection.
-_MASK_FACTORIES = ("create_causal_mask", "create_sliding_window_causal_mask")
 
 
 def check_packing_combination(args, data_args, given: set) -> None:
@@ -40,17 +34,8 @@ def check_packing_combination(args, data_args, given: set) -> None:
 
 
 def packing_attention_problem(model) -> str | None:
-    """Why the LLM of `model` cannot keep packed samples apart, or None when it can."""
-    llm = language_model_of(model)
-    implementation = getattr(llm.config, "_attn_implementation", None)
-    if implementation not in PACKABLE_ATTENTION:
-        return (f"attention implementation {implementation!r} is not one that confines attention to each packed "
-                f"sample ({', '.join(PACKABLE_ATTENTION)})")
-    module = sys.modules.get(type(llm).__module__)
-    if not any(hasattr(module, name) for name in _MASK_FACTORIES):
-        return (f"{type(llm).__name__} builds its attention mask without transformers' masking utilities, so "
-                "packed samples would attend to each other")
-    return None
+    """Why the LLM of `model` cannot keep packed samples apart, or None when it can (model.packed_attention)."""
+    return packed_attention_problem(language_model_of(model))
 
 
 def check_packing_model(model) -> None:
@@ -87,8 +72,7 @@ def build_packer(dataset, budget: int, seed: int, one_row: bool, context=None) -
     work shared by the ranks of `context`)."""
     started = time.perf_counter()
     lengths = dataset.token_lengths(context)
-    packer = TokenBudgetPacker(lengths, budget, seed, one_row=one_row,
-                               describe_sample=lambda i: dataset.index.where(i, dataset.index.conversation(i).id))
+    packer = TokenBudgetPacker(lengths, budget, seed, one_row=one_row, describe_sample=dataset.where_read)
     tokens, computed = packer.computed_tokens()
     logger.info("packing: %d samples (%d tokens) measured in %.1fs; micro-batches of up to %d tokens, %s, %.1f%% of "
                 "computed tokens padding", len(lengths), tokens, time.perf_counter() - started, budget,
@@ -98,5 +82,8 @@ def build_packer(dataset, budget: int, seed: int, one_row: bool, context=None) -
 
 
 def collator_for(args, default_collator, *, pad_token_id: int, packer: TokenBudgetPacker | None):
-    """The packed collator (rows as the packer makes them) under --packing, else the padded one given."""
-    return PackedCollator(pad_token_id, packer.row_tokens) if args.packing else default_collator
+    """The packed collator (rows as the packer makes them, always one under FlashAttention) under --packing, else
+    the padded one given."""
+    if not args.packing:
+        return default_collator
+    return PackedCollator(pad_token_id, None if packer.one_row else packer.row_tokens)

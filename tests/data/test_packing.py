@@ -1,4 +1,6 @@
 """Packed micro-batches: the token-budget packer, the packed row, and the exact sample lengths they use."""
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,23 @@ def test_the_packed_row_restarts_positions_and_masks_each_boundary():
     assert rows["attention_mask"].tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
 
 
+def test_under_flash_attention_a_micro_batch_stays_one_row_past_the_budget():
+    """A sample replaced when read (an unreadable image) can push a micro-batch past the budget; FlashAttention
+    keeps packed samples apart only in a batch of one row, so the collator never splits it."""
+    from types import SimpleNamespace
+
+    from llava_ln.training.packing import collator_for
+
+    samples = [{"id": str(n), "input_ids": torch.arange(1, n + 1), "labels": torch.arange(1, n + 1),
+                "pixel_values": None} for n in (6, 5)]
+    packer = TokenBudgetPacker([6, 4], 10, seed=0, one_row=True)  # measured 6 + 4; the 4 was replaced by a 5
+    batch = collator_for(SimpleNamespace(packing=True), None, pad_token_id=0, packer=packer)(samples)
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]]
+    rows = collator_for(SimpleNamespace(packing=True), None, pad_token_id=0,
+                        packer=TokenBudgetPacker([6, 4], 10, seed=0))(samples)  # sdpa: rows of the median, 5
+    assert rows["input_ids"].shape == (2, 6)
+
+
 def test_token_lengths_are_those_of_the_samples_read(bpe_tokenizer_dir, tiny_vision, tmp_path):
     tokenizer = load_tokenizer(bpe_tokenizer_dir)
     save_image(str(tmp_path / "ok.png"))
@@ -102,3 +121,89 @@ def test_token_lengths_are_those_of_the_samples_read(bpe_tokenizer_dir, tiny_vis
     lengths = dataset.token_lengths()
     assert lengths.tolist() == [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
     assert lengths[2] == lengths[3] and dataset[2]["id"] == "two-turns"
+
+
+
+def test_a_sample_over_the_budget_is_named_as_the_record_read(bpe_tokenizer_dir, tiny_vision, tmp_path):
+    """A record skipped when measured counts the length of the one read in its place; refused over the budget,
+    that length is named by the record it belongs to, not by the skipped one before it."""
+    from llava_ln.training.packing import build_packer
+
+    path = write_json(str(tmp_path / "data.json"), [
+        record("short", "Hi?", "Hello."),
+        record("truncated", " ".join(["describe the scene in detail please"] * 30), "yes"),  # skipped: too long
+        record("long", " ".join(["describe the scene"] * 12), "Red and blue."),
+    ])
+    dataset = make_dataset(path, load_tokenizer(bpe_tokenizer_dir), tiny_vision("clip"), model_max_length=400)
+    lengths = dataset.token_lengths()
+    assert lengths[1] == lengths[2] > lengths[0]
+    with pytest.raises(LlavaLnError, match=rf"data.json: record 'long' \(#2\): {lengths[2]} tokens, more than"):
+        build_packer(dataset, int(lengths[0]) + 1, seed=0, one_row=False)
+
+
+class _ThreadRanks:
+    """Ranks as threads of this process: the collectives token_lengths uses, exchanged through a barrier (a rank
+    that never arrives breaks it after a few seconds instead of hanging the test)."""
+
+    def __init__(self, size: int):
+        self.barrier = threading.Barrier(size, timeout=5)
+        self.slots = [None] * size
+
+    def all_gather_objects(self, context, obj):
+        self.slots[context.rank] = obj
+        self.barrier.wait()
+        gathered = list(self.slots)
+        self.barrier.wait()  # nobody overwrites a slot before every rank has read them all
+        return gathered
+
+    def all_reduce_sum_int64(self, context, values):
+        return sum(self.all_gather_objects(context, values))
+
+    def run(self, work) -> list:
+        """work(rank) on every rank at once; what each returned or raised."""
+        outcomes = [None] * len(self.slots)
+
+        def one(rank):
+            try:
+                outcomes[rank] = work(rank)
+            except Exception as err:  # noqa: BLE001 - the outcome under test
+                outcomes[rank] = err
+
+        threads = [threading.Thread(target=one, args=(rank,)) for rank in range(len(self.slots))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+
+def test_a_record_refused_on_one_rank_is_refused_on_every_rank(bpe_tokenizer_dir, tiny_vision, tmp_path,
+                                                                monkeypatch):
+    """Each of two ranks measures every second record. The rank that meets a refused record (as one the tokenizer
+    rejects is) says so, and the other says the same instead of waiting in the sum for a rank that has left."""
+    import llava_ln.data.dataset as dataset_module
+    from llava_ln.core.distributed import DistContext
+
+    path = write_json(str(tmp_path / "data.json"), [record(f"r{i}", "Hi?", "Hello.") for i in range(4)])
+    tokenizer = load_tokenizer(bpe_tokenizer_dir)
+    datasets = [make_dataset(path, tokenizer, tiny_vision("clip")) for _ in range(2)]
+    ranks = _ThreadRanks(2)
+    monkeypatch.setattr(dataset_module, "all_gather_objects", ranks.all_gather_objects, raising=False)
+    monkeypatch.setattr(dataset_module, "all_reduce_sum_int64", ranks.all_reduce_sum_int64)
+    process = dataset_module.LlavaDataset.process
+
+    def refusing(self, index):
+        if index == 3:  # the second record of rank 1's share
+            raise LlavaLnError(f"{self.index.where(index, 'r3')}: the tokenizer rejects this record")
+        return process(self, index)
+
+    monkeypatch.setattr(dataset_module.LlavaDataset, "process", refusing)
+    refused = ranks.run(lambda rank: datasets[rank].token_lengths(DistContext(rank=rank, world_size=2,
+                                                                               backend="gloo")))
+    for outcome in refused:
+        assert isinstance(outcome, LlavaLnError), outcome
+        assert str(outcome).endswith("data.json: record 'r3' (#3): the tokenizer rejects this record"), outcome
+    monkeypatch.setattr(dataset_module.LlavaDataset, "process", process)  # without the refusal: every length, each
+    measured = ranks.run(lambda rank: datasets[rank].token_lengths(DistContext(rank=rank, world_size=2,
+                                                                                backend="gloo")))
+    assert measured[0].tolist() == measured[1].tolist() == datasets[0].token_lengths().tolist()

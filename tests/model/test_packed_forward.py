@@ -15,6 +15,7 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.data.encode import DataCollator
 from llava_ln.data.packing import PackedCollator
 from llava_ln.model.forward import multimodal_forward
+from llava_ln.model.packed_attention import packed_attention_problem
 from llava_ln.model.parts import language_model_of, unwrap
 from llava_ln.training.packing import check_packing_model, packing_attention_problem
 
@@ -147,3 +148,42 @@ def test_the_training_loss_of_a_packed_batch_is_that_of_its_samples(tiny_llm, ti
     supervised = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in (padded, packed)]
     assert supervised[0] == supervised[1] > 0
     torch.testing.assert_close(TrainingModule(model)(packed), TrainingModule(model)(padded), rtol=1e-5, atol=1e-6)
+
+
+# A tiny decoder of each family: what every family's config calls its sizes (only those it has are set).
+_TINY_SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                   intermediate_size=64, ffn_dim=64, word_embed_proj_dim=32, vocab_size=128,
+                   max_position_embeddings=64, sliding_window=8)
+
+
+def _tiny_decoder(family: str, attention: str, **config_values):
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model(family)
+    for name, value in {**_TINY_SIZES, **config_values}.items():
+        if hasattr(config, name):
+            setattr(config, name, value)
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:config.num_hidden_layers]
+    return AutoModel.from_config(config, attn_implementation=attention).eval()
+
+
+# (family, the verdict it must get, config values): mistral picks its mask factory into a variable, gemma3 passes a
+# copied keyword dict; OPT calls the factory without position ids, an LFM2 convolution layer carries tokens over.
+FAMILIES = [("llama", "allowed", {}), ("mistral", "allowed", {}), ("gemma3_text", "allowed", {}),
+            ("opt", "refused", {}), ("lfm2", "refused", {"layer_types": ["conv", "full_attention"]})]
+
+
+@pytest.mark.parametrize("family,verdict,config_values", FAMILIES, ids=[f for f, _, _ in FAMILIES])
+def test_the_packing_verdict_is_what_the_model_computes(family, verdict, config_values):
+    """A family is refused exactly when a sample packed after another computes something else than alone."""
+    torch.manual_seed(0)
+    llm = _tiny_decoder(family, "sdpa", **config_values)
+    first, second = torch.randint(3, 100, (1, 12)), torch.randint(3, 100, (1, 10))
+    positions = torch.cat([torch.arange(12), torch.arange(10)])[None]
+    with torch.no_grad():
+        packed = llm(input_ids=torch.cat([first, second], 1), position_ids=positions, use_cache=False)
+        alone = llm(input_ids=second, position_ids=positions[:, 12:], use_cache=False)
+    leaks = not torch.allclose(packed.last_hidden_state[0, 12:], alone.last_hidden_state[0], atol=1e-5)
+    problem = packed_attention_problem(llm)
+    assert leaks == (verdict == "refused") and (problem is not None) == leaks, problem

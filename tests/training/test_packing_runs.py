@@ -11,6 +11,7 @@ from launch_helpers import PARTITIONED_LOG, deepspeed_launch
 from train_helpers import flags, read_log, train_world, trained
 
 from llava_ln.cli import main as cli_main
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.train import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,7 +29,7 @@ def _config(directory: str) -> dict:
         return json.load(handle)
 
 
-def test_a_packed_run_resumes_bit_for_bit(world, tmp_path):
+def test_a_packed_run_resumes_bit_for_bit(world, tmp_path, monkeypatch):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     assert main(flags(world, straight, **PACKED)) == 0
     log = read_log(straight)
@@ -41,6 +42,12 @@ def test_a_packed_run_resumes_bit_for_bit(world, tmp_path):
         assert tensor.equal(trained(resumed)[name]), name
     assert [read_log(resumed)[s]["loss"] for s in (3, 4)] == [log[s]["loss"] for s in (3, 4)]
     assert [read_log(resumed)[s]["tokens"] for s in (3, 4)] == [log[s]["tokens"] for s in (3, 4)]
+    # The same flags on a machine where auto picks FlashAttention pack one row per micro-batch, other micro-batches
+    # than the checkpoint's data position counts in: refused, not silently reading other samples.
+    monkeypatch.setattr("llava_ln.train.one_row_for", lambda model: True)
+    with pytest.raises(LlavaLnError, match=r"saved with packed_row_tokens=\d+ but this run has 512 \(the attention"):
+        main(flags(world, str(tmp_path / "other_rows"), resume_from_checkpoint=os.path.join(straight, "checkpoint-2"),
+                   **PACKED))
 
 
 @pytest.mark.slow
@@ -78,7 +85,6 @@ def test_combinations_that_cannot_be_right_are_one_line(world, tmp_path, capsys,
 def test_describe_plans_memory_in_tokens_per_packed_micro_batch(tiny_llm, tiny_vision):
     from llava_ln.commands.args import DescribeArguments
     from llava_ln.commands.prepare import describe
-    from llava_ln.core.errors import LlavaLnError
     from llava_ln.model.args import ModelArguments
     from llava_ln.tuning.args import TuningArguments
 
@@ -93,3 +99,6 @@ def test_describe_plans_memory_in_tokens_per_packed_micro_batch(tiny_llm, tiny_v
     assert padded["tokens_per_micro_batch"] == 6 * 512 and padded["estimated_peak_gib"] > packed["estimated_peak_gib"]
     with pytest.raises(LlavaLnError, match="--packing needs --max_tokens_per_batch"):
         describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(packing=True, **memory))
+    with pytest.raises(LlavaLnError, match="--per_device_train_batch_size counts samples; with --packing"):
+        describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(
+            packing=True, max_tokens_per_batch=3000, per_device_train_batch_size=6, **memory))
