@@ -254,8 +254,17 @@ def _vision_settings(model, args: TuningArguments):
     scope = tower_scope(model, args.vision_tune_last_layers)
     vision_lora = None
     if vision_mode.uses_lora:
+        # Checked before PEFT wraps anything: PEFT itself would fail on an empty target list with its own error.
+        if not tower_lora_targets(model, scope):
+            raise _nothing_of_the_tower(vision_mode, model)
         vision_lora = LoraSettings(args.vision_lora_r, args.vision_lora_alpha, args.lora_dropout)
     return vision_mode, scope, vision_lora
+
+
+def _nothing_of_the_tower(vision_mode: VisionTuneMode, model) -> LlavaLnError:
+    layer = unwrap(model).config.vision_feature_layer
+    return LlavaLnError(f"--vision_tune_mode {vision_mode.name}: nothing of the tower can train (the feature layer "
+                        f"{layer}, --mm_vision_select_layer, reaches no tensor of that kind)")
 
 
 def saved_tensor_names(model, args: TuningArguments) -> frozenset:
@@ -299,8 +308,7 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
     if not trainable:
         raise LlavaLnError(f"--tune_mode {mode.name} leaves nothing to train in this model")
     if scope and not any(group_of[n] in VISION_GROUPS for n in trainable):
-        raise LlavaLnError(f"--vision_tune_mode {vision_mode.name}: nothing of the tower can train (the feature layer "
-                           f"{unwrap(model).config.vision_feature_layer} reaches no tensor of that kind)")
+        raise _nothing_of_the_tower(vision_mode, model)
     only_connector = all(group_of[n] == "connector" for n in trainable)
     plan = TuningPlan(
         mode=mode, stage=1 if only_connector and not connector_pretrained else 2, tune_embeddings=tune_embeddings,

@@ -147,6 +147,11 @@ def test_bad_tower_flags_are_one_line(tiny_llm, tiny_vision):
         build(tiny_llm, tiny_vision, vision_tune_mode="ln", mm_vision_tower_lr=float("inf"))
     with pytest.raises(LlavaLnError, match="--vision_lora_r 0: must be >= 1"):
         build(tiny_llm, tiny_vision, vision_tune_mode="lora", vision_lora_r=0)
+    # Feature layer 0 is the embeddings' output: no encoder layer, so no linear for the tower's LoRA (nor,
+    # in SigLIP, any norm) can reach it; refused before PEFT would fail on an empty target list.
+    for family, mode in (("clip", "lora"), ("siglip", "ln")):
+        with pytest.raises(LlavaLnError, match=f"--vision_tune_mode {mode}: nothing of the tower can train"):
+            build(tiny_llm, tiny_vision, family, 0, vision_tune_mode=mode)
 
 
 def test_the_readme_tower_table_lists_every_tower_mode_in_the_registry_order():
