@@ -8,8 +8,10 @@ in, whether the LLM's linear layers stay frozen, and the LoRA settings (the LLM'
 The optimizer, the run manifest, the checkpointer, merge and export take the plan instead of
 re-deriving any of it from the mode's name.
 """
+import contextlib
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -197,15 +199,21 @@ def _wrap_lora(model, lora: LoraSettings | None, vision_lora: LoraSettings | Non
     return wrap_peft(model, config)
 
 
-def wrap_peft(model, config):
-    """get_peft_model(model, config), without the FutureWarning transformers raises when PEFT reads the
-    deprecated `is_gradient_checkpointing` while wrapping: the deprecated call is PEFT's, the value unchanged."""
-    import warnings
-
-    from peft import get_peft_model
-
+@contextlib.contextmanager
+def quiet_peft_wrapping():
+    """Around PEFT wrapping a model (get_peft_model, PeftModel.from_pretrained): without the FutureWarning
+    transformers raises when PEFT reads the deprecated `is_gradient_checkpointing`, a read that is PEFT's own and
+    whose value is unchanged."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def wrap_peft(model, config):
+    """get_peft_model(model, config), quietly (quiet_peft_wrapping)."""
+    from peft import get_peft_model
+
+    with quiet_peft_wrapping():
         return get_peft_model(model, config)
 
 
