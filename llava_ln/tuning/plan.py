@@ -21,11 +21,11 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
 from llava_ln.model.quantize import logical_numel, quantization_of
-from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.args import TuningArguments, check_tuning_names
 from llava_ln.tuning.groups import GROUPS, classify_parameters
 from llava_ln.tuning.modes import TuneMode, get_tune_mode, refuse_on_quantized_base, resolve_tune_embeddings
 from llava_ln.tuning.tower_scope import tower_lora_targets, tower_scope
-from llava_ln.tuning.vision_modes import VISION_TUNE_MODES, VisionTuneMode, get_vision_tune_mode
+from llava_ln.tuning.vision_modes import FROZEN, VISION_TUNE_MODES, VisionTuneMode, get_vision_tune_mode
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class TuningPlan:
     optimizer_groups: tuple  # OptimizerGroup, in a fixed order
     mm_projector_lr: float | None = None
     norm_lr: float | None = None
-    vision_mode: VisionTuneMode = VISION_TUNE_MODES["frozen"]
+    vision_mode: VisionTuneMode = VISION_TUNE_MODES[FROZEN]
     vision_last_layers: int = 0  # --vision_tune_last_layers (0: every reachable encoder layer)
     vision_lora: LoraSettings | None = None
     mm_vision_tower_lr: float | None = None
@@ -253,11 +253,9 @@ def _trainable_names(model, mode: TuneMode, tune_embeddings: bool, group_of: dic
 
 def _vision_settings(model, args: TuningArguments):
     """(VisionTuneMode, TowerScope or None, tower LoRA settings or None), checked."""
+    check_tuning_names(args)
     vision_mode = get_vision_tune_mode(args.vision_tune_mode)
-    if vision_mode.name == "frozen":
-        if args.vision_tune_last_layers:
-            raise LlavaLnError(f"--vision_tune_last_layers {args.vision_tune_last_layers} needs a --vision_tune_mode "
-                               "other than frozen")
+    if vision_mode.name == FROZEN:
         return vision_mode, None, None
     scope = tower_scope(model, args.vision_tune_last_layers)
     vision_lora = None
