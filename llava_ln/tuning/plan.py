@@ -189,6 +189,9 @@ def _wrap_lora(model, lora: LoraSettings | None, vision_lora: LoraSettings | Non
     from peft import LoraConfig
 
     llm_targets = lora_target_modules(model) if lora else []
+    for flag, settings, targets in (("lora_r", lora, llm_targets), ("vision_lora_r", vision_lora, vision_targets)):
+        if settings:
+            _warn_rank_above_layers(model, flag, settings.r, targets)
     main = lora or vision_lora
     patterns = {}
     if lora and vision_lora:
@@ -197,6 +200,17 @@ def _wrap_lora(model, lora: LoraSettings | None, vision_lora: LoraSettings | Non
     config = LoraConfig(r=main.r, lora_alpha=main.alpha, lora_dropout=main.dropout,
                         target_modules=llm_targets + list(vision_targets), bias="none", **patterns)
     return wrap_peft(model, config)
+
+
+def _warn_rank_above_layers(model, flag: str, rank: int, targets: list) -> None:
+    """A LoRA rank above min(in, out) of every layer it adapts buys no expressiveness (a full-rank update needs
+    no more), only parameters and optimizer state; PEFT accepts it, so say so instead of training it silently."""
+    llava = unwrap(model)
+    most = max((min(module.in_features, module.out_features) for module in map(llava.get_submodule, targets)),
+               default=None)
+    if most is not None and rank > most:
+        logger.warning("--%s %d is above the rank any layer it adapts can have (%d at most): the factors then hold "
+                       "more parameters than a full-rank update, and learn nothing more", flag, rank, most)
 
 
 @contextlib.contextmanager
