@@ -27,7 +27,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
-from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.core.processes import forward_stop_signals
 from llava_ln.experiments import launcher
@@ -41,7 +40,6 @@ from llava_ln.experiments.compare_settings import (
 from llava_ln.experiments.entries import run_entry, write_comparison
 from llava_ln.experiments.run_state import RunFolder, costs, ensure_trained, evaluate_run
 from llava_ln.experiments.runs import RunSpec, mode_runs, parse_rates, parse_variants, variant_runs
-from llava_ln.training.command_line import read_train_command
 
 logger = logging.getLogger("llava_ln.compare")
 STAGE1 = "stage1"
@@ -65,11 +63,10 @@ def _compare(args: CompareArguments) -> dict:
     overrides = parse_rates(args.lr)
     runs = mode_runs([m.strip() for m in args.modes.split(",") if m.strip()], setup.recipe, overrides)
     runs += variant_runs(parse_variants(args.variants), setup.recipe, overrides, {r.name for r in runs} | {STAGE1})
-    stage1 = setup.paths["pretrain_mm_mlp_adapter"]
-    _check_command_lines(args, setup, runs, out, stage1)
     started, cpu_before = time.perf_counter(), _cpu_seconds()
     outcomes = {}
 
+    stage1 = setup.paths["pretrain_mm_mlp_adapter"]
     if not stage1:
         folder = RunFolder(out, STAGE1)
         flags = stage1_flags(args, setup, folder.run_dir)
@@ -100,19 +97,6 @@ def _compare(args: CompareArguments) -> dict:
 
     payload["plots"] = comparison_plots(out, payload)
     return payload
-
-
-def _check_command_lines(args, setup: Setup, runs: list, out: str, stage1: str | None) -> None:
-    """Every run's train command line read as train reads it, before the first run trains: a bad value in a
-    variant or in --train_args stops the comparison now, not when that run's turn comes."""
-    lines = [] if stage1 else [(STAGE1, stage1_flags(args, setup, RunFolder(out, STAGE1).run_dir))]
-    lines += [(run.name, stage2_flags(args, setup, run, RunFolder(out, run.name).run_dir,
-                                      stage1 or RunFolder(out, STAGE1).run_dir)) for run in runs]
-    for name, flags in lines:
-        try:
-            read_train_command(flags)
-        except LlavaLnError as err:
-            raise LlavaLnError(f"compare: run {name}: {err}") from None
 
 
 def _cpu_seconds() -> float:

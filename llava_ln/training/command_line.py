@@ -1,10 +1,8 @@
-"""A train command line read and checked before anything loads: what train.py and `compare` share.
+"""A train command line read and checked before anything loads: read_train_command, train.py's first step.
 
 LLaVA's flag names are translated (training.llava_flags), every flag is parsed against its declared
 domain, and every refusal that needs no model runs: flag combinations, the DeepSpeed config file, a
-quantized base's limits, --packing's combinations, the tuning modes' names. `compare` reads each of
-its runs' command lines this way before it trains the first, so a bad value in a variant stops the
-comparison at once instead of hours later when that run's turn comes.
+quantized base's limits, --packing's combinations, the tuning modes' names.
 """
 from dataclasses import dataclass
 
