@@ -24,28 +24,24 @@ from llava_ln.checkpoint.manifest import run_manifest
 from llava_ln.checkpoint.run_folder import frozen_connector_values, load_connector
 from llava_ln.checkpoint.run_start import resolve_start
 from llava_ln.core.distributed import distributed_session
-from llava_ln.core.flags import parse_command_flags
 from llava_ln.core.folder_lock import owned_folder
 from llava_ln.data import DataCollator, build_train_dataset, build_train_sampler, load_data_components
 from llava_ln.evaluation.during_training import in_training_hooks
 from llava_ln.kernels import apply_kernels
 from llava_ln.model.parts import unwrap
 from llava_ln.model.quantize import quantize_llm_linears
-from llava_ln.training.args import TRAIN_FLAGS, check_training_args
 from llava_ln.training.checkpointing import Checkpointer, RunIdentity, restore_exact_connector
+from llava_ln.training.command_line import read_train_command
 from llava_ln.training.data_order import DataOrder, total_steps_for
-from llava_ln.training.guards.quantized_base import check_quantized_run
 from llava_ln.training.guards.resume_check import check_resume_flags, run_defining_flags, run_record
 from llava_ln.training.guards.run_ownership import run_inputs
 from llava_ln.training.guards.stop_signals import StopSignals
-from llava_ln.training.llava_flags import translate_llava_flags
 from llava_ln.training.loop import Loop
 from llava_ln.training.memory.policy import checkpoint_first_blocks, resolve_precision
 from llava_ln.training.memory.recompute import resolve_recompute
 from llava_ln.training.optim import trainable_state_savings, use_sparse_embedding_grad
 from llava_ln.training.packing import (
     build_packer,
-    check_packing_combination,
     check_packing_model,
     collator_for,
     one_row_for,
@@ -59,7 +55,6 @@ from llava_ln.training.reporting import (
     write_run_info,
 )
 from llava_ln.training.strategy import TorchStrategy
-from llava_ln.training.zero.config_types import check_zero_config_file
 from llava_ln.training.zero.partitioned_init import build_training_model
 from llava_ln.tuning.plan import apply_tune_mode
 
@@ -68,12 +63,10 @@ logger = logging.getLogger("llava_ln.train")
 
 def main(argv=None) -> int:
     # 1. Flags (LLaVA's names too); a multimodal --model_name_or_path decides the model flags it fixes.
-    argv, llava_flags = translate_llava_flags(sys.argv[1:] if argv is None else argv)
-    model_args, data_args, tuning_args, args = parse_command_flags(argv, TRAIN_FLAGS)
-    check_training_args(args)  # combinations of flags; each flag's own domain was checked by parse_flags
-    check_zero_config_file(args.deepspeed)  # every field's type and domain, the optimizer type: before any model
-    quantization = check_quantized_run(model_args, tuning_args, args)  # --bits 4|8: refuse what cannot combine
-    check_packing_combination(args, data_args, llava_flags.explicit)  # --packing: token budgets, not sample counts
+    command = read_train_command(sys.argv[1:] if argv is None else argv)  # every check that needs no model
+    model_args, data_args, tuning_args, args = (command.model_args, command.data_args, command.tuning_args,
+                                                command.args)
+    llava_flags, quantization = command.llava_flags, command.quantization
     llava_flags.apply_cache_dir()
     data_seed = args.seed if args.data_seed is None else args.data_seed
     with StopSignals(args.stop_signals) as stops, distributed_session("cpu" if args.use_cpu else "auto",

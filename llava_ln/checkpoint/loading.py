@@ -129,6 +129,10 @@ def _build_run_model(path: str, manifest: Manifest, tokenizer: PreTrainedTokeniz
     if manifest.image_token_id is not None and spec.image_token_id != manifest.image_token_id:
         raise LlavaLnError(f"{path}: the tokenizer gives <image> id {spec.image_token_id}, the run used "
                            f"{manifest.image_token_id} (different tokenizer?)")
+    if manifest.vision_model_type not in (None, spec.vision_model_type):
+        raise LlavaLnError(f"{path}: the run trained with a {manifest.vision_model_type} vision tower, but "
+                           f"{manifest.vision_tower} is a {spec.vision_model_type} (checkpoint from another model, or "
+                           "a different --vision_tower?)")
     has_tensors = bool(tensor_files(path, TRAINED_STEM))
     verify_run_files(path, manifest)
     if has_tensors:

@@ -61,6 +61,10 @@ class Manifest:
     vision_tune_mode: str = FROZEN
     vision_tune_last_layers: int = 0
     vision_lora: dict | None = None
+    # The tower's kind (its config's model_type): towers of two kinds can share every tensor name and shape
+    # (CLIP's and SigLIP's encoder layers do), so only this tells a run's trained tensors from another tower's.
+    # None in manifests written before it was recorded.
+    vision_model_type: str | None = None
     format_version: int = FORMAT_VERSION
     llava_ln_version: str = __version__
 
@@ -155,6 +159,7 @@ _FIELD_CHECKS = {
     "vision_tune_mode": (lambda v: v in VISION_TUNE_MODES, f"one of {', '.join(VISION_TUNE_MODES)}"),
     "vision_tune_last_layers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "vision_lora": (_optional(_lora), "null or {\"r\": int > 0, \"alpha\": number, \"dropout\": number}"),
+    "vision_model_type": (_optional(_non_empty_str), "null or a model_type"),
     "llava_ln_version": (lambda v: isinstance(v, str), "a string"),
 }
 
@@ -201,6 +206,7 @@ def run_manifest(spec, model_args, data_args, plan, pretrain_adapter: str | None
         vision_tune_mode=plan.vision_mode.name,
         vision_tune_last_layers=plan.vision_last_layers,
         vision_lora=plan.vision_lora.to_dict() if plan.vision_lora else None,
+        vision_model_type=spec.vision_model_type,
     )
 
 

@@ -46,7 +46,7 @@ from llava_ln.core.pretrained import load_pretrained
 from llava_ln.core.saving import save_pretrained
 from llava_ln.model.backbones import WEIGHT_LOAD_ERRORS
 from llava_ln.model.parts import unwrap
-from llava_ln.tuning.plan import saved_tensor_names
+from llava_ln.tuning.plan import quiet_peft_wrapping, saved_tensor_names
 
 TRAINED_STEM = "trained"
 STAGE1_CONNECTOR_STEM = "stage1_connector"
@@ -189,7 +189,8 @@ def _attach_adapter(model, adapter_dir: str):
         raise LlavaLnError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json not found)")
     _adapter_weights(adapter_dir)  # PEFT must find safetensors, never fall back to a pickle
     try:
-        return load_pretrained(PeftModel, model, adapter_dir, is_trainable=False)
+        with quiet_peft_wrapping():
+            return load_pretrained(PeftModel, model, adapter_dir, is_trainable=False)
     except WEIGHT_LOAD_ERRORS as err:
         raise LlavaLnError(f"{adapter_dir}: LoRA adapter does not fit this base model ({short_reason(err)})") from None
 
@@ -284,8 +285,11 @@ def check_manifest_agrees(run_dir: str, manifest: Manifest, base_model) -> None:
     expected = saved_tensor_names(base_model, tuning_arguments(manifest))
     for name in sorted(stored ^ expected):
         what = "does not train" if name in stored else "trains"
-        raise LlavaLnError(f"{where}: tune_mode {manifest.tune_mode} (tune_embeddings {manifest.tune_embeddings}) "
-                           f"{what} tensor {name}, but the run's trained tensors say otherwise (edited manifest?)")
+        # The set is computed on this base: another tower (or LLM) of the same shapes changes it as much as an edit.
+        raise LlavaLnError(f"{where}: tune_mode {manifest.tune_mode} (tune_embeddings {manifest.tune_embeddings}, "
+                           f"vision_tune_mode {manifest.vision_tune_mode}) {what} tensor {name} of this base model, but "
+                           "the run's trained tensors say otherwise (a different base, such as another --vision_tower, "
+                           "or an edited manifest?)")
 
 
 def check_run_against_base(run_dir: str, manifest: Manifest, base_model) -> None:

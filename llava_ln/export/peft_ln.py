@@ -71,11 +71,12 @@ def export_peft_ln(checkpoint: str, output_dir: str, overrides=None, settings=No
     settings = settings or ExportSettings()
     check_output_dir(output_dir, settings.overwrite, checkpoint, overrides)
     manifest = effective_manifest(checkpoint, overrides)
+    if manifest.kind != "merged":  # a tuned tower first, as for peft-lora: no adapter format can carry it
+        refuse_tuned_tower("peft-ln", checkpoint, manifest)
     if manifest.kind == "merged" or not get_tune_mode(manifest.tune_mode).changes_llm_norms_only:
         what = "a merged checkpoint" if manifest.kind == "merged" else f"a --tune_mode {manifest.tune_mode} run"
         raise LlavaLnError(f"--format peft-ln carries the norm deltas of an ln or ln_simple run folder; {checkpoint} "
                            f"is {what}; use --format hf (or `llava-ln merge`) instead")
-    refuse_tuned_tower("peft-ln", checkpoint, manifest)
     source = load_checkpoint(checkpoint, overrides, dtype=torch.float32, device=settings.device,
                              attn_implementation=reference_attention())
     norms = _norm_modules(source.model)

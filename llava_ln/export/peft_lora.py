@@ -34,17 +34,19 @@ from llava_ln.export.peft_ln import text_probes
 from llava_ln.export.probes import OurPipeline, run_probes
 from llava_ln.export.verify import ExportSettings, compare_all, probe_results, run_child
 from llava_ln.model.builder import build_mllm
-from llava_ln.tuning.plan import wrap_peft
+from llava_ln.tuning.plan import quiet_peft_wrapping, wrap_peft
 
 LLM_PREFIX = "model.language_model."
 
 
 def _refuse(checkpoint: str, manifest) -> None:
+    # A tuned tower first: no adapter format can carry it, so pointing at peft-ln would only lead to its refusal.
+    if manifest.kind != "merged":
+        refuse_tuned_tower("peft-lora", checkpoint, manifest)
     if manifest.kind == "merged" or manifest.lora is None:
         what = "a merged checkpoint" if manifest.kind == "merged" else f"a --tune_mode {manifest.tune_mode} run"
         raise LlavaLnError(f"--format peft-lora carries the LoRA factors of a lora run folder; {checkpoint} is {what}; "
                            "use --format hf (or peft-ln for norm runs)")
-    refuse_tuned_tower("peft-lora", checkpoint, manifest)
     if manifest.source:
         raise LlavaLnError(f"--format peft-lora: {checkpoint} started from the multimodal checkpoint "
                            f"{manifest.source['path']}, which has no plain base LLM to apply an adapter to; use "
@@ -125,7 +127,8 @@ def _verify(folder, checkpoint, manifest, pipeline_args, tokenizer, settings, lo
     from transformers import AutoConfig
 
     model, _ = build_mllm(model_arguments_from(manifest, reference_attention()), tokenizer, dtype=torch.float32)
-    model = load_pretrained(PeftModel, model, os.path.join(checkpoint, ADAPTER_DIR)).to(settings.device).eval()
+    with quiet_peft_wrapping():
+        model = load_pretrained(PeftModel, model, os.path.join(checkpoint, ADAPTER_DIR)).to(settings.device).eval()
     base_vocab = load_pretrained(AutoConfig, manifest.llm).get_text_config().vocab_size
     stops = set(stop_token_ids(tokenizer, get_template(manifest.conv_template, tokenizer)))
     probes = text_probes()

@@ -68,6 +68,7 @@ class MultimodalSpec:
     num_image_tokens: int
     attn_implementation: str
     source: dict | None = None  # a multimodal --model_name_or_path: {"kind", "path"} (model.llava_checkpoints)
+    vision_model_type: str | None = None  # the tower config's model_type (clip_vision_model, siglip_vision_model)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -243,6 +244,7 @@ def build_mllm(args: ModelArguments, tokenizer: PreTrainedTokenizerBase | None =
         num_image_tokens=n_tokens,
         attn_implementation=attn,
         source=source.record() if source else None,
+        vision_model_type=vision.config.model_type,
     )
     return model, spec
 

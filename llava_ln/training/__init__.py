@@ -2,6 +2,7 @@
 
   args                 the training flags (Hugging Face TrainingArguments names)
   llava_flags          LLaVA's flags: aliases, no-ops and one-line refusals; the default tune mode
+  command_line         a train command line parsed and checked before anything loads (read_train_command)
   optim                AdamW with bf16 moments and/or row-sparse embedding gradients (trainable-state memory)
   strategy             the Strategy interface and the StepOutcome it returns, the training module, plain PyTorch / DDP
   data_order           which samples each rank reads at each micro-step (a pure function of seed and epoch)

@@ -250,8 +250,9 @@ def _check_names(directory: str, reader: TensorReader, named: list) -> None:
     missing, extra = sorted(expected - stored), sorted(stored - expected)
     if missing or extra:
         what = f"lacks {missing[0]}" if missing else f"holds {extra[0]}, which this run does not train"
-        raise LlavaLnError(f"--resume_from_checkpoint {directory}: the checkpoint {what} (other --tune_mode or "
-                           "model?)")
+        raise LlavaLnError(f"--resume_from_checkpoint {directory}: the checkpoint {what} (saved with another --tune_mode, "
+                           "--tune_embeddings, --tune_connector, tower setting (--vision_tune_mode, "
+                           "--vision_tune_last_layers, --mm_vision_select_layer) or model?)")
     for name, param in named:
         shape = reader.shape(name)
         if shape != _shape(param):

@@ -23,6 +23,7 @@ from llava_ln.data.args import DataArguments
 from llava_ln.model.args import ModelArguments
 from llava_ln.training.args import TrainingArguments
 from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.vision_modes import FROZEN
 
 logger = logging.getLogger("llava_ln.train")
 
@@ -131,8 +132,11 @@ class LlavaFlags:
         """Warn about each given flag the chosen mode ignores; returns the lines (also kept for run_config)."""
         lines = []
         if not plan.mode.uses_lora:
+            # The tower's LoRA has its own rank and alpha but shares --lora_dropout (tuning.plan).
+            shared = ("lora_dropout",) if plan.vision_mode.uses_lora else ()
             lines += [f"--{name} has no effect: --tune_mode {plan.mode.name} trains no LoRA"
-                      for name in ("lora_r", "lora_alpha", "lora_dropout") if name in self.explicit]
+                      for name in ("lora_r", "lora_alpha", "lora_dropout") if name in self.explicit
+                      and name not in shared]
         if "mm_projector_lr" in self.explicit and not plan.trains_connector:
             lines.append(f"--mm_projector_lr has no effect: the connector is frozen in --tune_mode {plan.mode.name}")
         trains_norms = any(plan.group_of[n] == "llm_norms" for n in plan.trainable)
@@ -353,6 +357,9 @@ def _mm_tunable_parts(flags, name, value, given):
                                f"{given['vision_tune_mode']} is also given; pass one of them")
         if "vision_tune_mode" not in given:
             out += ["--vision_tune_mode", "full"]
+    elif given.get("vision_tune_mode") not in (None, FROZEN):
+        raise LlavaLnError(f"--mm_tunable_parts does not list mm_vision_tower (the tower stays frozen), but "
+                           f"--vision_tune_mode {given['vision_tune_mode']} trains it; pass one of them")
     flags.note(f"--{name} {value}", " ".join(out), "the listed parts train, the others stay frozen")
     return out
 

@@ -2,9 +2,10 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.flag_domains import Domain
-from llava_ln.tuning.modes import TUNE_MODES
-from llava_ln.tuning.vision_modes import FROZEN, VISION_TUNE_MODES
+from llava_ln.tuning.modes import TUNE_MODES, get_tune_mode
+from llava_ln.tuning.vision_modes import FROZEN, VISION_TUNE_MODES, get_vision_tune_mode
 
 # A learning rate: 0 freezes the group (its tensors still count as trainable).
 LEARNING_RATES = Domain(ge=0)
@@ -62,3 +63,14 @@ class TuningArguments:
                   "name. Full tower tuning usually wants a rate well below the LLM's (LLaVA-NeXT: 2e-6).",
                   "domain": LEARNING_RATES},
     )
+
+
+def check_tuning_names(args: TuningArguments) -> None:
+    """What the tuning flags say without a model: known mode names, and no tower setting for a frozen tower.
+
+    train checks this before it loads anything (a 7B base takes minutes), and the plan again for arguments built
+    in code; what needs the model (how many tower layers the feature layer reaches) waits for the plan."""
+    get_tune_mode(args.tune_mode)
+    if get_vision_tune_mode(args.vision_tune_mode).name == FROZEN and args.vision_tune_last_layers:
+        raise LlavaLnError(f"--vision_tune_last_layers {args.vision_tune_last_layers} needs a --vision_tune_mode "
+                           "other than frozen")

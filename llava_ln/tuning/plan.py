@@ -8,8 +8,10 @@ in, whether the LLM's linear layers stay frozen, and the LoRA settings (the LLM'
 The optimizer, the run manifest, the checkpointer, merge and export take the plan instead of
 re-deriving any of it from the mode's name.
 """
+import contextlib
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -19,11 +21,11 @@ from llava_ln.core.errors import LlavaLnError
 from llava_ln.core.flag_domains import check_flag_domains
 from llava_ln.model.parts import decoder_layers_of, language_model_of, unwrap
 from llava_ln.model.quantize import logical_numel, quantization_of
-from llava_ln.tuning.args import TuningArguments
+from llava_ln.tuning.args import TuningArguments, check_tuning_names
 from llava_ln.tuning.groups import GROUPS, classify_parameters
 from llava_ln.tuning.modes import TuneMode, get_tune_mode, refuse_on_quantized_base, resolve_tune_embeddings
 from llava_ln.tuning.tower_scope import tower_lora_targets, tower_scope
-from llava_ln.tuning.vision_modes import VISION_TUNE_MODES, VisionTuneMode, get_vision_tune_mode
+from llava_ln.tuning.vision_modes import FROZEN, VISION_TUNE_MODES, VisionTuneMode, get_vision_tune_mode
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class TuningPlan:
     optimizer_groups: tuple  # OptimizerGroup, in a fixed order
     mm_projector_lr: float | None = None
     norm_lr: float | None = None
-    vision_mode: VisionTuneMode = VISION_TUNE_MODES["frozen"]
+    vision_mode: VisionTuneMode = VISION_TUNE_MODES[FROZEN]
     vision_last_layers: int = 0  # --vision_tune_last_layers (0: every reachable encoder layer)
     vision_lora: LoraSettings | None = None
     mm_vision_tower_lr: float | None = None
@@ -187,6 +189,9 @@ def _wrap_lora(model, lora: LoraSettings | None, vision_lora: LoraSettings | Non
     from peft import LoraConfig
 
     llm_targets = lora_target_modules(model) if lora else []
+    for flag, settings, targets in (("lora_r", lora, llm_targets), ("vision_lora_r", vision_lora, vision_targets)):
+        if settings:
+            _warn_rank_above_layers(model, flag, settings.r, targets)
     main = lora or vision_lora
     patterns = {}
     if lora and vision_lora:
@@ -197,15 +202,32 @@ def _wrap_lora(model, lora: LoraSettings | None, vision_lora: LoraSettings | Non
     return wrap_peft(model, config)
 
 
-def wrap_peft(model, config):
-    """get_peft_model(model, config), without the FutureWarning transformers raises when PEFT reads the
-    deprecated `is_gradient_checkpointing` while wrapping: the deprecated call is PEFT's, the value unchanged."""
-    import warnings
+def _warn_rank_above_layers(model, flag: str, rank: int, targets: list) -> None:
+    """A LoRA rank above min(in, out) of every layer it adapts buys no expressiveness (a full-rank update needs
+    no more), only parameters and optimizer state; PEFT accepts it, so say so instead of training it silently."""
+    llava = unwrap(model)
+    most = max((min(module.in_features, module.out_features) for module in map(llava.get_submodule, targets)),
+               default=None)
+    if most is not None and rank > most:
+        logger.warning("--%s %d is above the rank any layer it adapts can have (%d at most): the factors then hold "
+                       "more parameters than a full-rank update, and learn nothing more", flag, rank, most)
 
-    from peft import get_peft_model
 
+@contextlib.contextmanager
+def quiet_peft_wrapping():
+    """Around PEFT wrapping a model (get_peft_model, PeftModel.from_pretrained): without the FutureWarning
+    transformers raises when PEFT reads the deprecated `is_gradient_checkpointing`, a read that is PEFT's own and
+    whose value is unchanged."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def wrap_peft(model, config):
+    """get_peft_model(model, config), quietly (quiet_peft_wrapping)."""
+    from peft import get_peft_model
+
+    with quiet_peft_wrapping():
         return get_peft_model(model, config)
 
 
@@ -245,17 +267,24 @@ def _trainable_names(model, mode: TuneMode, tune_embeddings: bool, group_of: dic
 
 def _vision_settings(model, args: TuningArguments):
     """(VisionTuneMode, TowerScope or None, tower LoRA settings or None), checked."""
+    check_tuning_names(args)
     vision_mode = get_vision_tune_mode(args.vision_tune_mode)
-    if vision_mode.name == "frozen":
-        if args.vision_tune_last_layers:
-            raise LlavaLnError(f"--vision_tune_last_layers {args.vision_tune_last_layers} needs a --vision_tune_mode "
-                               "other than frozen")
+    if vision_mode.name == FROZEN:
         return vision_mode, None, None
     scope = tower_scope(model, args.vision_tune_last_layers)
     vision_lora = None
     if vision_mode.uses_lora:
+        # Checked before PEFT wraps anything: PEFT itself would fail on an empty target list with its own error.
+        if not tower_lora_targets(model, scope):
+            raise _nothing_of_the_tower(vision_mode, model)
         vision_lora = LoraSettings(args.vision_lora_r, args.vision_lora_alpha, args.lora_dropout)
     return vision_mode, scope, vision_lora
+
+
+def _nothing_of_the_tower(vision_mode: VisionTuneMode, model) -> LlavaLnError:
+    layer = unwrap(model).config.vision_feature_layer
+    return LlavaLnError(f"--vision_tune_mode {vision_mode.name}: nothing of the tower can train (the feature layer "
+                        f"{layer}, --mm_vision_select_layer, reaches no tensor of that kind)")
 
 
 def saved_tensor_names(model, args: TuningArguments) -> frozenset:
@@ -299,8 +328,7 @@ def apply_tune_mode(model, args: TuningArguments, connector_pretrained: bool = F
     if not trainable:
         raise LlavaLnError(f"--tune_mode {mode.name} leaves nothing to train in this model")
     if scope and not any(group_of[n] in VISION_GROUPS for n in trainable):
-        raise LlavaLnError(f"--vision_tune_mode {vision_mode.name}: nothing of the tower can train (the feature layer "
-                           f"{unwrap(model).config.vision_feature_layer} reaches no tensor of that kind)")
+        raise _nothing_of_the_tower(vision_mode, model)
     only_connector = all(group_of[n] == "connector" for n in trainable)
     plan = TuningPlan(
         mode=mode, stage=1 if only_connector and not connector_pretrained else 2, tune_embeddings=tune_embeddings,

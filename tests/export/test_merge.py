@@ -118,6 +118,16 @@ def test_checkpoint_from_another_model_family_fails_on_the_cli_with_one_line(tmp
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_a_tower_of_another_kind_with_the_same_shapes_is_refused(tmp_path, runs, tiny_vision):
+    """The tiny CLIP and SigLIP towers share every encoder tensor's name and shape (the SigLIP run trains its
+    LoRA there): nothing but the recorded kind tells them apart, and merging would apply SigLIP-trained
+    tensors (and a connector fitted to SigLIP's features) to CLIP."""
+    with pytest.raises(LlavaLnError, match="the run trained with a siglip_vision_model vision tower, but .* is a "
+                                           "clip_vision_model"):
+        merge_checkpoint(runs["tower_lora"], str(tmp_path / "out"), BaseOverrides(vision_tower=tiny_vision("clip")))
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_merge_refuses_to_overwrite_and_to_remerge(tmp_path, runs):
     out = tmp_path / "out"
     out.mkdir()

@@ -47,7 +47,8 @@ def make_run(directory: str, llm: str, vision: str, mode: str, projector: str = 
                         lora=dict(LORA) if mode == "lora" else None, tune_embeddings=plan.tune_embeddings,
                         image_token_id=spec.image_token_id, num_image_tokens=spec.num_image_tokens,
                         vision_tune_mode=vision_tune_mode,
-                        vision_lora=dict(VISION_LORA) if plan.vision_lora else None)
+                        vision_lora=dict(VISION_LORA) if plan.vision_lora else None,
+                        vision_model_type=spec.vision_model_type)
     save_run(directory, model, manifest, tensors=trainable_tensors(model, plan), stage1_connector=stage1)
     return directory
 

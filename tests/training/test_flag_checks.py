@@ -54,6 +54,25 @@ def test_bad_numbers_are_one_line_naming_the_flag(tmp_path, capsys, flag, value,
     assert not os.path.exists(out)
 
 
+TUNING = [
+    (("--tune_mode", "norms"), "--tune_mode 'norms' is not one of connector, ln, ln_simple, lora, full, attn_qv, "
+                               "attn_mlp"),
+    (("--tune_mode", "ln", "--vision_tune_mode", "norms"), "--vision_tune_mode 'norms' is not one of frozen, ln, "
+                                                           "lora, full"),
+    (("--tune_mode", "ln", "--vision_tune_last_layers", "2"), "--vision_tune_last_layers 2 needs a --vision_tune_mode "
+                                                              "other than frozen"),
+]
+
+
+@pytest.mark.parametrize("argv,message", TUNING, ids=[" ".join(argv) for argv, _ in TUNING])
+def test_tuning_flags_that_need_no_model_are_checked_before_it_loads(tmp_path, capsys, argv, message):
+    """No model is given: these used to be refused only once the base (minutes at 7B) had loaded."""
+    out = str(tmp_path / "run")
+    assert cli_main(["train", "--output_dir", out, *argv]) == 2
+    assert capsys.readouterr().err == f"llava-ln: error: {message}\n"
+    assert not os.path.exists(out)
+
+
 def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     path = tmp_path / "a_file"
     path.write_text("x")

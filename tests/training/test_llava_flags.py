@@ -121,6 +121,14 @@ def test_a_flag_with_no_effect_in_the_mode_is_a_warning_naming_it(tiny_llm, tiny
     assert all(line in caplog.text for line in lines) and all(line in flags.record()["warnings"] for line in lines)
 
 
+def test_lora_dropout_is_no_warning_when_the_tower_trains_lora(tiny_llm, tiny_vision):
+    """The tower's LoRA shares --lora_dropout (its rank and alpha are its own), so only --lora_r is inert here."""
+    _, _, _, train, flags = parsed("--lora_r", "8", "--lora_dropout", "0.1", "--tune_mode", "ln",
+                                   "--vision_tune_mode", "lora")
+    plan = _plan(tiny_llm, tiny_vision, "ln", vision_tune_mode="lora", vision_lora_r=2, vision_lora_alpha=4)
+    assert [line.split()[0] for line in flags.warn_ineffective(plan, train)] == ["--lora_r"]
+
+
 def test_llava_next_unfreeze_is_the_full_tower_at_its_own_rate():
     _, _, tuning, _, flags = parsed("--unfreeze_mm_vision_tower", "True", "--mm_vision_tower_lr", "2e-6",
                                     "--tune_mode", "ln")
@@ -159,6 +167,8 @@ def test_tunable_parts_of_the_tower_alone_train_the_reachable_tower_and_nothing_
     (("--mm_tunable_parts", "mm_mlp_adapter", "--lora_enable", "True"), "--lora_enable True trains the LLM"),
     (("--mm_tunable_parts", "mm_language_model", "--tune_mode", "connector"), "--tune_mode connector freezes"),
     (("--mm_tunable_parts", "mm_vision_tower", "--vision_tune_mode", "ln"), "--vision_tune_mode ln is also given"),
+    (("--mm_tunable_parts", "mm_mlp_adapter,mm_language_model", "--vision_tune_mode", "ln"),
+     "does not list mm_vision_tower \\(the tower stays frozen\\), but --vision_tune_mode ln trains it"),
     (("--mm_tunable_parts", "mm_language_model", "--unfreeze_mm_vision_tower", "True"),
      "--unfreeze_mm_vision_tower True contradicts --mm_tunable_parts"),
     (("--mm_tunable_parts", "mm_language_model", "--tune_mm_mlp_adapter", "True"), "LLaVA-NeXT ignores the second"),

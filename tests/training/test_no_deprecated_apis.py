@@ -21,3 +21,16 @@ def test_checkpointing_and_lora_raise_no_future_warning(tmp_path_factory, tiny_l
         model, plan = apply_tune_mode(model, TuningArguments(tune_mode="lora", lora_r=2, lora_alpha=4))
         assert checkpoint_first_blocks(model, 1) == 1
     assert plan.mode.name == "lora"
+
+
+def test_loading_a_lora_run_raises_no_future_warning(tmp_path, tiny_llm, tiny_vision):
+    """merge, export and eval attach a run's adapter with PeftModel.from_pretrained, which wraps as get_peft_model."""
+    from export_helpers import make_run
+
+    from llava_ln.checkpoint.loading import load_checkpoint
+
+    run = make_run(str(tmp_path / "lora"), tiny_llm("llama"), tiny_vision("clip"), "lora", vision_tune_mode="lora")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        loaded = load_checkpoint(run)
+    assert type(loaded.model).__name__ == "PeftModel"

@@ -72,3 +72,22 @@ def test_a_checkpoint_that_predates_the_loss_weighting_flag_trained_with_llavas(
     assert changed_flags(before, {"--seed": 7, "--loss_weighting": "llava"}) == {}
     assert changed_flags(before, {"--seed": 7, "--loss_weighting": "token"}) == {
         "--loss_weighting": {"checkpoint": "llava", "now": "token"}}
+
+
+def test_tuning_the_tower_from_a_frozen_checkpoint_is_one_change_that_no_flag_allows(world, tmp_path):
+    """A frozen tower records no tower settings: the diff names the mode only, as frozen, not a row of nulls; and
+    what trains cannot change even with --allow_changed_flags (refused before the model is built)."""
+    tower = dict(stage=1, vision_tune_mode="ln", resume_from_checkpoint=_checkpoint(world))
+    with pytest.raises(LlavaLnError) as caught:
+        main(flags(world, str(tmp_path / "out"), **tower))
+    assert '--vision_tune_mode "ln" (checkpoint: "frozen"); resume' in str(caught.value)
+    assert "--vision_lora_r" not in str(caught.value) and "null" not in str(caught.value)
+    with pytest.raises(LlavaLnError, match='--vision_tune_mode "ln" .checkpoint: "frozen".: what trains cannot change '
+                                           "at a resume, not even with --allow_changed_flags"):
+        main(flags(world, str(tmp_path / "allowed"), allow_changed_flags=True, **tower))
+    assert not os.path.exists(os.path.join(tmp_path / "allowed", "run_config.json"))
+    # A checkpoint from before tower tuning existed records no tower flag at all: it trained a frozen tower.
+    assert changed_flags({"--seed": 7}, {"--seed": 7, "--vision_tune_mode": "frozen"}) == {}
+    assert changed_flags({"--seed": 7, "--vision_tune_mode": "ln", "--vision_lora_r": 16},
+                         {"--seed": 7, "--vision_tune_mode": "ln", "--vision_lora_r": 8}) == {
+        "--vision_lora_r": {"checkpoint": 16, "now": 8}}

@@ -1,5 +1,6 @@
 """--vision_tune_mode: each tower mode trains exactly the expected tower tensors, only reachable ones,
 at --mm_vision_tower_lr, and one optimizer step leaves every other tensor bit-identical."""
+import logging
 import os
 import re
 
@@ -147,6 +148,21 @@ def test_bad_tower_flags_are_one_line(tiny_llm, tiny_vision):
         build(tiny_llm, tiny_vision, vision_tune_mode="ln", mm_vision_tower_lr=float("inf"))
     with pytest.raises(LlavaLnError, match="--vision_lora_r 0: must be >= 1"):
         build(tiny_llm, tiny_vision, vision_tune_mode="lora", vision_lora_r=0)
+    # Feature layer 0 is the embeddings' output: no encoder layer, so no linear for the tower's LoRA (nor,
+    # in SigLIP, any norm) can reach it; refused before PEFT would fail on an empty target list.
+    for family, mode in (("clip", "lora"), ("siglip", "ln")):
+        with pytest.raises(LlavaLnError, match=f"--vision_tune_mode {mode}: nothing of the tower can train"):
+            build(tiny_llm, tiny_vision, family, 0, vision_tune_mode=mode)
+
+
+def test_a_lora_rank_above_every_adapted_layer_is_a_warning(tiny_llm, tiny_vision, caplog):
+    """The tiny tower's linears are 32x32, 32x64 and 64x32: no update of any of them has rank above 32."""
+    with caplog.at_level(logging.WARNING, logger="llava_ln.tuning.plan"):
+        build(tiny_llm, tiny_vision, vision_tune_mode="lora", vision_lora_r=32)
+        assert "above the rank" not in caplog.text
+        build(tiny_llm, tiny_vision, tune_mode="lora", lora_r=4, vision_tune_mode="lora", vision_lora_r=33)
+    assert "--vision_lora_r 33 is above the rank any layer it adapts can have (32 at most)" in caplog.text
+    assert "--lora_r" not in caplog.text
 
 
 def test_the_readme_tower_table_lists_every_tower_mode_in_the_registry_order():

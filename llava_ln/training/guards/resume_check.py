@@ -42,8 +42,12 @@ DATA_FLAGS = ("image_folder", "image_aspect_ratio", "conv_template", "model_max_
               "skip_bad_samples", "keep_image_placement")
 TUNING_FLAGS = ("tune_mode", "tune_embeddings", "tune_connector", "lora_r", "lora_alpha", "lora_dropout",
                 "mm_projector_lr", "norm_lr")
-# Recorded only when the tower tunes, so that a checkpoint from before tower tuning existed resumes unchanged.
-TOWER_FLAGS = ("vision_tune_mode", "vision_tune_last_layers", "vision_lora_r", "vision_lora_alpha", "mm_vision_tower_lr")
+# The tower's settings, recorded only when the tower tunes: a frozen tower has none (its --vision_tune_mode,
+# always recorded, says frozen), so a checkpoint from before tower tuning existed resumes unchanged.
+TOWER_SETTINGS = ("vision_tune_last_layers", "vision_lora_r", "vision_lora_alpha", "mm_vision_tower_lr")
+# What trains: a checkpoint holds exactly those tensors and their optimizer state, so not even
+# --allow_changed_flags can change these at a resume.
+FIXED_AT_RESUME = ("--tune_mode", "--vision_tune_mode", "--vision_tune_last_layers")
 TRAINING_FLAGS = ("num_train_epochs", "max_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
                   "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "seed",
                   "data_seed", "tf32", "packing", "max_tokens_per_batch",
@@ -119,8 +123,9 @@ def run_defining_flags(model_args, data_args, tuning_args, args, *, context, pre
             if name in PATH_FLAGS and isinstance(value, str) and os.path.exists(value):
                 value = os.path.abspath(value)
             flags[f"--{name}"] = value
-    if getattr(tuning_args, "vision_tune_mode", FROZEN) != FROZEN:
-        flags.update({f"--{name}": getattr(tuning_args, name) for name in TOWER_FLAGS})
+    flags["--vision_tune_mode"] = getattr(tuning_args, "vision_tune_mode", FROZEN)
+    if flags["--vision_tune_mode"] != FROZEN:
+        flags.update({f"--{name}": getattr(tuning_args, name) for name in TOWER_SETTINGS})
     fingerprints = None
     if context.is_main:
         try:
@@ -149,15 +154,18 @@ def saved_flags(checkpoint: str) -> dict | None:
 
 
 # What a checkpoint written before a run-defining flag existed trained with (its behaviour then).
-PREDATING_VALUES = {"--loss_weighting": "llava"}
+PREDATING_VALUES = {"--loss_weighting": "llava", "--vision_tune_mode": FROZEN}
 
 
 def changed_flags(saved: dict, current: dict) -> dict:
     """flag -> {"checkpoint": old, "now": new} for every run-defining flag that differs."""
     # JSON round trip on both sides: tuples become lists and floats compare as the file holds them.
-    saved, current = json.loads(json.dumps({**PREDATING_VALUES, **saved})), json.loads(json.dumps(current))
+    predating = {flag: value for flag, value in PREDATING_VALUES.items() if flag in current}
+    saved, current = json.loads(json.dumps({**predating, **saved})), json.loads(json.dumps(current))
     # A fingerprint the checkpoint predates is not compared (an older checkpoint resumes as before).
     flags = sorted((set(saved) | set(current)) - {f for f in current if f.endswith("(content)") and f not in saved})
+    if FROZEN in (saved.get("--vision_tune_mode"), current.get("--vision_tune_mode")):
+        flags = [flag for flag in flags if flag.removeprefix("--") not in TOWER_SETTINGS]  # the mode's change says it
     return {flag: {"checkpoint": saved.get(flag), "now": current.get(flag)}
             for flag in flags if saved.get(flag) != current.get(flag)}
 
@@ -199,6 +207,12 @@ def check_resume_flags(checkpoint: str | None, current: dict, allow: bool) -> di
     if not allow:
         raise LlavaLnError(f"--resume_from_checkpoint {checkpoint}: flags differ from the checkpoint's: {summary}; "
                            "resume with the checkpoint's values, or pass --allow_changed_flags to use the new ones")
+    fixed = [line for flag, line in zip(changes, listed) if flag in FIXED_AT_RESUME]
+    if fixed:
+        raise LlavaLnError(f"--resume_from_checkpoint {checkpoint}: {', '.join(fixed)}: what trains cannot change at a "
+                           "resume, not even with --allow_changed_flags (the checkpoint holds the tensors and optimizer "
+                           "state of what trained); resume with the checkpoint's values, or start a new run from its "
+                           "weights (--model_name_or_path)")
     logger.warning("resume with --allow_changed_flags: the new values are used from here on: %s", summary)
     return changes
 
