@@ -65,6 +65,8 @@ def _compare(args: CompareArguments) -> dict:
     runs = mode_runs([m.strip() for m in args.modes.split(",") if m.strip()], setup.recipe, overrides)
     runs += variant_runs(parse_variants(args.variants), setup.recipe, overrides, {r.name for r in runs} | {STAGE1})
     stage1 = setup.paths["pretrain_mm_mlp_adapter"]
+    if not stage1:
+        _check_train_flags(STAGE1, stage1_flags(args, setup, RunFolder(out, STAGE1).run_dir))
     for run in runs:  # a bad value in the last run's flags fails now, not after the others have trained
         _check_train_flags(run.name, stage2_flags(args, setup, run, RunFolder(out, run.name).run_dir,
                                                   stage1 or RunFolder(out, STAGE1).run_dir))
@@ -104,15 +106,11 @@ def _compare(args: CompareArguments) -> dict:
 
 
 def _check_train_flags(name: str, argv: list) -> None:
-    """Parse a run's training flags as `llava-ln train` will (names, values, domains, combinations)."""
-    from llava_ln.core.flags import parse_command_flags
-    from llava_ln.training.args import TRAIN_FLAGS, check_training_args
-    from llava_ln.training.llava_flags import translate_llava_flags
+    """Read a run's training command line with train's own pre-model checks (names, domains, combinations)."""
+    from llava_ln.training.command_line import read_train_command
 
     try:
-        translated, _ = translate_llava_flags(argv)
-        *_, train_args = parse_command_flags(translated, TRAIN_FLAGS)
-        check_training_args(train_args)
+        read_train_command(argv)
     except LlavaLnError as err:
         raise LlavaLnError(f"compare run {name!r}: {err}") from None
 

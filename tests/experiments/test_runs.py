@@ -130,6 +130,7 @@ def test_a_hostile_variants_file_is_one_line_naming_it(tmp_path, name, text, mes
     ("late=lora lora_r=0", "compare run 'late': --lora_r 0: must be >= 1"),
     ("late=ln no_such_flag=1", "compare run 'late': llava-ln train: unknown flag(s): --no_such_flag 1"),
     ("late=ln gradient_checkpointing_ratio=nan", "compare run 'late': --gradient_checkpointing_ratio nan"),
+    ("late=ln vision_tune_last_layers=1", "compare run 'late': --vision_tune_last_layers 1 needs a --vision_tune_mode"),
 ])
 def test_compare_checks_every_run_s_training_flags_before_anything_trains(tmp_path, capsys, variant, message):
     from llava_ln.cli import main
