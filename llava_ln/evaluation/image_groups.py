@@ -18,11 +18,20 @@ with the fewest questions so far), so an image's questions and its one prefix fi
 from dataclasses import dataclass, field
 
 
-def prefix_length(prompt: list, image_token_id: int) -> int:
-    """How many leading tokens of prompt are its image prefix: through the last image placeholder,
-    leaving at least one token after it (the step that predicts the first answer token)."""
+def prefix_length(prompt: list, image_token_id: int) -> int | None:
+    """How many leading tokens of prompt are its image prefix (through the last image placeholder), or None
+    when the prompt cannot be answered from a shared prefix: it has no image, or nothing follows the image
+    (LLaVA's "plain" template drops the question). generate() needs at least one token after the cache,
+    and a placeholder there would need the image's pixels again."""
     last = max((i for i, token in enumerate(prompt) if token == image_token_id), default=-1)
-    return max(0, min(last + 1, len(prompt) - 1))
+    if last < 0 or last + 1 >= len(prompt):
+        return None
+    return last + 1
+
+
+def shareable(prompts: list, image_token_id: int) -> bool:
+    """Whether every prompt has an image prefix with question tokens after it."""
+    return all(prefix_length(prompt, image_token_id) is not None for prompt in prompts)
 
 
 @dataclass
@@ -35,7 +44,7 @@ class ImageGroup:
 
 
 def group_by_image(items: list, prompts: list, image_token_id: int) -> list[ImageGroup]:
-    """items[i] (an EvalItem) asks prompts[i]; groups in order of their first question."""
+    """items[i] (an EvalItem) asks prompts[i], every prompt shareable(); groups in order of their first question."""
     groups = {}
     for index, (item, prompt) in enumerate(zip(items, prompts)):
         prefix = tuple(prompt[:prefix_length(prompt, image_token_id)])
