@@ -71,11 +71,11 @@ def _on_main(world: DistContext, task):
     return outcome["value"]
 
 
-def _answered(args: EvalArguments, settings: dict) -> dict:
+def _answered(args: EvalArguments, settings: dict, items: list) -> dict:
     if args.overwrite:
         shutil.rmtree(answer_store.answers_dir(args.output_dir), ignore_errors=True)
     answer_store.check_settings(args.output_dir, settings)
-    return answer_store.read_answers(args.output_dir)
+    return answer_store.reusable_answers(args.output_dir, items)
 
 
 def _generate(args, world, items, generation, conv_template, aspect, dtype) -> dict:
@@ -97,7 +97,7 @@ def _generate(args, world, items, generation, conv_template, aspect, dtype) -> d
                disable=not world.is_main, file=sys.stderr)
     with answer_store.AnswerWriter(args.output_dir, world.rank) as writer:
         for batch, texts in answerer.answer(items, prompts, args.batch_size):
-            writer.append([{"key": item.key, "answer": text, "prompt": item.prompt} for item, text in zip(batch, texts)])
+            writer.append([answer_store.answer_record(item, text) for item, text in zip(batch, texts)])
             answers.update((item.key, text) for item, text in zip(batch, texts))
             bar.update(len(batch))
     bar.close()
@@ -131,7 +131,7 @@ def run_eval(args: EvalArguments) -> dict | None:
         conv_template, aspect = resolve_format(args.model_path, args.conv_template, args.image_aspect_ratio)
         dtype = resolve_dtype(args.dtype, world.device)
         settings = run_settings(args, sources, prompt, conv_template, aspect, dtype, generation)
-        done = _on_main(world, lambda: _answered(args, settings))
+        done = _on_main(world, lambda: _answered(args, settings, items))
         todo = [item for item in items if item.key not in done]
         mine = rank_share(todo, world, args.share_image_prefix)
         gathered = gather_objects(world, _generate(args, world, mine, generation, conv_template, aspect, dtype))

@@ -1,6 +1,8 @@
 """Batched generation: the same greedy answers at any batch size, prompts exactly as in training, restarts."""
 import json
+import logging
 import os
+import shutil
 
 import pytest
 import torch
@@ -79,6 +81,25 @@ def test_restart_skips_answered_questions_and_survives_a_torn_line(assets, tmp_p
     assert third["generated_answers"] == 0 and third["reused_answers"] == 18
     results = json.load(open(third["files"]["results"]))
     assert {r["question_id"]: r["answer"] for r in results} == {int(k): v for k, v in complete.items()}
+
+
+def test_restart_asks_again_the_questions_whose_text_or_image_file_changed(assets, tmp_path, caplog):
+    data = shutil.copytree(assets["data"]["vqav2"], tmp_path / "vqav2")
+    output = tmp_path / "out"
+    runner.run_eval(vqa_args(assets, output, data=str(data), max_new_tokens=2))
+    questions_path = data / "v2_OpenEnded_mscoco_val2014_questions.json"
+    payload = json.loads(questions_path.read_text())
+    payload["questions"][0]["question"] = "What is written on the sign?"  # question 1000, image 1
+    questions_path.write_text(json.dumps(payload))
+    image = data / "val2014" / "COCO_val2014_000000000002.jpg"  # questions 2000 and 2001
+    shutil.copyfile(data / "val2014" / "COCO_val2014_000000000003.jpg", image)
+    os.utime(image, ns=(1, 1))  # another picture, whatever the file system's time resolution
+    with caplog.at_level(logging.WARNING, logger="llava_ln.evaluation.answer_store"):
+        again = runner.run_eval(vqa_args(assets, output, data=str(data), max_new_tokens=2))
+    assert again["reused_answers"] == 15 and again["generated_answers"] == 3
+    assert "3 stored answer(s)" in caplog.text and "asked again" in caplog.text
+    prompts = {r["key"]: r["prompt"] for r in answer_store.read_records(str(output)).values()}
+    assert prompts["1000"].startswith("What is written on the sign?")
 
 
 def test_rerun_with_other_settings_is_refused(assets, tmp_path):
