@@ -24,7 +24,7 @@ from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
 from llava_ln.evaluation.generation import GenerationCounts, GenerationSettings, PromptEncoder
-from llava_ln.evaluation.llava_answers import write_llava_answers
+from llava_ln.evaluation.llava_answers import ANSWERS_FILE, write_llava_answers
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
 from llava_ln.scoring.dispatch import score
 
@@ -117,6 +117,9 @@ def run_eval(args: EvalArguments) -> dict | None:
     """Run the evaluation; returns the summary on rank 0 and None on the other ranks."""
     check_flag_domains(args)  # also for EvalArguments built in code (compare, the demo), not parsed from a command line
     benchmark = get_benchmark(args.benchmark)
+    if args.score and not benchmark.scored:  # refused before hours of answers, not after
+        raise LlavaLnError(f"--score: --benchmark {args.benchmark} has no ground truth to score; run without it and "
+                           f"score {os.path.join(args.output_dir, ANSWERS_FILE)} with the benchmark's own tools")
     generation = generation_settings(args)
     flags = DataFlags(data=args.data, question_file=args.question_file, annotation_file=args.annotation_file,
                       image_folder=args.image_folder, split=args.split, upload_question_file=args.upload_question_file)
@@ -153,9 +156,6 @@ def run_eval(args: EvalArguments) -> dict | None:
         if outputs["score"] is not None:
             summary["score_command"] = "llava-ln score " + " ".join(_quoted(outputs["score"].command_line()))
         if args.score:
-            if outputs["score"] is None:
-                raise LlavaLnError(f"--score: --benchmark {args.benchmark} has no ground truth to score; score "
-                                   f"{outputs['files']['llava_answers']} with the benchmark's own tools")
             summary["scores"] = score(outputs["score"])
         return summary
 

@@ -20,7 +20,8 @@ class EvalBenchmark:
     write_outputs(sources, items, {key: answer}, output_dir) -> {"files", "counts", "score": ScoreRequest}.
 
     prompt_is_suffix: the prompt is appended to each question (VQA-style) rather than being the
-    whole instruction (captioning).
+    whole instruction (captioning). scored: write_outputs gives a ScoreRequest (False: it gives None,
+    there is no ground truth), known before anything is generated so --score can be refused up front.
     """
 
     name: str
@@ -29,6 +30,7 @@ class EvalBenchmark:
     locate: Callable
     read_items: Callable
     write_outputs: Callable
+    scored: bool = True
 
 
 def _scored(name: str, module, *layout) -> EvalBenchmark:
@@ -46,7 +48,8 @@ EVAL_BENCHMARKS = {
     **{name: _scored(name, *_READERS[name]) for name in BENCHMARKS},
     # LLaVA's question files carry their own instruction line: nothing is added unless --prompt says so.
     GENERIC_BENCHMARK: EvalBenchmark(name=GENERIC_BENCHMARK, default_prompt="", prompt_is_suffix=True, locate=generic.locate,
-                           read_items=generic.read_items, write_outputs=generic.write_outputs),
+                           read_items=generic.read_items, write_outputs=generic.write_outputs,
+                                   scored=False),
 }
 
 
