@@ -109,3 +109,14 @@ def test_a_run_folder_whose_backbones_were_moved_is_one_line_naming_the_missing_
     with pytest.raises(LlavaLnError, match=rf"{gone}: no such folder \(moved or deleted\?\)") as raised:
         run_eval(args)
     assert "Repo id" not in str(raised.value)
+
+
+def test_a_benchmark_without_questions_is_an_error_naming_its_files(assets, tmp_path):
+    """Not a run that answers nothing and reports success (or scores 0 items)."""
+    empty = tmp_path / "questions.jsonl"
+    empty.write_text("\n")
+    args = EvalArguments(benchmark="generic", model_path=assets["run"], question_file=str(empty),
+                         image_folder=str(tmp_path), output_dir=str(tmp_path / "out"), device="cpu")
+    with pytest.raises(LlavaLnError, match=rf"--benchmark generic: no questions in {empty}"):
+        run_eval(args)
+    assert not os.path.exists(tmp_path / "out" / "answers")
