@@ -23,7 +23,7 @@ from llava_ln.evaluation.answering import QuestionAnswerer, rank_share
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.generation import GenerationCounts, GenerationSettings, PromptEncoder
+from llava_ln.evaluation.generation import GenerationCounts, GenerationSettings, PromptEncoder, warn_past_context
 from llava_ln.evaluation.llava_answers import ANSWERS_FILE, write_llava_answers
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
 from llava_ln.scoring.dispatch import score
@@ -92,6 +92,7 @@ def _generate(args, world, items, generation, conv_template, aspect, dtype) -> d
                             eval_model.num_image_tokens)
     answerer = QuestionAnswerer(eval_model, generation, world.device, share_image_prefix=args.share_image_prefix)
     prompts = [encoder.encode(item.prompt, where=f"question {item.key}") for item in items]
+    warn_past_context(eval_model.model, [item.key for item in items], prompts, generation.max_new_tokens)
     answers = {}
     bar = tqdm(total=len(items), desc=f"{args.benchmark} rank 0/{world.world_size}", unit="q",
                disable=not world.is_main, file=sys.stderr)

@@ -102,6 +102,21 @@ def test_restart_asks_again_the_questions_whose_text_or_image_file_changed(asset
     assert prompts["1000"].startswith("What is written on the sign?")
 
 
+def test_a_question_past_the_llms_context_window_is_answered_with_a_warning_naming_it(assets, tmp_path, caplog):
+    images = os.path.join(assets["data"]["vqav2"], "val2014")
+    questions = tmp_path / "questions.jsonl"
+    rows = [{"question_id": "short", "image": "COCO_val2014_000000000001.jpg", "text": "What is it?"},
+            {"question_id": "long", "image": "COCO_val2014_000000000001.jpg", "text": "Why? " * 400}]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with caplog.at_level(logging.WARNING, logger="llava_ln.evaluation.generation"):
+        summary = runner.run_eval(EvalArguments(benchmark="generic", model_path=assets["run"], device="cpu",
+                                                question_file=str(questions), image_folder=images,
+                                                output_dir=str(tmp_path / "out"), max_new_tokens=2))
+    assert summary["generated_answers"] == 2
+    assert "1 question(s) need more positions than the LLM's context window of 512 tokens (first: question long" \
+        in caplog.text
+
+
 def test_rerun_with_other_settings_is_refused(assets, tmp_path):
     runner.run_eval(vqa_args(assets, tmp_path, max_new_tokens=2))
     with pytest.raises(LlavaLnError, match="max_new_tokens: 2, now 3"):
