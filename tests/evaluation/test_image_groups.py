@@ -27,6 +27,18 @@ def test_groups_are_one_image_and_one_prefix_in_order_of_first_question():
         ("a", (1, IMAGE), [0, 2]), ("b", (1, IMAGE), [1, 4]), ("a", (2, IMAGE), [3])]
 
 
+def test_two_paths_to_one_file_are_one_image_for_groups_and_ranks(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.png").write_bytes(b"y")
+    (tmp_path / "link.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "linked").symlink_to(tmp_path, target_is_directory=True)
+    items = items_about([str(tmp_path / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "link.png"),
+                         str(tmp_path / "linked" / "a.png")])
+    groups = group_by_image(items, [[1, IMAGE, 7]] * 4, IMAGE)
+    assert [(g.image, g.members) for g in groups] == [(items[0].image, [0, 2, 3]), (items[1].image, [1])]
+    assert [item.key for item in share_by_image(items, 0, 2)] == ["0", "2", "3"]
+
+
 def test_ranks_get_whole_images_all_questions_once_and_balanced():
     images = ["p"] * 6 + ["q"] * 2 + ["r"] * 3 + ["s"] * 1 + ["p"] * 2 + ["t"] * 4
     items = items_about(images)
