@@ -61,7 +61,7 @@ def answer_problem(record) -> str | None:
 
 
 def _read_part(path: str, records: dict) -> int:
-    """Add a part file's usable records to records ({key: record}); returns how many lines were unusable.
+    """Add a part file's usable records to records ({key: [record, ...]}); returns how many lines were unusable.
 
     An unusable line (not JSON, or an answer record of the wrong shape: "answer": 42, null, a
     list) is never reused: its question counts as unanswered and is asked again.
@@ -87,12 +87,13 @@ def _read_part(path: str, records: dict) -> int:
                            path, number, problem)
             bad += 1
             continue
-        records[record["key"]] = record
+        records.setdefault(record["key"], []).append(record)
     return bad
 
 
 def read_records(output_dir: str) -> dict:
-    """{key: answer record} from every part file (a later line wins over an earlier one)."""
+    """{key: [answer records]} from every part file, in file order. A key can have several: a question asked
+    again (its text or image changed) by a run of another world size lands in another rank's file."""
     records = {}
     for path in sorted(glob.glob(os.path.join(answers_dir(output_dir), "part-*.jsonl"))):
         _read_part(path, records)
@@ -101,7 +102,7 @@ def read_records(output_dir: str) -> dict:
 
 def read_answers(output_dir: str) -> dict:
     """{key: answer} from every part file (a later line wins over an earlier one)."""
-    return {key: record["answer"] for key, record in read_records(output_dir).items()}
+    return {key: found[-1]["answer"] for key, found in read_records(output_dir).items()}
 
 
 def image_stamp(path: str) -> str:
@@ -120,17 +121,19 @@ def reusable_answers(output_dir: str, items: list) -> dict:
     records = read_records(output_dir)
     answers, stale = {}, []
     for item in items:
-        record = records.get(item.key)
-        if record is None:
+        found = records.get(item.key)
+        if not found:
             continue
         try:
-            same_image = record.get("image_stamp") in (None, image_stamp(item.image))
+            stamp = image_stamp(item.image)
         except OSError:
-            same_image = False
-        if record.get("prompt") not in (None, item.prompt) or not same_image:
+            stamp = "unreadable"
+        # The last record given to this very question, whichever file (rank) holds it.
+        usable = [r for r in found if r.get("prompt") in (None, item.prompt) and r.get("image_stamp") in (None, stamp)]
+        if not usable:
             stale.append(item.key)
             continue
-        answers[item.key] = record["answer"]
+        answers[item.key] = usable[-1]["answer"]
     if stale:
         logger.warning("%d stored answer(s) in %s were given to another question text or image file (first: %s); "
                        "those questions will be asked again", len(stale), answers_dir(output_dir), stale[0])

@@ -15,7 +15,7 @@ from llava_ln.data.templates import get_template
 from llava_ln.evaluation import answer_store, runner
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks import vqav2
-from llava_ln.evaluation.benchmarks.common import SHORT_ANSWER_SUFFIX, DataFlags
+from llava_ln.evaluation.benchmarks.common import SHORT_ANSWER_SUFFIX, DataFlags, EvalItem
 from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, PromptEncoder
 from llava_ln.evaluation.model_loading import load_eval_model
 from llava_ln.model.backbones import load_tokenizer
@@ -98,7 +98,7 @@ def test_restart_asks_again_the_questions_whose_text_or_image_file_changed(asset
         again = runner.run_eval(vqa_args(assets, output, data=str(data), max_new_tokens=2))
     assert again["reused_answers"] == 15 and again["generated_answers"] == 3
     assert "3 stored answer(s)" in caplog.text and "asked again" in caplog.text
-    prompts = {r["key"]: r["prompt"] for r in answer_store.read_records(str(output)).values()}
+    prompts = {key: found[-1]["prompt"] for key, found in answer_store.read_records(str(output)).items()}
     assert prompts["1000"].startswith("What is written on the sign?")
 
 
@@ -169,3 +169,19 @@ def test_answer_file_keeps_a_complete_last_record_that_only_lacks_its_newline(tm
     answer_store.AnswerWriter(str(tmp_path), 0).close()
     assert open(path, encoding="utf-8").read().splitlines() == [
         '{"key": "a", "answer": "1"}', '{"key": "b", "answer": "2"}', '{"key": "c", "answer": "3"}']
+
+
+def test_the_answer_given_to_the_question_as_it_is_now_is_reused_whichever_rank_file_holds_it(tmp_path):
+    """A 2-rank run answered q on rank 1; its image changed; a 1-rank rerun asked it again into part 0.
+    Rank 1's stale line comes later in file order, yet the answer to the current image is the one reused."""
+    image = tmp_path / "a.png"
+    image.write_bytes(b"first picture")
+    item = EvalItem(key="q", image=str(image), prompt="What is it?")
+    with answer_store.AnswerWriter(str(tmp_path), 1) as writer:
+        writer.append([answer_store.answer_record(item, "old")])
+    image.write_bytes(b"the second picture")
+    assert answer_store.reusable_answers(str(tmp_path), [item]) == {}
+    with answer_store.AnswerWriter(str(tmp_path), 0) as writer:
+        writer.append([answer_store.answer_record(item, "new")])
+    assert answer_store.reusable_answers(str(tmp_path), [item]) == {"q": "new"}
+
