@@ -30,6 +30,9 @@ from llava_ln.scoring.dispatch import score
 
 
 def generation_settings(args: EvalArguments) -> GenerationSettings:
+    if args.top_p is not None and not args.temperature > 0:  # not silently greedy: the flag would do nothing
+        raise LlavaLnError(f"--top_p {args.top_p} applies only to sampling: add --temperature > 0, or leave --top_p "
+                           "out for greedy decoding")
     return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=args.top_p, num_beams=args.num_beams)
 

@@ -136,6 +136,9 @@ def test_sampling_and_beam_flags_reach_generate(assets, tmp_path):
     assert answers_of(tmp_path / "sampled") != answers_of(tmp_path / "greedy")
     assert sampled_again["generated_answers"] == 18
     torch.manual_seed(0)  # leave the global generator as other tests expect it
+    with pytest.raises(LlavaLnError, match=r"--top_p 0.9 applies only to sampling: add --temperature > 0"):
+        runner.run_eval(vqa_args(assets, tmp_path / "greedy_top_p", top_p=0.9))  # would silently decode greedily
+    assert not os.path.exists(tmp_path / "greedy_top_p")
 
 
 def test_lora_run_is_folded_once_and_answers_like_the_unmerged_adapter(assets, tiny_llm, tiny_vision, tmp_path):
