@@ -120,3 +120,12 @@ def test_a_benchmark_without_questions_is_an_error_naming_its_files(assets, tmp_
     with pytest.raises(LlavaLnError, match=rf"--benchmark generic: no questions in {empty}"):
         run_eval(args)
     assert not os.path.exists(tmp_path / "out" / "answers")
+
+
+def test_a_training_folder_without_a_final_save_names_its_newest_checkpoint(assets, tmp_path):
+    for step in (2, 10):  # numeric order, not name order
+        shutil.copytree(assets["run"], tmp_path / "run" / f"checkpoint-{step}")
+    args = EvalArguments(benchmark="pope", data=assets["data"]["pope"], model_path=str(tmp_path / "run"),
+                         output_dir=str(tmp_path / "out"), device="cpu")
+    with pytest.raises(LlavaLnError, match=rf"it holds 2 checkpoint\(s\), the newest is {tmp_path}/run/checkpoint-10$"):
+        run_eval(args)
