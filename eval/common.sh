@@ -7,9 +7,9 @@
 set -euo pipefail
 
 count_gpus() {
-    if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
-        # An explicit device list decides, as it does for torch.
-        echo "${CUDA_VISIBLE_DEVICES}" | tr ',' '\n' | grep -c .
+    if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+        # An explicit device list decides, as it does for torch: set but empty hides every GPU.
+        echo "${CUDA_VISIBLE_DEVICES}" | tr ',' '\n' | grep -c . || true
     elif command -v nvidia-smi >/dev/null 2>&1; then
         nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true
     else

@@ -156,7 +156,7 @@ def read_bytes(path: str, what: str, max_bytes: int | None) -> bytes:
 def read_text(path: str, what: str, max_bytes: int | None) -> str:
     payload = read_bytes(path, what, max_bytes)
     try:
-        return payload.decode("utf-8")
+        return payload.decode("utf-8-sig")  # a leading byte-order mark (editors on Windows write one) is not JSON
     except UnicodeDecodeError as err:
         raise JsonLimitError(f"{what} {path} is not valid JSON: not UTF-8 text ({err.reason} at byte {err.start})"
                              ) from None

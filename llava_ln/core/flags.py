@@ -118,13 +118,26 @@ def _lowered(text: str) -> str:
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
+def usage_error(prog: str, message: str) -> LlavaLnError:
+    """argparse's complaint as one line naming the flag as --help shows it (without the --dashed-alias
+    HfArgumentParser adds), instead of argparse's usage dump in another notation than --help's."""
+    import re
+
+    message = re.sub(r"(--\w+)/--[\w-]+", r"\1", message)
+    return LlavaLnError(f"{prog}: {message} (see {prog} --help)")
+
+
 def _domain_parser(dataclass_types, **kwargs):
-    """An HfArgumentParser that keeps each flag's domain out of argparse (shown in its help instead)."""
+    """An HfArgumentParser that keeps each flag's domain out of argparse (shown in its help instead) and
+    reports a usage error as a LlavaLnError (one line, exit 2) rather than printing usage and exiting."""
     from transformers import HfArgumentParser
 
     class DomainParser(HfArgumentParser):
         @staticmethod
         def _parse_dataclass_field(parser, field):
             HfArgumentParser._parse_dataclass_field(parser, with_domain_in_help(field))
+
+        def error(self, message):
+            raise usage_error(self.prog, message)
 
     return DomainParser(dataclass_types, **kwargs)

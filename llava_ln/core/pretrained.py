@@ -11,11 +11,14 @@ never a prompt. tests/reliability/test_no_code_from_files.py keeps every from_pr
 Before a local folder is handed over, the metadata files transformers would read are bounded too
 (core.bounded_json): each must be a regular file of reasonable size (a config.json that is a link
 to /dev/zero would otherwise be read until memory runs out), and the small JSON ones must parse
-within the depth and number-length bounds.
+within the depth and number-length bounds. A path (absolute, or starting with '.') that names no
+folder is one line saying so (ModelFolderMissing), not transformers' complaint that it is a malformed
+hub id: what a run folder whose backbones were moved or deleted meets first.
 """
 import os
 
 from llava_ln.core.bounded_json import METADATA_MAX_BYTES, check_regular_file, read_json
+from llava_ln.core.errors import LlavaLnError
 
 # Small JSON files, parsed here; large vocabularies only checked for kind and size.
 PARSED_METADATA = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
@@ -44,6 +47,18 @@ def check_metadata_files(folder) -> None:
             check_regular_file(path, "model file", LARGE_METADATA_MAX_BYTES)
 
 
+class ModelFolderMissing(LlavaLnError, ValueError):
+    """A model path that is not a hub id (absolute, or starting with '.') and names nothing on disk.
+    A ValueError too, so callers that already turn a loader's ValueError into their one-line error keep doing so."""
+
+
+def check_folder_exists(folder) -> None:
+    if isinstance(folder, (str, os.PathLike)):
+        text = os.fspath(folder)
+        if (os.path.isabs(text) or text.startswith(".")) and not os.path.exists(text):
+            raise ModelFolderMissing(f"{text}: no such folder (moved or deleted?)")
+
+
 def _takes_remote_code_flag(loader) -> bool:
     return not getattr(loader, "__module__", "").startswith("peft")
 
@@ -55,6 +70,7 @@ def load_pretrained(loader, *args, **kwargs):
     into their one-line error; it reads well on its own too).
     """
     folder = next((arg for arg in args if isinstance(arg, (str, os.PathLike))), None)
+    check_folder_exists(folder)
     check_metadata_files(folder)
     if _takes_remote_code_flag(loader):
         kwargs["trust_remote_code"] = False

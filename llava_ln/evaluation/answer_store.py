@@ -3,7 +3,12 @@
 OUTPUT_DIR/answers/
   settings.json        what produced the answers (model, benchmark data, prompt, generation);
                        a rerun with different settings is refused instead of mixing answers
-  part-<rank>.jsonl    {"key", "answer", "prompt"} per line, appended and flushed batch by batch
+  part-<rank>.jsonl    {"key", "answer", "prompt", "image_stamp"} per line, appended and flushed batch by batch
+
+An answer is reused only for the question it answered: the same key, the same prompt text and the
+same image file (image_stamp: its size and modification time). A question file edited between
+runs, or an image replaced or rewritten, has those questions asked again instead of keeping an
+answer to another question or picture (records written before image_stamp existed are reused).
 
 A run killed mid-write leaves at most a torn last line: readers ignore it (the question is
 asked again) and a writer cuts it off before appending. Every reused line is type-checked (a
@@ -45,6 +50,9 @@ def answer_problem(record) -> str | None:
         return f"its answer is {'missing' if 'answer' not in record else type(answer).__name__}, not text"
     if prompt is not None and not isinstance(prompt, str):
         return f"its prompt is a {type(prompt).__name__}, not text"
+    stamp = record.get("image_stamp")
+    if stamp is not None and not isinstance(stamp, str):
+        return f"its image_stamp is a {type(stamp).__name__}, not text"
     try:
         answer.encode("utf-8")
     except UnicodeEncodeError:
@@ -52,8 +60,8 @@ def answer_problem(record) -> str | None:
     return None
 
 
-def _read_part(path: str, answers: dict) -> int:
-    """Add a part file's usable records to answers; returns how many lines were unusable.
+def _read_part(path: str, records: dict) -> int:
+    """Add a part file's usable records to records ({key: [record, ...]}); returns how many lines were unusable.
 
     An unusable line (not JSON, or an answer record of the wrong shape: "answer": 42, null, a
     list) is never reused: its question counts as unanswered and is asked again.
@@ -79,15 +87,58 @@ def _read_part(path: str, answers: dict) -> int:
                            path, number, problem)
             bad += 1
             continue
-        answers[record["key"]] = record["answer"]
+        records.setdefault(record["key"], []).append(record)
     return bad
+
+
+def read_records(output_dir: str) -> dict:
+    """{key: [answer records]} from every part file, in file order. A key can have several: a question asked
+    again (its text or image changed) by a run of another world size lands in another rank's file."""
+    records = {}
+    for path in sorted(glob.glob(os.path.join(answers_dir(output_dir), "part-*.jsonl"))):
+        _read_part(path, records)
+    return records
 
 
 def read_answers(output_dir: str) -> dict:
     """{key: answer} from every part file (a later line wins over an earlier one)."""
-    answers = {}
-    for path in sorted(glob.glob(os.path.join(answers_dir(output_dir), "part-*.jsonl"))):
-        _read_part(path, answers)
+    return {key: found[-1]["answer"] for key, found in read_records(output_dir).items()}
+
+
+def image_stamp(path: str) -> str:
+    """The image file as it was answered: size and modification time (a replaced or rewritten file differs)."""
+    stat = os.stat(path)
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def answer_record(item, answer: str) -> dict:
+    """What is stored for item's answer (item: an EvalItem)."""
+    return {"key": item.key, "answer": answer, "prompt": item.prompt, "image_stamp": image_stamp(item.image)}
+
+
+def reusable_answers(output_dir: str, items: list) -> dict:
+    """{key: answer} for the items whose stored answer was given to the same prompt about the same image file."""
+    records = read_records(output_dir)
+    answers, stale, stamps = {}, [], {}
+    for item in items:
+        found = records.get(item.key)
+        if not found:
+            continue
+        if item.image not in stamps:  # one stat per image, not per question (VQAv2 test-dev: 107k questions)
+            try:
+                stamps[item.image] = image_stamp(item.image)
+            except OSError:
+                stamps[item.image] = "unreadable"
+        stamp = stamps[item.image]
+        # The last record given to this very question, whichever file (rank) holds it.
+        usable = [r for r in found if r.get("prompt") in (None, item.prompt) and r.get("image_stamp") in (None, stamp)]
+        if not usable:
+            stale.append(item.key)
+            continue
+        answers[item.key] = usable[-1]["answer"]
+    if stale:
+        logger.warning("%d stored answer(s) in %s were given to another question text or image file (first: %s); "
+                       "those questions will be asked again", len(stale), answers_dir(output_dir), stale[0])
     return answers
 
 

@@ -6,7 +6,7 @@ QuestionAnswerer picks the path once per model and settings:
   per_question   every question fills its whole prompt (generation.AnswerGenerator), longest
                  prompts first: with --share_image_prefix false, for checking, and as the fallback
                  (logged with the reason) where the shared path cannot run (beam search, a model
-                 whose cache it cannot share).
+                 whose cache it cannot share, prompts that end with the image: the "plain" template).
 answer() yields (the batch's items, their answers) as each batch finishes, so callers store
 answers as they come (restarts); counts holds questions, prefix fills and vision-tower images.
 
@@ -22,7 +22,7 @@ import logging
 
 from llava_ln.core.distributed import DistContext, all_gather_objects
 from llava_ln.evaluation.generation import AnswerGenerator, GenerationCounts, GenerationSettings
-from llava_ln.evaluation.image_groups import PlannedBatch, group_by_image, plan_batches, share_by_image
+from llava_ln.evaluation.image_groups import PlannedBatch, group_by_image, plan_batches, share_by_image, shareable
 from llava_ln.evaluation.shared_prefix import SharedPrefixGenerator, unsupported_reason
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class QuestionAnswerer:
         padding_only = not items and self.sync is not None and filler is not None
         if padding_only:
             items, prompts = [filler[0]], [filler[1]]
+        if self.path == SHARED_PREFIX and not self._all_shareable(prompts):
+            logger.warning("answering question by question: image prefixes cannot be shared with prompts that end "
+                           "with the image (conversation template %r)", self.generator.eval_model.conv_template)
+            self.path = PER_QUESTION  # the shared generator is an AnswerGenerator too
         groups, batches = self._plan(items, prompts, batch_size)
         runs = self._in_step([] if padding_only else [(batch, False) for batch in batches],
                              spare=batches[-1] if batches else None)
@@ -75,6 +79,11 @@ class QuestionAnswerer:
             answer_ids = self._run(batch, padding, items, prompts, groups, states)
             if not padding:
                 yield [items[i] for i in batch.rows], answer_ids
+
+    def _all_shareable(self, prompts: list) -> bool:
+        """Whether every prompt can be answered from its image prefix; under sync, on every rank (one path for all)."""
+        mine = shareable(prompts, self.image_token_id)
+        return all(all_gather_objects(self.sync, mine)) if self.sync is not None else mine
 
     def _plan(self, items: list, prompts: list, batch_size: int) -> tuple[list, list[PlannedBatch]]:
         if self.path == SHARED_PREFIX:

@@ -18,6 +18,7 @@ shared-prefix path (shared_prefix.py) builds on it and fills each image's prefix
 what they did (GenerationCounts): questions, prefix fills, and images through the vision tower,
 the last measured by a hook on the tower itself.
 """
+import logging
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -30,7 +31,9 @@ from llava_ln.data.images import ImageError
 from llava_ln.data.plain_text import protect
 from llava_ln.data.records import unencodable
 from llava_ln.data.templates import Rendered, end_of_turn_text, stop_token_ids
-from llava_ln.model.parts import vision_tower_of
+from llava_ln.model.parts import unwrap, vision_tower_of
+
+logger = logging.getLogger(__name__)
 
 
 class PromptEncoder:
@@ -60,6 +63,21 @@ class PromptEncoder:
             raise LlavaLnError(f"{where}: the rendered prompt holds {len(encoded.image_starts)} {IMAGE_TOKEN} tokens, "
                                "expected 1 (is the tokenizer prepared for <image>?)")
         return encoded.input_ids
+
+
+def warn_past_context(model, keys: list, prompts: list, max_new_tokens: int) -> int:
+    """Warn (once, with a count) about questions whose prompt plus answer outgrows the LLM's context window:
+    nothing stops the model there, but positions it never trained on make such answers unreliable.
+    keys[i] names the question asking prompts[i]; returns how many there are."""
+    window = getattr(unwrap(model).config.get_text_config(), "max_position_embeddings", None)
+    if not window:
+        return 0
+    over = [(key, len(prompt)) for key, prompt in zip(keys, prompts) if len(prompt) + max_new_tokens > window]
+    if over:
+        logger.warning("%d question(s) need more positions than the LLM's context window of %d tokens (first: "
+                       "question %s, a %d-token prompt + up to %d answer tokens); their answers are unreliable",
+                       len(over), window, over[0][0], over[0][1], max_new_tokens)
+    return len(over)
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,30 @@ Batches take a group's questions together and several groups per batch, so a ben
 or two questions per image still fills whole batches; a batch never mixes prefix lengths (every
 row of a batch's cache then has the same length, and positions need no shifting).
 
+An image is the file, not its name: two paths to one file (a link, a path through a linked folder)
+are one image, filled once and kept on one rank.
+
 Ranks split the work by image (greedy: each image, in order of first appearance, goes to the rank
 with the fewest questions so far), so an image's questions and its one prefix fill stay on one rank.
 """
+import os
 from dataclasses import dataclass, field
 
 
-def prefix_length(prompt: list, image_token_id: int) -> int:
-    """How many leading tokens of prompt are its image prefix: through the last image placeholder,
-    leaving at least one token after it (the step that predicts the first answer token)."""
+def prefix_length(prompt: list, image_token_id: int) -> int | None:
+    """How many leading tokens of prompt are its image prefix (through the last image placeholder), or None
+    when the prompt cannot be answered from a shared prefix: it has no image, or nothing follows the image
+    (LLaVA's "plain" template drops the question). generate() needs at least one token after the cache,
+    and a placeholder there would need the image's pixels again."""
     last = max((i for i, token in enumerate(prompt) if token == image_token_id), default=-1)
-    return max(0, min(last + 1, len(prompt) - 1))
+    if last < 0 or last + 1 >= len(prompt):
+        return None
+    return last + 1
+
+
+def shareable(prompts: list, image_token_id: int) -> bool:
+    """Whether every prompt has an image prefix with question tokens after it."""
+    return all(prefix_length(prompt, image_token_id) is not None for prompt in prompts)
 
 
 @dataclass
@@ -34,12 +47,21 @@ class ImageGroup:
     members: list = field(default_factory=list)
 
 
+def image_files(items: list) -> list:
+    """Each item's image file, links resolved (one lookup per distinct path)."""
+    resolved = {}
+    for item in items:
+        if item.image not in resolved:
+            resolved[item.image] = os.path.realpath(item.image)
+    return [resolved[item.image] for item in items]
+
+
 def group_by_image(items: list, prompts: list, image_token_id: int) -> list[ImageGroup]:
-    """items[i] (an EvalItem) asks prompts[i]; groups in order of their first question."""
+    """items[i] (an EvalItem) asks prompts[i], every prompt shareable(); groups in order of their first question."""
     groups = {}
-    for index, (item, prompt) in enumerate(zip(items, prompts)):
+    for index, (item, file, prompt) in enumerate(zip(items, image_files(items), prompts)):
         prefix = tuple(prompt[:prefix_length(prompt, image_token_id)])
-        groups.setdefault((item.image, prefix), ImageGroup(item.image, prefix)).members.append(index)
+        groups.setdefault((file, prefix), ImageGroup(item.image, prefix)).members.append(index)
     return list(groups.values())
 
 
@@ -47,16 +69,17 @@ def share_by_image(items: list, rank: int, world_size: int) -> list:
     """This rank's items, in their order: all questions about an image go to one rank."""
     if world_size == 1:
         return list(items)
+    files = image_files(items)
     counts = {}
-    for item in items:
-        counts[item.image] = counts.get(item.image, 0) + 1
+    for file in files:
+        counts[file] = counts.get(file, 0) + 1
     load = [0] * world_size
     owner = {}
-    for image, count in counts.items():  # dicts keep first-appearance order
+    for file, count in counts.items():  # dicts keep first-appearance order
         chosen = min(range(world_size), key=lambda r: (load[r], r))
-        owner[image] = chosen
+        owner[file] = chosen
         load[chosen] += count
-    return [item for item in items if owner[item.image] == rank]
+    return [item for item, file in zip(items, files) if owner[file] == rank]
 
 
 @dataclass

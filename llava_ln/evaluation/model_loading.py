@@ -77,6 +77,14 @@ def _load_native(path: str, dtype, device, attn_implementation):
     return model.to(device).eval(), tokenizer
 
 
+def _checkpoint_hint(path: str) -> str:
+    """A training OUTPUT_DIR stopped before its final save holds only checkpoint-<step>/: name the newest."""
+    from llava_ln.training.checkpointing import list_checkpoints
+
+    saved = [folder for _, folder in list_checkpoints(path) if os.path.isfile(os.path.join(folder, "manifest.json"))]
+    return f"; it holds {len(saved)} checkpoint(s), the newest is {saved[-1]}" if saved else ""
+
+
 def resolve_format(path: str, conv_template: str | None, image_aspect_ratio: str | None) -> tuple[str, str]:
     """(template name, aspect ratio) the model is evaluated with: the flags, else the manifest, else defaults.
 
@@ -90,7 +98,8 @@ def resolve_format(path: str, conv_template: str | None, image_aspect_ratio: str
 
         manifest = read_manifest(path)
     elif not _is_native_llava(path):
-        raise LlavaLnError(f"--model_path {path}: neither a llava-ln checkpoint (manifest.json) nor a LLaVA model folder")
+        raise LlavaLnError(f"--model_path {path}: neither a llava-ln checkpoint (manifest.json) nor a LLaVA model "
+                           f"folder{_checkpoint_hint(path)}")
     conv_template = conv_template or (manifest.conv_template if manifest else "auto")
     image_aspect_ratio = image_aspect_ratio or (manifest.image_aspect_ratio if manifest else "pad")
     if image_aspect_ratio not in ASPECT_RATIOS:

@@ -23,13 +23,16 @@ from llava_ln.evaluation.answering import QuestionAnswerer, rank_share
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.generation import GenerationCounts, GenerationSettings, PromptEncoder
-from llava_ln.evaluation.llava_answers import write_llava_answers
+from llava_ln.evaluation.generation import GenerationCounts, GenerationSettings, PromptEncoder, warn_past_context
+from llava_ln.evaluation.llava_answers import ANSWERS_FILE, write_llava_answers
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
 from llava_ln.scoring.dispatch import score
 
 
 def generation_settings(args: EvalArguments) -> GenerationSettings:
+    if args.top_p is not None and not args.temperature > 0:  # not silently greedy: the flag would do nothing
+        raise LlavaLnError(f"--top_p {args.top_p} applies only to sampling: add --temperature > 0, or leave --top_p "
+                           "out for greedy decoding")
     return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=args.top_p, num_beams=args.num_beams)
 
@@ -71,11 +74,11 @@ def _on_main(world: DistContext, task):
     return outcome["value"]
 
 
-def _answered(args: EvalArguments, settings: dict) -> dict:
+def _answered(args: EvalArguments, settings: dict, items: list) -> dict:
     if args.overwrite:
         shutil.rmtree(answer_store.answers_dir(args.output_dir), ignore_errors=True)
     answer_store.check_settings(args.output_dir, settings)
-    return answer_store.read_answers(args.output_dir)
+    return answer_store.reusable_answers(args.output_dir, items)
 
 
 def _generate(args, world, items, generation, conv_template, aspect, dtype) -> dict:
@@ -92,12 +95,13 @@ def _generate(args, world, items, generation, conv_template, aspect, dtype) -> d
                             eval_model.num_image_tokens)
     answerer = QuestionAnswerer(eval_model, generation, world.device, share_image_prefix=args.share_image_prefix)
     prompts = [encoder.encode(item.prompt, where=f"question {item.key}") for item in items]
+    warn_past_context(eval_model.model, [item.key for item in items], prompts, generation.max_new_tokens)
     answers = {}
     bar = tqdm(total=len(items), desc=f"{args.benchmark} rank 0/{world.world_size}", unit="q",
                disable=not world.is_main, file=sys.stderr)
     with answer_store.AnswerWriter(args.output_dir, world.rank) as writer:
         for batch, texts in answerer.answer(items, prompts, args.batch_size):
-            writer.append([{"key": item.key, "answer": text, "prompt": item.prompt} for item, text in zip(batch, texts)])
+            writer.append([answer_store.answer_record(item, text) for item, text in zip(batch, texts)])
             answers.update((item.key, text) for item, text in zip(batch, texts))
             bar.update(len(batch))
     bar.close()
@@ -117,6 +121,9 @@ def run_eval(args: EvalArguments) -> dict | None:
     """Run the evaluation; returns the summary on rank 0 and None on the other ranks."""
     check_flag_domains(args)  # also for EvalArguments built in code (compare, the demo), not parsed from a command line
     benchmark = get_benchmark(args.benchmark)
+    if args.score and not benchmark.scored:  # refused before hours of answers, not after
+        raise LlavaLnError(f"--score: --benchmark {args.benchmark} has no ground truth to score; run without it and "
+                           f"score {os.path.join(args.output_dir, ANSWERS_FILE)} with the benchmark's own tools")
     generation = generation_settings(args)
     flags = DataFlags(data=args.data, question_file=args.question_file, annotation_file=args.annotation_file,
                       image_folder=args.image_folder, split=args.split, upload_question_file=args.upload_question_file)
@@ -131,7 +138,7 @@ def run_eval(args: EvalArguments) -> dict | None:
         conv_template, aspect = resolve_format(args.model_path, args.conv_template, args.image_aspect_ratio)
         dtype = resolve_dtype(args.dtype, world.device)
         settings = run_settings(args, sources, prompt, conv_template, aspect, dtype, generation)
-        done = _on_main(world, lambda: _answered(args, settings))
+        done = _on_main(world, lambda: _answered(args, settings, items))
         todo = [item for item in items if item.key not in done]
         mine = rank_share(todo, world, args.share_image_prefix)
         gathered = gather_objects(world, _generate(args, world, mine, generation, conv_template, aspect, dtype))
@@ -153,9 +160,6 @@ def run_eval(args: EvalArguments) -> dict | None:
         if outputs["score"] is not None:
             summary["score_command"] = "llava-ln score " + " ".join(_quoted(outputs["score"].command_line()))
         if args.score:
-            if outputs["score"] is None:
-                raise LlavaLnError(f"--score: --benchmark {args.benchmark} has no ground truth to score; score "
-                                   f"{outputs['files']['llava_answers']} with the benchmark's own tools")
             summary["scores"] = score(outputs["score"])
         return summary
 

@@ -95,3 +95,18 @@ def test_module_entry_points_start(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--benchmark", "pope"], "llava-ln eval: the following arguments are required: --model_path "
+                                      "(see llava-ln eval --help)"),
+    (["eval", "--benchmark", "popee", "--model_path", "m"], "llava-ln eval: argument --benchmark: invalid choice: "),
+    (["score", "--benchmark", "pope", "--predictions"], "llava-ln score: argument --predictions: expected one argument"),
+])
+def test_a_usage_error_is_one_line_naming_the_flag_as_help_shows_it(capsys, argv, message):
+    """Not argparse's usage dump (in HfArgumentParser's notation: --model_path/--model-path, [--json [JSON]])."""
+    from llava_ln.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"llava-ln: error: {message}") and err.count("\n") == 1, err

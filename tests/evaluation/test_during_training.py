@@ -1,5 +1,6 @@
 """Evaluation during training: scores in log.jsonl equal `llava-ln eval` on the saved run; two ZeRO-3 ranks agree with one."""
 import json
+import logging
 import os
 import sys
 
@@ -76,3 +77,19 @@ def test_two_zero3_ranks_share_the_questions_and_report_what_one_rank_reports(wo
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert _evals(out) == one_rank
     assert one_rank[1]["pope_items"] == 12
+
+
+def test_stage1_plain_template_evaluates_question_by_question(world, tmp_path, caplog):
+    """The "plain" template renders the image tags alone: nothing follows the image to answer from a shared
+    prefix (the shared path used to crash there), so stage 1's evaluation takes the per-question path."""
+    out = str(tmp_path / "stage1")
+    flags = _flags(world, out, conv_template="plain", tune_mode="connector", max_steps=1, eval_limit=4,
+                   eval_benchmarks="pope", data_path=os.path.join(world, "data", "pretrain.json"))
+    answering_log = logging.getLogger("llava_ln.evaluation.answering")
+    answering_log.addHandler(caplog.handler)  # training's logging setup stops llava_ln's records propagating
+    try:
+        assert main(flags) == 0
+    finally:
+        answering_log.removeHandler(caplog.handler)
+    assert _evals(out)[1]["pope_items"] == 4
+    assert "prompts that end with the image (conversation template 'plain')" in caplog.text

@@ -1,6 +1,8 @@
 """Batched generation: the same greedy answers at any batch size, prompts exactly as in training, restarts."""
 import json
+import logging
 import os
+import shutil
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from llava_ln.data.templates import get_template
 from llava_ln.evaluation import answer_store, runner
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks import vqav2
-from llava_ln.evaluation.benchmarks.common import SHORT_ANSWER_SUFFIX, DataFlags
+from llava_ln.evaluation.benchmarks.common import SHORT_ANSWER_SUFFIX, DataFlags, EvalItem
 from llava_ln.evaluation.generation import AnswerGenerator, GenerationSettings, PromptEncoder
 from llava_ln.evaluation.model_loading import load_eval_model
 from llava_ln.model.backbones import load_tokenizer
@@ -81,6 +83,40 @@ def test_restart_skips_answered_questions_and_survives_a_torn_line(assets, tmp_p
     assert {r["question_id"]: r["answer"] for r in results} == {int(k): v for k, v in complete.items()}
 
 
+def test_restart_asks_again_the_questions_whose_text_or_image_file_changed(assets, tmp_path, caplog):
+    data = shutil.copytree(assets["data"]["vqav2"], tmp_path / "vqav2")
+    output = tmp_path / "out"
+    runner.run_eval(vqa_args(assets, output, data=str(data), max_new_tokens=2))
+    questions_path = data / "v2_OpenEnded_mscoco_val2014_questions.json"
+    payload = json.loads(questions_path.read_text())
+    payload["questions"][0]["question"] = "What is written on the sign?"  # question 1000, image 1
+    questions_path.write_text(json.dumps(payload))
+    image = data / "val2014" / "COCO_val2014_000000000002.jpg"  # questions 2000 and 2001
+    shutil.copyfile(data / "val2014" / "COCO_val2014_000000000003.jpg", image)
+    os.utime(image, ns=(1, 1))  # another picture, whatever the file system's time resolution
+    with caplog.at_level(logging.WARNING, logger="llava_ln.evaluation.answer_store"):
+        again = runner.run_eval(vqa_args(assets, output, data=str(data), max_new_tokens=2))
+    assert again["reused_answers"] == 15 and again["generated_answers"] == 3
+    assert "3 stored answer(s)" in caplog.text and "asked again" in caplog.text
+    prompts = {key: found[-1]["prompt"] for key, found in answer_store.read_records(str(output)).items()}
+    assert prompts["1000"].startswith("What is written on the sign?")
+
+
+def test_a_question_past_the_llms_context_window_is_answered_with_a_warning_naming_it(assets, tmp_path, caplog):
+    images = os.path.join(assets["data"]["vqav2"], "val2014")
+    questions = tmp_path / "questions.jsonl"
+    rows = [{"question_id": "short", "image": "COCO_val2014_000000000001.jpg", "text": "What is it?"},
+            {"question_id": "long", "image": "COCO_val2014_000000000001.jpg", "text": "Why? " * 400}]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with caplog.at_level(logging.WARNING, logger="llava_ln.evaluation.generation"):
+        summary = runner.run_eval(EvalArguments(benchmark="generic", model_path=assets["run"], device="cpu",
+                                                question_file=str(questions), image_folder=images,
+                                                output_dir=str(tmp_path / "out"), max_new_tokens=2))
+    assert summary["generated_answers"] == 2
+    assert "1 question(s) need more positions than the LLM's context window of 512 tokens (first: question long" \
+        in caplog.text
+
+
 def test_rerun_with_other_settings_is_refused(assets, tmp_path):
     runner.run_eval(vqa_args(assets, tmp_path, max_new_tokens=2))
     with pytest.raises(LlavaLnError, match="max_new_tokens: 2, now 3"):
@@ -100,6 +136,9 @@ def test_sampling_and_beam_flags_reach_generate(assets, tmp_path):
     assert answers_of(tmp_path / "sampled") != answers_of(tmp_path / "greedy")
     assert sampled_again["generated_answers"] == 18
     torch.manual_seed(0)  # leave the global generator as other tests expect it
+    with pytest.raises(LlavaLnError, match=r"--top_p 0.9 applies only to sampling: add --temperature > 0"):
+        runner.run_eval(vqa_args(assets, tmp_path / "greedy_top_p", top_p=0.9))  # would silently decode greedily
+    assert not os.path.exists(tmp_path / "greedy_top_p")
 
 
 def test_lora_run_is_folded_once_and_answers_like_the_unmerged_adapter(assets, tiny_llm, tiny_vision, tmp_path):
@@ -133,3 +172,19 @@ def test_answer_file_keeps_a_complete_last_record_that_only_lacks_its_newline(tm
     answer_store.AnswerWriter(str(tmp_path), 0).close()
     assert open(path, encoding="utf-8").read().splitlines() == [
         '{"key": "a", "answer": "1"}', '{"key": "b", "answer": "2"}', '{"key": "c", "answer": "3"}']
+
+
+def test_the_answer_given_to_the_question_as_it_is_now_is_reused_whichever_rank_file_holds_it(tmp_path):
+    """A 2-rank run answered q on rank 1; its image changed; a 1-rank rerun asked it again into part 0.
+    Rank 1's stale line comes later in file order, yet the answer to the current image is the one reused."""
+    image = tmp_path / "a.png"
+    image.write_bytes(b"first picture")
+    item = EvalItem(key="q", image=str(image), prompt="What is it?")
+    with answer_store.AnswerWriter(str(tmp_path), 1) as writer:
+        writer.append([answer_store.answer_record(item, "old")])
+    image.write_bytes(b"the second picture")
+    assert answer_store.reusable_answers(str(tmp_path), [item]) == {}
+    with answer_store.AnswerWriter(str(tmp_path), 0) as writer:
+        writer.append([answer_store.answer_record(item, "new")])
+    assert answer_store.reusable_answers(str(tmp_path), [item]) == {"q": "new"}
+

@@ -1,6 +1,6 @@
 """Grouping questions by image, splitting images across ranks, and planning the shared-prefix batches."""
 from llava_ln.evaluation.benchmarks.common import EvalItem
-from llava_ln.evaluation.image_groups import group_by_image, plan_batches, prefix_length, share_by_image
+from llava_ln.evaluation.image_groups import group_by_image, plan_batches, prefix_length, share_by_image, shareable
 
 IMAGE = 9
 
@@ -9,17 +9,34 @@ def items_about(images: list) -> list:
     return [EvalItem(key=str(number), image=image, prompt="q") for number, image in enumerate(images)]
 
 
-def test_the_prefix_ends_after_the_last_image_token_and_leaves_one_token_to_answer_from():
+def test_the_prefix_ends_after_the_last_image_token_and_a_prompt_without_text_after_its_image_has_none():
     assert prefix_length([1, 5, IMAGE, IMAGE, 3, 4], IMAGE) == 4
-    assert prefix_length([1, IMAGE, IMAGE], IMAGE) == 2  # nothing after the image: keep the last token back
+    assert prefix_length([1, 5, IMAGE, IMAGE, 3], IMAGE) == 4
+    # Nothing after the image ("plain" template), or no image: the tokens after a prefix would need pixels.
+    assert prefix_length([1, IMAGE, IMAGE], IMAGE) is None
+    assert prefix_length([1, 5, 3], IMAGE) is None
+    assert shareable([[1, IMAGE, 3], [2, IMAGE, 4, 4]], IMAGE)
+    assert not shareable([[1, IMAGE, 3], [1, IMAGE]], IMAGE)
 
 
 def test_groups_are_one_image_and_one_prefix_in_order_of_first_question():
     items = items_about(["a", "b", "a", "a", "b"])
-    prompts = [[1, IMAGE, 7], [1, IMAGE, 8], [1, IMAGE, 8, 8], [2, IMAGE, 7], [1, IMAGE, 9]]
+    prompts = [[1, IMAGE, 7], [1, IMAGE, 8], [1, IMAGE, 8, 8], [2, IMAGE, 7], [1, IMAGE, 5]]
     groups = group_by_image(items, prompts, IMAGE)
     assert [(g.image, g.prefix, g.members) for g in groups] == [
         ("a", (1, IMAGE), [0, 2]), ("b", (1, IMAGE), [1, 4]), ("a", (2, IMAGE), [3])]
+
+
+def test_two_paths_to_one_file_are_one_image_for_groups_and_ranks(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.png").write_bytes(b"y")
+    (tmp_path / "link.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "linked").symlink_to(tmp_path, target_is_directory=True)
+    items = items_about([str(tmp_path / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "link.png"),
+                         str(tmp_path / "linked" / "a.png")])
+    groups = group_by_image(items, [[1, IMAGE, 7]] * 4, IMAGE)
+    assert [(g.image, g.members) for g in groups] == [(items[0].image, [0, 2, 3]), (items[1].image, [1])]
+    assert [item.key for item in share_by_image(items, 0, 2)] == ["0", "2", "3"]
 
 
 def test_ranks_get_whole_images_all_questions_once_and_balanced():

@@ -2,6 +2,7 @@
 images named from ids, the VQAv2 test-dev upload, LLaVA question files, and one-line errors."""
 import json
 import os
+import shutil
 
 import pytest
 from eval_helpers import eval_cli
@@ -94,3 +95,37 @@ def test_corrupt_image_names_the_question_and_keeps_earlier_batches(assets, tmp_
         run_eval(args)
     saved = [json.loads(line)["key"] for line in open(tmp_path / "out" / "answers" / "part-00000.jsonl")]
     assert len(saved) == 3 and "random/4" not in saved  # answers before the bad image are kept for the rerun
+
+
+def test_a_run_folder_whose_backbones_were_moved_is_one_line_naming_the_missing_folder(assets, tmp_path):
+    """A run folder records its base LLM and tower by path: copied to another machine, they may be gone."""
+    run = shutil.copytree(assets["run"], tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    gone = str(tmp_path / "moved" / "llm")
+    manifest.update(llm=gone, tokenizer=gone)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    args = EvalArguments(benchmark="pope", data=assets["data"]["pope"], model_path=str(run),
+                         output_dir=str(tmp_path / "out"), device="cpu")
+    with pytest.raises(LlavaLnError, match=rf"{gone}: no such folder \(moved or deleted\?\)") as raised:
+        run_eval(args)
+    assert "Repo id" not in str(raised.value)
+
+
+def test_a_benchmark_without_questions_is_an_error_naming_its_files(assets, tmp_path):
+    """Not a run that answers nothing and reports success (or scores 0 items)."""
+    empty = tmp_path / "questions.jsonl"
+    empty.write_text("\n")
+    args = EvalArguments(benchmark="generic", model_path=assets["run"], question_file=str(empty),
+                         image_folder=str(tmp_path), output_dir=str(tmp_path / "out"), device="cpu")
+    with pytest.raises(LlavaLnError, match=rf"--benchmark generic: no questions in {empty}"):
+        run_eval(args)
+    assert not os.path.exists(tmp_path / "out" / "answers")
+
+
+def test_a_training_folder_without_a_final_save_names_its_newest_checkpoint(assets, tmp_path):
+    for step in (2, 10):  # numeric order, not name order
+        shutil.copytree(assets["run"], tmp_path / "run" / f"checkpoint-{step}")
+    args = EvalArguments(benchmark="pope", data=assets["data"]["pope"], model_path=str(tmp_path / "run"),
+                         output_dir=str(tmp_path / "out"), device="cpu")
+    with pytest.raises(LlavaLnError, match=rf"it holds 2 checkpoint\(s\), the newest is {tmp_path}/run/checkpoint-10$"):
+        run_eval(args)

@@ -146,3 +146,4 @@ def test_generic_needs_a_question_file_and_has_nothing_to_score(capsys, toy, tmp
                  os.path.join(pope, "llava_pope_test.jsonl"), "--image_folder", os.path.join(pope, "val2014"),
                  "--output_dir", str(tmp_path / "out"), "--score"])
     assert code == 2 and "no ground truth to score" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "answers")  # refused before any question was answered

@@ -176,6 +176,23 @@ def test_beam_search_falls_back_to_the_per_question_path_and_says_why(toy, runs,
     assert "image prefixes cannot be shared with --num_beams 2" in caplog.text
 
 
+def test_prompts_ending_with_the_image_plain_template_are_answered_question_by_question(toy, runs, caplog):
+    """LLaVA's "plain" (stage 1) template renders the image tags alone: no token follows the image to answer
+    from a shared prefix, so the answerer falls back (as stage-1 training's --eval_benchmarks needs)."""
+    eval_model = load_eval_model(runs["llama"], torch.device("cpu"), conv_template="plain")
+    encoder = PromptEncoder(eval_model.tokenizer, eval_model.template, eval_model.image_token_id,
+                            eval_model.num_image_tokens)
+    items, prompts = questions(toy, "vqav2", encoder)
+    items, prompts = items[:6], prompts[:6]
+    assert prompts[0][-1] == eval_model.image_token_id
+    reference, _ = answer_ids(eval_model, items, prompts, share=False, batch_size=4)
+    with caplog.at_level(logging.WARNING, logger="llava_ln.evaluation.answering"):
+        answers, answerer = answer_ids(eval_model, items, prompts, share=True, batch_size=4)
+    assert answers == reference and answerer.path == PER_QUESTION
+    assert answerer.counts.prefix_fills == 6
+    assert "prompts that end with the image (conversation template 'plain')" in caplog.text
+
+
 def llava_config(text_config) -> SimpleNamespace:
     return SimpleNamespace(config=LlavaConfig(text_config=text_config))
 

@@ -102,6 +102,18 @@ def test_vqav2_accepts_llava_jsonl_answers(vqa_files, capsys):
     assert result["overall"] == pytest.approx(33.33) and result["counts"]["missing"] == 1
 
 
+def test_files_saved_with_a_byte_order_mark_read_as_without(vqa_files, capsys):
+    """Editors on Windows start UTF-8 files with a BOM, which json refuses ('Expecting value' at line 1)."""
+    d = vqa_files
+    (d / "answers.jsonl").write_text('\ufeff{"question_id": 1, "text": "yes"}\n{"question_id": 3, "text": "red"}\n',
+                                     encoding="utf-8")
+    (d / "ann_bom.json").write_bytes(b"\xef\xbb\xbf" + (d / "ann.json").read_bytes())
+    code, out, err = _run(["--benchmark", "vqav2", "--annotations", str(d / "ann_bom.json"),
+                           "--predictions", str(d / "answers.jsonl"), "--allow_missing"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["overall"] == pytest.approx(66.67)
+
+
 def test_non_finite_values_become_null():
     from llava_ln.scoring.dispatch import _json_safe
 

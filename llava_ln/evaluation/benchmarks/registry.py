@@ -4,6 +4,7 @@ The scored benchmarks are core.benchmarks' (names, folders, answer kinds); this 
 reads and writes each, and `generic`: any LLaVA question file (benchmarks/generic.py), whose answers are
 LLaVA's answer file and which no official scorer covers.
 """
+import os
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -20,7 +21,8 @@ class EvalBenchmark:
     write_outputs(sources, items, {key: answer}, output_dir) -> {"files", "counts", "score": ScoreRequest}.
 
     prompt_is_suffix: the prompt is appended to each question (VQA-style) rather than being the
-    whole instruction (captioning).
+    whole instruction (captioning). scored: write_outputs gives a ScoreRequest (False: it gives None,
+    there is no ground truth), known before anything is generated so --score can be refused up front.
     """
 
     name: str
@@ -29,6 +31,25 @@ class EvalBenchmark:
     locate: Callable
     read_items: Callable
     write_outputs: Callable
+    scored: bool = True
+
+
+def _source_paths(sources: dict) -> list:
+    """The files and folders a benchmark's sources name (split names and the like left out)."""
+    values = [v for value in sources.values() for v in (value.values() if isinstance(value, dict) else [value])]
+    return [value for value in values if isinstance(value, str) and os.path.exists(value)]
+
+
+def _refusing_empty(name: str, reader: Callable) -> Callable:
+    """reader, with an empty question list an error: a run that answers nothing and scores 0 items hides a
+    wrong or truncated file."""
+    def read_items(sources: dict, prompt: str) -> list:
+        items = reader(sources, prompt)
+        if not items:
+            raise LlavaLnError(f"--benchmark {name}: no questions in {', '.join(dict.fromkeys(_source_paths(sources)))}")
+        return items
+
+    return read_items
 
 
 def _scored(name: str, module, *layout) -> EvalBenchmark:
@@ -36,7 +57,7 @@ def _scored(name: str, module, *layout) -> EvalBenchmark:
     short = BENCHMARKS[name].answer == "short"
     return EvalBenchmark(name=name, default_prompt=SHORT_ANSWER_SUFFIX if short else CAPTION_PROMPT,
                          prompt_is_suffix=short, locate=partial(module.locate, *layout),
-                         read_items=partial(module.read_items, *layout),
+                         read_items=_refusing_empty(name, partial(module.read_items, *layout)),
                          write_outputs=partial(module.write_outputs, *layout))
 
 
@@ -46,7 +67,8 @@ EVAL_BENCHMARKS = {
     **{name: _scored(name, *_READERS[name]) for name in BENCHMARKS},
     # LLaVA's question files carry their own instruction line: nothing is added unless --prompt says so.
     GENERIC_BENCHMARK: EvalBenchmark(name=GENERIC_BENCHMARK, default_prompt="", prompt_is_suffix=True, locate=generic.locate,
-                           read_items=generic.read_items, write_outputs=generic.write_outputs),
+                           read_items=_refusing_empty(GENERIC_BENCHMARK, generic.read_items), write_outputs=generic.write_outputs,
+                                   scored=False),
 }
 
 
