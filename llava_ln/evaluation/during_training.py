@@ -30,7 +30,7 @@ from llava_ln.data.images import ImageLoader
 from llava_ln.evaluation.answering import QuestionAnswerer, rank_share
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.generation import GenerationSettings, PromptEncoder
+from llava_ln.evaluation.generation import GenerationSettings, PromptEncoder, check_question_texts
 from llava_ln.evaluation.model_loading import EvalModel
 from llava_ln.evaluation.subset_scores import evenly_spaced, headline, score_subset
 from llava_ln.model.parts import unwrap
@@ -74,6 +74,7 @@ class TrainingEvaluator:
             benchmark = get_benchmark(name)
             sources = benchmark.locate(DataFlags(data=os.path.join(data_root, folder)))
             subset = evenly_spaced(benchmark.read_items(sources, benchmark.default_prompt), limit, name)
+            check_question_texts(subset)  # before the first step, not at the first evaluation
             tokens = max_new_tokens or LEARNING_CURVE_ANSWER_LENGTHS.of(name)
             self.tasks.append((name, sources, subset, GenerationSettings(max_new_tokens=tokens)))
 

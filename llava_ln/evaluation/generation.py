@@ -50,19 +50,35 @@ class PromptEncoder:
         return self.template.render_prompt([("user", f"{IMAGE_TOKEN}\n{prompt}")])
 
     def encode(self, prompt: str, where: str = "prompt") -> list:
-        if IMAGE_TOKEN in prompt:
-            raise LlavaLnError(f"{where}: the question text itself contains {IMAGE_TOKEN}")
-        problem = unencodable(prompt)
+        problem = question_text_problem(prompt)
         if problem:
-            raise LlavaLnError(f"{where}: the question text {problem}")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise LlavaLnError(f"{where}: the question text has {len(prompt)} characters, more than {MAX_PROMPT_CHARS}")
+            raise LlavaLnError(f"{where}: {problem}")
         encoded = encode(Rendered(self.text(protect(prompt, self.tokenizer)), ()), self.tokenizer, self.image_token_id,
                          self.num_image_tokens, self._prefix_ids)
         if len(encoded.image_starts) != 1:
             raise LlavaLnError(f"{where}: the rendered prompt holds {len(encoded.image_starts)} {IMAGE_TOKEN} tokens, "
                                "expected 1 (is the tokenizer prepared for <image>?)")
         return encoded.input_ids
+
+
+def question_text_problem(prompt: str) -> str | None:
+    """Why a question's text cannot be asked, or None: decided from the text alone, before any model loads."""
+    if IMAGE_TOKEN in prompt:
+        return f"the question text itself contains {IMAGE_TOKEN}"
+    problem = unencodable(prompt)
+    if problem:
+        return f"the question text {problem}"
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return f"the question text has {len(prompt)} characters, more than {MAX_PROMPT_CHARS}"
+    return None
+
+
+def check_question_texts(items: list) -> None:
+    """Refuse the first question whose text cannot be asked (one line naming it), before the model is loaded."""
+    for item in items:
+        problem = question_text_problem(item.prompt)
+        if problem:
+            raise LlavaLnError(f"question {item.key}: {problem}")
 
 
 def warn_past_context(model, keys: list, prompts: list, max_new_tokens: int) -> int:

@@ -23,7 +23,13 @@ from llava_ln.evaluation.answering import QuestionAnswerer, rank_share
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks.common import DataFlags
 from llava_ln.evaluation.benchmarks.registry import get_benchmark
-from llava_ln.evaluation.generation import GenerationCounts, GenerationSettings, PromptEncoder, warn_past_context
+from llava_ln.evaluation.generation import (
+    GenerationCounts,
+    GenerationSettings,
+    PromptEncoder,
+    check_question_texts,
+    warn_past_context,
+)
 from llava_ln.evaluation.llava_answers import ANSWERS_FILE, write_llava_answers
 from llava_ln.evaluation.model_loading import load_eval_model, resolve_dtype, resolve_format
 from llava_ln.scoring.dispatch import score
@@ -135,6 +141,7 @@ def run_eval(args: EvalArguments) -> dict | None:
         sources = benchmark.locate(flags)
         prompt = benchmark.default_prompt if args.prompt is None else args.prompt
         items = benchmark.read_items(sources, prompt)
+        check_question_texts(items)  # a question that cannot be asked stops eval before the model loads
         conv_template, aspect = resolve_format(args.model_path, args.conv_template, args.image_aspect_ratio)
         dtype = resolve_dtype(args.dtype, world.device)
         settings = run_settings(args, sources, prompt, conv_template, aspect, dtype, generation)

@@ -8,6 +8,7 @@ import pytest
 from eval_helpers import eval_cli
 
 from llava_ln.core.errors import LlavaLnError
+from llava_ln.data.encode import MAX_PROMPT_CHARS
 from llava_ln.evaluation.args import EvalArguments
 from llava_ln.evaluation.benchmarks import mme, vqav2
 from llava_ln.evaluation.benchmarks.common import SHORT_ANSWER_SUFFIX, DataFlags
@@ -128,4 +129,18 @@ def test_a_training_folder_without_a_final_save_names_its_newest_checkpoint(asse
     args = EvalArguments(benchmark="pope", data=assets["data"]["pope"], model_path=str(tmp_path / "run"),
                          output_dir=str(tmp_path / "out"), device="cpu")
     with pytest.raises(LlavaLnError, match=rf"it holds 2 checkpoint\(s\), the newest is {tmp_path}/run/checkpoint-10$"):
+        run_eval(args)
+
+
+@pytest.mark.parametrize("text,problem", [("What is <image> here?", "the question text itself contains <image>"),
+                                          ("x" * (MAX_PROMPT_CHARS + 1), "the question text has .* characters, more than")])
+def test_a_question_that_cannot_be_asked_stops_eval_before_any_model_loads(tmp_path, text, problem):
+    """The model path names nothing: only a check made before loading can name the question."""
+    (tmp_path / "a.png").write_bytes(b"")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"question_id": "fine", "image": "a.png", "text": "What is it?"}) + "\n" +
+                         json.dumps({"question_id": "q7", "image": "a.png", "text": text}) + "\n")
+    args = EvalArguments(benchmark="generic", model_path=str(tmp_path / "no_model"), question_file=str(questions),
+                         image_folder=str(tmp_path), output_dir=str(tmp_path / "out"), device="cpu")
+    with pytest.raises(LlavaLnError, match=f"question q7: {problem}"):
         run_eval(args)
