@@ -39,7 +39,7 @@ from llava_ln.model.quantize import quant_settings, quantized_footprint
 from llava_ln.training.args import gradient_checkpointing_choice
 from llava_ln.training.memory.policy import GIB, static_memory_per_gpu
 from llava_ln.training.memory.recompute import decide_for_model_args, default_budget_gib
-from llava_ln.training.packing import check_packing_combination, micro_batch_shape
+from llava_ln.training.packing import check_packing_combination, check_packing_model, micro_batch_shape
 from llava_ln.tuning.args import TuningArguments
 from llava_ln.tuning.modes import get_tune_mode, refuse_on_quantized_base
 from llava_ln.tuning.plan import apply_tune_mode
@@ -67,6 +67,8 @@ def describe(model_args: ModelArguments, tuning_args: TuningArguments, with_name
     if quantization is not None:
         refuse_on_quantized_base(get_tune_mode(tuning_args.tune_mode), quantization.bits)
     model, _ = build_start_model(model_args, _optional_tokenizer(model_args), torch.float32, on_meta=True)
+    if memory is not None and memory.packing:
+        check_packing_model(model)  # train's refusal: no memory plan for a run that cannot start
     footprint = quantized_footprint(model, quantization)  # before LoRA wraps the block linears
     model, plan = apply_tune_mode(model, tuning_args)
     counts = plan.counts()

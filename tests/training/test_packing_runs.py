@@ -82,7 +82,7 @@ def test_combinations_that_cannot_be_right_are_one_line(world, tmp_path, capsys,
     assert len(errors) == 1 and message in errors[0], errors
 
 
-def test_describe_plans_memory_in_tokens_per_packed_micro_batch(tiny_llm, tiny_vision):
+def test_describe_plans_memory_in_tokens_per_packed_micro_batch(tiny_llm, tiny_vision, tmp_path):
     from llava_ln.commands.args import DescribeArguments
     from llava_ln.commands.prepare import describe
     from llava_ln.model.args import ModelArguments
@@ -102,3 +102,13 @@ def test_describe_plans_memory_in_tokens_per_packed_micro_batch(tiny_llm, tiny_v
     with pytest.raises(LlavaLnError, match="--per_device_train_batch_size counts samples; with --packing"):
         describe(args, TuningArguments(tune_mode="ln"), memory=DescribeArguments(
             packing=True, max_tokens_per_batch=3000, per_device_train_batch_size=6, **memory))
+    # An LLM whose packed samples would see each other gets train's refusal, not a memory plan.
+    from transformers import OPTConfig
+
+    opt = str(tmp_path / "opt")
+    OPTConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
+              max_position_embeddings=128, word_embed_proj_dim=32, tie_word_embeddings=False).save_pretrained(opt)
+    with pytest.raises(LlavaLnError, match="--packing: OPT.* does not pass the position ids"):
+        describe(ModelArguments(model_name_or_path=opt, vision_tower=tiny_vision("clip")),
+                 TuningArguments(tune_mode="ln"), memory=DescribeArguments(packing=True, max_tokens_per_batch=3000,
+                                                                           **memory))
