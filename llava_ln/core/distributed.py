@@ -10,6 +10,7 @@ stays up, since DeepSpeed keeps references to it, and is destroyed when the inte
 """
 import atexit
 import datetime
+import functools
 import logging
 import os
 from contextlib import contextmanager
@@ -111,20 +112,16 @@ def distributed_session(device: str = "auto", use_deepspeed: bool = False, local
         dist.destroy_process_group()
 
 
+@functools.cache  # one hook per process, however many sessions start
 def destroy_process_group_at_exit() -> None:
-    """Destroy the default process group before the interpreter finalizes (registered once per process).
+    """Destroy the default process group before the interpreter finalizes.
 
     A gloo group still alive at interpreter shutdown can abort the process (SIGABRT, "terminate called
     without an active exception") after all work is done: its worker threads release tensors that
     need the Python runtime, which is already gone. Destroying it is local to the rank (no collective),
     so a rank that exits early cannot make another hang here.
     """
-    if not _exit_hook["registered"]:
-        atexit.register(_destroy_if_initialized)
-        _exit_hook["registered"] = True
-
-
-_exit_hook = {"registered": False}
+    atexit.register(_destroy_if_initialized)
 
 
 def _destroy_if_initialized() -> None:
@@ -158,8 +155,7 @@ def all_reduce_sum(context: DistContext, values: list[float]) -> list[float]:
     """Sum a few floats over ranks (float64, on the collective's device)."""
     if not context.distributed:
         return list(values)
-    device = context.device if context.backend == "nccl" else torch.device("cpu")
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device(context))
     dist.all_reduce(tensor)
     return tensor.tolist()
 
@@ -168,10 +164,14 @@ def all_reduce_sum_int64(context: DistContext, values: np.ndarray) -> np.ndarray
     """Sum an int64 array over ranks, element by element (exact; on the collective's device)."""
     if not context.distributed:
         return values
-    device = context.device if context.backend == "nccl" else torch.device("cpu")
-    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).to(device)
+    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).to(_collective_device(context))
     dist.all_reduce(tensor)
     return tensor.cpu().numpy()
+
+
+def _collective_device(context: DistContext) -> torch.device:
+    """Where a tensor collective runs: the rank's GPU under NCCL, else the CPU (gloo)."""
+    return context.device if context.backend == "nccl" else torch.device("cpu")
 
 
 def all_gather_objects(context: DistContext, obj) -> list:
